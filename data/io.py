@@ -1,0 +1,200 @@
+"""Read and write contract records as Parquet or JSONL, refusing malformed rows.
+
+Every refusal is a ``DataError`` naming the file, the line (JSONL, 1-based) or row (Parquet, 0-based), and the
+field. Nothing is skipped: one bad row fails the read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from data.contracts import Record
+from data.schemas import arrow_schema
+from search.errors import DataError
+
+BATCH_ROWS = 8192
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<row>"
+
+
+def _as_data_error(
+    exc: ValidationError, path: Path, *, line: int | None = None, row: int | None = None
+) -> DataError:
+    err = exc.errors()[0]
+    field = _field_path(err["loc"])
+    message = err["msg"]
+    if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict):
+        message += f" (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        message += f"; and {more} more problem(s) in this row"
+    return DataError(message, path=path, line=line, row=row, field=field)
+
+
+def _check_parquet_schema(table_schema: pa.Schema, contract: type[Record], path: Path) -> pa.Schema:
+    expected = arrow_schema(contract)
+    present = set(table_schema.names)
+    for field in expected:
+        if field.name not in present and not field.nullable:
+            raise DataError("required column is missing", path=path, field=field.name)
+    for name in table_schema.names:
+        if expected.get_field_index(name) < 0:
+            raise DataError(f"unknown column (expected one of {expected.names})", path=path, field=name)
+    for field in table_schema:
+        want = expected.field(field.name).type
+        if pa.types.is_timestamp(field.type) and field.type.tz is None:
+            raise DataError("timestamps must carry a time zone", path=path, field=field.name)
+        if field.type != want and not _castable(field.type, want):
+            raise DataError(f"column type {field.type} cannot be read as {want}", path=path, field=field.name)
+    return expected
+
+
+def _castable(have: pa.DataType, want: pa.DataType) -> bool:
+    try:
+        pa.array([], type=have).cast(want)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _conform(table: pa.Table, expected: pa.Schema, path: Path) -> pa.Table:
+    """Order, fill and cast columns to the contract's schema (missing optional columns become nulls)."""
+    columns = []
+    for field in expected:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                row, value = _first_uncastable(col, field.type)
+                raise DataError(
+                    f"cannot read {value!r} as {field.type}", path=path, row=row, field=field.name
+                ) from None
+        else:
+            col = pa.nulls(len(table), field.type)
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=expected)
+
+
+def _first_uncastable(col: pa.ChunkedArray, want: pa.DataType) -> tuple[int | None, object]:
+    # Only on the error path: find which row broke the cast, so the message can point at it.
+    for i, value in enumerate(col.to_pylist()):
+        try:
+            pa.array([value], type=col.type).cast(want)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return i, value
+    return None, None
+
+
+def _validate_rows(table: pa.Table, contract: type[Record], path: Path, first_row: int = 0) -> None:
+    for offset, batch in _batches(table):
+        for i, row in enumerate(batch.to_pylist()):
+            try:
+                contract.model_validate(row)
+            except ValidationError as exc:
+                raise _as_data_error(exc, path, row=first_row + offset + i) from None
+
+
+def _batches(table: pa.Table) -> Iterator[tuple[int, pa.RecordBatch]]:
+    offset = 0
+    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        yield offset, batch
+        offset += batch.num_rows
+
+
+def read_table(path: Path | str, contract: type[Record], *, validate_rows: bool = True) -> pa.Table:
+    """Read one Parquet or JSONL file into an Arrow table with the contract's schema.
+
+    ``validate_rows=False`` keeps the schema checks (columns, types, time zones) but skips the per-row
+    pydantic validation; use it only on files this project wrote itself, where rows were validated on write.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    if path.suffix == ".jsonl":
+        rows = [r.model_dump() for r in _iter_jsonl(path, contract)]
+        return pa.Table.from_pylist(rows, schema=arrow_schema(contract))
+    if path.suffix != ".parquet":
+        raise DataError(f"unsupported file type '{path.suffix}' (expected .parquet or .jsonl)", path=path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"not a readable Parquet file: {exc}", path=path) from exc
+    expected = _check_parquet_schema(table.schema, contract, path)
+    table = _conform(table, expected, path)
+    if validate_rows:
+        _validate_rows(table, contract, path)
+    return table
+
+
+def iter_records(path: Path | str, contract: type[Record]) -> Iterator[Record]:
+    """Yield validated records one by one from a Parquet or JSONL file."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise DataError("file not found", path=path)
+        yield from _iter_jsonl(path, contract)
+        return
+    table = read_table(path, contract, validate_rows=False)
+    for offset, batch in _batches(table):
+        for i, row in enumerate(batch.to_pylist()):
+            try:
+                yield contract.model_validate(row)
+            except ValidationError as exc:
+                raise _as_data_error(exc, path, row=offset + i) from None
+
+
+def _iter_jsonl(path: Path, contract: type[Record]) -> Iterator[Record]:
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield contract.model_validate_json(raw)
+            except ValidationError as exc:
+                if exc.errors()[0]["type"] == "json_invalid":
+                    raise DataError(
+                        f"invalid JSON: {exc.errors()[0]['msg']}", path=path, line=line_no
+                    ) from None
+                raise _as_data_error(exc, path, line=line_no) from None
+
+
+def write_table(table: pa.Table, path: Path | str, contract: type[Record]) -> None:
+    """Write a table that already follows the contract's schema (checked here) as Parquet."""
+    expected = arrow_schema(contract)
+    if not table.schema.equals(expected):
+        raise DataError(f"table schema does not match the {contract.__name__} contract", path=path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Fixed writer options keep output byte-identical for the same input (same seed, same bytes).
+    pq.write_table(table, path, compression="zstd", write_statistics=True, use_dictionary=True)
+
+
+def write_records(records: Iterable[Record], path: Path | str, contract: type[Record]) -> None:
+    """Write records as Parquet (``.parquet``) or JSON lines (``.jsonl``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        with path.open("w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(rec.model_dump_json() + "\n")
+        return
+    rows = [r.model_dump() for r in records]
+    write_table(pa.Table.from_pylist(rows, schema=arrow_schema(contract)), path, contract)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError("file not found", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from exc

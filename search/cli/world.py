@@ -1,0 +1,137 @@
+"""``smartblock world``: generate a simulated world and describe it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from search.cli.common import console, print_json, progress_bar, state
+from search.settings import Scale
+
+app = typer.Typer(
+    help="Generate and inspect simulated worlds (docs, blocks, users, logs, truth).", no_args_is_help=True
+)
+
+
+@app.command()
+def generate(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write (default: <data_dir>/<scale>).")
+    ] = None,
+    scale: Annotated[
+        Scale | None, typer.Option("--scale", help="tiny (tests), small (quickstart), large.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Random seed; same seed, same bytes.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Processes simulating days in parallel.")
+    ] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing world in OUT.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Write a world: docs, blocks, day-partitioned impressions and interactions, and truth/."""
+    from data.world.generate import generate_world
+
+    settings = state.settings()
+    scale = scale or settings.world.scale
+    seed = settings.world.seed if seed is None else seed
+    out = out or settings.data_dir / scale
+    started = time.perf_counter()
+    with progress_bar(not as_json) as report:
+        manifest = generate_world(
+            out, scale=scale, seed=seed, workers=workers, overwrite=overwrite, progress=report
+        )
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+    if as_json:
+        print_json(manifest)
+        return
+    console.print(f"wrote {out} in {manifest['seconds']} s")
+    _print_counts(manifest["counts"])
+
+
+@app.command()
+def stats(
+    world: Annotated[Path, typer.Argument(help="A world folder written by `world generate`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Counts, CTR by position, query click entropy and the oracle's gain from personalization."""
+    from data.world.stats import world_stats
+
+    result = world_stats(world)
+    if as_json:
+        print_json(result)
+        return
+    _print_stats(result)
+
+
+def quickstart(
+    world: Annotated[
+        Path | None, typer.Option("--world", help="World folder (default: <data_dir>/small).")
+    ] = None,
+    scale: Annotated[Scale, typer.Option("--scale")] = "small",
+    workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, min(2, os.cpu_count() or 1)),
+) -> None:
+    """Set up everything on the embedded defaults: generate the sample world (once) and describe it."""
+    from data.world.generate import generate_world
+    from data.world.stats import world_stats
+
+    settings = state.settings()
+    world = world or settings.data_dir / scale
+    if (world / "world.json").is_file():
+        console.print(f"using the existing world in {world}")
+    else:
+        with progress_bar() as report:
+            generate_world(world, scale=scale, seed=settings.world.seed, workers=workers, progress=report)
+    _print_stats(world_stats(world))
+
+
+def _print_counts(counts: dict) -> None:
+    table = Table(title="counts")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for k, v in counts.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    console.print(table)
+
+
+def _print_stats(result: dict) -> None:
+    console.print(f"world: {result['world']}")
+    _print_counts(result["counts"])
+    ctr = Table(title="CTR by position")
+    ctr.add_column("position", justify="right")
+    ctr.add_column("CTR", justify="right")
+    ctr.add_column("randomized CTR / top", justify="right")
+    for k, (c, r) in enumerate(
+        zip(result["ctr_by_position"], result["randomized_ctr_ratio_to_top"], strict=True)
+    ):
+        ctr.add_row(str(k + 1), f"{c:.4f}", f"{r:.3f}")
+    console.print(ctr)
+    console.print(f"query click entropy (bits): {result['query_click_entropy_bits']}")
+    for title, key in (
+        ("by query click entropy", "oracle_by_entropy"),
+        ("by user diversity", "oracle_by_diversity"),
+    ):
+        table = Table(title=f"NDCG@page {title}")
+        for col in ("bucket", "impressions", "logging", "non-personal oracle", "personal oracle", "gain"):
+            table.add_column(col, justify="right")
+        for bucket, row in result[key].items():
+            table.add_row(
+                bucket,
+                f"{row['impressions']:,}",
+                *(
+                    "-" if row[m] is None else f"{row[m]:.4f}"
+                    for m in (
+                        "ndcg@page_logging",
+                        "ndcg@page_nonpersonal_oracle",
+                        "ndcg@page_personal_oracle",
+                        "personalization_gain",
+                    )
+                ),
+            )
+        console.print(table)

@@ -1,0 +1,35 @@
+"""Ranking metrics shared by every evaluation (world stats, retrieval, rankers, experiments)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dcg(gains: np.ndarray, k: int) -> np.ndarray:
+    """DCG@k per row of grades (N, L) in ranked order; gain 2^g - 1, and g <= 0 (or padding < 0) adds 0."""
+    top = gains[:, :k]
+    g = np.where(top > 0, 2.0 ** np.maximum(top, 0) - 1.0, 0.0)
+    discounts = 1.0 / np.log2(np.arange(2, g.shape[1] + 2))
+    return g @ discounts
+
+
+def ndcg(ranked_grades: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k per row: grades (N, L) in the order a system ranked them; rows with no gain score 0."""
+    ideal = dcg(-np.sort(-ranked_grades, axis=1), k)
+    actual = dcg(ranked_grades, k)
+    return np.divide(actual, ideal, out=np.zeros_like(actual), where=ideal > 0)
+
+
+def order_by(scores: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Reorder each row of ``values`` by descending ``scores`` (stable: ties keep their original order)."""
+    idx = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(values, idx, axis=1)
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Shannon entropy, in bits, of a distribution given by counts."""
+    total = counts.sum()
+    if total <= 0:
+        return 0.0
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum())

@@ -1,0 +1,86 @@
+"""Typed settings: the one source of truth that the CLI, the API and experiments read.
+
+Precedence, highest first: explicit arguments, ``SMARTBLOCK_*`` environment variables (nested with ``__``,
+e.g. ``SMARTBLOCK_WORLD__SEED=7``), a config file (YAML or TOML, from ``--config`` or ``SMARTBLOCK_CONFIG``),
+then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from search.errors import ConfigError
+
+Scale = Literal["tiny", "small", "large"]
+# The file chosen by load_settings(); read by the source hook below, so no global state is mutated.
+_config_file: ContextVar[Path | None] = ContextVar("smartblock_config_file", default=None)
+
+
+class WorldSettings(BaseModel):
+    """Defaults for ``smartblock world generate``."""
+
+    scale: Scale = "small"
+    seed: int = Field(default=42, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMARTBLOCK_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(default=Path("worlds"), description="Where generated worlds and indexes live.")
+    world: WorldSettings = WorldSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get() or os.environ.get("SMARTBLOCK_CONFIG")
+        if config_file:
+            sources.append(_file_source(settings_cls, Path(config_file)))
+        return tuple(sources)
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.suffix in {".yaml", ".yml"}:
+        return YamlConfigSettingsSource(settings_cls, yaml_file=path)
+    if path.suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    raise ConfigError(f"config file {path}: expected a .yaml, .yml or .toml file, got '{path.suffix}'")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from all sources; a bad value raises ConfigError naming the setting."""
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    finally:
+        _config_file.reset(token)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once (FastAPI dependencies and the CLI share it)."""
+    return load_settings()

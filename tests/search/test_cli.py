@@ -1,0 +1,86 @@
+"""The CLI as users run it: a real subprocess, real files, JSON on stdout, clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_console_script_is_installed() -> None:
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("smartblock") == "search.cli:main"
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["world"], ["world", "generate"], ["world", "stats"], ["quickstart"]]
+)
+def test_help_everywhere(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_generate_then_stats_as_json(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    gen = run("world", "generate", "--scale", "tiny", "--seed", "3", "--out", str(out), "--json")
+    assert gen.returncode == 0, gen.stderr
+    manifest = json.loads(gen.stdout)
+    assert manifest["scale"] == "tiny" and manifest["seed"] == 3 and manifest["counts"]["impressions"] > 1000
+    stats = run("world", "stats", str(out), "--json")
+    assert stats.returncode == 0, stats.stderr
+    result = json.loads(stats.stdout)
+    assert result["counts"]["impressions"] == manifest["counts"]["impressions"]
+    assert set(result["oracle_by_entropy"]) == {"low", "mid", "high"}
+    human = run("world", "stats", str(out))
+    assert human.returncode == 0 and "CTR by position" in human.stderr
+
+
+def test_settings_come_from_env_and_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "smartblock.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\nworld:\n  scale: tiny\n  seed: 5\n")
+    gen = run("--config", str(config), "world", "generate", "--json", env={"SMARTBLOCK_WORLD__SEED": "9"})
+    assert gen.returncode == 0, gen.stderr
+    manifest = json.loads(gen.stdout)
+    assert (manifest["scale"], manifest["seed"]) == ("tiny", 9)  # env beats the file, the file beats defaults
+    assert (tmp_path / "data" / "tiny" / "world.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["world", "generate", "--scale", "huge"], {}, "huge"),
+        (["world", "stats", "/nonexistent/world"], {}, "/nonexistent/world/world.json"),
+        (["world", "generate", "--scale", "tiny"], {"SMARTBLOCK_WORLD__SEED": "-1"}, "world.seed"),
+        (["--config", "/nonexistent.yaml", "world", "generate"], {}, "does not exist"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_no_traceback(
+    args: list[str], env: dict[str, str], needle: str
+) -> None:
+    result = run(*args, env=env)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_refuses_to_overwrite_a_world(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    assert run("world", "generate", "--scale", "tiny", "--out", str(out), "--json").returncode == 0
+    again = run("world", "generate", "--scale", "tiny", "--out", str(out))
+    assert again.returncode == 2 and "--overwrite" in again.stderr
