@@ -22,6 +22,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from features.config import FeatureStoreSettings
+from ranking.config import RankingSettings
+from retrieval.config import RetrievalSettings
 from search.errors import ConfigError
 
 Scale = Literal["tiny", "small", "large"]
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("worlds"), description="Where generated worlds and indexes live.")
     world: WorldSettings = WorldSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    features: FeatureStoreSettings = FeatureStoreSettings()
+    ranking: RankingSettings = RankingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from search.cli import world
+from search.cli import features, ranking, retrieval, world
 from search.cli.common import state
 from search.errors import SmartblockError
 
@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 app.add_typer(world.app, name="world")
 app.command("quickstart")(world.quickstart)
+for stage in (retrieval, features, ranking):
+    stage.register(app)
 
 
 @app.callback()

@@ -1,0 +1,9 @@
+"""``smartblock`` commands of the features stage."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's commands and command groups to the root app."""
