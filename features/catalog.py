@@ -1,0 +1,72 @@
+"""Static block attributes the features need, held in memory: kind, genre mix, keywords, age, size.
+
+Built from the public docs and blocks tables only (never from ``truth/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from data.contracts import Genre
+from search.errors import DataError
+
+GENRES = [g.value for g in Genre]
+MIXED_GENRE = len(GENRES)  # categorical id of a block whose docs span several genres
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased word tokens; the one tokenizer for queries and keywords alike."""
+    return [t for t in "".join(c if c.isalnum() else " " for c in text.lower()).split() if len(t) > 1]
+
+
+@dataclass
+class BlockCatalog:
+    ids: list[str]
+    index: dict[str, int]
+    kind: np.ndarray  # (B,) 0 topic, 1 genre
+    genre_mix: np.ndarray  # (B, G) share of the block's docs in each genre
+    main_genre: np.ndarray  # (B,) categorical: a genre id, or MIXED_GENRE
+    keywords: list[list[str]]  # the block's keyword phrases
+    keyword_tokens: list[frozenset[str]]
+    created_ms: np.ndarray  # (B,)
+    n_docs: np.ndarray  # (B,)
+    doc_genre: dict[str, int]
+
+    @classmethod
+    def from_tables(cls, blocks: pa.Table, docs: pa.Table) -> BlockCatalog:
+        doc_genre = {
+            d: GENRES.index(g) for d, g in zip(docs["id"].to_pylist(), docs["genre"].to_pylist(), strict=True)
+        }
+        ids = blocks["id"].to_pylist()
+        doc_lists = blocks["doc_ids"].to_pylist()
+        mix = np.zeros((len(ids), len(GENRES)))
+        for i, doc_ids in enumerate(doc_lists):
+            for d in doc_ids:
+                if d in doc_genre:
+                    mix[i, doc_genre[d]] += 1
+        n_docs = np.array([len(d) for d in doc_lists])
+        mix /= np.maximum(mix.sum(axis=1, keepdims=True), 1)
+        main = np.where(mix.max(axis=1) >= 0.999, mix.argmax(axis=1), MIXED_GENRE)
+        keywords = blocks["keywords"].to_pylist()
+        created = blocks["created_at"].cast(pa.int64()).to_numpy()
+        return cls(
+            ids=ids,
+            index={b: i for i, b in enumerate(ids)},
+            kind=np.array([0 if k == "topic" else 1 for k in blocks["kind"].to_pylist()]),
+            genre_mix=mix,
+            main_genre=main,
+            keywords=keywords,
+            keyword_tokens=[frozenset(t for kw in kws for t in tokens(kw)) for kws in keywords],
+            created_ms=created,
+            n_docs=n_docs,
+            doc_genre=doc_genre,
+        )
+
+    def rows(self, block_ids: list[str]) -> np.ndarray:
+        try:
+            return np.array([self.index[b] for b in block_ids], dtype=np.int64)
+        except KeyError as exc:
+            raise DataError(f"unknown block id {exc.args[0]!r}", field="block_id") from None

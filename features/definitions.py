@@ -1,0 +1,202 @@
+"""Every ranking feature, declared once: what it is, which entity it belongs to, its default, and how it is
+read from the stored state. Training sets (``features.dataset``) and serving (``features.store``) both call
+``plan`` to know what to fetch and ``compute`` to turn the fetched hashes into feature rows, so a feature's
+value cannot differ between the two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from features.catalog import MIXED_GENRE, BlockCatalog
+from features.config import FeatureStoreSettings
+from features.keys import Keys, digest
+
+Entity = Literal["query_block", "block", "query", "user", "user_block", "request_block"]
+Source = Literal["stream", "batch", "static"]
+
+QB_FIELDS = ("n", "e", "c", "s", "dw", "dn")
+COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
+COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
+UCB_Z = 1.0
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    entity: Entity
+    source: Source
+    default: float
+    description: str
+    categorical: int = 0  # number of categories when the feature is a categorical id, else 0
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("qb_impressions_log", "query_block", "stream", 0.0, "log(1 + times shown for this query)"),
+    Feature("qb_clicks_log", "query_block", "stream", 0.0, "log(1 + clicks for this query)"),
+    Feature(
+        "qb_coec", "query_block", "stream", COEC_PRIOR_MEAN, "clicks over expected examinations, smoothed"
+    ),
+    Feature("qb_skip_rate", "query_block", "stream", 0.0, "skipped above a click / shown"),
+    Feature("qb_dwell_log_s", "query_block", "stream", 0.0, "log(1 + mean dwell seconds)"),
+    Feature("qb_missing", "query_block", "stream", 1.0, "1 when never shown for this query"),
+    Feature("bandit_mean", "query_block", "stream", 0.5, "Beta(1 + clicks, 1 + non-clicks) mean"),
+    Feature("bandit_ucb", "query_block", "stream", 0.5 + UCB_Z * math.sqrt(1 / 12), "mean + z * sd"),
+    Feature("bandit_thompson", "request_block", "stream", 0.5, "one Beta draw, seeded by the request id"),
+    Feature("block_impressions_log", "block", "stream", 0.0, "log(1 + times shown for any query)"),
+    Feature("block_coec", "block", "stream", COEC_PRIOR_MEAN, "block clicks over expected examinations"),
+    Feature("block_skip_rate", "block", "stream", 0.0, "block skipped above a click / shown"),
+    Feature("block_dwell_log_s", "block", "stream", 0.0, "log(1 + mean dwell seconds) for any query"),
+    Feature("block_missing", "block", "stream", 1.0, "1 when never shown"),
+    Feature("query_impressions_log", "query", "stream", 0.0, "log(1 + searches of this query)"),
+    Feature("query_clicks_per_search", "query", "stream", 0.0, "clicks / (searches + 1)"),
+    Feature("query_click_entropy", "query", "batch", 0.0, "entropy (bits) of the query's clicked blocks"),
+    Feature("query_entropy_missing", "query", "batch", 1.0, "1 when the query has no clicks yet"),
+    Feature("coquery_assoc", "query_block", "batch", 0.0, "click share of the block among the co-queries"),
+    Feature("coquery_count_log", "query", "batch", 0.0, "log(1 + co-queries kept)"),
+    Feature("coquery_missing", "query", "batch", 1.0, "1 when the query has no co-queries"),
+    Feature("user_genre_affinity", "user_block", "batch", 0.0, "user's click share in the block's genres"),
+    Feature(
+        "user_keyword_affinity", "user_block", "batch", 0.0, "user's click share on the block's keywords"
+    ),
+    Feature("user_diversity", "user", "batch", 0.0, "normalized entropy of the user's clicked keywords"),
+    Feature("user_clicks_log", "user", "batch", 0.0, "log(1 + the user's clicks)"),
+    Feature("user_missing", "user", "batch", 1.0, "1 when the user has no click history"),
+    Feature(
+        "rt_keyword_score", "user_block", "stream", 0.0, "decayed recent-query interest in block keywords"
+    ),
+    Feature("rt_keyword_share", "user_block", "stream", 0.0, "rt_keyword_score / all recent interest"),
+    Feature("rt_missing", "user", "stream", 1.0, "1 when the user searched nothing recently"),
+    Feature("block_age_log_days", "block", "static", 0.0, "log(1 + days since the block was created)"),
+    Feature("block_docs", "block", "static", 0.0, "number of docs in the block"),
+    Feature("block_kind", "block", "static", 0.0, "0 topic, 1 genre", categorical=2),
+    Feature("block_genre", "block", "static", float(MIXED_GENRE), "main genre id, 6 = mixed", categorical=7),
+)
+NAMES = [f.name for f in FEATURES]
+INDEX = {n: i for i, n in enumerate(NAMES)}
+DENSE = [f.name for f in FEATURES if not f.categorical]
+CATEGORICAL = [f.name for f in FEATURES if f.categorical]
+DEFAULTS = np.array([f.default for f in FEATURES], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    ts_ms: int
+    user_id: str
+    query: str
+    block_ids: tuple[str, ...]
+
+
+def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
+    """The hashes (and fields; None = all) to fetch for one request, in the order ``compute`` reads them."""
+    qb_fields = [f"{b}|{x}" for b in req.block_ids for x in QB_FIELDS] + ["_n", "_c"]
+    qd_fields = ["ent", "ncoq"] + [f"a|{b}" for b in req.block_ids]
+    return [
+        (keys.query_blocks(req.query), qb_fields),
+        (keys.query_batch(req.query), qd_fields),
+        (keys.user_recent(req.user_id), None),
+        (keys.user_batch(req.user_id), None),
+        *((keys.block_stats(b), list(QB_FIELDS)) for b in req.block_ids),
+    ]
+
+
+def _f(h: dict, key: str, default: float = 0.0) -> float:
+    v = h.get(key)
+    return default if v is None else float(v)
+
+
+def compute(
+    req: Request, fetched: list[dict], catalog: BlockCatalog, settings: FeatureStoreSettings
+) -> np.ndarray:
+    """Feature rows (n_blocks, len(FEATURES)) for one request from the hashes ``plan`` named."""
+    qb, qd, rt, ud, *bs = fetched
+    n = len(req.block_ids)
+    out = np.tile(DEFAULTS, (n, 1))
+    rows = catalog.rows(list(req.block_ids))
+    col = INDEX
+
+    # Query-block and block click feedback, and the bandit's Beta posterior.
+    rng = np.random.default_rng(int(digest(req.request_id), 16))
+    for i, b in enumerate(req.block_ids):
+        shown, exam, clicks = _f(qb, f"{b}|n"), _f(qb, f"{b}|e"), _f(qb, f"{b}|c")
+        skips, dwell, dwell_n = _f(qb, f"{b}|s"), _f(qb, f"{b}|dw"), _f(qb, f"{b}|dn")
+        alpha, beta = 1.0 + clicks, 1.0 + max(shown - clicks, 0.0)
+        out[i, col["bandit_thompson"]] = rng.beta(alpha, beta)
+        if shown > 0:
+            mean = alpha / (alpha + beta)
+            sd = math.sqrt(alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1)))
+            out[i, col["qb_impressions_log"]] = math.log1p(shown)
+            out[i, col["qb_clicks_log"]] = math.log1p(clicks)
+            out[i, col["qb_coec"]] = _coec(clicks, exam)
+            out[i, col["qb_skip_rate"]] = skips / shown
+            out[i, col["qb_dwell_log_s"]] = math.log1p(dwell / dwell_n / 1000) if dwell_n else 0.0
+            out[i, col["qb_missing"]] = 0.0
+            out[i, col["bandit_mean"]] = mean
+            out[i, col["bandit_ucb"]] = mean + UCB_Z * sd
+        h = bs[i]
+        b_shown = _f(h, "n")
+        if b_shown > 0:
+            out[i, col["block_impressions_log"]] = math.log1p(b_shown)
+            out[i, col["block_coec"]] = _coec(_f(h, "c"), _f(h, "e"))
+            out[i, col["block_skip_rate"]] = _f(h, "s") / b_shown
+            dn = _f(h, "dn")
+            out[i, col["block_dwell_log_s"]] = math.log1p(_f(h, "dw") / dn / 1000) if dn else 0.0
+            out[i, col["block_missing"]] = 0.0
+        out[i, col["coquery_assoc"]] = _f(qd, f"a|{b}")
+
+    q_shown = _f(qb, "_n")
+    out[:, col["query_impressions_log"]] = math.log1p(q_shown)
+    out[:, col["query_clicks_per_search"]] = _f(qb, "_c") / (q_shown + 1)
+    if "ent" in qd:
+        out[:, col["query_click_entropy"]] = float(qd["ent"])
+        out[:, col["query_entropy_missing"]] = 0.0
+    n_coq = _f(qd, "ncoq")
+    out[:, col["coquery_count_log"]] = math.log1p(n_coq)
+    out[:, col["coquery_missing"]] = 0.0 if n_coq > 0 else 1.0
+
+    # Long-term user taste (daily batch): genre and keyword click shares, diversity.
+    if ud:
+        genre_share = np.array([_f(ud, f"g|{g}") for g in range(catalog.genre_mix.shape[1])])
+        out[:, col["user_genre_affinity"]] = catalog.genre_mix[rows] @ genre_share
+        out[:, col["user_keyword_affinity"]] = [
+            sum(_f(ud, f"k|{kw}") for kw in catalog.keywords[r]) for r in rows
+        ]
+        out[:, col["user_diversity"]] = _f(ud, "div")
+        out[:, col["user_clicks_log"]] = math.log1p(_f(ud, "n"))
+        out[:, col["user_missing"]] = 0.0
+
+    # Real-time interest: recent query keywords, decayed to the request's time.
+    interest = _decayed_interest(rt, req.ts_ms / 1000.0, settings)
+    if interest:
+        total = sum(interest.values())
+        scores = np.array([sum(interest.get(t, 0.0) for t in catalog.keyword_tokens[r]) for r in rows])
+        out[:, col["rt_keyword_score"]] = scores
+        out[:, col["rt_keyword_share"]] = scores / total if total > 0 else 0.0
+        out[:, col["rt_missing"]] = 0.0
+
+    age_days = np.maximum(req.ts_ms - catalog.created_ms[rows], 0) / 86_400_000
+    out[:, col["block_age_log_days"]] = np.log1p(age_days)
+    out[:, col["block_docs"]] = catalog.n_docs[rows]
+    out[:, col["block_kind"]] = catalog.kind[rows]
+    out[:, col["block_genre"]] = catalog.main_genre[rows]
+    return out
+
+
+def _coec(clicks: float, examinations: float) -> float:
+    return (clicks + COEC_PRIOR_MEAN * COEC_PRIOR_WEIGHT) / (examinations + COEC_PRIOR_WEIGHT)
+
+
+def _decayed_interest(rt: dict, now_s: float, settings: FeatureStoreSettings) -> dict[str, float]:
+    tau = settings.interest_half_life_hours * 3600 / math.log(2)
+    out = {}
+    for name, value in rt.items():
+        if name.startswith("t|"):
+            continue
+        last = float(rt.get(f"t|{name}", now_s))
+        out[name] = float(value) * math.exp(-max(now_s - last, 0.0) / tau)
+    return out

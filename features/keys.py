@@ -1,0 +1,85 @@
+"""The Redis key layout: namespaced, versioned, hash-tagged by entity.
+
+One request reads its query's keys (one hash slot), its user's keys (one slot) and one key per candidate
+block, so on a cluster it touches few nodes. Queries and users go into the tag through a short digest, which
+keeps keys compact and safe whatever characters a query holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+SCHEMA_VERSION = "v1"
+
+
+def digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = "sb"
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{SCHEMA_VERSION}"
+
+    def query_tag(self, query: str) -> str:
+        return f"q:{digest(query)}"
+
+    def user_tag(self, user_id: str) -> str:
+        return f"u:{digest(user_id)}"
+
+    def block_tag(self, block_id: str) -> str:
+        return f"b:{block_id}"
+
+    def request_tag(self, request_id: str) -> str:
+        return f"r:{digest(request_id)}"
+
+    def key(self, tag: str, name: str) -> str:
+        return f"{self.prefix}:{{{tag}}}:{name}"
+
+    # Streamed (live) state.
+    def query_blocks(self, query: str) -> str:
+        return self.key(self.query_tag(query), "qb")
+
+    def block_stats(self, block_id: str) -> str:
+        return self.key(self.block_tag(block_id), "bs")
+
+    def user_recent(self, user_id: str) -> str:
+        return self.key(self.user_tag(user_id), "rt")
+
+    def request_context(self, request_id: str) -> str:
+        return self.key(self.request_tag(request_id), "ctx")
+
+    # Batch (daily) state.
+    def query_batch(self, query: str) -> str:
+        return self.key(self.query_tag(query), "qd")
+
+    def user_batch(self, user_id: str) -> str:
+        return self.key(self.user_tag(user_id), "ud")
+
+    def user_vector(self, user_id: str) -> str:
+        return self.key(self.user_tag(user_id), "uv")
+
+    def block_vector(self, block_id: str) -> str:
+        return self.key(self.block_tag(block_id), "bv")
+
+    def applied_marker(self, tag: str, event_id: str) -> str:
+        return self.key(tag, f"seen:{digest(event_id)}")
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:events:dead"
+
+    def tag_of(self, key: str) -> str:
+        return key[key.index("{") + 1 : key.index("}")]

@@ -1,0 +1,167 @@
+"""How events change the live feature state: the one update definition for training and serving.
+
+An event (an impression or an interaction) becomes a list of operations on hash fields. The offline replay
+applies them to ``MemoryState`` in event-time order; the stream consumer applies the very same operations
+to Redis (``features.store``). Operations are increments, decayed sums and sets, so replaying them gives
+the same state whichever path ran them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from features.catalog import tokens
+from features.config import FeatureStoreSettings
+from features.keys import Keys
+
+# (op, key, field, value[, ts_s, tau_s]); op: "i" increment, "d" decayed add, "s" set, "x" expire (value: s)
+Op = tuple
+
+
+@dataclass(frozen=True)
+class Shown:
+    block_id: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Impression:
+    request_id: str
+    ts_ms: int
+    user_id: str
+    query: str
+    shown: tuple[Shown, ...]
+
+    @property
+    def event_id(self) -> str:
+        return f"imp:{self.request_id}"
+
+
+@dataclass(frozen=True)
+class Interaction:
+    request_id: str
+    ts_ms: int
+    user_id: str
+    block_id: str
+    position: int
+    type: str  # click | dwell
+    dwell_ms: int | None = None
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.type}:{self.request_id}:{self.block_id}:{self.position}:{self.ts_ms}"
+
+
+@dataclass
+class RequestContext:
+    """What a click needs to know about its request: the query, and what was shown and clicked."""
+
+    query: str
+    user_id: str
+    shown: dict[int, str]  # position -> block id
+    clicked: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> RequestContext | None:
+        if "q" not in fields:
+            return None
+        shown = {int(k[2:]): v for k, v in fields.items() if k.startswith("p|")}
+        clicked = {int(k[2:]) for k in fields if k.startswith("c|")}
+        return cls(query=fields["q"], user_id=fields.get("u", ""), shown=shown, clicked=clicked)
+
+
+class OpBuilder:
+    def __init__(self, keys: Keys, settings: FeatureStoreSettings) -> None:
+        self.keys = keys
+        self.prior = settings.position_prior
+        self.tau_s = settings.interest_half_life_hours * 3600 / math.log(2)
+        self.user_ttl_s = settings.user_ttl_days * 86_400
+        self.request_ttl_s = settings.request_ttl_hours * 3600
+
+    def examination(self, position: int) -> float:
+        return self.prior[min(position, len(self.prior)) - 1]
+
+    def impression(self, imp: Impression) -> list[Op]:
+        k = self.keys
+        qb = k.query_blocks(imp.query)
+        ctx = k.request_context(imp.request_id)
+        ops: list[Op] = [("i", qb, "_n", 1.0), ("s", ctx, "q", imp.query), ("s", ctx, "u", imp.user_id)]
+        for s in imp.shown:
+            exam = self.examination(s.position)
+            bs = k.block_stats(s.block_id)
+            ops += [
+                ("i", qb, f"{s.block_id}|n", 1.0),
+                ("i", qb, f"{s.block_id}|e", exam),
+                ("i", bs, "n", 1.0),
+                ("i", bs, "e", exam),
+                ("s", ctx, f"p|{s.position}", s.block_id),
+            ]
+        ops.append(("x", ctx, self.request_ttl_s))
+        rt = k.user_recent(imp.user_id)
+        for t in dict.fromkeys(tokens(imp.query)):
+            ops.append(("d", rt, t, 1.0, imp.ts_ms / 1000.0, self.tau_s))
+        ops.append(("x", rt, self.user_ttl_s))
+        return ops
+
+    def interaction(self, ev: Interaction, ctx: RequestContext) -> list[Op]:
+        k = self.keys
+        qb = k.query_blocks(ctx.query)
+        bs = k.block_stats(ev.block_id)
+        b = ev.block_id
+        if ev.type == "dwell":
+            ms = float(ev.dwell_ms or 0)
+            return [
+                ("i", qb, f"{b}|dw", ms),
+                ("i", qb, f"{b}|dn", 1.0),
+                ("i", bs, "dw", ms),
+                ("i", bs, "dn", 1.0),
+            ]
+        ops: list[Op] = [("i", qb, f"{b}|c", 1.0), ("i", qb, "_c", 1.0), ("i", bs, "c", 1.0)]
+        # A skip: shown above a click and not clicked (cascade reading of the page).
+        for pos, other in ctx.shown.items():
+            if pos < ev.position and pos not in ctx.clicked and other != b:
+                ops += [("i", qb, f"{other}|s", 1.0), ("i", k.block_stats(other), "s", 1.0)]
+        ops.append(("s", k.request_context(ev.request_id), f"c|{ev.position}", "1"))
+        return ops
+
+
+def decayed(value: float, last_s: float, ts_s: float, amount: float, tau_s: float) -> tuple[float, float]:
+    """Add ``amount`` at time ``ts_s`` to a sum that decays with time constant ``tau_s``; order-free."""
+    if ts_s >= last_s:
+        return value * math.exp(-(ts_s - last_s) / tau_s) + amount, ts_s
+    return value + amount * math.exp(-(last_s - ts_s) / tau_s), last_s
+
+
+class MemoryState:
+    """The live state in a dict of hashes; what Redis holds, for offline replay and tests."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, dict[str, float | str]] = defaultdict(dict)
+
+    def apply(self, ops: list[Op]) -> None:
+        for op in ops:
+            kind, key = op[0], op[1]
+            if kind == "i":
+                h = self.hashes[key]
+                h[op[2]] = h.get(op[2], 0.0) + op[3]  # type: ignore[operator]
+            elif kind == "s":
+                self.hashes[key][op[2]] = op[3]
+            elif kind == "d":
+                h = self.hashes[key]
+                f = op[2]
+                last = float(h.get(f"t|{f}", op[4]))
+                value, last = decayed(float(h.get(f, 0.0)), last, op[4], op[3], op[5])
+                h[f], h[f"t|{f}"] = value, last
+            # "x" (expiry) has no offline meaning: replay never outlives a TTL within its window.
+
+    def fetch(self, key: str, fields: list[str] | None) -> dict[str, float | str]:
+        h = self.hashes.get(key, {})
+        if fields is None:
+            return dict(h)
+        return {f: h[f] for f in fields if f in h}
+
+    def context(self, request_id: str, keys: Keys) -> RequestContext | None:
+        fields = self.hashes.get(keys.request_context(request_id))
+        return RequestContext.from_fields({k: str(v) for k, v in fields.items()}) if fields else None

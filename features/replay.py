@@ -1,0 +1,85 @@
+"""Logged events in event-time order, and their replay into a ``MemoryState``.
+
+Arrow tables become the light event records of ``features.ops``; building pydantic models for millions of
+logged rows would cost more than the replay itself (the loaders validated the rows already).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from features.config import FeatureStoreSettings
+from features.keys import Keys
+from features.ops import Impression, Interaction, MemoryState, OpBuilder, Shown
+from search.errors import DataError
+
+
+def _ms(col: pa.ChunkedArray) -> np.ndarray:
+    return col.cast(pa.int64()).to_numpy()
+
+
+def impressions_of(table: pa.Table) -> list[Impression]:
+    shown = table["shown"].to_pylist()
+    return [
+        Impression(r, int(ts), u, q, tuple(Shown(s["block_id"], s["position"]) for s in items))
+        for r, ts, u, q, items in zip(
+            table["request_id"].to_pylist(),
+            _ms(table["ts"]),
+            table["user_id"].to_pylist(),
+            table["query"].to_pylist(),
+            shown,
+            strict=True,
+        )
+    ]
+
+
+def interactions_of(table: pa.Table) -> list[Interaction]:
+    return [
+        Interaction(r, int(ts), u, b, p, t, d)
+        for r, ts, u, b, p, t, d in zip(
+            table["request_id"].to_pylist(),
+            _ms(table["ts"]),
+            table["user_id"].to_pylist(),
+            table["block_id"].to_pylist(),
+            table["position"].to_pylist(),
+            table["type"].to_pylist(),
+            table["dwell_ms"].to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def in_time_order(impressions: pa.Table, interactions: pa.Table) -> Iterator[Impression | Interaction]:
+    """All events sorted by time; at equal times an impression comes before the clicks it caused."""
+    imps, acts = impressions_of(impressions), interactions_of(interactions)
+    ts = np.concatenate([[e.ts_ms for e in imps], [e.ts_ms for e in acts]]).astype(np.int64)
+    kind = np.concatenate([np.zeros(len(imps), np.int8), np.ones(len(acts), np.int8)])
+    events = imps + acts
+    for i in np.lexsort((kind, ts)):
+        yield events[i]
+
+
+class Replayer:
+    """Applies events to an in-memory state with the same operations the stream consumer uses."""
+
+    def __init__(self, settings: FeatureStoreSettings, keys: Keys | None = None) -> None:
+        self.keys = keys or Keys(settings.namespace)
+        self.ops = OpBuilder(self.keys, settings)
+        self.state = MemoryState()
+        self.events = 0
+
+    def apply(self, event: Impression | Interaction) -> None:
+        if isinstance(event, Impression):
+            self.state.apply(self.ops.impression(event))
+        else:
+            ctx = self.state.context(event.request_id, self.keys)
+            if ctx is None:
+                raise DataError(
+                    f"interaction of request {event.request_id!r} has no impression before it",
+                    field="request_id",
+                )
+            self.state.apply(self.ops.interaction(event, ctx))
+        self.events += 1

@@ -1,0 +1,178 @@
+"""The online feature store on Redis: idempotent live updates, batch snapshots, and one-round-trip reads.
+
+Works unchanged against one server, the embedded one, or a Redis Cluster: every multi-key operation stays
+within one hash tag (see ``features.keys``).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from features.catalog import BlockCatalog
+from features.config import FeatureStoreSettings
+from features.connection import RedisClient
+from features.definitions import Request, compute, plan
+from features.keys import Keys
+from features.ops import Op, RequestContext
+
+# Applies one event's operations on one hash tag exactly once: the marker (same tag) is set first, and a
+# redelivered event finds it and changes nothing. KEYS[1] marker, KEYS[2..] data keys; ARGV[1] marker TTL,
+# then ops as (code, key index, ...).
+_APPLY_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local i = 2
+while i <= #ARGV do
+  local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  if op == 'i' then
+    redis.call('HINCRBYFLOAT', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 's' then
+    redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'x' then
+    redis.call('EXPIRE', k, ARGV[i + 2]); i = i + 3
+  elseif op == 'd' then
+    local f, a, t, tau = ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+    local v = tonumber(redis.call('HGET', k, f) or '0')
+    local last = tonumber(redis.call('HGET', k, 't|' .. f) or ARGV[i + 4])
+    if t >= last then v = v * math.exp(-(t - last) / tau) + a; last = t
+    else v = v + a * math.exp(-(last - t) / tau) end
+    redis.call('HSET', k, f, string.format('%.17g', v), 't|' .. f, string.format('%.17g', last)); i = i + 6
+  else
+    return redis.error_reply('unknown op ' .. op)
+  end
+end
+return 1
+"""
+
+
+class FeatureStore(ABC):
+    """What training, serving and the stream consumer need from an online store."""
+
+    @abstractmethod
+    def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
+        """Apply each (event id, ops) exactly once; return how many event-tag groups changed state."""
+
+    @abstractmethod
+    def fetch(self, items: list[tuple[str, list[str] | None]]) -> list[dict]:
+        """Read the named hashes (all fields when None) in one round trip."""
+
+    @abstractmethod
+    def contexts(self, request_ids: list[str]) -> dict[str, RequestContext]:
+        """The stored contexts of these requests (missing ones left out)."""
+
+    @abstractmethod
+    def write_hashes(self, hashes: Mapping[str, Mapping[str, float | str]], *, replace: bool) -> None:
+        """Bulk write; ``replace`` swaps each hash atomically instead of merging into it."""
+
+
+class RedisFeatureStore(FeatureStore):
+    def __init__(self, client: RedisClient, settings: FeatureStoreSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self._apply = client.register_script(_APPLY_LUA)
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
+        ttl = str(self.settings.dedup_ttl_hours * 3600)
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+        for event_id, ops in events:
+            for tag, group in _by_tag(self.keys, ops).items():
+                keys = list(dict.fromkeys(op[1] for op in group))
+                index = {k: i + 2 for i, k in enumerate(keys)}  # Lua KEYS are 1-based and [1] is the marker
+                args: list[str] = [ttl]
+                for op in group:
+                    args += [op[0], str(index[op[1]]), *(_arg(v) for v in op[2:])]
+                self._apply(keys=[self.keys.applied_marker(tag, event_id), *keys], args=args, client=pipe)
+                n += 1
+        return int(sum(pipe.execute())) if n else 0
+
+    def write_hashes(
+        self, hashes: Mapping[str, Mapping[str, float | str]], *, replace: bool, chunk: int = 2000
+    ) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        for key, fields in hashes.items():
+            if not fields:
+                continue
+            mapping = {f: _arg(v) for f, v in fields.items()}
+            if replace:
+                tmp = f"{key}:tmp"  # same hash tag, so RENAME is legal on a cluster
+                pipe.delete(tmp)
+                pipe.hset(tmp, mapping=mapping)
+                pipe.rename(tmp, key)
+            else:
+                pipe.hset(key, mapping=mapping)
+            pending += 1
+            if pending >= chunk:
+                pipe.execute()
+                pending = 0
+        if pending:
+            pipe.execute()
+
+    def write_meta(self, meta: dict) -> None:
+        self.client.set(self.keys.meta, json.dumps(meta, sort_keys=True))
+
+    def read_meta(self) -> dict | None:
+        raw = self.client.get(self.keys.meta)
+        return json.loads(raw) if raw else None
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def fetch(self, items: list[tuple[str, list[str] | None]]) -> list[dict]:
+        pipe = self.client.pipeline(transaction=False)
+        for key, fields in items:
+            if fields is None:
+                pipe.hgetall(key)
+            else:
+                pipe.hmget(key, fields)
+        out = []
+        for (_, fields), got in zip(items, pipe.execute(), strict=True):
+            if fields is None:
+                out.append({k.decode(): v for k, v in got.items()})
+            else:
+                out.append({f: v for f, v in zip(fields, got, strict=True) if v is not None})
+        return out
+
+    def contexts(self, request_ids: list[str]) -> dict[str, RequestContext]:
+        items = [(self.keys.request_context(r), None) for r in request_ids]
+        out = {}
+        for r, fields in zip(request_ids, self.fetch(items), strict=True):
+            ctx = RequestContext.from_fields({k: v.decode() for k, v in fields.items()})
+            if ctx is not None:
+                out[r] = ctx
+        return out
+
+    def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+        """All features of one request's candidate blocks, read in one pipelined round trip."""
+        return compute(req, self.fetch(plan(self.keys, req)), catalog, self.settings)
+
+    def clear(self) -> int:
+        """Delete every key of this namespace (tests, rebuilds). Returns how many went."""
+        removed = 0
+        nodes = self.client.get_primaries() if hasattr(self.client, "get_primaries") else [None]
+        for node in nodes:
+            scan = (
+                self.client.scan_iter(match=f"{self.keys.prefix}:*", count=1000, target_nodes=node)
+                if node is not None
+                else self.client.scan_iter(match=f"{self.keys.prefix}:*", count=1000)
+            )
+            batch = list(scan)
+            for key in batch:
+                removed += self.client.delete(key)
+        return removed
+
+
+def _by_tag(keys: Keys, ops: list[Op]) -> dict[str, list[Op]]:
+    groups: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        groups[keys.tag_of(op[1])].append(op)
+    return groups
+
+
+def _arg(v: object) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
