@@ -2,8 +2,55 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TorchTrainSettings(BaseModel):
+    """How the torch rankers train (shared by linear, MLP, DCN-V2 and DASALC)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_epochs: int = Field(default=200, ge=1)
+    lists_per_batch: int = Field(default=32, ge=1)
+    patience: int = Field(
+        default=20, ge=1, description="Epochs without a better validation NDCG before training stops."
+    )
+    eval_k: int = Field(default=10, ge=1, description="Validation metric for early stopping: NDCG@eval_k.")
+    valid_fraction: float = Field(
+        default=0.15,
+        ge=0,
+        lt=1,
+        description="Share of training lists held out for early stopping when no validation set is given.",
+    )
+    seed: int = Field(default=0, ge=0)
 
 
 class RankingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    registry_dir: Path = Field(
+        default=Path("worlds/models"), description="Where versioned model artifacts are kept."
+    )
+    promotion_metric: str = Field(
+        default="ndcg@10", pattern=r"^(ndcg@\d+|mrr)$", description="Metric `models validate` compares."
+    )
+    tolerance: float = Field(
+        default=0.005,
+        ge=0,
+        description="Largest absolute drop of the promotion metric a promoted candidate may show.",
+    )
+    threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="torch / LightGBM threads; the machines here are small and shared.",
+    )
+    train: TorchTrainSettings = TorchTrainSettings()
+    ensemble_size: int = Field(default=5, ge=1, description="Seeds averaged by dasalc-ens.")
+    lgbm_trees: int = Field(default=300, ge=1)
+    lgbm_learning_rate: float = Field(default=0.05, gt=0)
+    lgbm_leaves: int = Field(default=31, ge=2)

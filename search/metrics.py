@@ -33,3 +33,14 @@ def entropy_bits(counts: np.ndarray) -> float:
         return 0.0
     p = counts[counts > 0] / total
     return float(-(p * np.log2(p)).sum())
+
+
+def mrr(ranked_grades: np.ndarray, k: int | None = None, threshold: float = 0.0) -> np.ndarray:
+    """Reciprocal rank of the first item with grade > ``threshold`` per row (N, L) in ranked order.
+
+    Rows without such an item (within the top ``k``, when given) score 0; padding should be negative.
+    """
+    top = ranked_grades if k is None else ranked_grades[:, :k]
+    hit = top > threshold
+    first = np.argmax(hit, axis=1)
+    return np.where(hit.any(axis=1), 1.0 / (first + 1.0), 0.0)

@@ -1,0 +1,33 @@
+"""Errors of the ranking stage; all are ``SmartblockError`` so the CLI and API map them in one place."""
+
+from __future__ import annotations
+
+from search.errors import SmartblockError
+
+
+class RankingError(SmartblockError):
+    """Base of the ranking stage's errors."""
+
+
+class NotFittedError(RankingError):
+    """A ranker was asked to score or save before ``fit`` or ``load``."""
+
+
+class InputError(RankingError):
+    """A ranker's input does not match what it was fitted on, or a ``ListwiseData`` breaks its contract."""
+
+
+class ModelFormatError(RankingError):
+    """A saved model folder is missing a file, or its manifest is unreadable or of another model type."""
+
+
+class RegistryError(RankingError):
+    """A registry operation named an unknown model or version, or the registry folder is inconsistent."""
+
+
+class PromotionRefused(RegistryError):
+    """Promotion was refused: the candidate is unvalidated, or it regresses beyond the tolerance."""
+
+
+class ParameterError(RankingError):
+    """A ranker's constructor parameter is invalid (checked in ``fit``, as scikit-learn does)."""

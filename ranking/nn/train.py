@@ -1,0 +1,154 @@
+"""Listwise training of a ``ScoringNet``: softmax cross-entropy per list, IPS weights, early stopping.
+
+Loss of one list with scores s, labels y and row weights w (e.g. 1 / propensity):
+``-sum_i w_i (y_i / sum_j y_j) log softmax(s)_i``. Lists without any positive label carry no signal under
+this loss and are skipped. The epoch whose validation NDCG@k is best is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ranking.config import TorchTrainSettings
+from ranking.dataset import ListwiseData
+from ranking.evaluate import per_list_metrics
+from ranking.nn.nets import ScoringNet
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads, restoring the process setting afterwards (the machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class Batch:
+    dense: Tensor  # (B, L, F)
+    cats: Tensor  # (B, L, C)
+    vecs: Tensor  # (B, L, D)
+    labels: Tensor  # (B, L)
+    weights: Tensor  # (B, L)
+    mask: Tensor  # (B, L)
+    index: np.ndarray  # (B, L) row of each cell in the flat data
+
+
+class TensorLists:
+    """``ListwiseData`` as torch tensors once, gathered into padded batches of lists on demand."""
+
+    def __init__(self, data: ListwiseData) -> None:
+        self.data = data
+        self.dense = torch.from_numpy(data.dense)  # (N, F)
+        self.cats = torch.from_numpy(data.categorical)  # (N, C)
+        vecs = [data.vectors[k] for k in sorted(data.vectors)]
+        flat = np.concatenate(vecs, axis=1) if vecs else np.zeros((data.n_rows, 0), np.float32)
+        self.vecs = torch.from_numpy(np.ascontiguousarray(flat))  # (N, D)
+        self.labels = torch.from_numpy(data.labels)  # (N,)
+        self.weights = torch.from_numpy(data.weights)  # (N,)
+
+    def batch(self, lists: np.ndarray) -> Batch:
+        index, mask = self.data.padded_index(lists)  # (B, L)
+        idx = torch.from_numpy(index)
+        m = torch.from_numpy(mask)
+        return Batch(
+            dense=self.dense[idx],
+            cats=self.cats[idx],
+            vecs=self.vecs[idx],
+            labels=self.labels[idx] * m,
+            weights=self.weights[idx] * m,
+            mask=m,
+            index=index,
+        )
+
+
+def listwise_softmax_loss(scores: Tensor, labels: Tensor, weights: Tensor, mask: Tensor) -> Tensor:
+    """Mean over lists with a positive label of the weighted softmax cross-entropy (see module docstring).
+
+    Example:
+        >>> s = torch.tensor([[2.0, 0.0, 5.0]])
+        >>> y = torch.tensor([[1.0, 0.0, 0.0]])
+        >>> m = torch.tensor([[True, True, False]])
+        >>> round(listwise_softmax_loss(s, y, torch.ones(1, 3), m).item(), 4)  # -log(e^2 / (e^2 + 1))
+        0.1269
+    """
+    logp = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)  # (B, L)
+    logp = logp.masked_fill(~mask, 0.0)  # 0 * -inf would be NaN
+    total = labels.sum(-1, keepdim=True)  # (B, 1)
+    target = labels / total.clamp_min(1e-12)  # (B, L)
+    per_list = -(weights * target * logp).sum(-1)  # (B,)
+    has_signal = total.squeeze(-1) > 0  # (B,)
+    return per_list[has_signal].sum() / has_signal.sum().clamp_min(1)
+
+
+@torch.no_grad()
+def predict(net: ScoringNet, data: TensorLists, lists_per_batch: int = 512) -> np.ndarray:
+    """(N,) scores of every row, in eval mode (no noise, no dropout, running batch-norm statistics)."""
+    net.eval()
+    out = np.zeros(data.data.n_rows, np.float64)
+    for start in range(0, data.data.n_lists, lists_per_batch):
+        b = data.batch(np.arange(start, min(start + lists_per_batch, data.data.n_lists)))
+        scores = net(b.dense, b.cats, b.vecs, b.mask)  # (B, L)
+        out[b.index[b.mask.numpy()]] = scores[b.mask].double().numpy()
+    return out
+
+
+def train_net(
+    net: ScoringNet, train: TensorLists, valid: TensorLists | None, cfg: TorchTrainSettings, seed: int
+) -> dict:
+    """Fit ``net`` in place; returns what happened (epochs, best epoch and metric, seconds, lists/s)."""
+    torch.manual_seed(seed)  # dropout, noise and initial weights of lazily built layers
+    rng = np.random.default_rng(seed)
+    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
+    lists = np.flatnonzero(sums > 0)
+    metric = f"ndcg@{cfg.eval_k}"
+    best, best_epoch, best_state, stale = -np.inf, 0, None, 0
+    started = time.perf_counter()
+    seen = 0
+    epoch = 0
+    for epoch in range(1, cfg.max_epochs + 1):
+        net.train()
+        order = rng.permutation(lists)
+        for start in range(0, order.size, cfg.lists_per_batch):
+            chunk = order[start : start + cfg.lists_per_batch]
+            if chunk.size < 2 and order.size >= 2:
+                continue  # a 1-list batch gives batch norm too few rows to be meaningful
+            b = train.batch(chunk)
+            loss = listwise_softmax_loss(net(b.dense, b.cats, b.vecs, b.mask), b.labels, b.weights, b.mask)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            seen += chunk.size
+        if valid is None:
+            continue
+        value = float(per_list_metrics(valid.data, predict(net, valid), ks=[cfg.eval_k])[metric].mean())
+        if value > best + 1e-6:
+            best, best_epoch, stale = value, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    seconds = time.perf_counter() - started
+    return {
+        "epochs": epoch,
+        "best_epoch": best_epoch if valid is not None else epoch,
+        f"valid_{metric}": round(best, 6) if valid is not None else None,
+        "train_lists": int(lists.size),
+        "seconds": round(seconds, 3),
+        "lists_per_second": round(seen / seconds, 1) if seconds > 0 else None,
+    }
