@@ -1,0 +1,111 @@
+"""Offline jobs on ``ListwiseData``, from LTR files today, the feature store's training set next.
+
+The CLI only turns its options into ``ListwiseData`` and calls these, so ``--world`` commands are a thin
+addition: build train/valid/test from the world and call the same functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ranking.base import Ranker
+from ranking.config import RankingSettings
+from ranking.dataset import ListwiseData
+from ranking.errors import RegistryError
+from ranking.evaluate import DEFAULT_KS, evaluate_scores
+from ranking.ltr import load_svmlight
+from ranking.models import make_ranker
+from ranking.registry import ModelRegistry
+
+
+def load_ltr_splits(
+    train_file: Path,
+    test_file: Path | None = None,
+    valid_file: Path | None = None,
+    valid_fraction: float = 0.15,
+    seed: int = 0,
+) -> tuple[ListwiseData, ListwiseData, ListwiseData | None]:
+    """(train, valid, test) from LTR files; without ``valid_file``, valid is carved from the training lists.
+
+    The test file is never used for early stopping or tuning: it only feeds the final evaluation.
+    """
+    full = load_svmlight(train_file)
+    width = full.dense.shape[1]
+    if valid_file is not None:
+        train, valid = full, load_svmlight(valid_file, n_features=width)
+    else:
+        train, valid = full.split(valid_fraction, seed=seed)
+    test = load_svmlight(test_file, n_features=width) if test_file is not None else None
+    return train, valid, test
+
+
+def fit_ranker(
+    name: str,
+    train: ListwiseData,
+    valid: ListwiseData | None,
+    settings: RankingSettings,
+    seed: int | None = None,
+) -> tuple[Ranker, float]:
+    """A fitted ranker of type ``name`` and the seconds its training took."""
+    started = time.perf_counter()
+    ranker = make_ranker(name, settings, seed=seed).fit(train, valid)
+    return ranker, time.perf_counter() - started
+
+
+def compare_models(
+    names: Sequence[str],
+    train: ListwiseData,
+    valid: ListwiseData | None,
+    test: ListwiseData,
+    settings: RankingSettings,
+    ks: Sequence[int] = DEFAULT_KS,
+    slices: Sequence[str] = (),
+    seed: int | None = None,
+    on_model: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Fit every model on the same train/valid split and evaluate it on ``test``.
+
+    Returns ``{model: {"ndcg@1": ..., "ndcg@5": ..., "ndcg@10": ..., "mrr": ..., "by_<slice>": ...}}``.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        ranker, seconds = fit_ranker(name, train, valid, settings, seed=seed)
+        results[name] = evaluate_scores(test, ranker.score(test), ks=ks, slices=slices)
+        if on_model is not None:
+            on_model(name, {**results[name], "train_seconds": round(seconds, 2)})
+    return results
+
+
+def train_and_register(
+    name: str,
+    train: ListwiseData,
+    valid: ListwiseData | None,
+    settings: RankingSettings,
+    registry: ModelRegistry,
+    line: str = "ranker",
+    warm_start: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[str, Ranker]:
+    """Train (or, with ``warm_start``, fine-tune the line's current model) and register a new version.
+
+    The manifest records the validation metrics, the parent version of a warm start and ``metadata``
+    (e.g. ``{"data_range": {"train": "2026-01-01..2026-01-10"}}``).
+    """
+    parent = None
+    if warm_start:
+        parent = registry.current(line)
+        ranker = registry.load(line)  # raises when the line has no current model
+        if ranker.kind != name:
+            raise RegistryError(
+                f"cannot warm-start a '{name}' model from {line}/{parent}, a '{ranker.kind}' model"
+            )
+        ranker.fit(train, valid, warm_start=True)
+    else:
+        ranker = make_ranker(name, settings).fit(train, valid)
+    metrics = evaluate_scores(valid, ranker.score(valid)) if valid is not None else {}
+    meta = {"metrics": {"valid": metrics}, "parent": parent, **(metadata or {})}
+    meta.setdefault("data_range", {"train_lists": train.n_lists, "train_rows": train.n_rows})
+    return registry.register(ranker, line, metadata=meta), ranker

@@ -1,0 +1,132 @@
+"""One conformance test for every ranker: it learns, round-trips, is deterministic and refuses misuse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ranking.base import Ranker
+from ranking.config import TorchTrainSettings
+from ranking.dataset import ListwiseData
+from ranking.ensemble import DASALCEnsembleRanker
+from ranking.errors import InputError, NotFittedError, ParameterError
+from ranking.evaluate import evaluate_scores
+from ranking.lgbm import LightGBMRanker
+from ranking.models import MODELS, load_ranker
+from ranking.torch_rankers import DASALCRanker, DCNRanker, LinearRanker, MLPRanker
+
+FAST = TorchTrainSettings(max_epochs=40, patience=8, lists_per_batch=16, learning_rate=3e-3, seed=3)
+
+# Small configurations of every model, so the whole module runs in seconds on two cores.
+FACTORIES: dict[str, Callable[[], Ranker]] = {
+    "linear": lambda: LinearRanker(train=FAST),
+    "mlp": lambda: MLPRanker(hidden=(32, 16), train=FAST),
+    "dcn": lambda: DCNRanker(cross_layers=2, rank=8, hidden=(32,), structure="parallel", train=FAST),
+    "dcn-stacked-full": lambda: DCNRanker(
+        cross_layers=2, rank=None, hidden=(32,), structure="stacked", train=FAST
+    ),
+    "dasalc": lambda: DASALCRanker(hidden=(32, 16), heads=2, noise_std=0.1, train=FAST),
+    "dasalc-ens": lambda: DASALCEnsembleRanker(n_members=2, hidden=(16,), heads=2, noise_std=0.1, train=FAST),
+    "lgbm": lambda: LightGBMRanker(n_estimators=60, num_leaves=7, min_data_in_leaf=5, seed=3),
+}
+
+
+def test_every_catalogue_model_is_covered() -> None:
+    assert set(MODELS) <= set(FACTORIES)
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic: tuple[ListwiseData, ...]) -> dict[str, Ranker]:
+    train, valid, _ = synthetic
+    return {name: make().fit(train, valid) for name, make in FACTORIES.items()}
+
+
+def random_ndcg(data: ListwiseData, k: int, draws: int = 20) -> float:
+    rng = np.random.default_rng(0)
+    return float(np.mean([evaluate_scores(data, rng.random(data.n_rows))[f"ndcg@{k}"] for _ in range(draws)]))
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_learns_the_signal(name: str, fitted: dict[str, Ranker], synthetic: tuple[ListwiseData, ...]) -> None:
+    test = synthetic[2]
+    result = evaluate_scores(test, fitted[name].score(test), slices=["bucket"])
+    assert result["ndcg@5"] > random_ndcg(test, 5) + 0.15, result
+    assert set(result["by_bucket"]) == {"low", "high"}
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_save_load_round_trip(
+    name: str, fitted: dict[str, Ranker], synthetic: tuple[ListwiseData, ...], tmp_path: Path
+) -> None:
+    ranker, test = fitted[name], synthetic[2]
+    ranker.save(tmp_path / "m", metadata={"metrics": {"note": "test"}})
+    assert not list((tmp_path / "m").glob("*.pkl"))
+    loaded = load_ranker(tmp_path / "m")
+    assert type(loaded) is type(ranker) and loaded.get_params() == ranker.get_params()
+    assert torch.allclose(
+        torch.from_numpy(loaded.score(test)), torch.from_numpy(ranker.score(test)), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_same_seed_same_scores(
+    name: str, fitted: dict[str, Ranker], synthetic: tuple[ListwiseData, ...]
+) -> None:
+    train, valid, test = synthetic
+    again = FACTORIES[name]().fit(train, valid)
+    assert torch.allclose(torch.from_numpy(again.score(test)), torch.from_numpy(fitted[name].score(test)))
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_refuses_to_score_before_fit(name: str, synthetic: tuple[ListwiseData, ...], tmp_path: Path) -> None:
+    ranker = FACTORIES[name]()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        ranker.score(synthetic[2])
+    with pytest.raises(NotFittedError):
+        ranker.save(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["linear", "dasalc", "lgbm"])
+def test_refuses_other_features(name: str, fitted: dict[str, Ranker], lists_factory: Callable) -> None:
+    other = lists_factory(3, seed=9)
+    renamed = ListwiseData(
+        dense=other.dense,
+        labels=other.labels,
+        offsets=other.offsets,
+        feature_names=("x1", "x0", "x2", "x3", "x4", "x5"),
+        categorical=other.categorical,
+        cardinalities=other.cardinalities,
+        categorical_names=other.categorical_names,
+        vectors=other.vectors,
+    )
+    with pytest.raises(InputError, match="order differs"):
+        fitted[name].score(renamed)
+
+
+@pytest.mark.parametrize("name", ["dcn", "dasalc-ens", "lgbm"])
+def test_warm_start_continues(
+    name: str, fitted: dict[str, Ranker], synthetic: tuple[ListwiseData, ...]
+) -> None:
+    train, valid, test = synthetic
+    ranker = FACTORIES[name]().fit(train, valid)
+    before = ranker.score(test)
+    ranker.fit(valid, train, warm_start=True)  # new data; the old training set now validates
+    assert ranker.info_["warm_start"] is True
+    assert not np.allclose(before, ranker.score(test))
+    assert evaluate_scores(test, ranker.score(test))["ndcg@5"] > random_ndcg(test, 5) + 0.15
+
+
+def test_warm_start_needs_a_fitted_model(synthetic: tuple[ListwiseData, ...]) -> None:
+    with pytest.raises(NotFittedError):
+        FACTORIES["mlp"]().fit(synthetic[0], warm_start=True)
+
+
+def test_invalid_parameters_are_named(synthetic: tuple[ListwiseData, ...]) -> None:
+    with pytest.raises(ParameterError, match="structure"):
+        DCNRanker(structure="sideways", train=FAST).fit(synthetic[0])  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="heads"):
+        DASALCRanker(hidden=(30,), heads=4, train=FAST).fit(synthetic[0])
