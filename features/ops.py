@@ -16,7 +16,8 @@ from features.catalog import tokens
 from features.config import FeatureStoreSettings
 from features.keys import Keys
 
-# (op, key, field, value[, ts_s, tau_s]); op: "i" increment, "d" decayed add, "s" set, "x" expire (value: s)
+# ("i", key, field, amount) increment; ("s", key, field, value) set; ("d", key, field, amount, ts_s, tau_s)
+# decayed add; ("x", key, ttl_s, ts_s) expire ttl_s after the event time ts_s.
 Op = tuple
 
 
@@ -62,6 +63,7 @@ class RequestContext:
     user_id: str
     shown: dict[int, str]  # position -> block id
     clicked: set[int] = field(default_factory=set)
+    skipped: set[int] = field(default_factory=set)
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> RequestContext | None:
@@ -69,7 +71,16 @@ class RequestContext:
             return None
         shown = {int(k[2:]): v for k, v in fields.items() if k.startswith("p|")}
         clicked = {int(k[2:]) for k in fields if k.startswith("c|")}
-        return cls(query=fields["q"], user_id=fields.get("u", ""), shown=shown, clicked=clicked)
+        skipped = {int(k[2:]) for k in fields if k.startswith("k|")}
+        return cls(
+            query=fields["q"], user_id=fields.get("u", ""), shown=shown, clicked=clicked, skipped=skipped
+        )
+
+    def note(self, ev: Interaction) -> None:
+        """Record what a click did to this request, as its ops record it in the stored context."""
+        if ev.type == "click":
+            self.skipped.update(p for p in self.shown if p < ev.position and p not in self.clicked)
+            self.clicked.add(ev.position)
 
 
 class OpBuilder:
@@ -98,11 +109,11 @@ class OpBuilder:
                 ("i", bs, "e", exam),
                 ("s", ctx, f"p|{s.position}", s.block_id),
             ]
-        ops.append(("x", ctx, self.request_ttl_s))
+        ops.append(("x", ctx, self.request_ttl_s, imp.ts_ms / 1000.0))
         rt = k.user_recent(imp.user_id)
         for t in dict.fromkeys(tokens(imp.query)):
             ops.append(("d", rt, t, 1.0, imp.ts_ms / 1000.0, self.tau_s))
-        ops.append(("x", rt, self.user_ttl_s))
+        ops.append(("x", rt, self.user_ttl_s, imp.ts_ms / 1000.0))
         return ops
 
     def interaction(self, ev: Interaction, ctx: RequestContext) -> list[Op]:
@@ -119,11 +130,13 @@ class OpBuilder:
                 ("i", bs, "dn", 1.0),
             ]
         ops: list[Op] = [("i", qb, f"{b}|c", 1.0), ("i", qb, "_c", 1.0), ("i", bs, "c", 1.0)]
-        # A skip: shown above a click and not clicked (cascade reading of the page).
+        ctx_key = k.request_context(ev.request_id)
+        # A skip: shown above a click and not clicked before it (cascade reading); once per request.
         for pos, other in ctx.shown.items():
-            if pos < ev.position and pos not in ctx.clicked and other != b:
+            if pos < ev.position and pos not in ctx.clicked and pos not in ctx.skipped:
                 ops += [("i", qb, f"{other}|s", 1.0), ("i", k.block_stats(other), "s", 1.0)]
-        ops.append(("s", k.request_context(ev.request_id), f"c|{ev.position}", "1"))
+                ops.append(("s", ctx_key, f"k|{pos}", "1"))
+        ops.append(("s", ctx_key, f"c|{ev.position}", "1"))
         return ops
 
 
@@ -139,6 +152,7 @@ class MemoryState:
 
     def __init__(self) -> None:
         self.hashes: dict[str, dict[str, float | str]] = defaultdict(dict)
+        self.expire_at: dict[str, float] = {}  # key -> event-time seconds when it expires
 
     def apply(self, ops: list[Op]) -> None:
         for op in ops:
@@ -154,7 +168,8 @@ class MemoryState:
                 last = float(h.get(f"t|{f}", op[4]))
                 value, last = decayed(float(h.get(f, 0.0)), last, op[4], op[3], op[5])
                 h[f], h[f"t|{f}"] = value, last
-            # "x" (expiry) has no offline meaning: replay never outlives a TTL within its window.
+            elif kind == "x":
+                self.expire_at[key] = max(self.expire_at.get(key, 0.0), op[3] + op[2])
 
     def fetch(self, key: str, fields: list[str] | None) -> dict[str, float | str]:
         h = self.hashes.get(key, {})

@@ -33,7 +33,7 @@ while i <= #ARGV do
   elseif op == 's' then
     redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
   elseif op == 'x' then
-    redis.call('EXPIRE', k, ARGV[i + 2]); i = i + 3
+    redis.call('EXPIRE', k, ARGV[i + 2]); i = i + 4
   elseif op == 'd' then
     local f, a, t, tau = ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
     local v = tonumber(redis.call('HGET', k, f) or '0')
@@ -65,8 +65,14 @@ class FeatureStore(ABC):
         """The stored contexts of these requests (missing ones left out)."""
 
     @abstractmethod
-    def write_hashes(self, hashes: Mapping[str, Mapping[str, float | str]], *, replace: bool) -> None:
-        """Bulk write; ``replace`` swaps each hash atomically instead of merging into it."""
+    def write_hashes(
+        self,
+        hashes: Mapping[str, Mapping[str, float | str]],
+        *,
+        replace: bool,
+        ttl_s: Mapping[str, float] | None = None,
+    ) -> None:
+        """Bulk write; ``replace`` swaps each hash atomically instead of merging; ``ttl_s`` sets expiries."""
 
 
 class RedisFeatureStore(FeatureStore):
@@ -93,7 +99,12 @@ class RedisFeatureStore(FeatureStore):
         return int(sum(pipe.execute())) if n else 0
 
     def write_hashes(
-        self, hashes: Mapping[str, Mapping[str, float | str]], *, replace: bool, chunk: int = 2000
+        self,
+        hashes: Mapping[str, Mapping[str, float | str]],
+        *,
+        replace: bool,
+        ttl_s: Mapping[str, float] | None = None,
+        chunk: int = 2000,
     ) -> None:
         pipe = self.client.pipeline(transaction=False)
         pending = 0
@@ -108,6 +119,8 @@ class RedisFeatureStore(FeatureStore):
                 pipe.rename(tmp, key)
             else:
                 pipe.hset(key, mapping=mapping)
+            if ttl_s and key in ttl_s:
+                pipe.expire(key, max(int(ttl_s[key]), 1))
             pending += 1
             if pending >= chunk:
                 pipe.execute()

@@ -1,9 +1,97 @@
-"""``smartblock`` commands of the features stage."""
+"""``smartblock features``: build the online features, make point-in-time training sets, run the stream."""
 
 from __future__ import annotations
 
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
+from search.cli.common import console, print_json, progress_bar, state
 
-def register(app: typer.Typer) -> None:
-    """Add this stage's commands and command groups to the root app."""
+if TYPE_CHECKING:
+    from features.store import RedisFeatureStore
+
+app = typer.Typer(
+    help="The Redis feature store: batch build, training sets, live stream.", no_args_is_help=True
+)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="features")
+
+
+def _store() -> RedisFeatureStore:
+    from features.connection import connect
+    from features.store import RedisFeatureStore
+
+    settings = state.settings().features
+    return RedisFeatureStore(connect(settings), settings)
+
+
+@app.command()
+def build(
+    world: Annotated[Path, typer.Option("--world", help="Data folder (a world or your own logs).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print build stats as JSON.")] = False,
+) -> None:
+    """Replay all logs into the online store and write the latest batch snapshot (rebuilds from scratch)."""
+    from data.layout import DataLayout
+    from features.build import build_online_features
+
+    store = _store()
+    with progress_bar(not as_json) as report:
+        stats = build_online_features(DataLayout(world), store, progress=report)
+    if as_json:
+        print_json(stats)
+    else:
+        console.print(stats)
+
+
+@app.command()
+def dataset(
+    world: Annotated[Path, typer.Option("--world", help="Data folder.")],
+    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Write a point-in-time training set: features of each logged impression as of its request time."""
+    import pyarrow.parquet as pq
+
+    from data.layout import DataLayout
+    from features.dataset import build_training_set
+    from search.errors import ConfigError
+
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError as exc:
+        raise ConfigError(f"--from/--to must be YYYY-MM-DD: {exc}") from None
+    with progress_bar(not as_json) as report:
+        table = build_training_set(DataLayout(world), first, last, state.settings().features, progress=report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out, compression="zstd")
+    summary = {"rows": table.num_rows, "requests": len(set(table["request_id"].to_pylist())), "out": str(out)}
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(summary)
+
+
+@app.command()
+def stream(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Stop when no events are waiting.")
+    ] = False,
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", help="Consumer name (default: host-based).")
+    ] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", min=0)] = None,
+) -> None:
+    """Consume the event stream and update the online features (at least once, applied once)."""
+    from features.stream import StreamConsumer
+
+    store = _store()
+    worker = StreamConsumer(store, store.settings, consumer=consumer)
+    stats = worker.run(until_idle=until_idle, max_seconds=max_seconds)
+    console.print(stats)

@@ -1,0 +1,196 @@
+"""Live updates: events on a Redis Stream, applied to the online features by a consumer group.
+
+Delivery is at least once; application is idempotent (``RedisFeatureStore.apply`` marks each event per
+hash tag), so a redelivered event counts once. A consumer keeps its name across restarts and first finishes
+its own pending events; events a dead consumer left pending are reclaimed with XAUTOCLAIM once idle for
+``stream_claim_idle_ms``. An event that keeps failing goes to a dead-letter stream with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis
+from pydantic import ValidationError
+
+from data.contracts import Interaction as InteractionRecord
+from data.contracts import SearchImpression
+from features.config import FeatureStoreSettings
+from features.ops import Impression, Interaction, OpBuilder, RequestContext, Shown
+from features.store import RedisFeatureStore
+
+GROUP = "features"
+
+
+def default_consumer_name() -> str:
+    # Stable across restarts of the same host, so a restarted consumer resumes its own pending events.
+    return f"{socket.gethostname()}-features"
+
+
+class EventPublisher:
+    def __init__(self, store: RedisFeatureStore, *, maxlen: int = 1_000_000) -> None:
+        self.client, self.stream, self.maxlen = store.client, store.keys.events_stream, maxlen
+
+    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
+        pipe = self.client.pipeline(transaction=False)
+        for rec in records:
+            kind = "impression" if isinstance(rec, SearchImpression) else "interaction"
+            pipe.xadd(
+                self.stream,
+                {"kind": kind, "data": rec.model_dump_json()},
+                maxlen=self.maxlen,
+                approximate=True,
+            )
+        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
+
+def to_event(kind: str, data: str) -> Impression | Interaction:
+    """Parse and validate one stream payload against its contract."""
+    if kind == "impression":
+        imp = SearchImpression.model_validate_json(data)
+        return Impression(
+            imp.request_id,
+            int(imp.ts.timestamp() * 1000),
+            imp.user_id,
+            imp.query,
+            tuple(Shown(s.block_id, s.position) for s in imp.shown),
+        )
+    if kind == "interaction":
+        ev = InteractionRecord.model_validate_json(data)
+        return Interaction(
+            ev.request_id,
+            int(ev.ts.timestamp() * 1000),
+            ev.user_id,
+            ev.block_id,
+            ev.position,
+            ev.type.value,
+            ev.dwell_ms,
+        )
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    acked: int = 0
+    waiting: int = 0  # interactions whose impression has not arrived yet
+    dead: int = 0
+    reclaimed: int = 0
+    dead_reasons: list[str] = field(default_factory=list)
+
+
+class StreamConsumer:
+    def __init__(
+        self, store: RedisFeatureStore, settings: FeatureStoreSettings, *, consumer: str | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.consumer = consumer or default_consumer_name()
+        self.client = store.client
+        self.stream = store.keys.events_stream
+        self.ops = OpBuilder(store.keys, settings)
+        self.stats = ConsumerStats()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def step(self, *, block_ms: int = 0) -> int:
+        """Process one batch: reclaimed, then own pending, then new events. Returns entries handled."""
+        batch = self.settings.stream_batch
+        _, claimed, _ = self.client.xautoclaim(
+            self.stream,
+            GROUP,
+            self.consumer,
+            min_idle_time=self.settings.stream_claim_idle_ms,
+            start_id="0-0",
+            count=batch,
+        )
+        self.stats.reclaimed += len(claimed)
+        entries = list(claimed)
+        if not entries:
+            entries = self._read("0", batch, None)  # our own pending, e.g. after a restart
+        if not entries:
+            entries = self._read(">", batch, block_ms or None)
+        if entries:
+            self._process(entries)
+        return len(entries)
+
+    def run(
+        self, *, until_idle: bool = False, block_ms: int = 1000, max_seconds: float | None = None
+    ) -> ConsumerStats:
+        self.ensure_group()
+        started = time.monotonic()
+        while True:
+            handled = self.step(block_ms=0 if until_idle else block_ms)
+            if until_idle and handled == 0:
+                return self.stats
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                return self.stats
+
+    def _read(self, start: str, count: int, block: int | None) -> list:
+        got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)
+        return [(i, f) for _, items in got for i, f in items if f] if got else []
+
+    def _process(self, entries: list) -> None:
+        parsed: list[tuple[bytes, Impression | Interaction]] = []
+        for entry_id, fields in entries:
+            try:
+                parsed.append((entry_id, to_event(fields[b"kind"].decode(), fields[b"data"].decode())))
+            except (KeyError, ValueError, ValidationError) as exc:
+                self._dead(entry_id, fields, f"malformed event: {exc}")
+        need = [e.request_id for _, e in parsed if isinstance(e, Interaction)]
+        contexts = self.store.contexts(list(dict.fromkeys(need))) if need else {}
+        ready: list[tuple[str, list]] = []
+        done: list[bytes] = []
+        for entry_id, event in parsed:
+            if isinstance(event, Impression):
+                contexts[event.request_id] = RequestContext(
+                    event.query, event.user_id, {s.position: s.block_id for s in event.shown}
+                )
+                ready.append((event.event_id, self.ops.impression(event)))
+            else:
+                ctx = contexts.get(event.request_id)
+                if ctx is None:
+                    self._wait_or_dead(entry_id, event)
+                    continue
+                ready.append((event.event_id, self.ops.interaction(event, ctx)))
+                ctx.note(event)
+            done.append(entry_id)
+        # Small chunks: a crash between chunks leaves some applied and unacknowledged, which redelivery
+        # and the per-tag markers make harmless.
+        for i in range(0, len(ready), 32):
+            self.stats.applied += self.store.apply(ready[i : i + 32])
+        if done:
+            self.stats.acked += self.client.xack(self.stream, GROUP, *done)
+
+    def _wait_or_dead(self, entry_id: bytes, event: Interaction) -> None:
+        info = self.client.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1)
+        deliveries = info[0]["times_delivered"] if info else 1
+        if deliveries >= self.settings.stream_max_deliveries:
+            self._dead(
+                entry_id, None, f"no impression for request {event.request_id!r} after {deliveries} tries"
+            )
+        else:
+            self.stats.waiting += 1
+
+    def _dead(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
+        payload = {
+            "entry": entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
+            "reason": reason,
+        }
+        if fields:
+            payload["fields"] = json.dumps(
+                {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+            )
+        self.client.xadd(self.store.keys.dead_letters, payload)
+        self.client.xack(self.stream, GROUP, entry_id)
+        self.stats.dead += 1
+        self.stats.dead_reasons.append(reason)

@@ -1,0 +1,122 @@
+"""The Redis store applies the same operations as the in-memory replay, exactly once, and reads a request's
+features in one round trip with declared defaults and missing indicators."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from redis.connection import UnixDomainSocketConnection
+
+from data.layout import DataLayout
+from features.catalog import BlockCatalog
+from features.config import FeatureStoreSettings
+from features.connection import StoreUnavailable, connect
+from features.definitions import DEFAULTS, FEATURES, INDEX, Request
+from features.ops import MemoryState
+from features.replay import Replayer, in_time_order
+from features.store import RedisFeatureStore
+
+
+def redis_state(store: RedisFeatureStore, keys: list[str]) -> dict[str, dict[str, str]]:
+    fetched = store.fetch([(k, None) for k in keys])
+    return {k: {f: v.decode() for f, v in h.items()} for k, h in zip(keys, fetched, strict=True) if h}
+
+
+def assert_same_state(memory: MemoryState, store: RedisFeatureStore) -> None:
+    got = redis_state(store, list(memory.hashes))
+    assert set(got) == {k for k, h in memory.hashes.items() if h}
+    for key, fields in memory.hashes.items():
+        assert set(got[key]) == set(fields), key
+        for f, v in fields.items():
+            if isinstance(v, float):
+                assert math.isclose(float(got[key][f]), v, rel_tol=1e-12, abs_tol=1e-9), (key, f)
+            else:
+                assert got[key][f] == v, (key, f)
+
+
+def first_events(world: Path, n: int) -> list:
+    layout = DataLayout(world)
+    imps = layout.read_events("impressions", validate_rows=False)
+    acts = layout.read_events("interactions", validate_rows=False)
+    return list(in_time_order(imps, acts))[:n]
+
+
+def test_redis_applies_the_replay_operations_exactly_once(store: RedisFeatureStore, tiny_world: Path) -> None:
+    events = first_events(tiny_world, 1500)
+    replay = Replayer(store.settings, store.keys)
+    batch = []
+    for ev in events:
+        if hasattr(ev, "shown"):
+            batch.append((ev.event_id, replay.ops.impression(ev)))
+        else:
+            batch.append(
+                (ev.event_id, replay.ops.interaction(ev, replay.state.context(ev.request_id, store.keys)))
+            )
+        replay.apply(ev)
+    changed = store.apply(batch)
+    assert changed > len(events)  # several hash tags per event
+    assert_same_state(replay.state, store)
+    # Redelivery of everything changes nothing.
+    assert store.apply(batch) == 0
+    assert_same_state(replay.state, store)
+
+
+def test_assembly_defaults_and_missing_indicators(
+    store: RedisFeatureStore, tiny_catalog: BlockCatalog
+) -> None:
+    blocks = tuple(tiny_catalog.ids[:5])
+    rows = store.assemble(
+        Request("r-new", 1_767_600_000_000, "nobody", "never searched", blocks), tiny_catalog
+    )
+    assert rows.shape == (5, len(FEATURES))
+    for name in ("qb_missing", "block_missing", "user_missing", "rt_missing", "coquery_missing"):
+        assert (rows[:, INDEX[name]] == 1.0).all(), name
+    for f in FEATURES:
+        if f.source in {"stream", "batch"} and f.name != "bandit_thompson":
+            assert np.allclose(rows[:, INDEX[f.name]], DEFAULTS[INDEX[f.name]]), f.name
+    assert set(rows[:, INDEX["block_kind"]]) <= {0.0, 1.0}
+
+
+def test_assembly_is_one_round_trip(store: RedisFeatureStore, tiny_catalog: BlockCatalog) -> None:
+    from features.definitions import plan
+
+    req = Request("r", 1_767_600_000_000, "u1", "jeju island", tuple(tiny_catalog.ids[:100]))
+    calls = []
+    original = store.client.pipeline
+
+    def counting_pipeline(*args: object, **kwargs: object) -> object:
+        pipe = original(*args, **kwargs)
+        calls.append(pipe)
+        return pipe
+
+    store.client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        store.assemble(req, tiny_catalog)
+    finally:
+        store.client.pipeline = original  # type: ignore[method-assign]
+    assert len(calls) == 1 and len(plan(store.keys, req)) == 4 + 100
+
+
+def test_replace_swaps_a_hash_whole(store: RedisFeatureStore) -> None:
+    key = store.keys.query_batch("jeju island")
+    store.write_hashes({key: {"ent": 1.5, "a|b1": 0.2}}, replace=True)
+    store.write_hashes({key: {"ent": 2.0}}, replace=True)
+    assert redis_state(store, [key]) == {key: {"ent": "2.0"}}
+
+
+def test_embedded_server_needs_no_install(tmp_path: Path) -> None:
+    settings = FeatureStoreSettings(embedded_dir=tmp_path / "redis", namespace="emb")
+    client = connect(settings)
+    s = RedisFeatureStore(client, settings)
+    s.write_hashes({s.keys.user_batch("u1"): {"n": 3.0}}, replace=False)
+    assert s.fetch([(s.keys.user_batch("u1"), ["n"])]) == [{"n": b"3.0"}]
+    assert client.connection_pool.connection_class is UnixDomainSocketConnection
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    settings = FeatureStoreSettings(redis_url="redis://127.0.0.1:1/0", socket_timeout_s=0.2)
+    with pytest.raises(StoreUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
+        connect(settings)
