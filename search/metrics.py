@@ -44,3 +44,22 @@ def mrr(ranked_grades: np.ndarray, k: int | None = None, threshold: float = 0.0)
     hit = top > threshold
     first = np.argmax(hit, axis=1)
     return np.where(hit.any(axis=1), 1.0 / (first + 1.0), 0.0)
+
+
+def ndcg_against(ranked_grades: np.ndarray, ideal_grades: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k per row when the ideal ranking includes items the system did not return (retrieval).
+
+    ``ranked_grades`` (N, L): grades in the system's order; ``ideal_grades`` (N, M): every judged grade of
+    the row's query, in any order (padding < 0). Rows with no gain score 0.
+    """
+    ideal = dcg(-np.sort(-ideal_grades, axis=1), k)
+    actual = dcg(ranked_grades, k)
+    return np.divide(actual, ideal, out=np.zeros_like(actual), where=ideal > 0)
+
+
+def recall(ranked_relevant: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Recall@k per row: ``ranked_relevant`` (N, L) is 1 where the item at that rank is relevant (0 for
+    padding), ``n_relevant`` (N,) how many relevant items the row has; rows with none score 0."""
+    found = (ranked_relevant[:, :k] > 0).sum(axis=1).astype(float)
+    total = np.asarray(n_relevant, dtype=float)
+    return np.divide(found, total, out=np.zeros_like(found), where=total > 0)

@@ -1,0 +1,117 @@
+"""Aggregations over the event logs that several stages share (retrieval, features), in pyarrow and numpy.
+
+Inputs are the ``impressions`` and ``interactions`` tables as ``data.layout.DataLayout.read_events`` returns
+them. ``before`` keeps only events strictly earlier than that instant (a ``date`` means midnight UTC), so
+statistics used to evaluate day D can be computed from days before D without leaking D itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _cutoff(before: date | datetime | None) -> datetime | None:
+    if before is None:
+        return None
+    if isinstance(before, datetime):
+        if before.tzinfo is None:
+            raise ValueError("before must carry a time zone (event timestamps are UTC)")
+        return before
+    return datetime(before.year, before.month, before.day, tzinfo=UTC)
+
+
+def _before(table: pa.Table, before: date | datetime | None) -> pa.Table:
+    cutoff = _cutoff(before)
+    if cutoff is None:
+        return table
+    return table.filter(pc.less(table["ts"], pa.scalar(cutoff, type=table.schema.field("ts").type)))
+
+
+def shown_rows(impressions: pa.Table) -> pa.Table:
+    """One row per shown block: request_id, session_id, query, block_id, position."""
+    parent = pc.list_parent_indices(impressions["shown"])
+    shown = pc.list_flatten(impressions["shown"])
+    return pa.table(
+        {
+            "request_id": impressions["request_id"].take(parent),
+            "session_id": impressions["session_id"].take(parent),
+            "query": impressions["query"].take(parent),
+            "block_id": pc.struct_field(shown, "block_id"),
+            "position": pc.struct_field(shown, "position"),
+        }
+    )
+
+
+def click_counts(
+    impressions: pa.Table, interactions: pa.Table, *, before: date | datetime | None = None
+) -> pa.Table:
+    """Per (query, block): times the block was shown for the query, and how many of those were clicked.
+
+    Returns columns ``query``, ``block_id``, ``impressions`` and ``clicks`` (int64). A click counts once
+    per (request, block) however many of the block's docs were opened; clicks on blocks that were not
+    shown on that request are ignored (they cannot be attributed to a query).
+    """
+    shown = shown_rows(_before(impressions, before)).select(["request_id", "query", "block_id"])
+    counts = shown.group_by(["query", "block_id"]).aggregate([("request_id", "count")])
+    counts = counts.rename_columns(["query", "block_id", "impressions"])
+    acts = _before(interactions, before)
+    acts = acts.filter(pc.equal(acts["type"], "click")).select(["request_id", "block_id"])
+    clicked = acts.group_by(["request_id", "block_id"]).aggregate([])  # one per (request, block)
+    clicked = clicked.join(shown, keys=["request_id", "block_id"], join_type="inner")
+    per_pair = clicked.group_by(["query", "block_id"]).aggregate([("request_id", "count")])
+    per_pair = per_pair.rename_columns(["query", "block_id", "clicks"])
+    out = counts.join(per_pair, keys=["query", "block_id"], join_type="left outer")
+    out = out.set_column(
+        out.schema.get_field_index("clicks"), "clicks", pc.fill_null(out["clicks"], 0).cast(pa.int64())
+    )
+    return out.select(["query", "block_id", "impressions", "clicks"]).sort_by(
+        [("query", "ascending"), ("block_id", "ascending")]
+    )
+
+
+def co_query_counts(impressions: pa.Table, *, before: date | datetime | None = None) -> pa.Table:
+    """Pairs of distinct queries typed in the same session, with how strongly they go together.
+
+    Returns one row per ordered pair (both directions are present, so lookups by ``query_a`` find all):
+    ``query_a``, ``query_b``, ``sessions`` (sessions with both), ``sessions_a``, ``sessions_b`` (sessions with
+    each), ``lift`` = P(a, b) / (P(a) P(b)) over sessions, ``pmi`` = ln(lift) and ``npmi`` = pmi / -ln P(a, b)
+    in [-1, 1] (1: the two always occur together).
+    """
+    imps = _before(impressions, before)
+    per_session = imps.select(["session_id", "query"]).group_by(["session_id", "query"]).aggregate([])
+    n_sessions = pc.count_distinct(per_session["session_id"]).as_py()
+    query_sessions = per_session.group_by("query").aggregate([("session_id", "count")])
+    query_sessions = query_sessions.rename_columns(["query", "n"])
+    other = per_session.rename_columns(["session_id", "query_b"])
+    pairs = per_session.join(other, keys="session_id", join_type="inner")
+    pairs = pairs.filter(pc.not_equal(pairs["query"], pairs["query_b"]))
+    pairs = pairs.group_by(["query", "query_b"]).aggregate([("session_id", "count")])
+    pairs = pairs.rename_columns(["query_a", "query_b", "sessions"])
+    pairs = pairs.join(query_sessions.rename_columns(["query_a", "sessions_a"]), keys="query_a")
+    pairs = pairs.join(query_sessions.rename_columns(["query_b", "sessions_b"]), keys="query_b")
+    n_ab = pairs["sessions"].to_numpy().astype(float)
+    n_a = pairs["sessions_a"].to_numpy().astype(float)
+    n_b = pairs["sessions_b"].to_numpy().astype(float)
+    total = float(max(n_sessions, 1))
+    lift = n_ab * total / (n_a * n_b)
+    pmi = np.log(lift)
+    p_ab = n_ab / total
+    # P(a, b) = 1 (every session has both) makes the denominator 0; such a pair is perfectly associated.
+    npmi = np.divide(pmi, -np.log(p_ab), out=np.ones_like(pmi), where=p_ab < 1)
+    out = pa.table(
+        {
+            "query_a": pairs["query_a"],
+            "query_b": pairs["query_b"],
+            "sessions": pairs["sessions"].cast(pa.int64()),
+            "sessions_a": pairs["sessions_a"].cast(pa.int64()),
+            "sessions_b": pairs["sessions_b"].cast(pa.int64()),
+            "lift": pa.array(lift),
+            "pmi": pa.array(pmi),
+            "npmi": pa.array(npmi),
+        }
+    )
+    return out.sort_by([("query_a", "ascending"), ("query_b", "ascending")])

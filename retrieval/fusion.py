@@ -1,0 +1,167 @@
+"""Fusion of several retrievers' ranked lists into one.
+
+Two methods:
+
+- ``rrf``: reciprocal rank fusion, ``sum_r w_r / (rrf_k + rank_r(d))`` (Cormack et al., SIGIR 2009).
+- ``weighted``: ``sum_r w_r * norm_r(s_r(d))``, each member's scores first put on one scale: ``minmax`` maps a
+  list to [0, 1]; ``zscore`` centres it and divides by its spread. A document a member did not return gets
+  that member's lowest normalised score (0 under minmax), not a penalty below it.
+
+A plain, equal-weight fusion can lose to its best member when one member is weak (NOTES.md: RRF of
+splade-tiny and MiniLM on CISI). ``tune`` picks weights (0 mutes a member), normalisation and method on a
+validation split, so the weak member only counts as much as it helps there.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from retrieval.base import BaseRetriever, Hit, Retriever
+from retrieval.config import FusionSettings, QueryLimits
+from retrieval.errors import RetrievalError
+
+Runs = Mapping[str, Sequence[Hit]]
+
+
+def _normalised(hits: Sequence[Hit], how: str) -> tuple[dict[str, float], float]:
+    """Each hit's normalised score, and the floor given to documents missing from the list."""
+    if not hits:
+        return {}, 0.0
+    scores = np.array([h.score for h in hits], dtype=float)
+    if how == "minmax":
+        lo, span = scores.min(), scores.max() - scores.min()
+        # One hit, or all tied: nothing tells them apart, so each gets full credit.
+        norm = (scores - lo) / span if span > 0 else np.ones_like(scores)
+        floor = 0.0
+    elif how == "zscore":
+        sd = scores.std()
+        norm = (scores - scores.mean()) / sd if sd > 0 else np.zeros_like(scores)
+        floor = float(norm.min())
+    else:
+        raise RetrievalError(f"unknown normalisation '{how}' (expected minmax or zscore)")
+    return {h.id: float(v) for h, v in zip(hits, norm, strict=True)}, floor
+
+
+def fuse(runs: Runs, settings: FusionSettings, k: int) -> list[Hit]:
+    """The k best documents over all members' runs; each hit keeps every member's raw score in ``sources``."""
+    weights = {name: settings.weights.get(name, 1.0) for name in runs}
+    fused: dict[str, float] = defaultdict(float)
+    sources: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, hits in runs.items():
+        for h in hits:
+            sources[h.id][name] = h.score
+    for name, hits in runs.items():
+        w = weights[name]
+        if w == 0 or not hits:
+            continue
+        if settings.method == "rrf":
+            for rank, h in enumerate(hits, start=1):
+                fused[h.id] += w / (settings.rrf_k + rank)
+            continue
+        norm, floor = _normalised(hits, settings.normalisation)
+        for doc in sources:
+            fused[doc] += w * norm.get(doc, floor)
+    for doc in sources:
+        fused.setdefault(doc, 0.0)
+    best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [Hit(doc, float(score), dict(sources[doc])) for doc, score in best]
+
+
+class FusedRetriever(BaseRetriever):
+    """Asks every member for ``settings.depth`` candidates and fuses them."""
+
+    name = "fused"
+
+    def __init__(
+        self,
+        members: Mapping[str, Retriever],
+        settings: FusionSettings = FusionSettings(),
+        *,
+        limits: QueryLimits = QueryLimits(),
+    ) -> None:
+        self.members = dict(members)
+        self.settings = settings
+        self.limits = limits
+
+    @property
+    def is_built(self) -> bool:
+        return bool(self.members) and all(getattr(m, "is_built", True) for m in self.members.values())
+
+    def _depth(self, k: int) -> int:
+        return max(k, self.settings.depth)
+
+    def _search(self, query: str, k: int) -> list[Hit]:
+        runs = {name: m.search(query, self._depth(k)) for name, m in self.members.items()}
+        return fuse(runs, self.settings, k)
+
+    def _batch_search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        per_member = {name: m.batch_search(queries, self._depth(k)) for name, m in self.members.items()}
+        return [
+            fuse({name: runs[i] for name, runs in per_member.items()}, self.settings, k)
+            for i in range(len(queries))
+        ]
+
+
+def weight_grid(names: Sequence[str], step: float) -> list[dict[str, float]]:
+    """Every weighting of ``names`` on the simplex with this step (weights sum to 1; 0 mutes a member)."""
+    n = round(1 / step)
+    grid = []
+    for combo in itertools.product(range(n + 1), repeat=len(names)):
+        if sum(combo) == n:
+            grid.append({name: c / n for name, c in zip(names, combo, strict=True)})
+    return grid
+
+
+def tune(
+    member_runs: Mapping[str, Sequence[Sequence[Hit]]],
+    score: Callable[[list[list[Hit]]], float],
+    settings: FusionSettings,
+    k: int,
+) -> tuple[FusionSettings, float]:
+    """Pick method, normalisation and weights that maximise ``score`` over the validation queries.
+
+    ``member_runs[name][i]`` is member ``name``'s run for validation query i; ``score`` maps fused runs to a
+    number (e.g. mean nDCG@10). With a few dozen validation queries the single best grid point is mostly
+    noise, so each candidate is judged by the mean score of its grid neighbourhood (same method, every
+    weight within one step): a broad optimum beats a lucky spike. Ties go to the earlier candidate
+    (weighted-minmax, then zscore, then RRF; more even weights first). Returns the settings and their
+    neighbourhood-mean validation score.
+    """
+    names = list(member_runs)
+    if not names:
+        raise RetrievalError("nothing to tune: no members")
+    n_queries = {len(r) for r in member_runs.values()}
+    if len(n_queries) != 1:
+        raise RetrievalError(f"members have runs for different numbers of queries: {sorted(n_queries)}")
+    (count,) = n_queries
+    grid = sorted(weight_grid(names, settings.grid_step), key=lambda w: -min(w.values()))
+    candidates: list[FusionSettings] = []
+    values: list[float] = []
+    for method, normalisation in (
+        ("weighted", "minmax"),
+        ("weighted", "zscore"),
+        ("rrf", settings.normalisation),
+    ):
+        for weights in grid:
+            candidate = settings.model_copy(
+                update={"method": method, "normalisation": normalisation, "weights": weights}
+            )
+            fused = [fuse({n: member_runs[n][i] for n in names}, candidate, k) for i in range(count)]
+            candidates.append(candidate)
+            values.append(score(fused))
+    best_i, best_value = 0, -np.inf
+    for i, c in enumerate(candidates):
+        near = [
+            values[j]
+            for j, o in enumerate(candidates)
+            if (o.method, o.normalisation) == (c.method, c.normalisation)
+            and max(abs(o.weights[n] - c.weights[n]) for n in names) <= settings.grid_step + 1e-9
+        ]
+        smoothed = float(np.mean(near))
+        if smoothed > best_value + 1e-12:
+            best_i, best_value = i, smoothed
+    return candidates[best_i], best_value

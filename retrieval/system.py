@@ -1,0 +1,122 @@
+"""Assemble the retrievers a world needs from settings: build their indexes, load them, fuse them.
+
+Index layout under ``settings.index_dir`` (default ``<world>/index/retrieval``): one folder per text
+retriever (``splade/``, ``dense/``, ``bm25/``), each with its own fingerprint. The behavioural retriever has
+no index: it is fitted from the logs when loaded (seconds), with a cut-off date for evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from pathlib import Path
+
+from data.layout import DataLayout
+from retrieval.base import BaseRetriever, Passage
+from retrieval.behavioural import BehaviouralRetriever
+from retrieval.config import RetrievalSettings
+from retrieval.corpus import block_passages
+from retrieval.dense import DenseRetriever
+from retrieval.encoders.dense import DenseEncoder
+from retrieval.encoders.splade import SpladeEncoder
+from retrieval.fusion import FusedRetriever
+from retrieval.lucene import Bm25Retriever, SpladeRetriever
+
+Progress = Callable[[str, int, int], None]
+TEXT_MEMBERS = ("bm25", "splade", "dense")
+
+
+def index_root(world: Path, settings: RetrievalSettings) -> Path:
+    return settings.index_dir if settings.index_dir is not None else Path(world) / "index" / "retrieval"
+
+
+def text_retriever(name: str, root: Path, settings: RetrievalSettings) -> BaseRetriever:
+    """An unbuilt text retriever whose index lives in ``root/<name>``."""
+    s = settings
+    if name == "splade":
+        encoder = SpladeEncoder(s.splade, cache_size=s.cache_size, threads=s.torch_threads)
+        return SpladeRetriever(root / "splade", encoder, limits=s.query, threads=s.java_threads)
+    if name == "dense":
+        dense_encoder = DenseEncoder(s.dense, cache_size=s.cache_size, threads=s.torch_threads)
+        return DenseRetriever(root / "dense", dense_encoder, s.dense, limits=s.query, threads=s.torch_threads)
+    if name == "bm25":
+        return Bm25Retriever(root / "bm25", s.bm25, limits=s.query, threads=s.java_threads)
+    raise ValueError(f"no text retriever named {name!r} (expected one of {', '.join(TEXT_MEMBERS)})")
+
+
+def build_text_indexes(
+    passages: Sequence[Passage],
+    root: Path,
+    settings: RetrievalSettings,
+    names: Sequence[str],
+    *,
+    overwrite: bool = True,
+    progress: Progress | None = None,
+) -> tuple[dict[str, BaseRetriever], dict[str, dict]]:
+    """Build (or reuse, when the fingerprint matches) each named index; returns retrievers and a report."""
+    retrievers: dict[str, BaseRetriever] = {}
+    report: dict[str, dict] = {}
+    for name in names:
+        retriever = text_retriever(name, root, settings)
+        started = time.perf_counter()
+        was_current = retriever.index_dir is not None and _is_current(retriever, passages)
+        retriever.build(passages, overwrite=overwrite, progress=progress)  # type: ignore[attr-defined]
+        seconds = time.perf_counter() - started
+        report[name] = {
+            "status": "up to date" if was_current else "built",
+            "path": str(retriever.index_dir),  # type: ignore[attr-defined]
+            "passages": len(passages),
+            "seconds": round(seconds, 2),
+            "passages_per_second": None if was_current else round(len(passages) / max(seconds, 1e-9), 1),
+        }
+        retrievers[name] = retriever
+    return retrievers, report
+
+
+def _is_current(retriever: BaseRetriever, passages: Sequence[Passage]) -> bool:
+    from retrieval import fingerprint
+
+    return fingerprint.read(retriever.index_dir) == retriever.expected_fingerprint(passages)  # type: ignore[attr-defined]
+
+
+def build_world_index(
+    world: Path, settings: RetrievalSettings, *, progress: Progress | None = None
+) -> dict[str, dict]:
+    """Index a world's blocks for every text member; stale indexes are replaced, current ones kept."""
+    passages = block_passages(DataLayout(Path(world)))
+    names = [m for m in settings.members if m in TEXT_MEMBERS]
+    _, report = build_text_indexes(passages, index_root(world, settings), settings, names, progress=progress)
+    return report
+
+
+def load_world(
+    world: Path,
+    settings: RetrievalSettings,
+    *,
+    before: date | datetime | None = None,
+    build_missing: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, BaseRetriever]:
+    """Every member named in settings plus ``fused``, ready to search.
+
+    Text indexes must match the world's blocks (else StaleIndexError) unless ``build_missing`` is set, in
+    which case missing or stale ones are (re)built. The behavioural member learns from logs before ``before``.
+    """
+    layout = DataLayout(Path(world))
+    passages = block_passages(layout)
+    root = index_root(world, settings)
+    members: dict[str, BaseRetriever] = {}
+    for name in settings.members:
+        if name == "behavioural":
+            imps = layout.read_events("impressions", validate_rows=False)
+            acts = layout.read_events("interactions", validate_rows=False)
+            members[name] = BehaviouralRetriever(settings.behavioural, limits=settings.query).fit(
+                imps, acts, before=before
+            )
+        elif build_missing:
+            members.update(build_text_indexes(passages, root, settings, [name], progress=progress)[0])
+        else:
+            members[name] = text_retriever(name, root, settings).load(passages)  # type: ignore[attr-defined]
+    fused = FusedRetriever(members, settings.fusion, limits=settings.query)
+    return {**members, "fused": fused}
