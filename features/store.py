@@ -10,8 +10,10 @@ import json
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
+from redis.cluster import RedisCluster
 
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
@@ -85,7 +87,7 @@ class RedisFeatureStore(FeatureStore):
     # -- writes ---------------------------------------------------------------------------------------
     def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
         ttl = str(self.settings.dedup_ttl_hours * 3600)
-        pipe = self.client.pipeline(transaction=False)
+        pipes: dict[str, Any] = {}
         n = 0
         for event_id, ops in events:
             for tag, group in _by_tag(self.keys, ops).items():
@@ -94,9 +96,22 @@ class RedisFeatureStore(FeatureStore):
                 args: list[str] = [ttl]
                 for op in group:
                     args += [op[0], str(index[op[1]]), *(_arg(v) for v in op[2:])]
+                pipe = self._script_pipeline(pipes, keys[0])
                 self._apply(keys=[self.keys.applied_marker(tag, event_id), *keys], args=args, client=pipe)
                 n += 1
-        return int(sum(pipe.execute())) if n else 0
+        return int(sum(sum(p.execute()) for p in pipes.values())) if n else 0
+
+    def _script_pipeline(self, pipes: dict[str, Any], key: str) -> Any:
+        """A pipeline that may run scripts: one per node on a cluster (redis-py's cluster pipeline refuses
+        EVALSHA), so each script still runs where its hash tag lives."""
+        if not isinstance(self.client, RedisCluster):
+            if "" not in pipes:
+                pipes[""] = self.client.pipeline(transaction=False)
+            return pipes[""]
+        node = self.client.get_node_from_key(key)
+        if node.name not in pipes:
+            pipes[node.name] = self.client.get_redis_connection(node).pipeline(transaction=False)
+        return pipes[node.name]
 
     def write_hashes(
         self,

@@ -105,7 +105,7 @@ class StreamConsumer:
     def step(self, *, block_ms: int = 0) -> int:
         """Process one batch: reclaimed, then own pending, then new events. Returns entries handled."""
         batch = self.settings.stream_batch
-        _, claimed, _ = self.client.xautoclaim(
+        reply = self.client.xautoclaim(
             self.stream,
             GROUP,
             self.consumer,
@@ -113,6 +113,7 @@ class StreamConsumer:
             start_id="0-0",
             count=batch,
         )
+        claimed = reply[1]  # Redis 7 adds a third element (deleted ids), 6.2 does not
         self.stats.reclaimed += len(claimed)
         entries = list(claimed)
         if not entries:

@@ -3,7 +3,6 @@ features in one round trip with declared defaults and missing indicators."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -15,26 +14,10 @@ from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.connection import StoreUnavailable, connect
 from features.definitions import DEFAULTS, FEATURES, INDEX, Request
-from features.ops import MemoryState
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
 
-
-def redis_state(store: RedisFeatureStore, keys: list[str]) -> dict[str, dict[str, str]]:
-    fetched = store.fetch([(k, None) for k in keys])
-    return {k: {f: v.decode() for f, v in h.items()} for k, h in zip(keys, fetched, strict=True) if h}
-
-
-def assert_same_state(memory: MemoryState, store: RedisFeatureStore) -> None:
-    got = redis_state(store, list(memory.hashes))
-    assert set(got) == {k for k, h in memory.hashes.items() if h}
-    for key, fields in memory.hashes.items():
-        assert set(got[key]) == set(fields), key
-        for f, v in fields.items():
-            if isinstance(v, float):
-                assert math.isclose(float(got[key][f]), v, rel_tol=1e-12, abs_tol=1e-9), (key, f)
-            else:
-                assert got[key][f] == v, (key, f)
+from .helpers import assert_same_state, redis_state
 
 
 def first_events(world: Path, n: int) -> list:

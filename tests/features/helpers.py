@@ -1,0 +1,48 @@
+"""Shared checks for the feature-store tests."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow as pa
+
+from data.contracts import Interaction, SearchImpression
+from data.io import iter_records
+from data.layout import DataLayout
+from features.ops import MemoryState
+from features.store import RedisFeatureStore
+
+
+def world_records(world: Path, days: int) -> tuple[list, pa.Table, pa.Table]:
+    """The first ``days`` days of logs as validated records in time order, and as tables."""
+    layout = DataLayout(world)
+    chosen = layout.days("impressions")[:days]
+    records: list = []
+    for day in chosen:
+        for path in layout.day_files("impressions", day):
+            records += list(iter_records(path, SearchImpression))
+        for path in layout.day_files("interactions", day):
+            records += list(iter_records(path, Interaction))
+    records.sort(key=lambda r: (r.ts, 0 if isinstance(r, SearchImpression) else 1))
+    imps = layout.read_events("impressions", end=chosen[-1], validate_rows=False)
+    acts = layout.read_events("interactions", end=chosen[-1], validate_rows=False)
+    return records, imps, acts
+
+
+def redis_state(store: RedisFeatureStore, keys: list[str]) -> dict[str, dict[str, str]]:
+    fetched = store.fetch([(k, None) for k in keys])
+    return {k: {f: v.decode() for f, v in h.items()} for k, h in zip(keys, fetched, strict=True) if h}
+
+
+def assert_same_state(memory: MemoryState, store: RedisFeatureStore) -> None:
+    """Redis holds exactly the hashes and fields of the in-memory replay (floats to 1e-12)."""
+    got = redis_state(store, list(memory.hashes))
+    assert set(got) == {k for k, h in memory.hashes.items() if h}
+    for key, fields in memory.hashes.items():
+        assert set(got[key]) == set(fields), key
+        for f, v in fields.items():
+            if isinstance(v, float):
+                assert math.isclose(float(got[key][f]), v, rel_tol=1e-12, abs_tol=1e-9), (key, f)
+            else:
+                assert got[key][f] == v, (key, f)
