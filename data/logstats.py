@@ -7,6 +7,7 @@ statistics used to evaluate day D can be computed from days before D without lea
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -115,3 +116,24 @@ def co_query_counts(impressions: pa.Table, *, before: date | datetime | None = N
         }
     )
     return out.sort_by([("query_a", "ascending"), ("query_b", "ascending")])
+
+
+def query_click_entropy(counts: pa.Table, *, min_clicks: int = 1) -> dict[str, tuple[float, int]]:
+    """Per query with at least ``min_clicks`` clicks: (entropy in bits of its clicked blocks, clicks).
+
+    ``counts`` is what ``click_counts`` returns. Low entropy: one block takes the clicks (single intent);
+    high: clicks spread over many blocks (many intents, where personalization matters).
+    """
+    clicked = counts.filter(pc.greater(counts["clicks"], 0)).sort_by("query")
+    queries = clicked["query"].to_numpy(zero_copy_only=False)
+    n = clicked["clicks"].to_numpy().astype(float)
+    out: dict[str, tuple[float, int]] = {}
+    if not len(queries):
+        return out
+    bounds = np.flatnonzero(np.r_[True, queries[1:] != queries[:-1], True])
+    for lo, hi in itertools.pairwise(bounds):
+        total = n[lo:hi].sum()
+        if total >= min_clicks:
+            p = n[lo:hi] / total
+            out[str(queries[lo])] = (float(-(p * np.log2(p)).sum()), int(total))
+    return out

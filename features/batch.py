@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data.logstats import click_counts, co_query_counts, query_click_entropy
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.keys import Keys
@@ -23,54 +24,29 @@ Snapshot = dict[str, dict[str, float]]
 
 
 def clicks_with_requests(impressions: pa.Table, interactions: pa.Table) -> pa.Table:
-    """Click rows joined with their request's query, session and user."""
+    """Click rows joined with their request's user (for long-term taste)."""
     clicks = interactions.filter(pc.equal(interactions["type"], "click")).select(
         ["request_id", "block_id", "doc_id"]
     )
-    return clicks.join(impressions.select(["request_id", "query", "session_id", "user_id"]), "request_id")
-
-
-def query_click_counts(clicks: pa.Table) -> dict[str, Counter[str]]:
-    grouped = clicks.group_by(["query", "block_id"]).aggregate([("request_id", "count")])
-    out: dict[str, Counter[str]] = defaultdict(Counter)
-    for q, b, n in zip(
-        grouped["query"].to_pylist(),
-        grouped["block_id"].to_pylist(),
-        grouped["request_id_count"].to_pylist(),
-        strict=True,
-    ):
-        out[q][b] = n
-    return out
+    return clicks.join(impressions.select(["request_id", "user_id"]), "request_id")
 
 
 def co_queries(impressions: pa.Table, settings: FeatureStoreSettings) -> dict[str, list[tuple[str, float]]]:
     """Per query, its strongest co-queries (other queries of the same sessions) with their PMI (nats)."""
-    pairs_seen = impressions.select(["session_id", "query"]).group_by(["session_id", "query"]).aggregate([])
-    sessions: dict[str, list[str]] = defaultdict(list)
-    for s, q in zip(pairs_seen["session_id"].to_pylist(), pairs_seen["query"].to_pylist(), strict=True):
-        sessions[s].append(q)
-    n_sessions = len(sessions)
-    per_query: Counter[str] = Counter()
-    pair: Counter[tuple[str, str]] = Counter()
-    for qs in sessions.values():
-        per_query.update(qs)
-        if len(qs) > 1:
-            for a in qs:
-                for b in qs:
-                    if a != b:
-                        pair[(a, b)] += 1
-    neighbours: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
-    for (a, b), n in pair.items():
-        if n < settings.coquery_min_sessions:
-            continue
-        pmi = math.log(n * n_sessions / (per_query[a] * per_query[b]))
-        if pmi > 0:
-            neighbours[a].append((b, pmi, n))
-    k = settings.coquery_neighbours
-    return {
-        a: [(b, pmi) for b, pmi, _ in sorted(items, key=lambda t: (-t[2], -t[1], t[0]))[:k]]
-        for a, items in neighbours.items()
-    }
+    pairs = co_query_counts(impressions)
+    pairs = pairs.filter(
+        pc.and_(
+            pc.greater_equal(pairs["sessions"], settings.coquery_min_sessions), pc.greater(pairs["pmi"], 0)
+        )
+    )
+    pairs = pairs.sort_by([("query_a", "ascending"), ("sessions", "descending"), ("pmi", "descending")])
+    out: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for a, b, pmi in zip(
+        pairs["query_a"].to_pylist(), pairs["query_b"].to_pylist(), pairs["pmi"].to_pylist(), strict=True
+    ):
+        if len(out[a]) < settings.coquery_neighbours:
+            out[a].append((b, pmi))
+    return dict(out)
 
 
 def batch_snapshot(
@@ -83,13 +59,21 @@ def batch_snapshot(
     assoc_blocks: int = 50,
 ) -> Snapshot:
     """All batch feature hashes (query ``qd`` and user ``ud`` keys) from the given logs."""
-    clicks = clicks_with_requests(impressions, interactions)
     snapshot: Snapshot = defaultdict(dict)
-    per_query = query_click_counts(clicks)
-    for q, counts in per_query.items():
+    counts = click_counts(impressions, interactions)
+    for q, (entropy, n_clicks) in query_click_entropy(counts).items():
         h = snapshot[keys.query_batch(q)]
-        h["ent"] = entropy_bits(np.fromiter(counts.values(), dtype=float))
-        h["nclk"] = float(sum(counts.values()))
+        h["ent"] = entropy
+        h["nclk"] = float(n_clicks)
+    per_query: dict[str, dict[str, int]] = defaultdict(dict)
+    clicked = counts.filter(pc.greater(counts["clicks"], 0))
+    for q, b, c in zip(
+        clicked["query"].to_pylist(),
+        clicked["block_id"].to_pylist(),
+        clicked["clicks"].to_pylist(),
+        strict=True,
+    ):
+        per_query[q][b] = c
     for q, neighbours in co_queries(impressions, settings).items():
         h = snapshot[keys.query_batch(q)]
         h["ncoq"] = float(len(neighbours))
@@ -103,7 +87,7 @@ def batch_snapshot(
                     assoc[b] += pmi / weight * c / total
         for b, v in assoc.most_common(assoc_blocks):
             h[f"a|{b}"] = v
-    _user_taste(clicks, catalog, keys, settings, snapshot)
+    _user_taste(clicks_with_requests(impressions, interactions), catalog, keys, settings, snapshot)
     return dict(snapshot)
 
 

@@ -3,37 +3,19 @@ gains from personalization by entropy bucket and by user diversity. Reads ``trut
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.layout import DataLayout
-from search.metrics import entropy_bits, ndcg, order_by
+from data.logstats import click_counts, query_click_entropy
+from search.metrics import ndcg, order_by
 
 MIN_CLICKS_FOR_ENTROPY = 10
 ENTROPY_BUCKETS = ("low", "mid", "high")
 DIVERSITY_BUCKETS = {"focused": (0.0, 1 / 3), "middle": (1 / 3, 2 / 3), "diverse": (2 / 3, 1.0001)}
-
-
-def query_click_entropy(impressions: pa.Table, interactions: pa.Table, min_clicks: int) -> dict[str, float]:
-    """Entropy (bits) of the clicked-block distribution of each query with at least ``min_clicks`` clicks."""
-    clicks = interactions.filter(pc.equal(interactions["type"], "click")).select(["request_id", "block_id"])
-    joined = clicks.join(impressions.select(["request_id", "query"]), "request_id")
-    counts = joined.group_by(["query", "block_id"]).aggregate([("block_id", "count")])
-    queries = counts["query"].to_numpy(zero_copy_only=False)
-    n = counts["block_id_count"].to_numpy()
-    order = np.argsort(queries, kind="stable")
-    queries, n = queries[order], n[order]
-    bounds = np.flatnonzero(np.r_[True, queries[1:] != queries[:-1], True])
-    out = {}
-    for lo, hi in itertools.pairwise(bounds):
-        if n[lo:hi].sum() >= min_clicks:
-            out[str(queries[lo])] = entropy_bits(n[lo:hi])
-    return out
 
 
 def _padded(values: np.ndarray, offsets: np.ndarray, width: int, fill: float) -> np.ndarray:
@@ -75,7 +57,9 @@ def world_stats(root: Path | str, *, min_clicks: int = MIN_CLICKS_FOR_ENTROPY) -
     )
 
     # Click entropy of queries.
-    entropy = query_click_entropy(imps, acts, min_clicks)
+    entropy = {
+        q: e for q, (e, _) in query_click_entropy(click_counts(imps, acts), min_clicks=min_clicks).items()
+    }
     ent_values = np.array(sorted(entropy.values()))
     cuts = np.quantile(ent_values, [1 / 3, 2 / 3]) if len(ent_values) else np.array([0.0, 0.0])
 
