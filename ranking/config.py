@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,12 +13,14 @@ class TorchTrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    learning_rate: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
+    # Defaults picked on a validation split carved from the LightGBM example's training lists (small data:
+    # small steps, small batches, weight decay); large click logs will want bigger batches.
+    learning_rate: float = Field(default=3e-4, gt=0)
+    weight_decay: float = Field(default=1e-3, ge=0)
     max_epochs: int = Field(default=200, ge=1)
-    lists_per_batch: int = Field(default=32, ge=1)
+    lists_per_batch: int = Field(default=8, ge=1)
     patience: int = Field(
-        default=20, ge=1, description="Epochs without a better validation NDCG before training stops."
+        default=15, ge=1, description="Epochs without a better validation NDCG before training stops."
     )
     eval_k: int = Field(default=10, ge=1, description="Validation metric for early stopping: NDCG@eval_k.")
     valid_fraction: float = Field(
@@ -27,6 +30,10 @@ class TorchTrainSettings(BaseModel):
         description="Share of training lists held out for early stopping when no validation set is given.",
     )
     seed: int = Field(default=0, ge=0)
+    targets: Literal["labels", "gains"] = Field(
+        default="labels",
+        description="Softmax targets: the labels, or NDCG gains 2^label - 1 (puts more mass on top grades).",
+    )
 
 
 class RankingSettings(BaseModel):

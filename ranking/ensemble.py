@@ -29,8 +29,8 @@ class DASALCEnsembleRanker(Ranker):
     def __init__(
         self,
         n_members: int = 5,
-        hidden: tuple[int, ...] = (256, 128),
-        dropout: float = 0.1,
+        hidden: tuple[int, ...] = (64, 32),
+        dropout: float = 0.2,
         attention_layers: int = 1,
         heads: int = 4,
         noise_std: float = 0.5,

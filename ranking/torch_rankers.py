@@ -60,7 +60,7 @@ class TorchRanker(Ranker):
             import torch
 
             torch.manual_seed(cfg.seed)  # initial weights
-            tensors = TensorLists(train)
+            tensors = TensorLists(train, cfg.targets)
             if not warm_start:
                 self.schema_ = train.schema
                 self.net_ = self.build_net(self.schema_)
@@ -191,8 +191,8 @@ class DASALCRanker(TorchRanker):
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (256, 128),
-        dropout: float = 0.1,
+        hidden: tuple[int, ...] = (64, 32),
+        dropout: float = 0.2,
         attention_layers: int = 1,
         heads: int = 4,
         noise_std: float = 0.5,

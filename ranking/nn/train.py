@@ -48,14 +48,15 @@ class Batch:
 class TensorLists:
     """``ListwiseData`` as torch tensors once, gathered into padded batches of lists on demand."""
 
-    def __init__(self, data: ListwiseData) -> None:
+    def __init__(self, data: ListwiseData, targets: str = "labels") -> None:
         self.data = data
         self.dense = torch.from_numpy(data.dense)  # (N, F)
         self.cats = torch.from_numpy(data.categorical)  # (N, C)
         vecs = [data.vectors[k] for k in sorted(data.vectors)]
         flat = np.concatenate(vecs, axis=1) if vecs else np.zeros((data.n_rows, 0), np.float32)
         self.vecs = torch.from_numpy(np.ascontiguousarray(flat))  # (N, D)
-        self.labels = torch.from_numpy(data.labels)  # (N,)
+        labels = np.exp2(data.labels) - 1.0 if targets == "gains" else data.labels
+        self.labels = torch.from_numpy(labels.astype(np.float32))  # (N,) softmax targets before normalising
         self.weights = torch.from_numpy(data.weights)  # (N,)
 
     def batch(self, lists: np.ndarray) -> Batch:
