@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +19,20 @@ from data.logstats import click_counts, co_query_counts, query_click_entropy
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.keys import Keys
+from features.packing import pack_profile
 from search.metrics import entropy_bits
 
-Snapshot = dict[str, dict[str, float]]
+
+@dataclass
+class Snapshot:
+    """A day's batch hashes: query hashes are replaced whole; user hashes get their ``p`` field set (the same
+    hash also holds live and vector fields)."""
+
+    query: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    user: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+    def get(self, key: str) -> dict | None:
+        return self.query.get(key) or self.user.get(key)
 
 
 def clicks_with_requests(impressions: pa.Table, interactions: pa.Table) -> pa.Table:
@@ -59,10 +71,10 @@ def batch_snapshot(
     assoc_blocks: int = 50,
 ) -> Snapshot:
     """All batch feature hashes (query ``qd`` and user ``ud`` keys) from the given logs."""
-    snapshot: Snapshot = defaultdict(dict)
+    snapshot = Snapshot()
     counts = click_counts(impressions, interactions)
     for q, (entropy, n_clicks) in query_click_entropy(counts).items():
-        h = snapshot[keys.query_batch(q)]
+        h = snapshot.query[keys.query_batch(q)]
         h["ent"] = entropy
         h["nclk"] = float(n_clicks)
     per_query: dict[str, dict[str, int]] = defaultdict(dict)
@@ -75,7 +87,7 @@ def batch_snapshot(
     ):
         per_query[q][b] = c
     for q, neighbours in co_queries(impressions, settings).items():
-        h = snapshot[keys.query_batch(q)]
+        h = snapshot.query[keys.query_batch(q)]
         h["ncoq"] = float(len(neighbours))
         assoc: Counter[str] = Counter()
         weight = sum(pmi for _, pmi in neighbours)
@@ -88,7 +100,8 @@ def batch_snapshot(
         for b, v in assoc.most_common(assoc_blocks):
             h[f"a|{b}"] = v
     _user_taste(clicks_with_requests(impressions, interactions), catalog, keys, settings, snapshot)
-    return dict(snapshot)
+    snapshot.query = dict(snapshot.query)
+    return snapshot
 
 
 def _user_taste(
@@ -111,18 +124,18 @@ def _user_taste(
             genres[u] += catalog.genre_mix[row]
         words[u].update(catalog.keywords[row])
     for u, counts in words.items():
-        h = snapshot[keys.user_batch(u)]
         n_clicks = genres[u].sum()
-        for g, share in enumerate(genres[u] / max(n_clicks, 1e-12)):
-            if share > 0:
-                h[f"g|{g}"] = float(share)
         total = sum(counts.values())
-        for kw, c in counts.most_common(settings.user_keywords):
-            h[f"k|{kw}"] = c / total
         distinct = len(counts)
-        h["div"] = (
+        diversity = (
             entropy_bits(np.fromiter(counts.values(), dtype=float)) / math.log2(distinct)
             if distinct > 1
             else 0.0
         )
-        h["n"] = float(n_clicks)
+        top = [
+            (kw, c / total)
+            for kw, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.user_keywords]
+        ]
+        snapshot.user[keys.user(u)] = {
+            "p": pack_profile(list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top)
+        }

@@ -43,7 +43,7 @@ def build_online_features(
     live = {k: h for k, h in replayer.state.hashes.items() if remaining.get(k, 1.0) > 0}
     store.clear()
     store.write_hashes(live, replace=False, ttl_s=remaining)
-    store.write_hashes(snapshot, replace=True)
+    store.write_snapshot(snapshot)
     last_ts = pc.max(imps["ts"]).as_py() if imps.num_rows else None
     meta = {
         "data": str(layout.root),
@@ -51,7 +51,7 @@ def build_online_features(
         "as_of": last_ts.isoformat() if last_ts else None,
         "events": total,
         "live_keys": len(live),
-        "batch_keys": len(snapshot),
+        "batch_keys": len(snapshot.query) + len(snapshot.user),
     }
     store.write_meta(meta)
     done = time.perf_counter()

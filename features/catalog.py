@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from data.contracts import Genre
+from features.packing import keyword_id
 from search.errors import DataError
 
 GENRES = [g.value for g in Genre]
@@ -30,7 +31,8 @@ class BlockCatalog:
     genre_mix: np.ndarray  # (B, G) share of the block's docs in each genre
     main_genre: np.ndarray  # (B,) categorical: a genre id, or MIXED_GENRE
     keywords: list[list[str]]  # the block's keyword phrases
-    keyword_tokens: list[frozenset[str]]
+    keyword_ids: list[tuple[int, ...]]  # hashes of the keyword phrases (long-term profile matches)
+    token_ids: list[frozenset[int]]  # hashes of the keywords' word tokens (recent-query interest matches)
     created_ms: np.ndarray  # (B,)
     n_docs: np.ndarray  # (B,)
     doc_genre: dict[str, int]
@@ -59,7 +61,8 @@ class BlockCatalog:
             genre_mix=mix,
             main_genre=main,
             keywords=keywords,
-            keyword_tokens=[frozenset(t for kw in kws for t in tokens(kw)) for kws in keywords],
+            keyword_ids=[tuple(dict.fromkeys(keyword_id(kw) for kw in kws)) for kws in keywords],
+            token_ids=[frozenset(keyword_id(t) for kw in kws for t in tokens(kw)) for kws in keywords],
             created_ms=created,
             n_docs=n_docs,
             doc_genre=doc_genre,

@@ -33,7 +33,8 @@ class FeatureStoreSettings(BaseModel):
     )
     coquery_neighbours: int = Field(default=20, ge=1, description="Co-queries kept per query.")
     coquery_min_sessions: int = Field(default=2, ge=1, description="Sessions a query pair needs to count.")
-    user_keywords: int = Field(default=32, ge=1, description="Long-term keywords kept per user.")
+    user_keywords: int = Field(default=24, ge=1, le=255, description="Long-term keywords kept per user.")
+    recent_keywords: int = Field(default=16, ge=1, le=255, description="Recent query keywords kept per user.")
     stream_batch: int = Field(default=256, ge=1)
     stream_claim_idle_ms: int = Field(
         default=30_000, ge=1, description="Reclaim a dead consumer's events after."

@@ -36,11 +36,11 @@ class _Layered:
     def fetch(self, items: list[tuple[str, list[str] | None]]) -> list[dict]:
         out = []
         for key, fields in items:
-            h = self.snapshot.get(key)
-            if h is None:
-                out.append(self.replayer.state.fetch(key, fields))
-            else:
-                out.append(dict(h) if fields is None else {f: h[f] for f in fields if f in h})
+            merged = dict(self.replayer.state.fetch(key, fields))
+            batch = self.snapshot.get(key)
+            if batch:
+                merged.update(batch if fields is None else {f: batch[f] for f in fields if f in batch})
+            out.append(merged)
         return out
 
 

@@ -15,11 +15,13 @@ import numpy as np
 from features.catalog import MIXED_GENRE, BlockCatalog
 from features.config import FeatureStoreSettings
 from features.keys import Keys, digest
+from features.packing import read_recent, unpack_profile
 
 Entity = Literal["query_block", "block", "query", "user", "user_block", "request_block"]
 Source = Literal["stream", "batch", "static"]
 
 QB_FIELDS = ("n", "e", "c", "s", "dw", "dn")
+USER_FIELDS = ("r", "p", "v", "m")  # recent interest, long-term profile, M3 vector, its model version
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0
@@ -99,8 +101,7 @@ def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
     return [
         (keys.query_blocks(req.query), qb_fields),
         (keys.query_batch(req.query), qd_fields),
-        (keys.user_recent(req.user_id), None),
-        (keys.user_batch(req.user_id), None),
+        (keys.user(req.user_id), list(USER_FIELDS)),
         *((keys.block_stats(b), list(QB_FIELDS)) for b in req.block_ids),
     ]
 
@@ -114,7 +115,7 @@ def compute(
     req: Request, fetched: list[dict], catalog: BlockCatalog, settings: FeatureStoreSettings
 ) -> np.ndarray:
     """Feature rows (n_blocks, len(FEATURES)) for one request from the hashes ``plan`` named."""
-    qb, qd, rt, ud, *bs = fetched
+    qb, qd, user, *bs = fetched
     n = len(req.block_ids)
     out = np.tile(DEFAULTS, (n, 1))
     rows = catalog.rows(list(req.block_ids))
@@ -160,21 +161,22 @@ def compute(
     out[:, col["coquery_missing"]] = 0.0 if n_coq > 0 else 1.0
 
     # Long-term user taste (daily batch): genre and keyword click shares, diversity.
-    if ud:
-        genre_share = np.array([_f(ud, f"g|{g}") for g in range(catalog.genre_mix.shape[1])])
-        out[:, col["user_genre_affinity"]] = catalog.genre_mix[rows] @ genre_share
+    if "p" in user:
+        profile = unpack_profile(user["p"])
+        out[:, col["user_genre_affinity"]] = catalog.genre_mix[rows] @ np.array(profile.genre_share)
         out[:, col["user_keyword_affinity"]] = [
-            sum(_f(ud, f"k|{kw}") for kw in catalog.keywords[r]) for r in rows
+            sum(profile.keyword_share.get(k, 0.0) for k in catalog.keyword_ids[r]) for r in rows
         ]
-        out[:, col["user_diversity"]] = _f(ud, "div")
-        out[:, col["user_clicks_log"]] = math.log1p(_f(ud, "n"))
+        out[:, col["user_diversity"]] = profile.diversity
+        out[:, col["user_clicks_log"]] = math.log1p(profile.clicks)
         out[:, col["user_missing"]] = 0.0
 
     # Real-time interest: recent query keywords, decayed to the request's time.
-    interest = _decayed_interest(rt, req.ts_ms / 1000.0, settings)
+    tau = settings.interest_half_life_hours * 3600 / math.log(2)
+    interest = read_recent(user.get("r"), req.ts_ms / 1000.0, tau)
     if interest:
         total = sum(interest.values())
-        scores = np.array([sum(interest.get(t, 0.0) for t in catalog.keyword_tokens[r]) for r in rows])
+        scores = np.array([sum(interest.get(t, 0.0) for t in catalog.token_ids[r]) for r in rows])
         out[:, col["rt_keyword_score"]] = scores
         out[:, col["rt_keyword_share"]] = scores / total if total > 0 else 0.0
         out[:, col["rt_missing"]] = 0.0
@@ -189,14 +191,3 @@ def compute(
 
 def _coec(clicks: float, examinations: float) -> float:
     return (clicks + COEC_PRIOR_MEAN * COEC_PRIOR_WEIGHT) / (examinations + COEC_PRIOR_WEIGHT)
-
-
-def _decayed_interest(rt: dict, now_s: float, settings: FeatureStoreSettings) -> dict[str, float]:
-    tau = settings.interest_half_life_hours * 3600 / math.log(2)
-    out = {}
-    for name, value in rt.items():
-        if name.startswith("t|"):
-            continue
-        last = float(rt.get(f"t|{name}", now_s))
-        out[name] = float(value) * math.exp(-max(now_s - last, 0.0) / tau)
-    return out

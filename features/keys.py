@@ -47,8 +47,12 @@ class Keys:
     def block_stats(self, block_id: str) -> str:
         return self.key(self.block_tag(block_id), "bs")
 
+    def user(self, user_id: str) -> str:
+        """One compact hash per user (fields in ``features.packing``): live, batch and vector state."""
+        return self.key(self.user_tag(user_id), "u")
+
     def user_recent(self, user_id: str) -> str:
-        return self.key(self.user_tag(user_id), "rt")
+        return self.user(user_id)
 
     def request_context(self, request_id: str) -> str:
         return self.key(self.request_tag(request_id), "ctx")
@@ -58,10 +62,10 @@ class Keys:
         return self.key(self.query_tag(query), "qd")
 
     def user_batch(self, user_id: str) -> str:
-        return self.key(self.user_tag(user_id), "ud")
+        return self.user(user_id)
 
     def user_vector(self, user_id: str) -> str:
-        return self.key(self.user_tag(user_id), "uv")
+        return self.user(user_id)
 
     def block_vector(self, block_id: str) -> str:
         return self.key(self.block_tag(block_id), "bv")

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from features.catalog import tokens
 from features.config import FeatureStoreSettings
 from features.keys import Keys
+from features.packing import add_recent, keyword_id
 
-# ("i", key, field, amount) increment; ("s", key, field, value) set; ("d", key, field, amount, ts_s, tau_s)
-# decayed add; ("x", key, ttl_s, ts_s) expire ttl_s after the event time ts_s.
+# ("i", key, field, amount) increment; ("s", key, field, value) set; ("t", key, field, ts_s, tau_s, cap, *ids)
+# count keyword ids into a decayed tally (features.packing.add_recent); ("x", key, ttl_s, ts_s) expire ttl_s
+# after the event time ts_s.
 Op = tuple
 
 
@@ -90,6 +92,7 @@ class OpBuilder:
         self.tau_s = settings.interest_half_life_hours * 3600 / math.log(2)
         self.user_ttl_s = settings.user_ttl_days * 86_400
         self.request_ttl_s = settings.request_ttl_hours * 3600
+        self.recent_cap = settings.recent_keywords
 
     def examination(self, position: int) -> float:
         return self.prior[min(position, len(self.prior)) - 1]
@@ -110,10 +113,11 @@ class OpBuilder:
                 ("s", ctx, f"p|{s.position}", s.block_id),
             ]
         ops.append(("x", ctx, self.request_ttl_s, imp.ts_ms / 1000.0))
-        rt = k.user_recent(imp.user_id)
-        for t in dict.fromkeys(tokens(imp.query)):
-            ops.append(("d", rt, t, 1.0, imp.ts_ms / 1000.0, self.tau_s))
-        ops.append(("x", rt, self.user_ttl_s, imp.ts_ms / 1000.0))
+        user = k.user(imp.user_id)
+        ids = [keyword_id(t) for t in dict.fromkeys(tokens(imp.query))]
+        if ids:
+            ops.append(("t", user, "r", imp.ts_ms / 1000.0, self.tau_s, self.recent_cap, *ids))
+        ops.append(("x", user, self.user_ttl_s, imp.ts_ms / 1000.0))
         return ops
 
     def interaction(self, ev: Interaction, ctx: RequestContext) -> list[Op]:
@@ -140,18 +144,11 @@ class OpBuilder:
         return ops
 
 
-def decayed(value: float, last_s: float, ts_s: float, amount: float, tau_s: float) -> tuple[float, float]:
-    """Add ``amount`` at time ``ts_s`` to a sum that decays with time constant ``tau_s``; order-free."""
-    if ts_s >= last_s:
-        return value * math.exp(-(ts_s - last_s) / tau_s) + amount, ts_s
-    return value + amount * math.exp(-(last_s - ts_s) / tau_s), last_s
-
-
 class MemoryState:
     """The live state in a dict of hashes; what Redis holds, for offline replay and tests."""
 
     def __init__(self) -> None:
-        self.hashes: dict[str, dict[str, float | str]] = defaultdict(dict)
+        self.hashes: dict[str, dict[str, float | str | bytes]] = defaultdict(dict)
         self.expire_at: dict[str, float] = {}  # key -> event-time seconds when it expires
 
     def apply(self, ops: list[Op]) -> None:
@@ -162,16 +159,13 @@ class MemoryState:
                 h[op[2]] = h.get(op[2], 0.0) + op[3]  # type: ignore[operator]
             elif kind == "s":
                 self.hashes[key][op[2]] = op[3]
-            elif kind == "d":
+            elif kind == "t":
                 h = self.hashes[key]
-                f = op[2]
-                last = float(h.get(f"t|{f}", op[4]))
-                value, last = decayed(float(h.get(f, 0.0)), last, op[4], op[3], op[5])
-                h[f], h[f"t|{f}"] = value, last
+                h[op[2]] = add_recent(h.get(op[2]), list(op[6:]), op[3], op[4], op[5])  # type: ignore[arg-type]
             elif kind == "x":
                 self.expire_at[key] = max(self.expire_at.get(key, 0.0), op[3] + op[2])
 
-    def fetch(self, key: str, fields: list[str] | None) -> dict[str, float | str]:
+    def fetch(self, key: str, fields: list[str] | None) -> dict[str, float | str | bytes]:
         h = self.hashes.get(key, {})
         if fields is None:
             return dict(h)

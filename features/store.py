@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from redis.cluster import RedisCluster
 
+from features.batch import Snapshot
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.connection import RedisClient
@@ -36,13 +37,41 @@ while i <= #ARGV do
     redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
   elseif op == 'x' then
     redis.call('EXPIRE', k, ARGV[i + 2]); i = i + 4
-  elseif op == 'd' then
-    local f, a, t, tau = ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-    local v = tonumber(redis.call('HGET', k, f) or '0')
-    local last = tonumber(redis.call('HGET', k, 't|' .. f) or ARGV[i + 4])
-    if t >= last then v = v * math.exp(-(t - last) / tau) + a; last = t
-    else v = v + a * math.exp(-(last - t) / tau) end
-    redis.call('HSET', k, f, string.format('%.17g', v), 't|' .. f, string.format('%.17g', last)); i = i + 6
+  elseif op == 't' then
+    -- Mirror of features.packing.add_recent: a decayed tally of keyword ids, float32 values, top `cap`.
+    local f, n = ARGV[i + 2], #ARGV
+    local t, tau, cap = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+    local blob = redis.call('HGET', k, f)
+    local last, ids, vals, index = t, {}, {}, {}
+    if blob then
+      last = struct.unpack('<d', blob)
+      local pos = 9
+      while pos + 7 <= #blob do
+        local id, v = struct.unpack('<If', blob, pos)
+        ids[#ids + 1] = id; vals[#vals + 1] = v; pos = pos + 8
+      end
+    end
+    local scale, add = 1, 1
+    if t >= last then scale = math.exp(-(t - last) / tau); last = t else add = math.exp(-(last - t) / tau) end
+    for j = 1, #ids do vals[j] = vals[j] * scale; index[ids[j]] = j end
+    local q = i + 6
+    while q <= n and ARGV[q] ~= '|' do
+      local id = tonumber(ARGV[q])
+      local j = index[id]
+      if j then vals[j] = vals[j] + add else ids[#ids + 1] = id; vals[#vals + 1] = add; index[id] = #ids end
+      q = q + 1
+    end
+    local order, r32 = {}, {}
+    for j = 1, #ids do order[j] = j; r32[j] = struct.unpack('<f', struct.pack('<f', vals[j])) end
+    table.sort(order, function(a, b)
+      if r32[a] ~= r32[b] then return r32[a] > r32[b] end
+      return ids[a] < ids[b]
+    end)
+    local parts = {struct.pack('<d', last)}
+    for m = 1, math.min(cap, #order) do
+      parts[#parts + 1] = struct.pack('<If', ids[order[m]], vals[order[m]])
+    end
+    redis.call('HSET', k, f, table.concat(parts)); i = q + 1
   else
     return redis.error_reply('unknown op ' .. op)
   end
@@ -96,6 +125,8 @@ class RedisFeatureStore(FeatureStore):
                 args: list[str] = [ttl]
                 for op in group:
                     args += [op[0], str(index[op[1]]), *(_arg(v) for v in op[2:])]
+                    if op[0] == "t":
+                        args.append("|")  # ends the variable-length id list
                 pipe = self._script_pipeline(pipes, keys[0])
                 self._apply(keys=[self.keys.applied_marker(tag, event_id), *keys], args=args, client=pipe)
                 n += 1
@@ -142,6 +173,11 @@ class RedisFeatureStore(FeatureStore):
                 pending = 0
         if pending:
             pipe.execute()
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        """Materialize a batch snapshot: query hashes swapped whole, user profile fields set in place."""
+        self.write_hashes(snapshot.query, replace=True)
+        self.write_hashes(snapshot.user, replace=False)
 
     def write_meta(self, meta: dict) -> None:
         self.client.set(self.keys.meta, json.dumps(meta, sort_keys=True))
@@ -202,5 +238,7 @@ def _by_tag(keys: Keys, ops: list[Op]) -> dict[str, list[Op]]:
     return groups
 
 
-def _arg(v: object) -> str:
+def _arg(v: object) -> str | bytes:
+    if isinstance(v, bytes):
+        return v
     return repr(v) if isinstance(v, float) else str(v)

@@ -30,9 +30,9 @@ def world_records(world: Path, days: int) -> tuple[list, pa.Table, pa.Table]:
     return records, imps, acts
 
 
-def redis_state(store: RedisFeatureStore, keys: list[str]) -> dict[str, dict[str, str]]:
+def redis_state(store: RedisFeatureStore, keys: list[str]) -> dict[str, dict[str, bytes]]:
     fetched = store.fetch([(k, None) for k in keys])
-    return {k: {f: v.decode() for f, v in h.items()} for k, h in zip(keys, fetched, strict=True) if h}
+    return {k: h for k, h in zip(keys, fetched, strict=True) if h}
 
 
 def assert_same_state(memory: MemoryState, store: RedisFeatureStore) -> None:
@@ -44,5 +44,7 @@ def assert_same_state(memory: MemoryState, store: RedisFeatureStore) -> None:
         for f, v in fields.items():
             if isinstance(v, float):
                 assert math.isclose(float(got[key][f]), v, rel_tol=1e-12, abs_tol=1e-9), (key, f)
+            elif isinstance(v, bytes):
+                assert got[key][f] == v, (key, f)  # packed values: bit for bit
             else:
-                assert got[key][f] == v, (key, f)
+                assert got[key][f].decode() == v, (key, f)

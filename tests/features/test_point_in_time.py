@@ -103,7 +103,7 @@ def test_served_values_equal_the_training_rows(
         store.keys,
         store.settings,
     )
-    store.write_hashes(snapshot, replace=True)
+    store.write_snapshot(snapshot)
 
     records: list = []
     for day in layout.days("impressions"):

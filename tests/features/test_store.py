@@ -80,22 +80,22 @@ def test_assembly_is_one_round_trip(store: RedisFeatureStore, tiny_catalog: Bloc
         store.assemble(req, tiny_catalog)
     finally:
         store.client.pipeline = original  # type: ignore[method-assign]
-    assert len(calls) == 1 and len(plan(store.keys, req)) == 4 + 100
+    assert len(calls) == 1 and len(plan(store.keys, req)) == 3 + 100
 
 
 def test_replace_swaps_a_hash_whole(store: RedisFeatureStore) -> None:
     key = store.keys.query_batch("jeju island")
     store.write_hashes({key: {"ent": 1.5, "a|b1": 0.2}}, replace=True)
     store.write_hashes({key: {"ent": 2.0}}, replace=True)
-    assert redis_state(store, [key]) == {key: {"ent": "2.0"}}
+    assert redis_state(store, [key]) == {key: {"ent": b"2.0"}}
 
 
 def test_embedded_server_needs_no_install(tmp_path: Path) -> None:
     settings = FeatureStoreSettings(embedded_dir=tmp_path / "redis", namespace="emb")
     client = connect(settings)
     s = RedisFeatureStore(client, settings)
-    s.write_hashes({s.keys.user_batch("u1"): {"n": 3.0}}, replace=False)
-    assert s.fetch([(s.keys.user_batch("u1"), ["n"])]) == [{"n": b"3.0"}]
+    s.write_hashes({s.keys.query_batch("jeju"): {"ent": 3.0}}, replace=False)
+    assert s.fetch([(s.keys.query_batch("jeju"), ["ent"])]) == [{"ent": b"3.0"}]
     assert client.connection_pool.connection_class is UnixDomainSocketConnection
 
 

@@ -1,0 +1,50 @@
+"""Settings of the user-embedding stage; meant for ``search.settings.Settings`` under the key ``embeddings``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EmbeddingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(default="m3", pattern="^m3$", description="The user-embedding model.")
+    dim: int = Field(default=64, ge=4, le=1024, description="Width of user and block vectors.")
+    short_items: int = Field(default=1, ge=1, description="Most recent items the short-range encoder reads.")
+    mid_items: int = Field(default=20, ge=2, description="Recent items the mid-range GRU reads.")
+    max_history: int = Field(default=100, ge=2, description="Items the long-range attention reads.")
+    # The K-window baseline (what M3 replaces): one mean vector per window, in days; 0 = the whole history.
+    windows_days: tuple[float, ...] = Field(default=(1.0, 7.0, 0.0), min_length=1)
+    epochs: int = Field(default=30, ge=1, description="Upper bound; early stopping on validation recall.")
+    patience: int = Field(default=4, ge=1, description="Epochs without better validation recall@k.")
+    max_train_seconds: float | None = Field(
+        default=None, gt=0, description="Stop training after this wall time (large worlds)."
+    )
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    negatives: int = Field(default=512, ge=1, description="Shared sampled-softmax negatives per batch.")
+    negative_power: float = Field(
+        default=0.75, ge=0, le=1, description="Negatives drawn by popularity**power (0 = uniform)."
+    )
+    valid_days: int = Field(default=2, ge=1, description="Days after training used for early stopping.")
+    test_days: int = Field(default=2, ge=1, description="Last days, held out for the reported metrics.")
+    eval_k: int = Field(default=10, ge=1)
+    eval_max_events: int = Field(
+        default=50_000, ge=1, description="Held-out clicks scored (a seeded sample when there are more)."
+    )
+    threads: int = Field(default=2, ge=1, le=64, description="torch threads; the machines here are shared.")
+    seed: int = Field(default=0, ge=0)
+    model_dir: Path = Field(default=Path("worlds/models/m3"), description="Where trained versions are saved.")
+
+    @model_validator(mode="after")
+    def _ranges_nest(self) -> EmbeddingSettings:
+        if self.short_items > self.mid_items or self.mid_items > self.max_history:
+            raise ValueError(
+                f"expected short_items <= mid_items <= max_history, got "
+                f"{self.short_items}, {self.mid_items}, {self.max_history}"
+            )
+        return self

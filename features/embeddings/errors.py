@@ -1,0 +1,21 @@
+"""Errors of the user-embedding stage; all are ``SmartblockError`` so the CLI maps them in one place."""
+
+from __future__ import annotations
+
+from search.errors import SmartblockError
+
+
+class EmbeddingError(SmartblockError):
+    """Base of the user-embedding stage's errors."""
+
+
+class NotEnoughData(EmbeddingError):
+    """The logs are too short or too sparse for the requested train / validation / test days."""
+
+
+class ModelFormatError(EmbeddingError):
+    """A saved M3 model folder is missing a file, or its manifest is unreadable or from another format."""
+
+
+class VectorFormatError(EmbeddingError):
+    """A stored vector has the wrong byte length or a model version other than the one expected."""

@@ -1,0 +1,93 @@
+"""Compact binary values for per-user state, so a million users fit in well under half a gigabyte.
+
+A user is one hash with short fields: ``r`` recent keyword interest, ``p`` long-term profile, ``v`` the M3
+vector (float16) and ``m`` its model version. Keywords are stored as 32-bit hashes. The Python functions
+here mirror, bit for bit, what the Redis script does to ``r`` (IEEE float32 values, float64 time), so the
+offline replay and the live store hold identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass
+
+RECENT_HEAD = struct.Struct("<d")  # reference time (s) that the values are decayed to
+RECENT_ITEM = struct.Struct("<If")  # keyword hash, decayed count
+PROFILE_HEAD = struct.Struct("<6BBI")  # genre shares (1/255), diversity (1/255), clicks
+PROFILE_ITEM = struct.Struct("<IH")  # keyword hash, click share (1/65535)
+
+
+def keyword_id(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest(), "little")
+
+
+def add_recent(blob: bytes | None, ids: list[int], ts_s: float, tau_s: float, cap: int) -> bytes:
+    """Count ``ids`` once each at time ``ts_s`` into a decayed keyword tally; keep the ``cap`` strongest.
+
+    Values are decayed to the newest event time seen; an older (late) event adds its decayed weight.
+    The same steps run in the store's Lua script (op ``t``).
+    """
+    last, items = ts_s, {}
+    if blob:
+        (last,) = RECENT_HEAD.unpack_from(blob, 0)
+        for j in range((len(blob) - RECENT_HEAD.size) // RECENT_ITEM.size):
+            kid, value = RECENT_ITEM.unpack_from(blob, RECENT_HEAD.size + j * RECENT_ITEM.size)
+            items[kid] = value
+    if ts_s >= last:
+        scale, add, last = math.exp(-(ts_s - last) / tau_s), 1.0, ts_s
+    else:
+        scale, add = 1.0, math.exp(-(last - ts_s) / tau_s)
+    items = {k: v * scale for k, v in items.items()}
+    for kid in ids:
+        items[kid] = items.get(kid, 0.0) + add
+    kept = sorted(items.items(), key=lambda kv: (-_f32(kv[1]), kv[0]))[:cap]
+    return RECENT_HEAD.pack(last) + b"".join(RECENT_ITEM.pack(k, v) for k, v in kept)
+
+
+def read_recent(blob: bytes | None, now_s: float, tau_s: float) -> dict[int, float]:
+    """Keyword hash -> interest decayed to ``now_s``."""
+    if not blob:
+        return {}
+    (last,) = RECENT_HEAD.unpack_from(blob, 0)
+    decay = math.exp(-max(now_s - last, 0.0) / tau_s)
+    out = {}
+    for j in range((len(blob) - RECENT_HEAD.size) // RECENT_ITEM.size):
+        kid, value = RECENT_ITEM.unpack_from(blob, RECENT_HEAD.size + j * RECENT_ITEM.size)
+        out[kid] = value * decay
+    return out
+
+
+def _f32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+@dataclass(frozen=True)
+class Profile:
+    genre_share: tuple[float, ...]  # per genre
+    diversity: float
+    clicks: int
+    keyword_share: dict[int, float]  # keyword hash -> share of the user's clicked keywords
+
+
+def pack_profile(
+    genre_share: list[float], diversity: float, clicks: int, keywords: list[tuple[str, float]]
+) -> bytes:
+    head = PROFILE_HEAD.pack(
+        *(min(255, round(g * 255)) for g in genre_share),
+        min(255, round(diversity * 255)),
+        min(clicks, 2**32 - 1),
+    )
+    return head + b"".join(
+        PROFILE_ITEM.pack(keyword_id(k), min(65535, round(s * 65535))) for k, s in keywords
+    )
+
+
+def unpack_profile(blob: bytes) -> Profile:
+    *genres, div, clicks = PROFILE_HEAD.unpack_from(blob, 0)
+    words = {}
+    for j in range((len(blob) - PROFILE_HEAD.size) // PROFILE_ITEM.size):
+        kid, share = PROFILE_ITEM.unpack_from(blob, PROFILE_HEAD.size + j * PROFILE_ITEM.size)
+        words[kid] = share / 65535
+    return Profile(tuple(g / 255 for g in genres), div / 255, clicks, words)
