@@ -19,7 +19,7 @@ from data.logstats import click_counts, co_query_counts, query_click_entropy
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.keys import Keys
-from features.packing import pack_profile
+from features.packing import pack_profile, split_blob
 from search.metrics import entropy_bits
 
 
@@ -136,6 +136,5 @@ def _user_taste(
             (kw, c / total)
             for kw, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.user_keywords]
         ]
-        snapshot.user[keys.user(u)] = {
-            "p": pack_profile(list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top)
-        }
+        profile = pack_profile(list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top)
+        snapshot.user[keys.user(u)] = split_blob("p", profile)

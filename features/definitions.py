@@ -15,13 +15,14 @@ import numpy as np
 from features.catalog import MIXED_GENRE, BlockCatalog
 from features.config import FeatureStoreSettings
 from features.keys import Keys, digest
-from features.packing import read_recent, unpack_profile
+from features.ops import QUERY_FIELD, STATS_WIDTH
+from features.packing import chunk_fields, join_blob, read_recent, unpack_profile
 
 Entity = Literal["query_block", "block", "query", "user", "user_block", "request_block"]
 Source = Literal["stream", "batch", "static"]
 
-QB_FIELDS = ("n", "e", "c", "s", "dw", "dn")
-USER_FIELDS = ("r", "p", "v", "m")  # recent interest, long-term profile, M3 vector, its model version
+# The user hash: recent interest and long-term profile (each in chunks), the M3 vector and its model version.
+USER_FIELDS = [*chunk_fields("r"), *chunk_fields("p"), "v", "m"]
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0
@@ -95,74 +96,91 @@ class Request:
 
 
 def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
-    """The hashes (and fields; None = all) to fetch for one request, in the order ``compute`` reads them."""
-    qb_fields = [f"{b}|{x}" for b in req.block_ids for x in QB_FIELDS] + ["_n", "_c"]
-    qd_fields = ["ent", "ncoq"] + [f"a|{b}" for b in req.block_ids]
+    """The hashes (and fields; None = all) to fetch for one request, in the order ``compute`` reads them:
+    the query's counters, its batch hash, the user hash, then the block-counter shards."""
+    shards: dict[str, list[str]] = {}
+    for b in req.block_ids:
+        shards.setdefault(keys.block_stats(b), []).append(b)
     return [
-        (keys.query_blocks(req.query), qb_fields),
-        (keys.query_batch(req.query), qd_fields),
-        (keys.user(req.user_id), list(USER_FIELDS)),
-        *((keys.block_stats(b), list(QB_FIELDS)) for b in req.block_ids),
+        (keys.query_blocks(req.query), [*req.block_ids, QUERY_FIELD]),
+        (keys.query_batch(req.query), ["ent", "ncoq", *(f"a|{b}" for b in req.block_ids)]),
+        (keys.user(req.user_id), USER_FIELDS),
+        *shards.items(),
     ]
 
 
-def _f(h: dict, key: str, default: float = 0.0) -> float:
-    v = h.get(key)
-    return default if v is None else float(v)
+def _counters(hashes: list[dict], block_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, STATS_WIDTH) packed counters of each block found in ``hashes``, and which blocks had any."""
+    out = np.zeros((len(block_ids), STATS_WIDTH))
+    found = np.zeros(len(block_ids), dtype=bool)
+    for i, b in enumerate(block_ids):
+        for h in hashes:
+            blob = h.get(b)
+            if blob is not None:
+                out[i] = np.frombuffer(blob, dtype="<f8")
+                found[i] = True
+                break
+    return out, found
 
 
 def compute(
     req: Request, fetched: list[dict], catalog: BlockCatalog, settings: FeatureStoreSettings
 ) -> np.ndarray:
     """Feature rows (n_blocks, len(FEATURES)) for one request from the hashes ``plan`` named."""
-    qb, qd, user, *bs = fetched
+    qb, qd, user, *shards = fetched
     n = len(req.block_ids)
     out = np.tile(DEFAULTS, (n, 1))
     rows = catalog.rows(list(req.block_ids))
     col = INDEX
 
     # Query-block and block click feedback, and the bandit's Beta posterior.
+    stats, seen = _counters([qb], req.block_ids)
+    shown, exam, clicks, skips, dwell, dwells = stats.T
+    alpha, beta = 1.0 + clicks, 1.0 + np.maximum(shown - clicks, 0.0)
     rng = np.random.default_rng(int(digest(req.request_id), 16))
-    for i, b in enumerate(req.block_ids):
-        shown, exam, clicks = _f(qb, f"{b}|n"), _f(qb, f"{b}|e"), _f(qb, f"{b}|c")
-        skips, dwell, dwell_n = _f(qb, f"{b}|s"), _f(qb, f"{b}|dw"), _f(qb, f"{b}|dn")
-        alpha, beta = 1.0 + clicks, 1.0 + max(shown - clicks, 0.0)
-        out[i, col["bandit_thompson"]] = rng.beta(alpha, beta)
-        if shown > 0:
-            mean = alpha / (alpha + beta)
-            sd = math.sqrt(alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1)))
-            out[i, col["qb_impressions_log"]] = math.log1p(shown)
-            out[i, col["qb_clicks_log"]] = math.log1p(clicks)
-            out[i, col["qb_coec"]] = _coec(clicks, exam)
-            out[i, col["qb_skip_rate"]] = skips / shown
-            out[i, col["qb_dwell_log_s"]] = math.log1p(dwell / dwell_n / 1000) if dwell_n else 0.0
-            out[i, col["qb_missing"]] = 0.0
-            out[i, col["bandit_mean"]] = mean
-            out[i, col["bandit_ucb"]] = mean + UCB_Z * sd
-        h = bs[i]
-        b_shown = _f(h, "n")
-        if b_shown > 0:
-            out[i, col["block_impressions_log"]] = math.log1p(b_shown)
-            out[i, col["block_coec"]] = _coec(_f(h, "c"), _f(h, "e"))
-            out[i, col["block_skip_rate"]] = _f(h, "s") / b_shown
-            dn = _f(h, "dn")
-            out[i, col["block_dwell_log_s"]] = math.log1p(_f(h, "dw") / dn / 1000) if dn else 0.0
-            out[i, col["block_missing"]] = 0.0
-        out[i, col["coquery_assoc"]] = _f(qd, f"a|{b}")
+    out[:, col["bandit_thompson"]] = rng.beta(alpha, beta)  # drawn for every candidate, in request order
+    mean = alpha / (alpha + beta)
+    sd = np.sqrt(alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = {
+            "qb_impressions_log": np.log1p(shown),
+            "qb_clicks_log": np.log1p(clicks),
+            "qb_coec": _coec(clicks, exam),
+            "qb_skip_rate": skips / shown,
+            "qb_dwell_log_s": np.where(dwells > 0, np.log1p(dwell / np.maximum(dwells, 1) / 1000), 0.0),
+            "qb_missing": np.zeros(n),
+            "bandit_mean": mean,
+            "bandit_ucb": mean + UCB_Z * sd,
+        }
+        for name, v in values.items():
+            out[seen, col[name]] = v[seen]
+        stats, seen = _counters(shards, req.block_ids)
+        shown, exam, clicks, skips, dwell, dwells = stats.T
+        values = {
+            "block_impressions_log": np.log1p(shown),
+            "block_coec": _coec(clicks, exam),
+            "block_skip_rate": skips / shown,
+            "block_dwell_log_s": np.where(dwells > 0, np.log1p(dwell / np.maximum(dwells, 1) / 1000), 0.0),
+            "block_missing": np.zeros(n),
+        }
+        for name, v in values.items():
+            out[seen, col[name]] = v[seen]
 
-    q_shown = _f(qb, "_n")
-    out[:, col["query_impressions_log"]] = math.log1p(q_shown)
-    out[:, col["query_clicks_per_search"]] = _f(qb, "_c") / (q_shown + 1)
+    searches, q_clicks = np.frombuffer(qb[QUERY_FIELD], dtype="<f8") if QUERY_FIELD in qb else (0.0, 0.0)
+    out[:, col["query_impressions_log"]] = math.log1p(searches)
+    out[:, col["query_clicks_per_search"]] = q_clicks / (searches + 1)
+    out[:, col["coquery_assoc"]] = [float(qd.get(f"a|{b}", 0.0)) for b in req.block_ids]
     if "ent" in qd:
         out[:, col["query_click_entropy"]] = float(qd["ent"])
         out[:, col["query_entropy_missing"]] = 0.0
-    n_coq = _f(qd, "ncoq")
+    n_coq = float(qd.get("ncoq", 0.0))
     out[:, col["coquery_count_log"]] = math.log1p(n_coq)
     out[:, col["coquery_missing"]] = 0.0 if n_coq > 0 else 1.0
 
     # Long-term user taste (daily batch): genre and keyword click shares, diversity.
-    if "p" in user:
-        profile = unpack_profile(user["p"])
+    profile_blob = join_blob(user, "p")
+    if profile_blob:
+        profile = unpack_profile(profile_blob)
         out[:, col["user_genre_affinity"]] = catalog.genre_mix[rows] @ np.array(profile.genre_share)
         out[:, col["user_keyword_affinity"]] = [
             sum(profile.keyword_share.get(k, 0.0) for k in catalog.keyword_ids[r]) for r in rows
@@ -173,7 +191,7 @@ def compute(
 
     # Real-time interest: recent query keywords, decayed to the request's time.
     tau = settings.interest_half_life_hours * 3600 / math.log(2)
-    interest = read_recent(user.get("r"), req.ts_ms / 1000.0, tau)
+    interest = read_recent(join_blob(user, "r"), req.ts_ms / 1000.0, tau)
     if interest:
         total = sum(interest.values())
         scores = np.array([sum(interest.get(t, 0.0) for t in catalog.token_ids[r]) for r in rows])
@@ -189,5 +207,5 @@ def compute(
     return out
 
 
-def _coec(clicks: float, examinations: float) -> float:
+def _coec(clicks: np.ndarray, examinations: np.ndarray) -> np.ndarray:
     return (clicks + COEC_PRIOR_MEAN * COEC_PRIOR_WEIGHT) / (examinations + COEC_PRIOR_WEIGHT)

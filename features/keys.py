@@ -8,9 +8,11 @@ keeps keys compact and safe whatever characters a query holds.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 
 SCHEMA_VERSION = "v1"
+BLOCK_SHARDS = 16
 
 
 def digest(text: str) -> str:
@@ -45,7 +47,9 @@ class Keys:
         return self.key(self.query_tag(query), "qb")
 
     def block_stats(self, block_id: str) -> str:
-        return self.key(self.block_tag(block_id), "bs")
+        """Block counters live in BLOCK_SHARDS hashes (field = block id): a request's 100 candidates are read
+        with at most that many commands."""
+        return self.key(f"bs:{zlib.crc32(block_id.encode('utf-8')) % BLOCK_SHARDS}", "bs")
 
     def user(self, user_id: str) -> str:
         """One compact hash per user (fields in ``features.packing``): live, batch and vector state."""

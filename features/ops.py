@@ -15,12 +15,18 @@ from dataclasses import dataclass, field
 from features.catalog import tokens
 from features.config import FeatureStoreSettings
 from features.keys import Keys
-from features.packing import add_recent, keyword_id
+from features.packing import add_recent, add_to_vector, chunk_fields, join_blob, keyword_id, split_blob
 
-# ("i", key, field, amount) increment; ("s", key, field, value) set; ("t", key, field, ts_s, tau_s, cap, *ids)
-# count keyword ids into a decayed tally (features.packing.add_recent); ("x", key, ttl_s, ts_s) expire ttl_s
-# after the event time ts_s.
+# ("v", key, field, width, slot, amount, slot, amount, ...) add to slots of a packed float64 vector;
+# ("s", key, field, value) set; ("t", key, field, ts_s, tau_s, cap, *ids) count keyword ids into a decayed
+# tally stored in chunks (features.packing.add_recent); ("x", key, ttl_s, ts_s) expire ttl_s after ts_s.
 Op = tuple
+
+# Slots of the packed per-(query, block) and per-block counters, and of the per-query counters.
+STATS_WIDTH = 6
+SHOWN, EXAMINED, CLICKS, SKIPS, DWELL_MS, DWELLS = range(STATS_WIDTH)
+QUERY_FIELD, QUERY_WIDTH = "_", 2
+SEARCHES, QUERY_CLICKS = range(QUERY_WIDTH)
 
 
 @dataclass(frozen=True)
@@ -101,15 +107,16 @@ class OpBuilder:
         k = self.keys
         qb = k.query_blocks(imp.query)
         ctx = k.request_context(imp.request_id)
-        ops: list[Op] = [("i", qb, "_n", 1.0), ("s", ctx, "q", imp.query), ("s", ctx, "u", imp.user_id)]
+        ops: list[Op] = [
+            ("v", qb, QUERY_FIELD, QUERY_WIDTH, SEARCHES, 1.0),
+            ("s", ctx, "q", imp.query),
+            ("s", ctx, "u", imp.user_id),
+        ]
         for s in imp.shown:
             exam = self.examination(s.position)
-            bs = k.block_stats(s.block_id)
             ops += [
-                ("i", qb, f"{s.block_id}|n", 1.0),
-                ("i", qb, f"{s.block_id}|e", exam),
-                ("i", bs, "n", 1.0),
-                ("i", bs, "e", exam),
+                ("v", qb, s.block_id, STATS_WIDTH, SHOWN, 1.0, EXAMINED, exam),
+                ("v", k.block_stats(s.block_id), s.block_id, STATS_WIDTH, SHOWN, 1.0, EXAMINED, exam),
                 ("s", ctx, f"p|{s.position}", s.block_id),
             ]
         ops.append(("x", ctx, self.request_ttl_s, imp.ts_ms / 1000.0))
@@ -128,17 +135,22 @@ class OpBuilder:
         if ev.type == "dwell":
             ms = float(ev.dwell_ms or 0)
             return [
-                ("i", qb, f"{b}|dw", ms),
-                ("i", qb, f"{b}|dn", 1.0),
-                ("i", bs, "dw", ms),
-                ("i", bs, "dn", 1.0),
+                ("v", qb, b, STATS_WIDTH, DWELL_MS, ms, DWELLS, 1.0),
+                ("v", bs, b, STATS_WIDTH, DWELL_MS, ms, DWELLS, 1.0),
             ]
-        ops: list[Op] = [("i", qb, f"{b}|c", 1.0), ("i", qb, "_c", 1.0), ("i", bs, "c", 1.0)]
+        ops: list[Op] = [
+            ("v", qb, b, STATS_WIDTH, CLICKS, 1.0),
+            ("v", qb, QUERY_FIELD, QUERY_WIDTH, QUERY_CLICKS, 1.0),
+            ("v", bs, b, STATS_WIDTH, CLICKS, 1.0),
+        ]
         ctx_key = k.request_context(ev.request_id)
         # A skip: shown above a click and not clicked before it (cascade reading); once per request.
         for pos, other in ctx.shown.items():
             if pos < ev.position and pos not in ctx.clicked and pos not in ctx.skipped:
-                ops += [("i", qb, f"{other}|s", 1.0), ("i", k.block_stats(other), "s", 1.0)]
+                ops += [
+                    ("v", qb, other, STATS_WIDTH, SKIPS, 1.0),
+                    ("v", k.block_stats(other), other, STATS_WIDTH, SKIPS, 1.0),
+                ]
                 ops.append(("s", ctx_key, f"k|{pos}", "1"))
         ops.append(("s", ctx_key, f"c|{ev.position}", "1"))
         return ops
@@ -154,14 +166,18 @@ class MemoryState:
     def apply(self, ops: list[Op]) -> None:
         for op in ops:
             kind, key = op[0], op[1]
-            if kind == "i":
+            if kind == "v":
                 h = self.hashes[key]
-                h[op[2]] = h.get(op[2], 0.0) + op[3]  # type: ignore[operator]
+                pairs = list(zip(op[4::2], op[5::2], strict=True))
+                h[op[2]] = add_to_vector(h.get(op[2]), op[3], pairs)  # type: ignore[arg-type]
             elif kind == "s":
                 self.hashes[key][op[2]] = op[3]
             elif kind == "t":
                 h = self.hashes[key]
-                h[op[2]] = add_recent(h.get(op[2]), list(op[6:]), op[3], op[4], op[5])  # type: ignore[arg-type]
+                blob = add_recent(join_blob(h, op[2]), list(op[6:]), op[3], op[4], op[5])
+                for f in chunk_fields(op[2]):
+                    h.pop(f, None)
+                h.update(split_blob(op[2], blob))
             elif kind == "x":
                 self.expire_at[key] = max(self.expire_at.get(key, 0.0), op[3] + op[2])
 

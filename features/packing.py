@@ -91,3 +91,34 @@ def unpack_profile(blob: bytes) -> Profile:
         kid, share = PROFILE_ITEM.unpack_from(blob, PROFILE_HEAD.size + j * PROFILE_ITEM.size)
         words[kid] = share / 65535
     return Profile(tuple(g / 255 for g in genres), div / 255, clicks, words)
+
+
+# Redis keeps a small hash compact (listpack) only while every value fits in 64 bytes, so longer blobs are
+# stored as numbered chunks: name, name1, name2, ...
+CHUNK_BYTES = 64
+MAX_CHUNKS = 4
+
+
+def chunk_fields(name: str) -> list[str]:
+    return [name] + [f"{name}{i}" for i in range(1, MAX_CHUNKS)]
+
+
+def split_blob(name: str, blob: bytes) -> dict[str, bytes]:
+    parts = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+    if len(parts) > MAX_CHUNKS:
+        raise ValueError(f"{name}: {len(blob)} bytes need more than {MAX_CHUNKS} chunks")
+    return dict(zip(chunk_fields(name), parts, strict=False))
+
+
+def join_blob(fields: dict, name: str) -> bytes | None:
+    if name not in fields:
+        return None
+    return b"".join(fields[f] for f in chunk_fields(name) if f in fields)
+
+
+def add_to_vector(blob: bytes | None, width: int, increments: list[tuple[int, float]]) -> bytes:
+    """Add to slots of a packed float64 vector (counters kept together so one field holds a block's stats)."""
+    values = list(struct.unpack(f"<{width}d", blob)) if blob else [0.0] * width
+    for slot, amount in increments:
+        values[slot] += amount
+    return struct.pack(f"<{width}d", *values)

@@ -31,17 +31,37 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local i = 2
 while i <= #ARGV do
   local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
-  if op == 'i' then
-    redis.call('HINCRBYFLOAT', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  if op == 'v' then
+    -- Mirror of features.packing.add_to_vector: add to slots of a packed float64 vector.
+    local f, w = ARGV[i + 2], tonumber(ARGV[i + 3])
+    local blob = redis.call('HGET', k, f)
+    local vals = {}
+    for j = 1, w do
+      if blob then vals[j] = struct.unpack('<d', blob, 1 + (j - 1) * 8) else vals[j] = 0 end
+    end
+    local q = i + 4
+    while ARGV[q] ~= '|' do
+      local slot = tonumber(ARGV[q]) + 1
+      vals[slot] = vals[slot] + tonumber(ARGV[q + 1]); q = q + 2
+    end
+    local parts = {}
+    for j = 1, w do parts[j] = struct.pack('<d', vals[j]) end
+    redis.call('HSET', k, f, table.concat(parts)); i = q + 1
   elseif op == 's' then
     redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
   elseif op == 'x' then
     redis.call('EXPIRE', k, ARGV[i + 2]); i = i + 4
   elseif op == 't' then
-    -- Mirror of features.packing.add_recent: a decayed tally of keyword ids, float32 values, top `cap`.
-    local f, n = ARGV[i + 2], #ARGV
+    -- Mirror of features.packing.add_recent on a blob kept in 64-byte chunks (split_blob / join_blob).
+    local f = ARGV[i + 2]
     local t, tau, cap = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-    local blob = redis.call('HGET', k, f)
+    local chunks = {f, f .. '1', f .. '2', f .. '3'}
+    local got = redis.call('HMGET', k, unpack(chunks))
+    local blob = nil
+    if got[1] then
+      blob = ''
+      for c = 1, #chunks do if got[c] then blob = blob .. got[c] end end
+    end
     local last, ids, vals, index = t, {}, {}, {}
     if blob then
       last = struct.unpack('<d', blob)
@@ -55,7 +75,7 @@ while i <= #ARGV do
     if t >= last then scale = math.exp(-(t - last) / tau); last = t else add = math.exp(-(last - t) / tau) end
     for j = 1, #ids do vals[j] = vals[j] * scale; index[ids[j]] = j end
     local q = i + 6
-    while q <= n and ARGV[q] ~= '|' do
+    while ARGV[q] ~= '|' do
       local id = tonumber(ARGV[q])
       local j = index[id]
       if j then vals[j] = vals[j] + add else ids[#ids + 1] = id; vals[#vals + 1] = add; index[id] = #ids end
@@ -71,7 +91,12 @@ while i <= #ARGV do
     for m = 1, math.min(cap, #order) do
       parts[#parts + 1] = struct.pack('<If', ids[order[m]], vals[order[m]])
     end
-    redis.call('HSET', k, f, table.concat(parts)); i = q + 1
+    local out = table.concat(parts)
+    redis.call('HDEL', k, unpack(chunks))
+    for c = 0, math.ceil(#out / 64) - 1 do
+      redis.call('HSET', k, chunks[c + 1], string.sub(out, c * 64 + 1, c * 64 + 64))
+    end
+    i = q + 1
   else
     return redis.error_reply('unknown op ' .. op)
   end
@@ -125,8 +150,8 @@ class RedisFeatureStore(FeatureStore):
                 args: list[str] = [ttl]
                 for op in group:
                     args += [op[0], str(index[op[1]]), *(_arg(v) for v in op[2:])]
-                    if op[0] == "t":
-                        args.append("|")  # ends the variable-length id list
+                    if op[0] in ("t", "v"):
+                        args.append("|")  # ends a variable-length argument list
                 pipe = self._script_pipeline(pipes, keys[0])
                 self._apply(keys=[self.keys.applied_marker(tag, event_id), *keys], args=args, client=pipe)
                 n += 1
