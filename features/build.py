@@ -40,7 +40,7 @@ def build_online_features(
     # rest keeps the time it has left.
     as_of_s = pc.max(imps["ts"]).cast("int64").as_py() / 1000 if imps.num_rows else 0.0
     remaining = {k: t - as_of_s for k, t in replayer.state.expire_at.items()}
-    live = {k: h for k, h in replayer.state.hashes.items() if remaining.get(k, 1.0) > 0}
+    live = {k: h for k, h in replayer.state.export() if remaining.get(k, 1.0) > 0}
     store.clear()
     store.write_hashes(live, replace=False, ttl_s=remaining)
     store.write_snapshot(snapshot)

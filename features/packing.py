@@ -116,9 +116,6 @@ def join_blob(fields: dict, name: str) -> bytes | None:
     return b"".join(fields[f] for f in chunk_fields(name) if f in fields)
 
 
-def add_to_vector(blob: bytes | None, width: int, increments: list[tuple[int, float]]) -> bytes:
-    """Add to slots of a packed float64 vector (counters kept together so one field holds a block's stats)."""
-    values = list(struct.unpack(f"<{width}d", blob)) if blob else [0.0] * width
-    for slot, amount in increments:
-        values[slot] += amount
-    return struct.pack(f"<{width}d", *values)
+def pack_vector(values: list[float]) -> bytes:
+    """Counters kept together as packed float64, so one field holds a block's stats (op ``v`` adds to it)."""
+    return struct.pack(f"<{len(values)}d", *values)

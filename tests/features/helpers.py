@@ -37,9 +37,10 @@ def redis_state(store: RedisFeatureStore, keys: list[str]) -> dict[str, dict[str
 
 def assert_same_state(memory: MemoryState, store: RedisFeatureStore) -> None:
     """Redis holds exactly the hashes and fields of the in-memory replay (floats to 1e-12)."""
-    got = redis_state(store, list(memory.hashes))
-    assert set(got) == {k for k, h in memory.hashes.items() if h}
-    for key, fields in memory.hashes.items():
+    exported = dict(memory.export())
+    got = redis_state(store, list(exported))
+    assert set(got) == {k for k, h in exported.items() if h}
+    for key, fields in exported.items():
         assert set(got[key]) == set(fields), key
         for f, v in fields.items():
             if isinstance(v, float):

@@ -1,0 +1,189 @@
+"""Feature-store benchmark: request assembly latency, batch build throughput, Redis memory per user.
+
+    python benchmarks/bench_features.py --world worlds/small [--large-world worlds/large --large-days 2]
+
+Uses the Redis on 127.0.0.1:6379 when it answers, else the embedded one; writes under its own namespace and
+deletes it afterwards. Baselines run in the same process: one PING round trip, and the same pipelined reads
+without the feature computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import struct
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from data.layout import DataLayout
+from features.build import build_online_features
+from features.catalog import BlockCatalog
+from features.config import FeatureStoreSettings
+from features.connection import connect
+from features.definitions import Request, plan
+from features.packing import RECENT_HEAD, RECENT_ITEM, pack_profile, split_blob
+from features.replay import Replayer, in_time_order
+from features.store import RedisFeatureStore
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    ms = np.array(samples_s) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "per_s": round(len(ms) / (ms.sum() / 1000), 1),
+    }
+
+
+def local_settings(namespace: str) -> FeatureStoreSettings:
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=0.3).ping()
+        return FeatureStoreSettings(
+            redis_url="redis://127.0.0.1:6379/0", namespace=namespace, socket_timeout_s=5
+        )
+    except (redis.RedisError, OSError):
+        return FeatureStoreSettings(namespace=namespace, socket_timeout_s=5)
+
+
+def bench_assembly(
+    store: RedisFeatureStore, layout: DataLayout, catalog: BlockCatalog, n: int, k: int
+) -> dict:
+    imps = layout.read_events("impressions", start=layout.days("impressions")[-1], validate_rows=False)
+    rng = random.Random(0)
+    rows = imps.to_pylist()
+    requests = []
+    for r in rng.sample(rows, min(n, len(rows))):
+        shown = [s["block_id"] for s in r["shown"]]
+        others = rng.sample(catalog.ids, k)
+        blocks = tuple(dict.fromkeys(shown + others))[:k]
+        requests.append(
+            Request(
+                r["request_id"] + "-bench", int(r["ts"].timestamp() * 1000), r["user_id"], r["query"], blocks
+            )
+        )
+    for req in requests[:50]:
+        store.assemble(req, catalog)  # warm connections and script caches
+    ping, fetch, full = [], [], []
+    for req in requests:
+        t0 = time.perf_counter()
+        store.client.ping()
+        t1 = time.perf_counter()
+        store.fetch(plan(store.keys, req))
+        t2 = time.perf_counter()
+        store.assemble(req, catalog)
+        t3 = time.perf_counter()
+        ping.append(t1 - t0)
+        fetch.append(t2 - t1)
+        full.append(t3 - t2)
+    out = {
+        "ping (baseline)": percentiles(ping),
+        "fetch only": percentiles(fetch),
+        "assemble": percentiles(full),
+    }
+    out["ratio_assemble_to_ping_p50"] = round(out["assemble"]["p50_ms"] / out["ping (baseline)"]["p50_ms"], 1)
+    out["blocks_per_request"] = k
+    return out
+
+
+def bench_large_replay(world: Path, days: int) -> dict:
+    layout = DataLayout(world)
+    first = layout.days("impressions")[0]
+    last = first + timedelta(days=days - 1)
+    t0 = time.perf_counter()
+    imps = layout.read_events("impressions", end=last, validate_rows=False)
+    acts = layout.read_events("interactions", end=last, validate_rows=False)
+    t1 = time.perf_counter()
+    replayer = Replayer(FeatureStoreSettings(namespace="bench"))
+    for event in in_time_order(imps, acts):
+        replayer.apply(event)
+    t2 = time.perf_counter()
+    events = imps.num_rows + acts.num_rows
+    return {
+        "days": days,
+        "events": events,
+        "read_s": round(t1 - t0, 1),
+        "replay_s": round(t2 - t1, 1),
+        "replay_events_per_s": round(events / (t2 - t1)),
+    }
+
+
+def bench_memory(store: RedisFeatureStore, n_users: int) -> dict:
+    """Synthetic users with every field full: 16 recent keywords, a 24-keyword profile, a 32-d vector."""
+    client = store.client
+    before = client.info("memory")["used_memory"]
+    pipe = client.pipeline(transaction=False)
+    rng = np.random.default_rng(0)
+    profile = pack_profile([1 / 6] * 6, 0.7, 120, [(f"keyword {i}", 0.04) for i in range(24)])
+    for u in range(n_users):
+        recent = RECENT_HEAD.pack(1.7e9) + b"".join(
+            RECENT_ITEM.pack(int(x), 0.5) for x in rng.integers(0, 2**32, 16)
+        )
+        vector = rng.standard_normal(32).astype(np.float16).tobytes()
+        key = store.keys.user(f"user-{u}")
+        pipe.hset(
+            key, mapping={**split_blob("r", recent), **split_blob("p", profile), "v": vector, "m": "m3-v1"}
+        )
+        pipe.expire(key, 30 * 86400)
+        if u % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    used = client.info("memory")["used_memory"] - before
+    sample = client.memory_usage(store.keys.user("user-0"))
+    return {
+        "users": n_users,
+        "bytes_per_user": round(used / n_users, 1),
+        "memory_usage_one_key": sample,
+        "gb_per_million_users": round(used / n_users * 1e6 / 1e9, 3),
+        "payload_bytes": len(recent) + len(profile) + len(vector) + len("m3-v1") + struct.calcsize("<I"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--blocks", type=int, default=100)
+    parser.add_argument("--users", type=int, default=100_000, help="Synthetic users for the memory test.")
+    parser.add_argument("--large-world", type=Path)
+    parser.add_argument("--large-days", type=int, default=2)
+    args = parser.parse_args()
+
+    settings = local_settings("bench")
+    store = RedisFeatureStore(connect(settings), settings)
+    store.clear()
+    layout = DataLayout(args.world)
+    report: dict = {"redis": settings.redis_url or "embedded"}
+    try:
+        build = build_online_features(layout, store)
+        report["build_small"] = {
+            k: build[k] for k in ("events", "seconds", "replay_events_per_s", "build_events_per_s")
+        }
+        catalog = BlockCatalog.from_tables(
+            layout.read_blocks(validate_rows=False), layout.read_docs(validate_rows=False)
+        )
+        report["assembly"] = bench_assembly(store, layout, catalog, args.requests, args.blocks)
+        users = [k for k in store.client.scan_iter(match=f"{store.keys.prefix}:{{u:*}}:u", count=1000)]
+        report["memory_small_world_users"] = {
+            "users": len(users),
+            "bytes_per_user_memory_usage": round(
+                float(np.mean([store.client.memory_usage(k) for k in users[:2000]])), 1
+            ),
+        }
+        store.clear()
+        report["memory_synthetic"] = bench_memory(store, args.users)
+        if args.large_world:
+            report["large_replay"] = bench_large_replay(args.large_world, args.large_days)
+    finally:
+        store.clear()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
