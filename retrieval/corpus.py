@@ -71,7 +71,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def load_beir(folder: Path | str, split: str = "test") -> BeirCollection:
-    """Read corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/<split>.tsv (qid, docid, score)."""
+    """Read corpus.jsonl (_id, title, text), queries.jsonl (_id, text) and qrels/<split>.tsv."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("not a BEIR folder (expected corpus.jsonl, queries.jsonl, qrels/)", path=folder)
