@@ -10,13 +10,20 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 SCHEMA_VERSION = "v1"
 BLOCK_SHARDS = 16
 
 
+@lru_cache(maxsize=1 << 20)
 def digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@lru_cache(maxsize=1 << 20)
+def block_shard(block_id: str) -> int:
+    return zlib.crc32(block_id.encode("utf-8")) % BLOCK_SHARDS
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class Keys:
     def block_stats(self, block_id: str) -> str:
         """Block counters live in BLOCK_SHARDS hashes (field = block id): a request's 100 candidates are read
         with at most that many commands."""
-        return self.key(f"bs:{zlib.crc32(block_id.encode('utf-8')) % BLOCK_SHARDS}", "bs")
+        return self.key(f"bs:{block_shard(block_id)}", "bs")
 
     def user(self, user_id: str) -> str:
         """One compact hash per user (fields in ``features.packing``): live, batch and vector state."""

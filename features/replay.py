@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from features.config import FeatureStoreSettings
 from features.keys import Keys
-from features.ops import Impression, Interaction, MemoryState, OpBuilder, Shown
+from features.ops import Impression, Interaction, MemoryState, OpBuilder, RequestContext, Shown
 from search.errors import DataError
 
 
@@ -70,16 +70,22 @@ class Replayer:
         self.ops = OpBuilder(self.keys, settings)
         self.state = MemoryState()
         self.events = 0
+        # Live request contexts, kept as objects: rebuilding them from the stored hash per click is slow.
+        self._contexts: dict[str, RequestContext] = {}
 
     def apply(self, event: Impression | Interaction) -> None:
         if isinstance(event, Impression):
             self.state.apply(self.ops.impression(event))
+            self._contexts[event.request_id] = RequestContext(
+                event.query, event.user_id, {s.position: s.block_id for s in event.shown}
+            )
         else:
-            ctx = self.state.context(event.request_id, self.keys)
+            ctx = self._contexts.get(event.request_id)
             if ctx is None:
                 raise DataError(
                     f"interaction of request {event.request_id!r} has no impression before it",
                     field="request_id",
                 )
             self.state.apply(self.ops.interaction(event, ctx))
+            ctx.note(event)
         self.events += 1
