@@ -36,6 +36,33 @@ class TorchTrainSettings(BaseModel):
     )
 
 
+class WorldSettings(BaseModel):
+    """How a world's (or a portal's own) logs become training, validation and test lists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warmup_days: int = Field(
+        default=1,
+        ge=0,
+        description="First logged days that only feed feature history: every feature is cold on them.",
+    )
+    valid_days: int = Field(default=1, ge=1, description="Days after training used for early stopping.")
+    test_days: int = Field(default=2, ge=1, description="Last days, held out for evaluation only.")
+    ips_clip: float = Field(
+        default=20.0,
+        ge=1,
+        description="Largest inverse-propensity weight: clipping trades a little bias for less variance.",
+    )
+    entropy_min_clicks: int = Field(
+        default=10, ge=1, description="Clicks a query needs on the training days to get an entropy bucket."
+    )
+    cache: bool = Field(default=True, description="Reuse built training sets cached under the world folder.")
+    # Click logs hold tens of thousands of lists: bigger batches and steps than the LTR defaults, few epochs.
+    train: TorchTrainSettings = TorchTrainSettings(
+        learning_rate=1e-3, lists_per_batch=128, max_epochs=30, patience=4, weight_decay=1e-5
+    )
+
+
 class RankingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,3 +88,4 @@ class RankingSettings(BaseModel):
     lgbm_trees: int = Field(default=300, ge=1)
     lgbm_learning_rate: float = Field(default=0.05, gt=0)
     lgbm_leaves: int = Field(default=31, ge=2)
+    world: WorldSettings = WorldSettings()

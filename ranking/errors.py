@@ -31,3 +31,7 @@ class PromotionRefused(RegistryError):
 
 class ParameterError(RankingError):
     """A ranker's constructor parameter is invalid (checked in ``fit``, as scikit-learn does)."""
+
+
+class WorldDataError(RankingError):
+    """A world's logs cannot give the requested lists: too few days, a missing truth table, a bad range."""
