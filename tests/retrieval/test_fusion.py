@@ -1,0 +1,77 @@
+"""Fusion arithmetic and weight tuning, on hand-made runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.base import Hit
+from retrieval.config import FusionSettings
+from retrieval.errors import RetrievalError
+from retrieval.fusion import fuse, tune, weight_grid
+
+
+def run(*pairs: tuple[str, float]) -> list[Hit]:
+    return [Hit(i, s) for i, s in pairs]
+
+
+def test_rrf_follows_the_formula() -> None:
+    settings = FusionSettings(method="rrf", rrf_k=60, weights={"a": 1.0, "b": 1.0})
+    fused = fuse({"a": run(("x", 9), ("y", 5)), "b": run(("y", 0.9), ("z", 0.1))}, settings, 10)
+    scores = {h.id: h.score for h in fused}
+    assert scores["y"] == pytest.approx(1 / 62 + 1 / 61)
+    assert scores["x"] == pytest.approx(1 / 61)
+    assert [h.id for h in fused] == ["y", "x", "z"]
+
+
+def test_minmax_weighted_sum_and_sources() -> None:
+    settings = FusionSettings(method="weighted", normalisation="minmax", weights={"a": 0.5, "b": 0.5})
+    fused = fuse({"a": run(("x", 10), ("y", 6), ("w", 2)), "b": run(("y", 3), ("x", 1))}, settings, 10)
+    by_id = {h.id: h for h in fused}
+    assert by_id["x"].score == pytest.approx(0.5 * 1.0 + 0.5 * 0.0)
+    assert by_id["y"].score == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)
+    assert by_id["w"].score == pytest.approx(0.0)  # last of a, missing from b: floor of both
+    assert dict(by_id["x"].sources) == {"a": 10, "b": 1}
+
+
+def test_zero_weight_mutes_a_member_but_keeps_its_scores_visible() -> None:
+    settings = FusionSettings(weights={"good": 1.0, "noise": 0.0})
+    fused = fuse({"good": run(("x", 2), ("y", 1)), "noise": run(("z", 100))}, settings, 3)
+    assert [h.id for h in fused][:2] == ["x", "y"]
+    assert fused[-1].id == "z" and fused[-1].score == 0.0
+
+
+def test_a_single_hit_gets_full_credit() -> None:
+    fused = fuse({"a": run(("x", 0.3))}, FusionSettings(), 5)
+    assert fused == [Hit("x", 1.0, {"a": 0.3})]
+
+
+def test_weight_grid_covers_the_simplex() -> None:
+    grid = weight_grid(["a", "b", "c"], 0.5)
+    assert len(grid) == 6
+    assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
+
+
+def test_tune_mutes_a_member_that_only_hurts() -> None:
+    # "good" ranks the relevant doc first on every query; "noise" ranks it last.
+    queries = [f"q{i}" for i in range(8)]
+    good = [run((f"{q}-rel", 1.0), (f"{q}-a", 0.5), (f"{q}-b", 0.4)) for q in queries]
+    noise = [run((f"{q}-a", 9.0), (f"{q}-b", 8.0), (f"{q}-rel", 0.1)) for q in queries]
+
+    def top1(fused: list[list[Hit]]) -> float:
+        return sum(f[0].id.endswith("-rel") for f in fused) / len(fused)
+
+    tuned, value = tune({"good": good, "noise": noise}, top1, FusionSettings(grid_step=0.25), 3)
+    assert value == pytest.approx(1.0)
+    assert tuned.weights["good"] > tuned.weights["noise"]
+    fused = [fuse({"good": g, "noise": n}, tuned, 3) for g, n in zip(good, noise, strict=True)]
+    assert top1(fused) == 1.0
+
+
+def test_tune_refuses_misaligned_runs() -> None:
+    with pytest.raises(RetrievalError, match="different numbers of queries"):
+        tune({"a": [run(("x", 1))], "b": []}, lambda f: 0.0, FusionSettings(), 3)
+
+
+def test_bad_fusion_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        FusionSettings(weights={"a": -1.0})
