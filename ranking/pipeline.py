@@ -1,4 +1,4 @@
-"""Offline jobs on ``ListwiseData``, from LTR files today, the feature store's training set next.
+"""Offline jobs on ``ListwiseData``, from LTR files or a world's point-in-time training set.
 
 The CLI only turns its options into ``ListwiseData`` and calls these, so ``--world`` commands are a thin
 addition: build train/valid/test from the world and call the same functions.
@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from ranking.base import Ranker
+from ranking.base import Ranker, read_manifest
 from ranking.config import RankingSettings
 from ranking.dataset import ListwiseData
-from ranking.errors import RegistryError
+from ranking.errors import RegistryError, WorldDataError
 from ranking.evaluate import DEFAULT_KS, evaluate_scores
 from ranking.ltr import load_svmlight
 from ranking.models import make_ranker
 from ranking.registry import ModelRegistry
+from ranking.world import WorldSource, feature_fingerprint
 
 
 def load_ltr_splits(
@@ -109,3 +111,66 @@ def train_and_register(
     meta = {"metrics": {"valid": metrics}, "parent": parent, **(metadata or {})}
     meta.setdefault("data_range", {"train_lists": train.n_lists, "train_rows": train.n_rows})
     return registry.register(ranker, line, metadata=meta), ranker
+
+
+def train_world_ranker(
+    name: str,
+    source: WorldSource,
+    settings: RankingSettings,
+    registry: ModelRegistry,
+    *,
+    personalized: bool = True,
+    days: tuple[date | None, date | None] = (None, None),
+    line: str = "ranker",
+    warm_start: bool = False,
+) -> tuple[str, Ranker]:
+    """Train on a world's training days (early stopping on its validation day) and register a version.
+
+    Args:
+        days: (first, last) training day; by default the split's training days, except that a warm start
+            begins the day after the parent model's last training day (it fine-tunes on new days only).
+        personalized: False drops the user-dependent features (the manifest records it).
+    """
+    split = source.split
+    first, last = days
+    if warm_start and first is None:
+        parent = registry.current(line) if line in registry.lines() else None
+        if parent is None:
+            raise RegistryError(f"model line '{line}' has no current model to warm-start from")
+        trained = (read_manifest(registry.path(line, parent)).get("data_range") or {}).get("train", "")
+        if ".." not in trained:
+            raise RegistryError(f"{line}/{parent} records no training day range to continue after")
+        first = date.fromisoformat(trained.split("..")[1]) + timedelta(days=1)
+    first, last = first or split.train[0], last or split.train[1]
+    if first > last:
+        raise WorldDataError(f"no training days in {first}..{last} (nothing new since the parent model?)")
+    if last >= split.valid[0]:
+        raise WorldDataError(
+            f"training must end before the validation day {split.valid[0]}; got {first}..{last}"
+        )
+    train = source.lists((first, last), personalized=personalized)
+    valid = source.lists(split.valid, personalized=personalized)
+    world_settings = settings.model_copy(update={"train": settings.world.train})
+    metadata = {
+        "data_range": {
+            "world": str(source.layout.root),
+            "train": f"{first}..{last}",
+            "valid": f"{split.valid[0]}..{split.valid[1]}",
+            "train_lists": train.data.n_lists,
+            "train_rows": train.data.n_rows,
+        },
+        "features": {
+            "personalized": personalized,
+            "fingerprint": feature_fingerprint(source.features),
+            "ips_clip": settings.world.ips_clip,
+        },
+    }
+    return train_and_register(
+        name, train.data, valid.data, world_settings, registry, line, warm_start, metadata=metadata
+    )
+
+
+def world_holdout(source: WorldSource, manifest: dict[str, Any]) -> ListwiseData:
+    """The world's test days as click-labelled lists with the features the model in ``manifest`` uses."""
+    personalized = bool((manifest.get("features") or {}).get("personalized", True))
+    return source.lists(source.split.test, personalized=personalized).data

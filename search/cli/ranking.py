@@ -5,13 +5,14 @@ Heavy modules (torch, LightGBM) load inside the commands, so ``smartblock --help
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from search.cli.common import console, print_json, state
+from search.cli.common import console, print_json, progress_bar, state
 
 if TYPE_CHECKING:
     from ranking.config import RankingSettings
@@ -62,23 +63,55 @@ def _registry(folder: Path | None) -> ModelRegistry:
 
 
 def evaluate(
-    ltr_train: Annotated[Path, typer.Option("--ltr-train", help="SVMlight/LETOR training file.")],
-    ltr_test: Annotated[Path, typer.Option("--ltr-test", help="SVMlight/LETOR test file (evaluation only).")],
-    models: ModelsOpt = "linear,lgbm,dasalc-ens",
+    world: Annotated[
+        Path | None, typer.Option("--world", help="World folder: train on its early days, test on the last.")
+    ] = None,
+    ltr_train: Annotated[
+        Path | None, typer.Option("--ltr-train", help="SVMlight/LETOR training file.")
+    ] = None,
+    ltr_test: Annotated[
+        Path | None, typer.Option("--ltr-test", help="SVMlight/LETOR test file (evaluation only).")
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated: linear,mlp,dcn,dasalc,dasalc-ens,lgbm; with --world also logging, oracle "
+            "and <model>-np (no user features). Default: linear,lgbm,dasalc-ens (LTR) or "
+            "logging,lgbm,dcn,dcn-np,dasalc,dasalc-np,oracle (world).",
+        ),
+    ] = None,
     ltr_valid: Annotated[
         Path | None,
         typer.Option("--ltr-valid", help="Validation file; default: lists carved from the training file."),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="With --world: write a PNG of ndcg@10 by entropy bucket.")
     ] = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train each model on the same split and report ndcg@1/5/10 and MRR on the test lists."""
+    """Train each model on the same split and report ndcg@1/5/10 and MRR on held-out lists.
+
+    With --world: NDCG against the truth grades and click MRR on the world's test days, overall, by query
+    click-entropy bucket and by user-diversity bucket. With --ltr-train/--ltr-test: on those files.
+    """
+    from search.errors import ConfigError
+
+    if (world is None) == (ltr_train is None or ltr_test is None):
+        raise ConfigError("give either --world DIR, or both --ltr-train FILE and --ltr-test FILE")
+    if plot is not None and world is None:
+        raise ConfigError("--plot needs --world")
+    settings = _settings(threads, seed)
+    if world is not None:
+        _evaluate_world(world, models or WORLD_MODELS, settings, plot, as_json)
+        return
+    assert ltr_train is not None and ltr_test is not None  # checked above; narrows the types
     from ranking.models import parse_model_list
     from ranking.pipeline import compare_models, load_ltr_splits
 
-    names = parse_model_list(models)
-    settings = _settings(threads, seed)
+    names = parse_model_list(models or "linear,lgbm,dasalc-ens")
     train, valid, test = load_ltr_splits(
         ltr_train, ltr_test, ltr_valid, settings.train.valid_fraction, settings.train.seed
     )
@@ -91,22 +124,82 @@ def evaluate(
     if as_json:
         print_json(results)
         return
-    table = Table(title=f"{ltr_test.name}: {test.n_lists} lists")
+    _print_table(f"{ltr_test.name}: {test.n_lists} lists", results)
+
+
+WORLD_MODELS = "logging,lgbm,dcn,dcn-np,dasalc,dasalc-np,oracle"
+
+
+def _evaluate_world(
+    world: Path, models: str, settings: RankingSettings, plot: Path | None, as_json: bool
+) -> None:
+    from ranking.world import WorldSource
+    from ranking.world_eval import evaluate_world, parse_world_models, plot_by_entropy
+
+    names = parse_world_models(models)
+    with progress_bar(not as_json) as report:
+        source = WorldSource(world, settings.world, state.settings().features, progress=report)
+        source.table()
+    if not as_json:
+        cached = "cached" if source.from_cache else "built"
+        console.print(f"training set {cached}: {source.table().num_rows} rows; days {source.split.to_json()}")
+
+    def on_model(name: str, row: dict[str, Any]) -> None:
+        if not as_json:
+            seconds = f", trained in {row['train_seconds']} s" if "train_seconds" in row else ""
+            console.print(f"{name}: ndcg@10 {row['ndcg@10']:.4f}{seconds}")
+
+    results = evaluate_world(source, names, settings, on_model=on_model)
+    if plot is not None:
+        plot_by_entropy(results, plot)
+    if as_json:
+        print_json(results)
+        return
+    _print_table(f"{world}: test days {source.split.to_json()['test']}", results)
+    for key in ("by_entropy", "by_diversity"):
+        first = next(iter(results.values()))
+        for bucket in first.get(key, {}):
+            rows = {name: r[key][bucket] for name, r in results.items()}
+            _print_table(f"{key.removeprefix('by_')} = {bucket} ({first[key][bucket]['lists']} lists)", rows)
+
+
+def _print_table(title: str, results: dict[str, dict[str, Any]]) -> None:
+    table = Table(title=title)
     table.add_column("model")
-    for metric in ("ndcg@1", "ndcg@5", "ndcg@10", "mrr"):
+    metrics = ("ndcg@1", "ndcg@5", "ndcg@10", "mrr")
+    for metric in metrics:
         table.add_column(metric, justify="right")
     for name, row in results.items():
-        table.add_row(name, *(f"{row[m]:.4f}" for m in ("ndcg@1", "ndcg@5", "ndcg@10", "mrr")))
+        table.add_row(name, *("-" if row[m] is None else f"{row[m]:.4f}" for m in metrics))
     console.print(table)
 
 
 @train_app.command("ranker")
 def train_ranker(
     model: Annotated[str, typer.Option("--model", help="linear|mlp|dcn|dasalc|dasalc-ens|lgbm")],
-    ltr_train: Annotated[Path, typer.Option("--ltr-train", help="SVMlight/LETOR training file.")],
+    world: Annotated[
+        Path | None, typer.Option("--world", help="World folder: its training days, early stopping on valid.")
+    ] = None,
+    ltr_train: Annotated[
+        Path | None, typer.Option("--ltr-train", help="SVMlight/LETOR training file.")
+    ] = None,
     ltr_valid: Annotated[
         Path | None, typer.Option("--ltr-valid", help="Validation file; default: carved from training.")
     ] = None,
+    first_day: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="With --world: first training day (default: the split's, or after the "
+            "parent's last day with --warm-start).",
+        ),
+    ] = None,
+    last_day: Annotated[
+        str | None, typer.Option("--to", help="With --world: last training day (default: the split's).")
+    ] = None,
+    non_personalized: Annotated[
+        bool, typer.Option("--non-personalized", help="With --world: drop user-dependent features.")
+    ] = False,
     warm_start: Annotated[
         bool, typer.Option("--warm-start", help="Fine-tune the line's current model instead of a fresh one.")
     ] = False,
@@ -118,29 +211,61 @@ def train_ranker(
 ) -> None:
     """Train a ranker and register it as a new (unpromoted) version."""
     from ranking.models import parse_model_list
-    from ranking.pipeline import load_ltr_splits, train_and_register
+    from ranking.pipeline import load_ltr_splits, train_and_register, train_world_ranker
+    from search.errors import ConfigError
 
+    if (world is None) == (ltr_train is None):
+        raise ConfigError("give either --world DIR or --ltr-train FILE")
     (name,) = parse_model_list(model)
     settings = _settings(threads, seed)
-    train, valid, _ = load_ltr_splits(
-        ltr_train, None, ltr_valid, settings.train.valid_fraction, settings.train.seed
-    )
     reg = _registry(registry)
-    version, ranker = train_and_register(
-        name,
-        train,
-        valid,
-        settings,
-        reg,
-        line=line,
-        warm_start=warm_start,
-        metadata={"data_range": {"train_file": str(ltr_train), "valid_file": str(ltr_valid or "carved")}},
-    )
+    if world is not None:
+        from ranking.world import WorldSource
+
+        with progress_bar(not as_json) as report:
+            source = WorldSource(world, settings.world, state.settings().features, progress=report)
+            source.table()
+        version, ranker = train_world_ranker(
+            name,
+            source,
+            settings,
+            reg,
+            personalized=not non_personalized,
+            days=(_day(first_day, "--from"), _day(last_day, "--to")),
+            line=line,
+            warm_start=warm_start,
+        )
+    else:
+        assert ltr_train is not None  # checked above; narrows the type
+        train, valid, _ = load_ltr_splits(
+            ltr_train, None, ltr_valid, settings.train.valid_fraction, settings.train.seed
+        )
+        version, ranker = train_and_register(
+            name,
+            train,
+            valid,
+            settings,
+            reg,
+            line=line,
+            warm_start=warm_start,
+            metadata={"data_range": {"train_file": str(ltr_train), "valid_file": str(ltr_valid or "carved")}},
+        )
     result = {"line": line, "version": version, "model": name, "info": ranker.info_}
     if as_json:
         print_json(result)
         return
     console.print(f"registered {line}/{version} ({name}); promote it after `smartblock models validate`")
+
+
+def _day(value: str | None, option: str) -> date | None:
+    from search.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be YYYY-MM-DD, got {value!r}") from None
 
 
 @models_app.command("list")
@@ -174,7 +299,13 @@ def list_models(
 def validate(
     line: Annotated[str, typer.Argument(help="Model line.")],
     version: Annotated[str, typer.Argument(help="Candidate version, e.g. v0002.")],
-    ltr_holdout: Annotated[Path, typer.Option("--ltr-holdout", help="SVMlight/LETOR holdout file.")],
+    ltr_holdout: Annotated[
+        Path | None, typer.Option("--ltr-holdout", help="SVMlight/LETOR holdout file.")
+    ] = None,
+    world: Annotated[
+        Path | None,
+        typer.Option("--world", help="World folder: its held-out test days (click labels) are the holdout."),
+    ] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -182,11 +313,27 @@ def validate(
     from dataclasses import asdict
 
     from ranking.base import read_manifest
-    from ranking.ltr import load_svmlight
+    from search.errors import ConfigError
 
+    if (world is None) == (ltr_holdout is None):
+        raise ConfigError("give either --world DIR or --ltr-holdout FILE")
     reg = _registry(registry)
-    width = len(read_manifest(reg.path(line, version))["schema"]["feature_names"])
-    report = reg.validate(line, version, load_svmlight(ltr_holdout, n_features=width))
+    manifest = read_manifest(reg.path(line, version))
+    if world is not None:
+        from ranking.pipeline import world_holdout
+        from ranking.world import WorldSource
+
+        settings = _settings()
+        with progress_bar(not as_json) as bar:
+            source = WorldSource(world, settings.world, state.settings().features, progress=bar)
+            holdout = world_holdout(source, manifest)
+    else:
+        from ranking.ltr import load_svmlight
+
+        assert ltr_holdout is not None  # checked above; narrows the type
+        width = len(manifest["schema"]["feature_names"])
+        holdout = load_svmlight(ltr_holdout, n_features=width)
+    report = reg.validate(line, version, holdout)
     if as_json:
         print_json(asdict(report))
     else:

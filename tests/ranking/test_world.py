@@ -1,0 +1,176 @@
+"""The world adapter on the tiny world: list shapes, IPS weights, feature sets, slices, cache, truth use."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from data.layout import DataLayout
+from data.logstats import click_counts, query_click_entropy
+from features.config import FeatureStoreSettings
+from features.definitions import FEATURES
+from ranking.config import WorldSettings
+from ranking.errors import WorldDataError
+from ranking.world import (
+    UNSEEN,
+    USER_PREFIXES,
+    Slicer,
+    WorldSource,
+    data_signature,
+    day_split,
+    feature_fingerprint,
+    rows_between,
+)
+from ranking.world_eval import parse_world_models, truth_grades, world_metrics
+
+# The tiny world logs 4 days: 1 warm-up, 1 training, 1 validation, 1 test.
+TINY = WorldSettings(test_days=1, ips_clip=10.0)
+
+
+@pytest.fixture(scope="module")
+def source(tiny_world: Path) -> WorldSource:
+    return WorldSource(tiny_world, TINY, FeatureStoreSettings())
+
+
+def test_day_split(source: WorldSource, tiny_world: Path) -> None:
+    days = DataLayout(tiny_world).days("impressions")
+    split = source.split
+    assert split.train == (days[1], days[1]) and split.valid == (days[2], days[2])
+    assert split.test == (days[3], days[3])
+    with pytest.raises(WorldDataError, match="4 logged days, need at least 5"):
+        day_split(DataLayout(tiny_world), WorldSettings())
+
+
+def test_adapter_shapes_labels_and_weights(source: WorldSource) -> None:
+    table = rows_between(source.table(), *source.split.train)
+    lists = source.lists(source.split.train)
+    data = lists.data
+    assert data.n_rows == table.num_rows
+    assert data.n_lists == len(set(table["request_id"].to_pylist())) == lists.request_ids.size
+    dense = [f.name for f in FEATURES if not f.categorical]
+    assert data.feature_names == tuple(dense)
+    assert data.categorical_names == ("block_kind", "block_genre") and data.cardinalities == (2, 7)
+    # Every list is one impression: one request id, positions in logged order.
+    rid = np.repeat(lists.request_ids, data.list_sizes)
+    by_key = {
+        (r, b): (c, p)
+        for r, b, c, p in zip(
+            table["request_id"].to_pylist(),
+            table["block_id"].to_pylist(),
+            table["click"].to_pylist(),
+            table["propensity"].to_pylist(),
+            strict=True,
+        )
+    }
+    clicks = np.array([by_key[k][0] for k in zip(rid, lists.block_ids, strict=True)])
+    prop = np.array([by_key[k][1] for k in zip(rid, lists.block_ids, strict=True)])
+    np.testing.assert_array_equal(data.labels, clicks)
+    np.testing.assert_allclose(data.weights, np.minimum(1 / prop, TINY.ips_clip), rtol=1e-6)
+    assert data.weights.min() >= 1.0 and data.weights.max() <= TINY.ips_clip
+    assert (data.weights == TINY.ips_clip).any(), "randomized pages should hit the clip"
+    for q in range(data.n_lists):
+        pos = lists.positions[data.offsets[q] : data.offsets[q + 1]]
+        assert (np.diff(pos) > 0).all()
+    assert data.list_meta == {}, "training lists carry no slices"
+
+
+def test_non_personalized_drops_user_features(source: WorldSource) -> None:
+    full = source.lists(source.split.train).data
+    plain = source.lists(source.split.train, personalized=False).data
+    user = [n for n in full.feature_names if n.startswith(USER_PREFIXES)]
+    assert user and {"user_diversity", "rt_keyword_score"} <= set(user)
+    assert not any(n.startswith(USER_PREFIXES) for n in plain.feature_names)
+    assert set(plain.feature_names) == set(full.feature_names) - set(user)
+    np.testing.assert_array_equal(plain.offsets, full.offsets)
+    np.testing.assert_array_equal(
+        plain.dense, full.dense[:, [full.feature_names.index(n) for n in plain.feature_names]]
+    )
+
+
+def test_entropy_buckets_use_only_days_before_validation(source: WorldSource, tiny_world: Path) -> None:
+    layout = DataLayout(tiny_world)
+    cutoff = source.split.valid[0]
+    slicer = Slicer.from_logs(layout, cutoff, min_clicks=TINY.entropy_min_clicks)
+    imps = layout.read_events("impressions", end=cutoff)
+    acts = layout.read_events("interactions", end=cutoff)
+    expected = query_click_entropy(
+        click_counts(imps, acts, before=cutoff), min_clicks=TINY.entropy_min_clicks
+    )
+    assert slicer.entropy == {q: e for q, (e, _) in expected.items()}
+    everything = query_click_entropy(
+        click_counts(layout.read_events("impressions"), layout.read_events("interactions")),
+        min_clicks=TINY.entropy_min_clicks,
+    )
+    assert slicer.entropy != {q: e for q, (e, _) in everything.items()}, "test-day clicks must not leak"
+    lo, hi = slicer.cuts
+    buckets = slicer.entropy_buckets(np.array([*sorted(slicer.entropy), "never typed"]))
+    assert buckets[-1] == UNSEEN and set(buckets[:-1]) == {"low", "mid", "high"}
+    for q, b in zip(sorted(slicer.entropy), buckets, strict=False):
+        e = slicer.entropy[q]
+        assert b == ("low" if e < lo else "mid" if e < hi else "high")
+
+
+def test_diversity_buckets_come_from_truth(source: WorldSource, tiny_world: Path) -> None:
+    test = source.lists(source.split.test, slices=True, with_truth=True)
+    users = pq.read_table(tiny_world / "truth" / "users.parquet").to_pydict()
+    diversity = dict(zip(users["user_id"], users["diversity"], strict=True))
+    table = rows_between(source.table(), *source.split.test)
+    user_of = dict(zip(table["request_id"].to_pylist(), table["user_id"].to_pylist(), strict=False))
+    for rid, bucket in zip(test.request_ids, test.data.list_meta["diversity_bucket"], strict=True):
+        d = diversity[user_of[rid]]
+        assert bucket == ("focused" if d < 1 / 3 else "middle" if d < 2 / 3 else "diverse")
+    assert set(test.data.list_meta["entropy_bucket"]) <= {"low", "mid", "high", UNSEEN}
+
+
+def test_cache_is_reused_and_keyed(source: WorldSource, tiny_world: Path) -> None:
+    source.table()
+    again = WorldSource(tiny_world, TINY, FeatureStoreSettings())
+    assert again.table().equals(source.table()) and again.from_cache is True
+    base = FeatureStoreSettings()
+    assert feature_fingerprint(base) == feature_fingerprint(
+        base.model_copy(update={"redis_url": "redis://x"})
+    )
+    assert feature_fingerprint(base) != feature_fingerprint(
+        base.model_copy(update={"interest_half_life_hours": 3.0})
+    )
+
+
+def test_data_signature_changes_with_the_logs(tmp_path: Path, tiny_world: Path) -> None:
+    copy = tmp_path / "w"
+    shutil.copytree(tiny_world, copy, ignore=shutil.ignore_patterns(".cache", "truth"))
+    before = data_signature(DataLayout(copy))
+    part = next((copy / "events" / "interactions").rglob("*.parquet"))
+    part.write_bytes(part.read_bytes())  # same bytes, new mtime: a rewritten world
+    assert data_signature(DataLayout(copy)) != before
+
+
+def test_metrics_against_truth(source: WorldSource) -> None:
+    test = source.lists(source.split.test, slices=True, with_truth=True)
+    grades = truth_grades(source.layout, test)
+    oracle = world_metrics(test, grades, grades.astype(float))
+    logging = world_metrics(test, grades, -test.positions.astype(float))
+    assert oracle["ndcg@10"] == pytest.approx(1.0) and oracle["ndcg@1"] == pytest.approx(1.0)
+    assert 0.3 < logging["ndcg@10"] < oracle["ndcg@10"]
+    assert set(logging["by_diversity"]) == {"focused", "middle", "diverse"}
+    assert sum(v["lists"] for v in logging["by_entropy"].values()) == logging["lists"]
+
+
+def test_model_names() -> None:
+    assert parse_world_models("logging,dcn,dasalc-np,oracle") == ["logging", "dcn", "dasalc-np", "oracle"]
+    with pytest.raises(Exception, match=r"unknown model\(s\) \['xgb-np'\]"):
+        parse_world_models("logging,xgb-np")
+
+
+def test_training_needs_no_truth(tmp_path: Path, tiny_world: Path) -> None:
+    """Truth is for evaluation only: lists for training build without it, slicing by diversity refuses."""
+    copy = tmp_path / "portal"
+    shutil.copytree(tiny_world, copy, ignore=shutil.ignore_patterns("truth"))
+    src = WorldSource(copy, TINY, FeatureStoreSettings())
+    assert src.lists(src.split.train).data.n_lists > 0
+    assert "entropy_bucket" in src.lists(src.split.test, slices=True).data.list_meta
+    with pytest.raises(WorldDataError, match=r"users\.parquet is missing"):
+        src.lists(src.split.test, slices=True, with_truth=True)
