@@ -1,0 +1,66 @@
+"""Settings of the serving stage; meant to sit in ``search.settings.Settings`` under the key ``serving``.
+
+Until that field exists, ``serving_settings`` falls back to these defaults, so the API runs either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+MIN_API_KEY_CHARS = 16
+
+
+class ServingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description=f"Key for /admin (header X-API-Key), at least {MIN_API_KEY_CHARS} characters; "
+        "unset: the admin API refuses every call.",
+    )
+    model_line: str = Field(
+        default="ranker", pattern=r"^[A-Za-z0-9_-]+$", description="Registry line served."
+    )
+    redis_timeout_s: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="Socket and connect timeout of the serving Redis client: a slow store costs no more.",
+    )
+    breaker_cooldown_s: float = Field(
+        default=1.0, ge=0, description="After a store failure, skip Redis for this long, then try again."
+    )
+    budget_ms: float = Field(default=250.0, gt=0, description="Latency budget of one /search request.")
+    max_query_chars: int = Field(default=256, ge=1, le=4096)
+    max_k: int = Field(default=50, ge=1, le=200, description="Most blocks one /search may ask for.")
+    max_events: int = Field(default=100, ge=1, description="Most events in one POST /events batch.")
+    max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    retrieval_cache_size: int = Field(
+        default=10_000, ge=0, description="Queries whose fused candidates are kept (LRU); 0 disables."
+    )
+    consume_events: bool = Field(
+        default=True, description="Run a stream consumer in the server, so clicks change features live."
+    )
+    model_poll_s: float = Field(
+        default=5.0, gt=0, description="Seconds between checks of the registry for a promotion or rollback."
+    )
+    experiments_file: Path | None = Field(
+        default=None, description="YAML with `experiment` and `variant`; reloaded by POST /admin/experiments."
+    )
+    torch_threads: int = Field(default=1, ge=1, le=64, description="Per worker; requests run in parallel.")
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_API_KEY_CHARS:
+            raise ValueError(f"api_key must have at least {MIN_API_KEY_CHARS} characters")
+        return key
+
+
+def serving_settings(settings: Any) -> ServingSettings:
+    """``settings.serving`` when the root settings carry it, else the defaults."""
+    found = getattr(settings, "serving", None)
+    return found if isinstance(found, ServingSettings) else ServingSettings()

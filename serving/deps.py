@@ -1,0 +1,65 @@
+"""Typed dependencies of the routes: settings, the runtime's parts, and the admin key check."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader
+
+from search.settings import Settings, get_settings
+from serving.config import ServingSettings
+from serving.pipeline import SearchPipeline
+from serving.runtime import Runtime
+from serving.store import GuardedStore
+
+
+def settings_dep() -> Settings:
+    """The process settings (cached); ``create_app(settings)`` overrides this with the ones it was given."""
+    return get_settings()
+
+
+def runtime_dep(request: Request) -> Runtime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:  # only between process start and the end of the lifespan start-up
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is still loading")
+    return runtime
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+RuntimeDep = Annotated[Runtime, Depends(runtime_dep)]
+
+
+def serving_dep(runtime: RuntimeDep) -> ServingSettings:
+    return runtime.serving
+
+
+def pipeline_dep(runtime: RuntimeDep) -> SearchPipeline:
+    return runtime.pipeline
+
+
+def store_dep(runtime: RuntimeDep) -> GuardedStore:
+    return runtime.store
+
+
+ServingDep = Annotated[ServingSettings, Depends(serving_dep)]
+PipelineDep = Annotated[SearchPipeline, Depends(pipeline_dep)]
+StoreDep = Annotated[GuardedStore, Depends(store_dep)]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The admin key.")
+
+
+def require_api_key(serving: ServingDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+    """401 without a key, 403 with a wrong one (or when no key is configured: the admin API is off)."""
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing X-API-Key header", headers={"WWW-Authenticate": "APIKey"}
+        )
+    expected = serving.api_key
+    # compare_digest takes time independent of where the strings differ: no timing oracle on the key.
+    if expected is None or not secrets.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
+
+
+AdminKey = Depends(require_api_key)

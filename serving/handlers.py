@@ -1,0 +1,53 @@
+"""The one place errors become HTTP answers: each ``SmartblockError`` class has a status; nothing leaks a
+stack trace (unexpected errors are logged here and answered with a generic 500)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from features.connection import StoreUnavailable
+from ranking.errors import PromotionRefused, RegistryError
+from retrieval.errors import QueryError
+from search.errors import ConfigError, DataError, SmartblockError
+from serving.errors import ModelIncompatible, NotReady
+
+log = logging.getLogger("smartblock.serving")
+
+# Most specific first: the first matching class decides.
+STATUS: tuple[tuple[type[SmartblockError], int], ...] = (
+    (QueryError, 422),
+    (DataError, 422),
+    (PromotionRefused, 409),
+    (ModelIncompatible, 409),
+    (RegistryError, 409),
+    (ConfigError, 400),
+    (NotReady, 503),
+    (StoreUnavailable, 503),
+)
+
+
+def status_of(exc: SmartblockError) -> int:
+    return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SmartblockError)
+    async def _smartblock(request: Request, exc: SmartblockError) -> JSONResponse:
+        code = status_of(exc)
+        metrics = getattr(getattr(request.app.state, "runtime", None), "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(type(exc).__name__).inc()
+        if code >= 500:
+            log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
+        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        metrics = getattr(getattr(request.app.state, "runtime", None), "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(type(exc).__name__).inc()
+        return JSONResponse({"error": "internal error"}, status_code=500)

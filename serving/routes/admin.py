@@ -1,0 +1,49 @@
+"""``/admin``: the served model line (list, promote, roll back) and the experiment config; needs the key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ranking.errors import RegistryError
+from serving.deps import AdminKey, PipelineDep
+from serving.ranker import ServedModel
+from serving.schemas import ExperimentOut, ModelChangeOut, ModelOut, ModelsOut, PromoteIn
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminKey])
+
+
+@router.get("/models", response_model=ModelsOut)
+def list_models(pipeline: PipelineDep) -> ModelsOut:
+    line = pipeline.settings.model_line
+    try:
+        rows = pipeline.registry.describe(line)
+    except RegistryError:  # the line does not exist yet: nothing trained
+        rows = []
+    served = pipeline.model.version if pipeline.model else None
+    keep = set(ModelOut.model_fields)
+    versions = [ModelOut(**{k: r.get(k) for k in keep}) for r in rows]
+    return ModelsOut(line=line, served=served, versions=versions)
+
+
+@router.post("/models/promote", response_model=ModelChangeOut)
+def promote(body: PromoteIn, pipeline: PipelineDep) -> ModelChangeOut:
+    """Promote a version and swap it in; loaded first, so a model serving cannot use is refused (409)."""
+    line = pipeline.settings.model_line
+    ServedModel.from_registry(pipeline.registry, line, body.version)
+    current = pipeline.registry.promote(line, body.version, force=body.force)
+    served = pipeline.reload_model()
+    return ModelChangeOut(line=line, current=current, served=served.version if served else None)
+
+
+@router.post("/models/rollback", response_model=ModelChangeOut)
+def rollback(pipeline: PipelineDep) -> ModelChangeOut:
+    line = pipeline.settings.model_line
+    current = pipeline.registry.rollback(line)
+    served = pipeline.reload_model()
+    return ModelChangeOut(line=line, current=current, served=served.version if served else None)
+
+
+@router.post("/experiments/reload", response_model=ExperimentOut)
+def reload_experiments(pipeline: PipelineDep) -> ExperimentOut:
+    exp = pipeline.reload_experiment()
+    return ExperimentOut(experiment=exp.experiment, variant=exp.variant)

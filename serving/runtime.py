@@ -1,0 +1,82 @@
+"""Everything one app serves from, loaded once: the heavy parts (indexes, catalogue) and the per-app ones.
+
+``load_parts`` does the slow work (JVM, encoders, indexes, catalogue) and may be shared by several apps in
+one process (tests); ``Runtime.start`` adds the cheap, per-app parts: the Redis client, the pipeline, the
+background threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.layout import DataLayout
+from features.store import RedisFeatureStore
+from ranking.registry import ModelRegistry
+from retrieval.base import BaseRetriever
+from search.settings import Settings
+from serving.background import Background
+from serving.catalog import ServingCatalog
+from serving.config import ServingSettings
+from serving.metrics import Metrics
+from serving.pipeline import SearchPipeline
+from serving.store import GuardedStore, serving_client
+
+
+@dataclass(frozen=True)
+class Parts:
+    world: Path
+    retriever: BaseRetriever
+    catalog: ServingCatalog
+
+
+def load_parts(settings: Settings, world: Path) -> Parts:
+    """Load the world's fused retriever (indexes must be built: `smartblock index build`) and catalogue."""
+    from retrieval.system import load_world
+
+    retriever = load_world(world, settings.retrieval)["fused"]
+    return Parts(Path(world), retriever, ServingCatalog.load(DataLayout(Path(world))))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    serving: ServingSettings
+    parts: Parts
+    store: GuardedStore
+    pipeline: SearchPipeline
+    metrics: Metrics
+    background: Background
+
+    @classmethod
+    def start(cls, settings: Settings, serving: ServingSettings, parts: Parts) -> Runtime:
+        import torch
+
+        # Requests run on several threads of a small machine: one torch thread each, not a pool per request.
+        torch.set_num_threads(serving.torch_threads)
+        metrics = Metrics()
+        features = settings.features
+        store = GuardedStore(
+            RedisFeatureStore(serving_client(features, serving), features), serving.breaker_cooldown_s
+        )
+        ranking = settings.ranking
+        registry = ModelRegistry(
+            ranking.registry_dir, tolerance=ranking.tolerance, metric=ranking.promotion_metric
+        )
+        pipeline = SearchPipeline(
+            parts.retriever,
+            parts.catalog,
+            store,
+            registry,
+            serving,
+            metrics,
+            candidates=settings.retrieval.candidates,
+        )
+        pipeline.reload_model()
+        metrics.watch_caches(pipeline.caches)
+        background = Background(pipeline, store, consume=serving.consume_events, poll_s=serving.model_poll_s)
+        background.start()
+        return cls(settings, serving, parts, store, pipeline, metrics, background)
+
+    def stop(self) -> None:
+        self.background.stop()

@@ -1,0 +1,97 @@
+"""The feature store as serving uses it: short timeouts, a circuit breaker, and defaults when Redis is away.
+
+Search must answer within its budget whether or not Redis does. Every call here either succeeds or raises
+``StoreUnavailable`` within ``redis_timeout_s``; after a failure the breaker skips Redis for
+``breaker_cooldown_s`` (so an outage costs one timeout per cooldown, not one per request), then lets
+requests try again: recovery needs no restart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import redis
+
+from data.contracts import Interaction as InteractionRecord
+from data.contracts import SearchImpression
+from features.catalog import BlockCatalog
+from features.config import FeatureStoreSettings
+from features.connection import RedisClient, StoreUnavailable, connect, embedded_socket
+from features.definitions import Request, compute, plan
+from features.store import RedisFeatureStore
+from features.stream import EventPublisher
+from serving.config import ServingSettings
+
+T = TypeVar("T")
+
+
+def serving_client(features: FeatureStoreSettings, serving: ServingSettings) -> RedisClient:
+    """A Redis client whose socket and connect timeouts are the serving ones (not the batch jobs' ones).
+
+    Built without a ping: the server may be down at start-up, and the breaker handles that per request.
+    """
+    timeout = serving.redis_timeout_s
+    if features.redis_url or features.cluster:
+        return connect(features.model_copy(update={"socket_timeout_s": timeout}))
+
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return redis.Redis(
+        unix_socket_path=embedded_socket(features.embedded_dir),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
+class GuardedStore:
+    """``RedisFeatureStore`` reads and stream writes behind a circuit breaker."""
+
+    def __init__(self, store: RedisFeatureStore, cooldown_s: float) -> None:
+        self.store = store
+        self.publisher = EventPublisher(store)
+        self.cooldown_s = cooldown_s
+        self._open_until = 0.0  # monotonic time before which Redis is not tried
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        if self.is_open:
+            raise StoreUnavailable(f"feature store skipped after a recent failure ({self.last_error})")
+        try:
+            result = fn()
+        except (redis.RedisError, OSError) as exc:
+            with self._lock:
+                self._open_until = time.monotonic() + self.cooldown_s
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            raise StoreUnavailable(f"feature store unavailable: {self.last_error}") from exc
+        return result
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._call(self.store.client.ping))
+        except StoreUnavailable:
+            return False
+
+    def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+        return self._call(lambda: self.store.assemble(req, catalog))
+
+    def defaults(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+        """Rows from the catalogue and each feature's declared default: what a request gets without Redis.
+
+        ``compute`` over empty hashes is exactly the cold-start row, so no second definition exists.
+        """
+        empty: list[dict] = [{} for _ in plan(self.store.keys, req)]
+        return compute(req, empty, catalog, self.store.settings)
+
+    def publish(self, records: list[SearchImpression | InteractionRecord]) -> list[str]:
+        return self._call(lambda: self.publisher.publish(records))
