@@ -1,0 +1,48 @@
+"""``smartblock serve``: the REST search API on uvicorn.
+
+Each worker process builds its own app through ``serving.app:factory`` (indexes, model and Redis client are
+per process); the world folder and config file reach the workers through environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.common import console, state
+from search.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the root app."""
+    app.command("serve")(serve)
+
+
+def serve(
+    world: Annotated[Path, typer.Option("--world", help="World folder with built indexes and features.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve /search, /events, /metrics and the search page at http://HOST:PORT/."""
+    import uvicorn
+
+    from serving.app import WORLD_ENV
+
+    if not (world / "world.json").is_file():
+        raise ConfigError(f"{world} is not a world folder (no world.json)")
+    state.settings()  # fail here, with a clear message, rather than in every worker
+    os.environ[WORLD_ENV] = str(world.resolve())
+    if state.config_file is not None:
+        os.environ["SMARTBLOCK_CONFIG"] = str(state.config_file.resolve())
+    # Models come from wheels; a server must never reach for the hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    console.print(f"serving {world} on http://{host}:{port}/ with {workers} worker(s)")
+    uvicorn.run(
+        "serving.app:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+    )
