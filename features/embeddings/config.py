@@ -1,4 +1,4 @@
-"""Settings of the user-embedding stage; meant for ``search.settings.Settings`` under the key ``embeddings``."""
+"""Settings of the user-embedding stage; for ``search.settings.Settings`` under the key ``embeddings``."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ class EmbeddingSettings(BaseModel):
     type: str = Field(default="m3", pattern="^m3$", description="The user-embedding model.")
     dim: int = Field(default=64, ge=4, le=1024, description="Width of user and block vectors.")
     short_items: int = Field(default=1, ge=1, description="Most recent items the short-range encoder reads.")
-    mid_items: int = Field(default=20, ge=2, description="Recent items the mid-range GRU reads.")
-    max_history: int = Field(default=100, ge=2, description="Items the long-range attention reads.")
+    mid_items: int = Field(default=10, ge=2, description="Recent items the mid-range GRU reads.")
+    max_history: int = Field(default=50, ge=2, description="Items the long-range attention reads.")
     # The K-window baseline (what M3 replaces): one mean vector per window, in days; 0 = the whole history.
     windows_days: tuple[float, ...] = Field(default=(1.0, 7.0, 0.0), min_length=1)
-    epochs: int = Field(default=30, ge=1, description="Upper bound; early stopping on validation recall.")
-    patience: int = Field(default=4, ge=1, description="Epochs without better validation recall@k.")
+    epochs: int = Field(default=20, ge=1, description="Upper bound; early stopping on validation recall.")
+    patience: int = Field(default=3, ge=1, description="Epochs without better validation recall@k.")
     max_train_seconds: float | None = Field(
         default=None, gt=0, description="Stop training after this wall time (large worlds)."
     )
@@ -36,7 +36,9 @@ class EmbeddingSettings(BaseModel):
     eval_max_events: int = Field(
         default=50_000, ge=1, description="Held-out clicks scored (a seeded sample when there are more)."
     )
-    threads: int = Field(default=2, ge=1, le=64, description="torch threads; the machines here are shared.")
+    # One thread: on the shared 2-core machines a second torch thread made a training step 15x slower
+    # (spin-waiting on a busy core), measured here under load.
+    threads: int = Field(default=1, ge=1, le=64, description="torch threads.")
     seed: int = Field(default=0, ge=0)
     model_dir: Path = Field(default=Path("worlds/models/m3"), description="Where trained versions are saved.")
 

@@ -1,0 +1,238 @@
+"""Each user's time-ordered consumed blocks, cut strictly before an instant so nothing leaks from later days.
+
+A consumed block is a click on a block that the request's page showed (clicks are joined to impressions on
+``(request_id, block_id)``; several clicks on one block's docs count once, at the first click). Every
+consumed event keeps its click time and its request's time: the request time is what a model may know
+when it is asked to rank that page.
+
+Events are stored flat, sorted by (user, click time), with CSR offsets per user, so a batch of histories
+is a few vectorized gathers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data.layout import DataLayout
+from features.embeddings.errors import NotEnoughData
+
+DAY_MS = 86_400_000
+PAD = 0  # item index 0 is padding; block i of the vocabulary is item i + 1
+N_GAP_BUCKETS = 24  # 0 padding, 1 "no previous event", 2.. log2-spaced gaps
+
+
+def day_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def gap_bucket(gap_ms: np.ndarray) -> np.ndarray:
+    """Log2-spaced buckets of a time gap (10 s to ~30 days); a negative gap means "no previous event"."""
+    seconds = np.maximum(np.asarray(gap_ms, dtype=np.float64), 0.0) / 1000.0
+    bucket = 2 + np.clip(np.floor(np.log2(1.0 + seconds / 10.0)), 0, N_GAP_BUCKETS - 3).astype(np.int64)
+    return np.where(np.asarray(gap_ms) < 0, 1, bucket)
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Consumed-block events of every user, sorted by (user, click time).
+
+    ``item`` holds 1-based indices into ``block_ids`` (0 is padding); ``offsets[u]:offsets[u + 1]`` are user
+    ``u``'s events; ``prev_gap_ms`` is the gap to the same user's previous event (-1 for the first).
+    """
+
+    block_ids: np.ndarray  # (B,) the item vocabulary
+    user_ids: np.ndarray  # (U,) users with at least one event, sorted
+    user: np.ndarray  # (N,) int64 user index
+    item: np.ndarray  # (N,) int64 item index, 1-based
+    ts_ms: np.ndarray  # (N,) click time
+    req_ms: np.ndarray  # (N,) the clicked page's request time (<= ts_ms)
+    prev_gap_ms: np.ndarray  # (N,)
+    offsets: np.ndarray  # (U + 1,)
+
+    @property
+    def n_items(self) -> int:
+        """Vocabulary size including the padding index."""
+        return len(self.block_ids) + 1
+
+    @property
+    def n_events(self) -> int:
+        return len(self.item)
+
+    def user_index(self) -> dict[str, int]:
+        return {u: i for i, u in enumerate(self.user_ids.tolist())}
+
+    def position(self) -> np.ndarray:
+        """(N,) each event's 0-based position in its user's sequence."""
+        return np.arange(self.n_events) - self.offsets[self.user]
+
+    def item_counts(self, before_ms: int | None = None) -> np.ndarray:
+        """(n_items,) consumed count of each item (index 0 stays 0), optionally only clicks before a time."""
+        keep = self.item if before_ms is None else self.item[self.ts_ms < before_ms]
+        return np.bincount(keep, minlength=self.n_items).astype(np.float64)
+
+    def before(self, cutoff_ms: int) -> Sequences:
+        """Only events clicked strictly before ``cutoff_ms`` (the same as building with that cutoff)."""
+        keep = self.ts_ms < cutoff_ms
+        kept_users, user = np.unique(self.user[keep], return_inverse=True)
+        user = user.astype(np.int64)
+        return Sequences(
+            block_ids=self.block_ids,
+            user_ids=self.user_ids[kept_users],
+            user=user,
+            item=self.item[keep],
+            ts_ms=self.ts_ms[keep],
+            req_ms=self.req_ms[keep],
+            prev_gap_ms=self.prev_gap_ms[keep],  # a kept event's predecessor is earlier, so kept too
+            offsets=np.searchsorted(user, np.arange(len(kept_users) + 1)).astype(np.int64),
+        )
+
+    def histories(
+        self, users: np.ndarray, ends: np.ndarray, length: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``length`` events of each user before a (exclusive) global end index, right-aligned.
+
+        Args:
+            users: (n,) user indices.
+            ends: (n,) global event indices within each user's range ``[offsets[u], offsets[u + 1]]``: the
+                history of end ``j`` is the user's events before ``j``; ``offsets[u + 1]`` gives it all.
+            length: history length L.
+
+        Returns:
+            items (n, L) int64 (0 = padding), gap buckets (n, L) int64, and the last history event's global
+            index (n,) (-1 when the history is empty).
+        """
+        users = np.asarray(users, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        starts = self.offsets[users]
+        idx = ends[:, None] - length + np.arange(length)[None, :]  # (n, L)
+        valid = idx >= starts[:, None]
+        safe = np.clip(idx, 0, max(self.n_events - 1, 0))
+        items = np.where(valid, self.item[safe], PAD)
+        first = idx == starts[:, None]  # the user's first event has no previous one
+        gaps = np.where(valid, np.where(first, 1, gap_bucket(self.prev_gap_ms[safe])), 0)
+        last = np.where(ends > starts, ends - 1, -1)
+        return items, gaps, last
+
+
+def consumed_table(
+    layout: DataLayout, *, before_ms: int | None = None, validate_rows: bool = True
+) -> pa.Table:
+    """Consumed-block events: user_id, block_id, ts_ms (first click), req_ms; only those strictly before
+    ``before_ms`` (both the click and its request), so a cutoff never lets later events in."""
+    end = None if before_ms is None else datetime.fromtimestamp((before_ms - 1) / 1000, tz=UTC).date()
+    imps = layout.read_events("impressions", end=end, validate_rows=validate_rows)
+    acts = layout.read_events("interactions", end=end, validate_rows=validate_rows)
+    acts = acts.filter(pc.equal(acts["type"], "click"))
+    clicks = pa.table(
+        {
+            "request_id": acts["request_id"],
+            "block_id": acts["block_id"],
+            "ts_ms": acts["ts"].cast(pa.int64()),
+        }
+    )
+    clicks = clicks.group_by(["request_id", "block_id"]).aggregate([("ts_ms", "min")])
+    clicks = clicks.rename_columns(["request_id", "block_id", "ts_ms"])
+    parent = pc.list_parent_indices(imps["shown"])
+    shown = pa.table(
+        {
+            "request_id": imps["request_id"].take(parent),
+            "block_id": pc.struct_field(pc.list_flatten(imps["shown"]), "block_id"),
+        }
+    )
+    # A click on a block the page did not show cannot be attributed to a request: it is dropped.
+    clicks = clicks.join(shown, keys=["request_id", "block_id"], join_type="inner")
+    reqs = pa.table(
+        {"request_id": imps["request_id"], "user_id": imps["user_id"], "req_ms": imps["ts"].cast(pa.int64())}
+    )
+    out = clicks.join(reqs, keys="request_id", join_type="inner")
+    if before_ms is not None:
+        out = out.filter(pc.less(out["ts_ms"], before_ms))
+    return out.select(["user_id", "block_id", "ts_ms", "req_ms"])
+
+
+def build_sequences(
+    layout: DataLayout,
+    block_ids: np.ndarray,
+    *,
+    before_ms: int | None = None,
+    validate_rows: bool = True,
+) -> Sequences:
+    """Sequences of consumed blocks before ``before_ms`` (all events when None) over a fixed vocabulary.
+
+    Blocks outside ``block_ids`` (created after the model was trained) are left out of the sequences.
+    """
+    table = consumed_table(layout, before_ms=before_ms, validate_rows=validate_rows)
+    vocab = {b: i + 1 for i, b in enumerate(block_ids.tolist())}
+    item = np.array([vocab.get(b, PAD) for b in table["block_id"].to_pylist()], dtype=np.int64)
+    users_raw = np.array(table["user_id"].to_pylist(), dtype=object)
+    ts = table["ts_ms"].to_numpy().astype(np.int64)
+    req = table["req_ms"].to_numpy().astype(np.int64)
+    known = item != PAD
+    item, users_raw, ts, req = item[known], users_raw[known], ts[known], req[known]
+    user_ids, user = (
+        np.unique(users_raw.astype(str), return_inverse=True)
+        if len(users_raw)
+        else (
+            np.array([], dtype=str),
+            np.array([], dtype=np.int64),
+        )
+    )
+    order = np.lexsort((item, ts, user))  # item breaks exact-time ties, so the order is deterministic
+    user, item, ts, req = user[order].astype(np.int64), item[order], ts[order], req[order]
+    offsets = np.searchsorted(user, np.arange(len(user_ids) + 1)).astype(np.int64)
+    prev_gap = np.full(len(item), -1, dtype=np.int64)
+    if len(item) > 1:
+        same = user[1:] == user[:-1]
+        prev_gap[1:] = np.where(same, ts[1:] - ts[:-1], -1)
+    return Sequences(
+        block_ids=np.asarray(block_ids, dtype=object),
+        user_ids=np.asarray(user_ids, dtype=object),
+        user=user,
+        item=item,
+        ts_ms=ts,
+        req_ms=np.minimum(req, ts),
+        prev_gap_ms=prev_gap,
+        offsets=offsets,
+    )
+
+
+@dataclass(frozen=True)
+class DaySplit:
+    """Train days, then validation days (early stopping), then test days (reported metrics)."""
+
+    train: tuple[date, date]
+    valid: tuple[date, date]
+    test: tuple[date, date]
+
+    @property
+    def valid_start_ms(self) -> int:
+        return day_ms(self.valid[0])
+
+    @property
+    def test_start_ms(self) -> int:
+        return day_ms(self.test[0])
+
+    @property
+    def end_ms(self) -> int:
+        return day_ms(self.test[1]) + DAY_MS
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {k: [d.isoformat() for d in getattr(self, k)] for k in ("train", "valid", "test")}
+
+
+def split_days(days: list[date], valid_days: int, test_days: int) -> DaySplit:
+    """The last ``test_days`` are held out for testing, the ``valid_days`` before them for validation."""
+    if len(days) < valid_days + test_days + 1:
+        raise NotEnoughData(
+            f"the logs span {len(days)} day(s); training needs at least one day before "
+            f"{valid_days} validation and {test_days} test day(s)"
+        )
+    train = days[: len(days) - valid_days - test_days]
+    valid = days[len(train) : len(train) + valid_days]
+    test = days[len(train) + valid_days :]
+    return DaySplit((train[0], train[-1]), (valid[0], valid[-1]), (test[0], test[-1]))

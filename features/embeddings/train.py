@@ -1,0 +1,137 @@
+"""Train M3 to predict each next consumed block with a sampled softmax, early-stopped on later days.
+
+Negatives: ``negatives`` blocks per batch, shared by its rows, drawn by (training count + 1) ** power; the
+logits are corrected by log Q (Bengio & Senecal; Yi et al. 2019) so the learned scores estimate the full
+softmax rather than penalizing popular blocks for being sampled often. A negative equal to a row's positive
+is masked out.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from features.embeddings.config import EmbeddingSettings
+from features.embeddings.encode import model_inputs, user_vectors
+from features.embeddings.errors import NotEnoughData
+from features.embeddings.evaluate import Scorer, evaluate
+from features.embeddings.model import M3
+from features.embeddings.sequences import Sequences
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainReport:
+    epochs: int = 0
+    best_epoch: int = 0
+    seconds: float = 0.0
+    examples: int = 0
+    stopped: str = "max_epochs"
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def m3_scorer(model: M3, seqs: Sequences, length: int) -> Scorer:
+    """Scores of every block for each target event's history, as of its request time."""
+
+    def score(idx: np.ndarray) -> torch.Tensor:
+        vecs, _ = user_vectors(model, seqs, seqs.user[idx], idx, seqs.req_ms[idx], length)
+        with torch.no_grad():
+            return model.score(torch.from_numpy(vecs))  # (n, B)
+
+    return score
+
+
+def build_model(n_items: int, settings: EmbeddingSettings) -> M3:
+    return M3(
+        n_items=n_items,
+        dim=settings.dim,
+        short_items=settings.short_items,
+        mid_items=settings.mid_items,
+        dropout=settings.dropout,
+    )
+
+
+def fit(
+    train: Sequences,
+    valid: Sequences,
+    valid_targets: np.ndarray,
+    settings: EmbeddingSettings,
+    *,
+    progress: Progress | None = None,
+) -> tuple[M3, TrainReport]:
+    """Train on every event of ``train`` that has a history; keep the epoch with the best validation
+    recall@k on ``valid_targets`` (events of ``valid``, which must not be in ``train``)."""
+    report_progress = progress or (lambda stage, done, total: None)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
+    examples = np.flatnonzero(train.position() >= 1)
+    if len(examples) == 0:
+        raise NotEnoughData("no training click has an earlier click of the same user to learn from")
+    model = build_model(train.n_items, settings)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    q = torch.from_numpy((train.item_counts()[1:] + 1.0) ** settings.negative_power)
+    q = q / q.sum()  # (B,) sampling distribution over real blocks
+    log_q = torch.log(q * settings.negatives).float()  # (B,) log expected draws per batch
+    metric = f"recall@{settings.eval_k}"
+    report = TrainReport(examples=len(examples))
+    best, best_state, waited = -1.0, copy.deepcopy(model.state_dict()), 0
+    start = time.perf_counter()
+    n_batches = (len(examples) + settings.batch_size - 1) // settings.batch_size
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = rng.permutation(examples)
+        total_loss = 0.0
+        for b in range(n_batches):
+            idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            items, gaps, ctx = model_inputs(
+                train, train.user[idx], idx, train.req_ms[idx], settings.max_history
+            )
+            target = torch.from_numpy(train.item[idx] - 1)  # (n,) 0-based block
+            negs = torch.multinomial(q, settings.negatives, replacement=True, generator=gen)  # (K,)
+            user, _ = model(items, gaps, ctx)  # (n, D)
+            table = model.item_vectors()  # (B, D)
+            pos = (user * table[target]).sum(1) - log_q[target]  # (n,)
+            neg = user @ table[negs].T - log_q[negs][None, :]  # (n, K)
+            neg = neg.masked_fill(negs[None, :] == target[:, None], float("-inf"))
+            logits = torch.cat([pos[:, None], neg], dim=1)  # (n, 1 + K)
+            loss = F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total_loss += float(loss.detach()) * len(idx)
+            report_progress(f"epoch {epoch}", b + 1, n_batches)
+        result = evaluate(
+            m3_scorer(model, valid, settings.max_history), valid, valid_targets, settings.eval_k
+        )
+        report.history.append({"epoch": epoch, "loss": total_loss / len(examples), metric: result[metric]})
+        report.epochs = epoch
+        if result[metric] > best:
+            best, best_state, waited, report.best_epoch = (
+                result[metric],
+                copy.deepcopy(model.state_dict()),
+                0,
+                epoch,
+            )
+        else:
+            waited += 1
+        if waited >= settings.patience:
+            report.stopped = "patience"
+            break
+        if (
+            settings.max_train_seconds is not None
+            and time.perf_counter() - start > settings.max_train_seconds
+        ):
+            report.stopped = "max_train_seconds"
+            break
+    report.seconds = round(time.perf_counter() - start, 2)
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, report
