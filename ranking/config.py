@@ -59,7 +59,7 @@ class WorldSettings(BaseModel):
     cache: bool = Field(default=True, description="Reuse built training sets cached under the world folder.")
     # Click logs hold tens of thousands of lists: bigger batches and steps than the LTR defaults, few epochs.
     train: TorchTrainSettings = TorchTrainSettings(
-        learning_rate=1e-3, lists_per_batch=128, max_epochs=30, patience=4, weight_decay=1e-5
+        learning_rate=2e-3, lists_per_batch=256, max_epochs=20, patience=3, weight_decay=1e-5
     )
 
 

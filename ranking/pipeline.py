@@ -171,6 +171,10 @@ def train_world_ranker(
 
 
 def world_holdout(source: WorldSource, manifest: dict[str, Any]) -> ListwiseData:
-    """The world's test days as click-labelled lists with the features the model in ``manifest`` uses."""
+    """The world's test days as click-labelled lists with the features the model in ``manifest`` uses.
+
+    No truth: a portal validates on its own logs. Pass ``functools.partial(world_holdout, source)`` to
+    ``ModelRegistry.validate`` so a candidate and the current model each get their own feature set.
+    """
     personalized = bool((manifest.get("features") or {}).get("personalized", True))
     return source.lists(source.split.test, personalized=personalized).data

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,15 +120,30 @@ class ModelRegistry:
         ranker.save(folder / version, metadata=metadata)
         return version
 
-    def validate(self, line: str, version: str, holdout: ListwiseData) -> ValidationReport:
-        """Compare ``version`` with the current model on ``holdout``; record and return the outcome."""
+    def validate(
+        self, line: str, version: str, holdout: ListwiseData | Callable[[dict[str, Any]], ListwiseData]
+    ) -> ValidationReport:
+        """Compare ``version`` with the current model on ``holdout``; record and return the outcome.
+
+        ``holdout`` may be a function of a model's manifest, for models whose inputs differ (e.g. with and
+        without user features): it must then give the same lists, with the features that model reads.
+        """
         candidate_dir = self.path(line, version)
         baseline = self.current(line)
         key = self.metric
-        value = float(evaluate_scores(holdout, self.load(line, version).score(holdout))[key])
+
+        def measure(v: str) -> tuple[float, int]:
+            data = holdout(read_manifest(self.path(line, v))) if callable(holdout) else holdout
+            return float(evaluate_scores(data, self.load(line, v).score(data))[key]), data.n_lists
+
+        value, n_lists = measure(version)
         base_value = delta = None
         if baseline is not None and baseline != version:
-            base_value = float(evaluate_scores(holdout, self.load(line, baseline).score(holdout))[key])
+            base_value, base_lists = measure(baseline)
+            if base_lists != n_lists:
+                raise RegistryError(
+                    f"the holdout gave {n_lists} lists for {version}, {base_lists} for {baseline}"
+                )
             delta = value - base_value
         report = ValidationReport(
             line=line,
@@ -139,7 +155,7 @@ class ModelRegistry:
             delta=None if delta is None else round(delta, 6),
             tolerance=self.tolerance,
             passed=delta is None or delta >= -self.tolerance,
-            holdout_lists=holdout.n_lists,
+            holdout_lists=n_lists,
             validated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         _write_json(candidate_dir / VALIDATION, asdict(report))

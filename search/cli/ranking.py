@@ -311,6 +311,7 @@ def validate(
 ) -> None:
     """Compare a candidate with the current model on a holdout; promotion needs this to pass."""
     from dataclasses import asdict
+    from functools import partial
 
     from ranking.base import read_manifest
     from search.errors import ConfigError
@@ -326,7 +327,8 @@ def validate(
         settings = _settings()
         with progress_bar(not as_json) as bar:
             source = WorldSource(world, settings.world, state.settings().features, progress=bar)
-            holdout = world_holdout(source, manifest)
+            source.table()
+        holdout: Any = partial(world_holdout, source)
     else:
         from ranking.ltr import load_svmlight
 
