@@ -161,6 +161,11 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+@pytest.fixture(scope="session", name="free_port")
+def free_port_fixture() -> Callable[[], int]:
+    return free_port
+
+
 @pytest.fixture(scope="session")
 def live_server() -> Callable[[FastAPI], LiveServer]:
     # A fixture returning the class: conftest modules are not importable under --import-mode=importlib.
