@@ -5,6 +5,13 @@ shapes of a world impression: dense features, one categorical id, user and block
 comparable with each other. Goal: p50 <= 2 ms for DCN and DASALC scoring 100 blocks on one thread.
 
     python benchmarks/bench_ranking.py [--lists 2000] [--features 64] [--threads 1] [--json]
+
+With ``--world DIR`` training throughput is measured on that world's real training days instead (the
+point-in-time training set, cached under the world folder): impressions/s = impressions of the training
+days x epochs / seconds (impressions without a click carry no listwise signal and are skipped by the torch
+models, but they are part of the logs a day of training must get through).
+
+    python benchmarks/bench_ranking.py --world /tmp/w_small_rank --epochs 2 --threads 2 [--json]
 """
 
 from __future__ import annotations
@@ -41,6 +48,51 @@ def synthetic(n_lists: int, list_size: int, n_features: int, seed: int) -> Listw
     )
 
 
+def world_throughput(world: str, threads: int, epochs: int, max_lists: int | None) -> dict:
+    """Impressions/s of every model trained for ``epochs`` fixed epochs on a world's training days."""
+    from ranking.config import RankingSettings
+    from ranking.world import WorldSource
+    from search.settings import Settings
+
+    settings = Settings()
+    ranking = RankingSettings()
+    source = WorldSource(world, ranking.world, settings.features)
+    train = source.lists(source.split.train).data
+    if max_lists is not None and max_lists < train.n_lists:
+        train = train.subset(np.arange(max_lists))
+    cfg = ranking.world.train.model_copy(update={"max_epochs": epochs, "valid_fraction": 0.0})
+    models = {
+        "linear": LinearRanker(train=cfg, threads=threads),
+        "mlp": MLPRanker(train=cfg, threads=threads),
+        "dcn": DCNRanker(train=cfg, threads=threads),
+        "dasalc": DASALCRanker(train=cfg, threads=threads),
+        "lgbm": LightGBMRanker(n_estimators=100, early_stopping_rounds=None, threads=threads),
+    }
+    rows = {}
+    for name, ranker in models.items():
+        started = time.perf_counter()
+        ranker.fit(train)
+        seconds = time.perf_counter() - started
+        passes = 1 if name == "lgbm" else epochs
+        rows[name] = {
+            "impressions_per_s": round(train.n_lists * passes / seconds, 1),
+            "train_seconds": round(seconds, 2),
+        }
+    return {
+        "setup": {
+            "world": world,
+            "train_days": source.split.to_json()["train"],
+            "impressions": train.n_lists,
+            "rows": train.n_rows,
+            "features": len(train.feature_names),
+            "epochs": epochs,
+            "lists_per_batch": cfg.lists_per_batch,
+            "threads": threads,
+        },
+        "models": rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lists", type=int, default=2000, help="training lists (impressions) of 8 blocks")
@@ -48,7 +100,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=300, help="timed inference calls per model")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--world", help="measure training throughput on this world's training days instead")
+    parser.add_argument("--epochs", type=int, default=2, help="with --world: fixed epochs per torch model")
+    parser.add_argument("--max-lists", type=int, default=None, help="with --world: first N impressions only")
     args = parser.parse_args()
+    if args.world:
+        report = world_throughput(args.world, args.threads, args.epochs, args.max_lists)
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return
+        print(f"setup: {report['setup']} (lgbm: impressions/s over its 100 trees, one pass)")
+        print(f"{'model':<12}{'impressions/s':>16}{'train s':>10}")
+        for name, r in report["models"].items():
+            print(f"{name:<12}{r['impressions_per_s']:>16}{r['train_seconds']:>10}")
+        return
 
     train = synthetic(args.lists, 8, args.features, seed=0)
     one_list = synthetic(1, 100, args.features, seed=1)

@@ -85,6 +85,10 @@ class RankingSettings(BaseModel):
     )
     train: TorchTrainSettings = TorchTrainSettings()
     ensemble_size: int = Field(default=5, ge=1, description="Seeds averaged by dasalc-ens.")
+    ensemble_refit: bool = Field(
+        default=False,
+        description="dasalc-ens: retrain each member on train + valid for its early-stopped epochs.",
+    )
     lgbm_trees: int = Field(default=300, ge=1)
     lgbm_learning_rate: float = Field(default=0.05, gt=0)
     lgbm_leaves: int = Field(default=31, ge=2)

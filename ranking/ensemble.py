@@ -1,7 +1,9 @@
 """DASALC-ens: DASALC trained with several seeds, scores averaged (Qin et al., ICLR 2021, section 4.3).
 
 Seeds change initial weights, batch order, dropout and the augmentation noise; averaging their scores
-reduces the variance of a single network, which matters most on small training sets.
+reduces the variance of a single network, which matters most on small training sets. With ``refit``, each
+member's number of epochs is chosen by early stopping on the validation lists, then the member is trained
+again from scratch on the training and validation lists together for exactly that many epochs.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ class DASALCEnsembleRanker(Ranker):
         attention_layers: int = 1,
         heads: int = 4,
         noise_std: float = 0.5,
+        refit: bool = False,
         train: TorchTrainSettings | None = None,
         threads: int = 1,
     ) -> None:
         self.n_members = n_members
+        self.refit = refit
         self.hidden = hidden
         self.dropout = dropout
         self.attention_layers = attention_layers
@@ -54,6 +58,7 @@ class DASALCEnsembleRanker(Ranker):
             "attention_layers": self.attention_layers,
             "heads": self.heads,
             "noise_std": self.noise_std,
+            "refit": self.refit,
             "train": self.train.model_dump(),
             "threads": self.threads,
         }
@@ -82,6 +87,18 @@ class DASALCEnsembleRanker(Ranker):
             train, valid = train.split(self.train.valid_fraction, seed=self.train.seed)
         for member in members:
             member.fit(train, valid, warm_start=warm_start)
+        if self.refit and valid is not None and not warm_start:
+            # Validation chose each member's number of epochs; now learn from every labelled list for exactly
+            # that many epochs (no early stopping left to do), with the same seed.
+            full = concat_lists(train, valid)
+            refitted = []
+            for i, member in enumerate(members):
+                epochs = max(1, int(member.info_["best_epoch"]))
+                fresh = self._member(i)
+                fresh.train = fresh.train.model_copy(update={"max_epochs": epochs, "valid_fraction": 0.0})
+                refitted.append(fresh.fit(full, None))
+                refitted[-1].info_ = {**fresh.info_, "validated": member.info_}
+            members = refitted
         self.members_ = members
         self.schema_ = members[0].schema_
         self.info_ = {"members": [m.info_ for m in members], "warm_start": warm_start}
@@ -120,3 +137,19 @@ class DASALCEnsembleRanker(Ranker):
             members.append(member)
         ranker.members_ = members
         return ranker
+
+
+def concat_lists(a: ListwiseData, b: ListwiseData) -> ListwiseData:
+    """The lists of ``a`` followed by those of ``b`` (same schema; slices are dropped)."""
+    a.schema.check(b)
+    return ListwiseData(
+        dense=np.concatenate([a.dense, b.dense]),
+        labels=np.concatenate([a.labels, b.labels]),
+        offsets=np.concatenate([a.offsets, a.offsets[-1] + b.offsets[1:]]),
+        feature_names=a.feature_names,
+        weights=np.concatenate([a.weights, b.weights]),
+        categorical=np.concatenate([a.categorical, b.categorical]),
+        cardinalities=tuple(max(x, y) for x, y in zip(a.cardinalities, b.cardinalities, strict=True)),
+        categorical_names=a.categorical_names,
+        vectors={k: np.concatenate([v, b.vectors[k]]) for k, v in a.vectors.items()},
+    )

@@ -43,7 +43,9 @@ def make_ranker(name: str, settings: RankingSettings | None = None, seed: int | 
             threads=threads,
         )
     if name == "dasalc-ens":
-        return DASALCEnsembleRanker(n_members=settings.ensemble_size, train=train, threads=threads)
+        return DASALCEnsembleRanker(
+            n_members=settings.ensemble_size, refit=settings.ensemble_refit, train=train, threads=threads
+        )
     cls = MODELS[name]
     return cls(train=train, threads=threads)  # type: ignore[call-arg]
 
