@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,6 +18,11 @@ class EmbeddingSettings(BaseModel):
     max_history: int = Field(default=50, ge=2, description="Items the long-range attention reads.")
     # The K-window baseline (what M3 replaces): one mean vector per window, in days; 0 = the whole history.
     windows_days: tuple[float, ...] = Field(default=(1.0, 7.0, 0.0), min_length=1)
+    baseline_table: Literal["trained", "m3"] = Field(
+        default="trained",
+        description="Item vectors of the average / multi baselines: their own table trained with a mean "
+        "encoder and the same loss, or M3's table.",
+    )
     epochs: int = Field(default=20, ge=1, description="Upper bound; early stopping on validation recall.")
     patience: int = Field(default=3, ge=1, description="Epochs without better validation recall@k.")
     max_train_seconds: float | None = Field(

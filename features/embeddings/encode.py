@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from features.embeddings.model import M3
+from features.embeddings.model import M3, MeanEncoder
 from features.embeddings.sequences import Sequences, gap_bucket
 
 
@@ -25,7 +25,7 @@ def model_inputs(
 
 @torch.no_grad()
 def user_vectors(
-    model: M3,
+    model: M3 | MeanEncoder,
     seqs: Sequences,
     users: np.ndarray,
     ends: np.ndarray,

@@ -123,3 +123,38 @@ class M3(nn.Module):
     def score(self, user: torch.Tensor) -> torch.Tensor:
         """(B, n_items - 1) logits of every real item for user vectors (B, D)."""
         return user @ self.item_vectors().T  # (B, n_items - 1)
+
+
+class MeanEncoder(nn.Module):
+    """The baselines' own item table: a user is the mean of their history's item vectors, trained with the
+    same next-block sampled softmax as M3 (YouTube-DNN style), so ``average`` and ``multi`` compare user
+    representations over embeddings learned for them rather than borrowed from M3.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> enc = MeanEncoder(n_items=20, dim=4)
+        >>> user, gate = enc(torch.tensor([[0, 2, 3]]), torch.tensor([[0, 1, 2]]), torch.tensor([3]))
+        >>> bool(torch.allclose(user[0], enc.items.weight[[2, 3]].mean(0))), tuple(gate.shape)
+        (True, (1, 1))
+    """
+
+    def __init__(self, *, n_items: int, dim: int = 64) -> None:
+        super().__init__()
+        self.n_items, self.dim = n_items, dim
+        self.items = nn.Embedding(n_items, dim, padding_idx=0)
+        nn.init.normal_(self.items.weight, std=0.1)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
+
+    def forward(
+        self, items: torch.Tensor, gaps: torch.Tensor, ctx_gap: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = (items > 0).unsqueeze(-1).float()  # (B, L, 1)
+        user = (self.items(items) * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
+        return user, torch.ones(len(items), 1)  # a single range: the gate is trivially 1
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.items.weight[1:]  # (n_items - 1, D)
+
+    def score(self, user: torch.Tensor) -> torch.Tensor:
+        return user @ self.item_vectors().T  # (B, n_items - 1)

@@ -22,7 +22,7 @@ from features.embeddings.model import M3
 from features.embeddings.persist import load_current, save_model
 from features.embeddings.sequences import Sequences, build_sequences, day_ms, split_days
 from features.embeddings.store import read_refresh_state, write_refresh_state, write_vectors
-from features.embeddings.train import fit, m3_scorer
+from features.embeddings.train import fit, m3_scorer, mean_encoder
 from features.store import RedisFeatureStore
 
 Progress = Callable[[str, int, int], None]
@@ -34,17 +34,23 @@ def vocabulary(layout: DataLayout, *, validate_rows: bool = True) -> np.ndarray:
 
 
 def compare(
-    model: M3, seqs: Sequences, targets: np.ndarray, popular_before_ms: int, settings: EmbeddingSettings
+    model: M3,
+    baseline_vecs: np.ndarray,
+    seqs: Sequences,
+    targets: np.ndarray,
+    popular_before_ms: int,
+    settings: EmbeddingSettings,
+    methods: tuple[str, ...] = METHODS,
 ) -> dict:
-    """recall@k and MRR of M3 and every baseline on the same target clicks, ranking all blocks."""
-    item_vecs = model.item_vectors().detach().numpy()
+    """recall@k and MRR of M3 and every baseline on the same target clicks, ranking all blocks; the
+    average and multi baselines score with ``baseline_vecs`` (B, D) as the item vectors."""
     scorers = {
-        "m3": m3_scorer(model, seqs, settings.max_history),
-        "popular": popular_scorer(seqs.item_counts(popular_before_ms)),
-        "average": average_scorer(seqs, item_vecs),
-        "multi": multi_scorer(seqs, item_vecs, settings.windows_days),
+        "m3": lambda: m3_scorer(model, seqs, settings.max_history),
+        "popular": lambda: popular_scorer(seqs.item_counts(popular_before_ms)),
+        "average": lambda: average_scorer(seqs, baseline_vecs),
+        "multi": lambda: multi_scorer(seqs, baseline_vecs, settings.windows_days),
     }
-    return {name: evaluate(scorers[name], seqs, targets, settings.eval_k) for name in METHODS}
+    return {name: evaluate(scorers[name](), seqs, targets, settings.eval_k) for name in methods}
 
 
 def train_user_embeddings(
@@ -83,8 +89,22 @@ def train_user_embeddings(
             f"no validation or test click with an earlier click of the same user ({split.as_json()})"
         )
     model, report = fit(train, valid, valid_targets, settings, progress=progress)
+    m3_table = model.item_vectors().detach().numpy()
+    baseline_report = None
+    if settings.baseline_table == "trained":
+        mean, baseline_report = fit(
+            train, valid, valid_targets, settings, progress=progress, build=mean_encoder, label="mean"
+        )
+        baseline_vecs = mean.item_vectors().detach().numpy()
+    else:
+        baseline_vecs = m3_table
     t0 = time.perf_counter()
-    metrics = compare(model, full, test_targets, split.test_start_ms, settings)
+    metrics = compare(model, baseline_vecs, full, test_targets, split.test_start_ms, settings)
+    if settings.baseline_table == "trained":  # also on M3's own table, for the record
+        also = compare(
+            model, m3_table, full, test_targets, split.test_start_ms, settings, ("average", "multi")
+        )
+        metrics["average_m3_table"], metrics["multi_m3_table"] = also["average"], also["multi"]
     eval_seconds = round(time.perf_counter() - t0, 2)
     as_of = int(full.ts_ms.max())
     users = np.arange(len(full.user_ids))
@@ -98,6 +118,8 @@ def train_user_embeddings(
             "data_range": {**split.as_json(), "vectors_as_of_ms": as_of},
             "metrics": metrics,
             "train": asdict(report),
+            "baseline_table": settings.baseline_table,
+            "baseline_train": asdict(baseline_report) if baseline_report else None,
             "eval_seconds": eval_seconds,
             "mean_gate": dict(zip(("short", "mid", "long"), gates.mean(0).round(4).tolist(), strict=True)),
         },
@@ -105,12 +127,11 @@ def train_user_embeddings(
     version = folder.name
     written = 0
     if store is not None:
-        item_vecs = model.item_vectors().detach().numpy()
         written = write_vectors(
             store,
             version,
             users=dict(zip(full.user_ids.tolist(), vecs, strict=True)),
-            blocks=dict(zip(block_ids.tolist(), item_vecs, strict=True)),
+            blocks=dict(zip(block_ids.tolist(), m3_table, strict=True)),
         )
         write_refresh_state(store, version, as_of + 1)
     return {
@@ -118,6 +139,7 @@ def train_user_embeddings(
         "folder": str(folder),
         "metrics": metrics,
         "train": asdict(report),
+        "baseline_train": asdict(baseline_report) if baseline_report else None,
         "data_range": split.as_json(),
         "written": written,
     }

@@ -21,10 +21,11 @@ from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import model_inputs, user_vectors
 from features.embeddings.errors import NotEnoughData
 from features.embeddings.evaluate import Scorer, evaluate
-from features.embeddings.model import M3
+from features.embeddings.model import M3, MeanEncoder
 from features.embeddings.sequences import Sequences
 
 Progress = Callable[[str, int, int], None]
+Encoder = M3 | MeanEncoder
 
 
 @dataclass
@@ -33,11 +34,16 @@ class TrainReport:
     best_epoch: int = 0
     seconds: float = 0.0
     examples: int = 0
+    examples_seen: int = 0
     stopped: str = "max_epochs"
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def m3_scorer(model: M3, seqs: Sequences, length: int) -> Scorer:
+def mean_encoder(n_items: int, settings: EmbeddingSettings) -> MeanEncoder:
+    return MeanEncoder(n_items=n_items, dim=settings.dim)
+
+
+def m3_scorer(model: Encoder, seqs: Sequences, length: int) -> Scorer:
     """Scores of every block for each target event's history, as of its request time."""
 
     def score(idx: np.ndarray) -> torch.Tensor:
@@ -49,6 +55,7 @@ def m3_scorer(model: M3, seqs: Sequences, length: int) -> Scorer:
 
 
 def build_model(n_items: int, settings: EmbeddingSettings) -> M3:
+    """The M3 model the settings describe."""
     return M3(
         n_items=n_items,
         dim=settings.dim,
@@ -65,9 +72,15 @@ def fit(
     settings: EmbeddingSettings,
     *,
     progress: Progress | None = None,
-) -> tuple[M3, TrainReport]:
+    build: Callable[[int, EmbeddingSettings], Encoder] = build_model,
+    label: str = "m3",
+) -> tuple[Encoder, TrainReport]:
     """Train on every event of ``train`` that has a history; keep the epoch with the best validation
-    recall@k on ``valid_targets`` (events of ``valid``, which must not be in ``train``)."""
+    recall@k on ``valid_targets`` (events of ``valid``, which must not be in ``train``).
+
+    ``build(n_items, settings)`` makes the encoder: M3 by default, ``mean_encoder`` for the baselines'
+    own item table.
+    """
     report_progress = progress or (lambda stage, done, total: None)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -75,7 +88,7 @@ def fit(
     examples = np.flatnonzero(train.position() >= 1)
     if len(examples) == 0:
         raise NotEnoughData("no training click has an earlier click of the same user to learn from")
-    model = build_model(train.n_items, settings)
+    model = build(train.n_items, settings)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     q = torch.from_numpy((train.item_counts()[1:] + 1.0) ** settings.negative_power)
     q = q / q.sum()  # (B,) sampling distribution over real blocks
@@ -85,10 +98,15 @@ def fit(
     best, best_state, waited = -1.0, copy.deepcopy(model.state_dict()), 0
     start = time.perf_counter()
     n_batches = (len(examples) + settings.batch_size - 1) // settings.batch_size
+
+    def out_of_time() -> bool:
+        limit = settings.max_train_seconds
+        return limit is not None and time.perf_counter() - start > limit
+
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = rng.permutation(examples)
-        total_loss = 0.0
+        total_loss, seen = 0.0, 0
         for b in range(n_batches):
             idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
             items, gaps, ctx = model_inputs(
@@ -107,11 +125,15 @@ def fit(
             loss.backward()
             opt.step()
             total_loss += float(loss.detach()) * len(idx)
-            report_progress(f"epoch {epoch}", b + 1, n_batches)
+            seen += len(idx)
+            report_progress(f"{label} epoch {epoch}", b + 1, n_batches)
+            if out_of_time():  # large logs: an epoch may not fit the budget; validate what was learned
+                break
         result = evaluate(
             m3_scorer(model, valid, settings.max_history), valid, valid_targets, settings.eval_k
         )
-        report.history.append({"epoch": epoch, "loss": total_loss / len(examples), metric: result[metric]})
+        report.history.append({"epoch": epoch, "loss": total_loss / max(seen, 1), metric: result[metric]})
+        report.examples_seen += seen
         report.epochs = epoch
         if result[metric] > best:
             best, best_state, waited, report.best_epoch = (
@@ -125,10 +147,7 @@ def fit(
         if waited >= settings.patience:
             report.stopped = "patience"
             break
-        if (
-            settings.max_train_seconds is not None
-            and time.perf_counter() - start > settings.max_train_seconds
-        ):
+        if out_of_time():
             report.stopped = "max_train_seconds"
             break
     report.seconds = round(time.perf_counter() - start, 2)

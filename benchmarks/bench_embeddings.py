@@ -1,0 +1,182 @@
+"""User-embedding benchmark: M3 training time on the small and large worlds, and bytes per user of one M3
+vector against K window vectors, measured in Redis (MEMORY USAGE) and computed from the payload.
+
+    smartblock world generate --scale small --seed 42 --out /tmp/w_small_m3
+    smartblock world generate --scale large --seed 42 --out /tmp/w_large_m3 --workers 2
+    python benchmarks/bench_embeddings.py --small /tmp/w_small_m3 [--large /tmp/w_large_m3] [--json]
+
+The large run is capped by ``--large-seconds`` of training (checked between batches) and scores a sample of
+``--large-eval`` held-out clicks against all blocks. Redis: REDIS_URL, else 127.0.0.1:6379 when it answers,
+else the embedded server; a throwaway namespace is written and deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from data.layout import DataLayout
+from features.config import FeatureStoreSettings
+from features.connection import connect
+from features.embeddings.baselines import _prefix_sums, window_vectors
+from features.embeddings.config import EmbeddingSettings
+from features.embeddings.encode import latest_user_vectors
+from features.embeddings.persist import load_model
+from features.embeddings.pipeline import train_user_embeddings
+from features.embeddings.sequences import build_sequences
+from features.embeddings.store import encode_vector, write_vectors
+from features.store import RedisFeatureStore
+
+
+def train_run(world: Path, settings: EmbeddingSettings) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    result = train_user_embeddings(DataLayout(world), settings, None, validate_rows=False)
+    train = result["train"]
+    return {
+        "world": str(world),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "train_seconds": train["seconds"],
+        "epochs": train["epochs"],
+        "best_epoch": train["best_epoch"],
+        "stopped": train["stopped"],
+        "train_examples": train["examples"],
+        "examples_per_second": round(train["examples_seen"] / max(train["seconds"], 1e-9)),
+        "metrics": result["metrics"],
+        "folder": result["folder"],
+    }
+
+
+def _store() -> RedisFeatureStore:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        try:
+            if redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=0.3).ping():
+                url = "redis://127.0.0.1:6379/0"
+        except (redis.RedisError, OSError):
+            url = None
+    settings = FeatureStoreSettings(
+        redis_url=url,
+        embedded_dir=Path(tempfile.mkdtemp(prefix="bench-redis-")),
+        namespace=f"bench{uuid.uuid4().hex[:8]}",
+        socket_timeout_s=5.0,
+    )
+    return RedisFeatureStore(connect(settings), settings)
+
+
+def bytes_per_user(world: Path, folder: Path, n_users: int) -> dict[str, Any]:
+    """M3 (one vector per user) against K windows stored as K keys or as one hash of K fields."""
+    saved = load_model(folder)
+    s = EmbeddingSettings.model_validate(saved.manifest["settings"])
+    seqs = build_sequences(DataLayout(world), saved.block_ids, validate_rows=False)
+    users = np.arange(min(n_users, len(seqs.user_ids)))
+    as_of = int(seqs.ts_ms.max())
+    m3_vecs, _ = latest_user_vectors(saved.model, seqs, users, as_of, s.max_history)
+    item_vecs = saved.model.item_vectors().detach().numpy()
+    win, _ = window_vectors(
+        seqs,
+        _prefix_sums(seqs, item_vecs),
+        users,
+        seqs.offsets[users + 1],
+        np.full(len(users), as_of),
+        s.windows_days,
+    )  # (K, n, D)
+    k = len(s.windows_days)
+    store = _store()
+    keys, version = store.keys, saved.version
+    ids = seqs.user_ids[users].tolist()
+    try:
+        write_vectors(store, version, users=dict(zip(ids, m3_vecs, strict=True)))
+        pipe = store.client.pipeline(transaction=False)
+        for i, u in enumerate(ids):
+            tag = keys.user_tag(u)
+            for w in range(k):  # K-window as K features, each laid out like the M3 vector
+                pipe.hset(keys.key(tag, f"uw{w}"), mapping={"v": encode_vector(win[w, i]), "m": version})
+            fields: dict[str, bytes | str] = {f"v{w}": encode_vector(win[w, i]) for w in range(k)}
+            pipe.hset(keys.key(tag, "uwk"), mapping={**fields, "m": version})  # K-window as one hash
+        pipe.execute()
+
+        def usage(names: list[str]) -> float:
+            p = store.client.pipeline(transaction=False)
+            for name in names:
+                p.memory_usage(name, samples=0)
+            return float(np.mean(p.execute()))
+
+        m3 = usage([keys.user_vector(u) for u in ids])
+        k_keys = k * usage([keys.key(keys.user_tag(u), f"uw{w}") for u in ids for w in range(k)])
+        k_hash = usage([keys.key(keys.user_tag(u), "uwk") for u in ids])
+    finally:
+        store.clear()
+    payload = s.dim * 2
+    return {
+        "users": len(ids),
+        "dim": s.dim,
+        "K": k,
+        "windows_days": list(s.windows_days),
+        "computed_payload_bytes": {"m3": payload, "k_window": k * payload, "ratio": 1 / k},
+        "redis_memory_usage_bytes": {
+            "m3_one_key": m3,
+            "k_window_k_keys": k_keys,
+            "k_window_one_hash": k_hash,
+            "ratio_vs_k_keys": round(m3 / k_keys, 3),
+            "ratio_vs_one_hash": round(m3 / k_hash, 3),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=Path, required=True, help="a small world folder")
+    parser.add_argument("--large", type=Path, help="a large world folder (optional)")
+    parser.add_argument(
+        "--large-seconds", type=float, default=600.0, help="training budget on the large world"
+    )
+    parser.add_argument(
+        "--large-eval", type=int, default=5000, help="held-out clicks scored on the large world"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--users", type=int, default=2000, help="users measured in Redis")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    out: dict[str, Any] = {"threads": args.threads, "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        small = EmbeddingSettings(threads=args.threads, model_dir=Path(tmp) / "small")
+        out["small"] = train_run(args.small, small)
+        out["bytes_per_user"] = bytes_per_user(args.small, Path(out["small"]["folder"]), args.users)
+        if args.large:
+            large = EmbeddingSettings(
+                threads=args.threads,
+                model_dir=Path(tmp) / "large",
+                max_train_seconds=args.large_seconds,
+                eval_max_events=args.large_eval,
+            )
+            out["large"] = train_run(args.large, large)
+    out["load_avg_after"] = os.getloadavg()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    for name in ("small", "large"):
+        if name in out:
+            r = out[name]
+            print(
+                f"{name}: trained {r['train_seconds']} s ({r['epochs']} epochs, {r['stopped']}), "
+                f"total {r['total_seconds']} s"
+            )
+            for method, row in r["metrics"].items():
+                print(
+                    f"  {method:8s} recall@10 {row['recall@10']:.4f}  mrr {row['mrr']:.4f}  "
+                    f"({row['events']} clicks)"
+                )
+    print(json.dumps(out["bytes_per_user"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
