@@ -5,6 +5,7 @@ Every command that reports metrics takes ``--json`` and then prints one JSON obj
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -41,6 +42,9 @@ def _root(
 
 
 def main() -> None:
+    # Models load from installed wheels or local folders; no command may reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         app()
     except SmartblockError as exc:

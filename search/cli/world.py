@@ -77,9 +77,14 @@ def quickstart(
     scale: Annotated[Scale, typer.Option("--scale")] = "small",
     workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, min(2, os.cpu_count() or 1)),
 ) -> None:
-    """Set up everything on the embedded defaults: generate the sample world (once) and describe it."""
+    """Set up everything on the embedded defaults: the sample world, its indexes and its features."""
+    from data.layout import DataLayout
     from data.world.generate import generate_world
     from data.world.stats import world_stats
+    from features.build import build_online_features
+    from features.connection import connect
+    from features.store import RedisFeatureStore
+    from retrieval.system import build_world_index
 
     settings = state.settings()
     world = world or settings.data_dir / scale
@@ -89,6 +94,14 @@ def quickstart(
         with progress_bar() as report:
             generate_world(world, scale=scale, seed=settings.world.seed, workers=workers, progress=report)
     _print_stats(world_stats(world))
+    with progress_bar() as report:
+        indexes = build_world_index(world, settings.retrieval, progress=report)
+    console.print({name: row["status"] for name, row in indexes.items()})
+    store = RedisFeatureStore(connect(settings.features), settings.features)
+    with progress_bar() as report:
+        built = build_online_features(DataLayout(world), store, progress=report)
+    where = settings.features.redis_url or f"the embedded Redis in {settings.features.embedded_dir}"
+    console.print(f"features: {built['events']:,} events into {where} in {built['seconds']['total']} s")
 
 
 def _print_counts(counts: dict) -> None:
