@@ -167,21 +167,17 @@ def build_sequences(
     Blocks outside ``block_ids`` (created after the model was trained) are left out of the sequences.
     """
     table = consumed_table(layout, before_ms=before_ms, validate_rows=validate_rows)
-    vocab = {b: i + 1 for i, b in enumerate(block_ids.tolist())}
-    item = np.array([vocab.get(b, PAD) for b in table["block_id"].to_pylist()], dtype=np.int64)
-    users_raw = np.array(table["user_id"].to_pylist(), dtype=object)
+    # Vectorized lookups (millions of events on large logs): position in the vocabulary, -1 when unknown.
+    pos = pc.index_in(table["block_id"], value_set=pa.array(block_ids.tolist(), pa.string()))
+    item = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    known = item != PAD
+    table = table.filter(pa.array(known))
+    item = item[known]
+    user_ids = np.array(sorted(pc.unique(table["user_id"]).to_pylist()), dtype=object)
+    user = pc.index_in(table["user_id"], value_set=pa.array(user_ids.tolist(), pa.string()))
+    user = user.to_numpy(zero_copy_only=False).astype(np.int64)
     ts = table["ts_ms"].to_numpy().astype(np.int64)
     req = table["req_ms"].to_numpy().astype(np.int64)
-    known = item != PAD
-    item, users_raw, ts, req = item[known], users_raw[known], ts[known], req[known]
-    user_ids, user = (
-        np.unique(users_raw.astype(str), return_inverse=True)
-        if len(users_raw)
-        else (
-            np.array([], dtype=str),
-            np.array([], dtype=np.int64),
-        )
-    )
     order = np.lexsort((item, ts, user))  # item breaks exact-time ties, so the order is deterministic
     user, item, ts, req = user[order].astype(np.int64), item[order], ts[order], req[order]
     offsets = np.searchsorted(user, np.arange(len(user_ids) + 1)).astype(np.int64)
@@ -191,7 +187,7 @@ def build_sequences(
         prev_gap[1:] = np.where(same, ts[1:] - ts[:-1], -1)
     return Sequences(
         block_ids=np.asarray(block_ids, dtype=object),
-        user_ids=np.asarray(user_ids, dtype=object),
+        user_ids=user_ids,
         user=user,
         item=item,
         ts_ms=ts,
