@@ -26,6 +26,7 @@ from features.config import FeatureStoreSettings
 from ranking.config import RankingSettings
 from retrieval.config import RetrievalSettings
 from search.errors import ConfigError
+from serving.config import ServingSettings
 
 Scale = Literal["tiny", "small", "large"]
 # The file chosen by load_settings(); read by the source hook below, so no global state is mutated.
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
     ranking: RankingSettings = RankingSettings()
+    serving: ServingSettings = ServingSettings()
 
     @classmethod
     def settings_customise_sources(
