@@ -60,12 +60,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,200000", help="Catalogue sizes to search.")
     parser.add_argument("--queries", type=int, default=300, help="Distinct logged queries to time.")
     parser.add_argument("--k", type=int, default=100)
+    parser.add_argument(
+        "--max-blocks", type=int, default=None, help="Encode only the first N real blocks (then tile them)."
+    )
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON report here.")
     args = parser.parse_args()
 
     settings = RetrievalSettings()
     layout = DataLayout(args.world)
-    passages = block_passages(layout)
+    passages = block_passages(layout)[: args.max_blocks]
     imps = layout.read_events("impressions", validate_rows=False)
     acts = layout.read_events("interactions", validate_rows=False)
     rng = np.random.default_rng(0)
