@@ -14,16 +14,14 @@ import numpy as np
 import torch
 
 from features.embeddings.evaluate import Scorer
-from features.embeddings.sequences import DAY_MS, Sequences
-
-_USER_SHIFT = 1 << 42  # (user, time in ms) packed in one int64: ms timestamps stay below 2^42 until 2109
+from features.embeddings.sequences import DAY_MS, USER_SHIFT, Sequences
 
 
 def popular_scorer(counts: np.ndarray) -> Scorer:
     """``counts`` (n_items,) consumed counts, index 0 = padding."""
     row = torch.from_numpy(np.asarray(counts[1:], dtype=np.float32))  # (B,)
 
-    def score(idx: np.ndarray) -> torch.Tensor:
+    def score(idx: np.ndarray, ends: np.ndarray) -> torch.Tensor:
         return row.expand(len(idx), -1)  # (n, B)
 
     return score
@@ -42,9 +40,9 @@ def average_scorer(seqs: Sequences, item_vecs: np.ndarray) -> Scorer:
     prefix = _prefix_sums(seqs, item_vecs)
     items_t = torch.from_numpy(item_vecs.astype(np.float32))
 
-    def score(idx: np.ndarray) -> torch.Tensor:
+    def score(idx: np.ndarray, ends: np.ndarray) -> torch.Tensor:
         start = seqs.offsets[seqs.user[idx]]
-        mean = (prefix[idx] - prefix[start]) / np.maximum(idx - start, 1)[:, None]  # (n, D)
+        mean = (prefix[ends] - prefix[start]) / np.maximum(ends - start, 1)[:, None]  # (n, D)
         return torch.from_numpy(mean.astype(np.float32)) @ items_t.T  # (n, B)
 
     return score
@@ -62,14 +60,14 @@ def window_vectors(
 
     A window of ``w`` days holds the user's events in [as_of - w days, end); ``w = 0`` means all of them.
     """
-    key = seqs.user * _USER_SHIFT + seqs.ts_ms  # sorted, as events are sorted by (user, time)
+    key = seqs.user * USER_SHIFT + seqs.ts_ms  # sorted, as events are sorted by (user, time)
     starts = seqs.offsets[users]
     vecs, present = [], []
     for w in windows_days:
         if w <= 0:
             lo = starts
         else:
-            lo = np.searchsorted(key, users * _USER_SHIFT + (as_of_ms - int(w * DAY_MS)), side="left")
+            lo = np.searchsorted(key, users * USER_SHIFT + (as_of_ms - int(w * DAY_MS)), side="left")
             lo = np.clip(lo, starts, ends)
         mean = (prefix[ends] - prefix[lo]) / np.maximum(ends - lo, 1)[:, None]  # (n, D)
         norm = np.linalg.norm(mean, axis=1, keepdims=True)
@@ -82,8 +80,8 @@ def multi_scorer(seqs: Sequences, item_vecs: np.ndarray, windows_days: tuple[flo
     prefix = _prefix_sums(seqs, item_vecs)
     items_t = torch.from_numpy(item_vecs.astype(np.float32))
 
-    def score(idx: np.ndarray) -> torch.Tensor:
-        vecs, present = window_vectors(seqs, prefix, seqs.user[idx], idx, seqs.req_ms[idx], windows_days)
+    def score(idx: np.ndarray, ends: np.ndarray) -> torch.Tensor:
+        vecs, present = window_vectors(seqs, prefix, seqs.user[idx], ends, seqs.req_ms[idx], windows_days)
         per_window = torch.from_numpy(vecs.astype(np.float32)) @ items_t.T  # (K, n, B)
         mask = torch.from_numpy(~present)[:, :, None]  # (K, n, 1)
         return per_window.masked_fill(mask, float("-inf")).amax(0)  # (n, B)

@@ -17,7 +17,7 @@ from features.embeddings.baselines import average_scorer, multi_scorer, popular_
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import latest_user_vectors
 from features.embeddings.errors import EmbeddingError, NotEnoughData
-from features.embeddings.evaluate import evaluate, held_out_targets
+from features.embeddings.evaluate import ends_before_request, evaluate, held_out_targets
 from features.embeddings.model import M3
 from features.embeddings.persist import load_current, save_model
 from features.embeddings.sequences import Sequences, build_sequences, day_ms, split_days
@@ -41,6 +41,7 @@ def compare(
     popular_before_ms: int,
     settings: EmbeddingSettings,
     methods: tuple[str, ...] = METHODS,
+    ends: np.ndarray | None = None,
 ) -> dict:
     """recall@k and MRR of M3 and every baseline on the same target clicks, ranking all blocks; the
     average and multi baselines score with ``baseline_vecs`` (B, D) as the item vectors."""
@@ -50,7 +51,7 @@ def compare(
         "average": lambda: average_scorer(seqs, baseline_vecs),
         "multi": lambda: multi_scorer(seqs, baseline_vecs, settings.windows_days),
     }
-    return {name: evaluate(scorers[name](), seqs, targets, settings.eval_k) for name in methods}
+    return {name: evaluate(scorers[name](), seqs, targets, settings.eval_k, ends) for name in methods}
 
 
 def train_user_embeddings(
@@ -105,6 +106,12 @@ def train_user_embeddings(
             model, m3_table, full, test_targets, split.test_start_ms, settings, ("average", "multi")
         )
         metrics["average_m3_table"], metrics["multi_m3_table"] = also["average"], also["multi"]
+    # Stricter: histories cut at the target's request time (no clicks from the same page), as a ranker sees.
+    ends = ends_before_request(full, test_targets)
+    keep = ends > full.offsets[full.user[test_targets]]
+    before_request = compare(
+        model, baseline_vecs, full, test_targets[keep], split.test_start_ms, settings, ends=ends[keep]
+    )
     eval_seconds = round(time.perf_counter() - t0, 2)
     as_of = int(full.ts_ms.max())
     users = np.arange(len(full.user_ids))
@@ -117,6 +124,7 @@ def train_user_embeddings(
         extra={
             "data_range": {**split.as_json(), "vectors_as_of_ms": as_of},
             "metrics": metrics,
+            "metrics_before_request": before_request,
             "train": asdict(report),
             "baseline_table": settings.baseline_table,
             "baseline_train": asdict(baseline_report) if baseline_report else None,
@@ -138,6 +146,7 @@ def train_user_embeddings(
         "version": version,
         "folder": str(folder),
         "metrics": metrics,
+        "metrics_before_request": before_request,
         "train": asdict(report),
         "baseline_train": asdict(baseline_report) if baseline_report else None,
         "data_range": split.as_json(),

@@ -23,6 +23,7 @@ from features.embeddings.errors import NotEnoughData
 
 DAY_MS = 86_400_000
 PAD = 0  # item index 0 is padding; block i of the vocabulary is item i + 1
+USER_SHIFT = 1 << 42  # (user, time in ms) packed in one int64: ms timestamps stay below 2^42 until 2109
 N_GAP_BUCKETS = 24  # 0 padding, 1 "no previous event", 2.. log2-spaced gaps
 
 

@@ -46,8 +46,8 @@ def mean_encoder(n_items: int, settings: EmbeddingSettings) -> MeanEncoder:
 def m3_scorer(model: Encoder, seqs: Sequences, length: int) -> Scorer:
     """Scores of every block for each target event's history, as of its request time."""
 
-    def score(idx: np.ndarray) -> torch.Tensor:
-        vecs, _ = user_vectors(model, seqs, seqs.user[idx], idx, seqs.req_ms[idx], length)
+    def score(idx: np.ndarray, ends: np.ndarray) -> torch.Tensor:
+        vecs, _ = user_vectors(model, seqs, seqs.user[idx], ends, seqs.req_ms[idx], length)
         with torch.no_grad():
             return model.score(torch.from_numpy(vecs))  # (n, B)
 
