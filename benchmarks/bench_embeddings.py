@@ -113,6 +113,15 @@ def bytes_per_user(world: Path, folder: Path, n_users: int) -> dict[str, Any]:
         m3 = usage([keys.user_vector(u) for u in ids])
         k_keys = k * usage([keys.key(keys.user_tag(u), f"uw{w}") for u in ids for w in range(k)])
         k_hash = usage([keys.key(keys.user_tag(u), "uwk") for u in ids])
+        # A hash value over hash-max-listpack-value (64 bytes by default) turns the hash into a hashtable,
+        # which costs about 230 bytes more than a listpack: a 64-dim float16 vector (128 bytes) crosses it.
+        encoding = {
+            "m3": store.client.object("encoding", keys.user_vector(ids[0])).decode(),
+            "k_window_one_hash": store.client.object(
+                "encoding", keys.key(keys.user_tag(ids[0]), "uwk")
+            ).decode(),
+            "hash_max_listpack_value": store.client.config_get("hash-max-listpack-value"),
+        }
     finally:
         store.clear()
     payload = s.dim * 2
@@ -128,6 +137,7 @@ def bytes_per_user(world: Path, folder: Path, n_users: int) -> dict[str, Any]:
             "k_window_one_hash": k_hash,
             "ratio_vs_k_keys": round(m3 / k_keys, 3),
             "ratio_vs_one_hash": round(m3 / k_hash, 3),
+            "encoding": encoding,
         },
     }
 
