@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from features.config import FeatureStoreSettings
+from features.embeddings.config import EmbeddingSettings
 from ranking.config import RankingSettings
 from retrieval.config import RetrievalSettings
 from search.errors import ConfigError
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     world: WorldSettings = WorldSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
+    embeddings: EmbeddingSettings = EmbeddingSettings()
     ranking: RankingSettings = RankingSettings()
     serving: ServingSettings = ServingSettings()
 
