@@ -22,7 +22,7 @@ Entity = Literal["query_block", "block", "query", "user", "user_block", "request
 Source = Literal["stream", "batch", "static"]
 
 # The user hash: recent interest and long-term profile (each in chunks), the M3 vector and its model version.
-USER_FIELDS = [*chunk_fields("r"), *chunk_fields("p"), "v", "m"]
+USER_FIELDS = [*chunk_fields("r"), *chunk_fields("p"), *chunk_fields("v"), "m"]
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0

@@ -3,8 +3,12 @@
 Layout (one hash per entity, in the entity's hash tag, so it sits with the rest of that user's or block's
 state on a cluster):
 
-    Keys.user_vector(user_id)   -> {"v": float16 little-endian bytes (dim * 2), "m": model version}
-    Keys.block_vector(block_id) -> {"v": ..., "m": ...}
+    Keys.user_vector(user_id)   -> {"v", "v1", ...: float16 little-endian bytes (dim * 2) in 64-byte chunks
+                                    (features.packing.split_blob), "m": model version}
+    Keys.block_vector(block_id) -> the same fields
+
+The user's vector shares the user's one compact hash with the other per-user state; chunks keep every value
+under Redis's 64-byte limit for compact hashes.
 
 User vectors expire with the store's ``user_ttl_days`` like other per-user state; block vectors do not.
 A user vector is only comparable with block vectors of the same model version: ``read_vectors`` marks
@@ -19,9 +23,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from features.embeddings.errors import VectorFormatError
+from features.packing import chunk_fields, join_blob, split_blob
 from features.store import RedisFeatureStore
 
 VECTOR_FIELD, VERSION_FIELD = "v", "m"
+VECTOR_FIELDS = [*chunk_fields(VECTOR_FIELD), VERSION_FIELD]  # what to fetch for one vector
 DTYPE = np.dtype("<f2")
 
 
@@ -60,7 +66,8 @@ def write_vectors(
         *((keys.block_vector(b), v, False) for b, v in (blocks or {}).items()),
     ]
     for key, vec, expires in items:
-        pipe.hset(key, mapping={VECTOR_FIELD: encode_vector(vec), VERSION_FIELD: version})
+        pipe.hdel(key, *chunk_fields(VECTOR_FIELD))  # a model with fewer dims must not leave stale chunks
+        pipe.hset(key, mapping={**split_blob(VECTOR_FIELD, encode_vector(vec)), VERSION_FIELD: version})
         if expires:
             pipe.expire(key, ttl)
         pending += 1
@@ -76,7 +83,7 @@ def write_vectors(
 def similarity_from_hashes(
     user_hash: Mapping[str, bytes], block_hashes: Sequence[Mapping[str, bytes]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine (n,), present (n,)) from hashes already fetched with fields ["v", "m"] (e.g. by
+    """(cosine (n,), present (n,)) from hashes already fetched with ``VECTOR_FIELDS`` (e.g. by
     ``RedisFeatureStore.fetch``); cosine is 0 where the user or the block vector is absent."""
     user_vec, block_mat, present = _decode(user_hash, block_hashes)
     return cosine(user_vec, block_mat, present), present
@@ -88,7 +95,7 @@ def read_vectors(
     """The user's vector (None when absent), the blocks' vectors (n, D) float32 (zeros where absent) and a
     present mask (n,), in one pipelined round trip. With a user vector, a block counts as present only if
     it carries the same model version."""
-    fields = [VECTOR_FIELD, VERSION_FIELD]
+    fields = VECTOR_FIELDS
     items = [
         (store.keys.user_vector(user_id), fields),
         *((store.keys.block_vector(b), fields) for b in block_ids),
@@ -111,12 +118,13 @@ def cosine(user_vec: np.ndarray | None, block_mat: np.ndarray, present: np.ndarr
 def _decode(
     user_hash: Mapping[str, bytes], block_hashes: Sequence[Mapping[str, bytes]]
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    user_vec = decode_vector(user_hash[VECTOR_FIELD]) if VECTOR_FIELD in user_hash else None
+    raw_user = join_blob(user_hash, VECTOR_FIELD)
+    user_vec = decode_vector(raw_user) if raw_user is not None else None
     version = user_hash.get(VERSION_FIELD)
     dim = len(user_vec) if user_vec is not None else None
     vecs: list[np.ndarray | None] = []
     for h in block_hashes:
-        raw = h.get(VECTOR_FIELD)
+        raw = join_blob(h, VECTOR_FIELD)
         same_model = user_vec is None or h.get(VERSION_FIELD) == version
         vecs.append(decode_vector(raw) if raw is not None and same_model else None)
         if vecs[-1] is not None:

@@ -105,3 +105,21 @@ def test_unreachable_server_is_a_clear_error() -> None:
     settings = FeatureStoreSettings(redis_url="redis://127.0.0.1:1/0", socket_timeout_s=0.2)
     with pytest.raises(StoreUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
         connect(settings)
+
+
+def test_user_hash_stays_compact_with_every_field_full(store: RedisFeatureStore) -> None:
+    """Recent interest, profile and a 64-d vector in one user hash, each value under Redis's 64-byte limit."""
+    import numpy as np
+
+    from features.embeddings.store import read_vectors, write_vectors
+    from features.packing import RECENT_HEAD, RECENT_ITEM, pack_profile, split_blob
+
+    key = store.keys.user("u-full")
+    recent = RECENT_HEAD.pack(1.7e9) + b"".join(RECENT_ITEM.pack(i, 0.5) for i in range(16))
+    profile = pack_profile([1 / 6] * 6, 0.5, 40, [(f"kw{i}", 0.04) for i in range(24)])
+    store.write_hashes({key: {**split_blob("r", recent), **split_blob("p", profile)}}, replace=False)
+    vec = np.linspace(-1, 1, 64).astype(np.float32)
+    write_vectors(store, "m3-test", users={"u-full": vec})
+    assert store.client.object("encoding", key) in (b"listpack", b"ziplist")
+    user_vec, _, _ = read_vectors(store, "u-full", [])
+    assert user_vec is not None and np.allclose(user_vec, vec, atol=1e-3)
