@@ -92,12 +92,13 @@ def world_stats(root: Path | str, *, min_clicks: int = MIN_CLICKS_FOR_ENTROPY) -
         }
 
     ent_bucket = np.digitize(req_entropy, cuts)
+    lowest, highest = (float(ent_values[0]), float(ent_values[-1])) if len(ent_values) else (0.0, 0.0)
     by_entropy = {
         name: {
             **summary(~np.isnan(req_entropy) & (ent_bucket == i)),
             "entropy_range_bits": [
-                float(cuts[i - 1]) if i > 0 else float(ent_values.min(initial=0.0)),
-                float(cuts[i]) if i < 2 else float(ent_values.max(initial=0.0)),
+                float(cuts[i - 1]) if i > 0 else lowest,
+                float(cuts[i]) if i < 2 else highest,
             ],
         }
         for i, name in enumerate(ENTROPY_BUCKETS)
