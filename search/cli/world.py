@@ -76,8 +76,10 @@ def quickstart(
     ] = None,
     scale: Annotated[Scale, typer.Option("--scale")] = "small",
     workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, min(2, os.cpu_count() or 1)),
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API when set up.")] = True,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
 ) -> None:
-    """Set up everything on the embedded defaults: the sample world, its indexes and its features."""
+    """Set up everything on the embedded defaults (world, indexes, features, default ranker); serve."""
     from data.layout import DataLayout
     from data.world.generate import generate_world
     from data.world.stats import world_stats
@@ -102,6 +104,34 @@ def quickstart(
         built = build_online_features(DataLayout(world), store, progress=report)
     where = settings.features.redis_url or f"the embedded Redis in {settings.features.embedded_dir}"
     console.print(f"features: {built['events']:,} events into {where} in {built['seconds']['total']} s")
+    _default_ranker(world)
+    if serve:
+        from search.cli.serving import serve as run_server
+
+        run_server(world=world, port=port)
+
+
+def _default_ranker(world: Path) -> None:
+    """Train LightGBM (quick, strong on these features) and promote it when the line has no model yet."""
+    from ranking.pipeline import train_world_ranker
+    from ranking.registry import ModelRegistry
+    from ranking.world import WorldSource
+
+    settings = state.settings()
+    ranking = settings.ranking
+    registry = ModelRegistry(
+        ranking.registry_dir, tolerance=ranking.tolerance, metric=ranking.promotion_metric
+    )
+    if "ranker" in registry.lines() and registry.current("ranker") is not None:
+        console.print(f"using the promoted ranker {registry.current('ranker')} in {ranking.registry_dir}")
+        return
+    with progress_bar() as report:
+        source = WorldSource(world, ranking.world, settings.features, progress=report)
+        source.table()
+    version, _ = train_world_ranker("lgbm", source, ranking, registry)
+    # Nothing is promoted yet, so there is no current model to validate against.
+    registry.promote("ranker", version, force=True)
+    console.print(f"trained and promoted ranker {version} (lgbm) in {ranking.registry_dir}")
 
 
 def _print_counts(counts: dict) -> None:
