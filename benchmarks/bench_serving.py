@@ -1,10 +1,10 @@
 """Load benchmark of the search API over real HTTP on loopback (not a timed test).
 
-Starts ``uvicorn serving.app:factory`` in a subprocess for a prepared world (indexes built, features in
-Redis, a promoted ranker: what ``smartblock quickstart`` leaves behind), warms the query caches with one pass
-over the queries, then drives GET /search with an asyncio + httpx client at concurrency 1, 8 and 32 and
-reports p50 / p99 latency, throughput and errors. GET /healthz measured the same way is the baseline: what
-HTTP, uvicorn and the client cost without any search work.
+Starts ``smartblock serve`` (uvicorn workers and a stream consumer) in a subprocess for a prepared world
+(indexes built, features in Redis, a promoted ranker: what ``smartblock quickstart`` leaves behind), warms
+the query caches with one pass over the queries, then drives GET /search with an asyncio + httpx client at
+concurrency 1, 8 and 32 and reports p50 / p99 latency, throughput and errors. GET /healthz measured the same
+way is the baseline: what HTTP, uvicorn and the client cost without any search work.
 
     python benchmarks/bench_serving.py --world worlds/small [--requests 2000] [--seconds 20] [--json]
 
@@ -125,8 +125,9 @@ def main() -> None:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
-    cmd = [sys.executable, "-m", "uvicorn", "serving.app:factory", "--factory", "--port", str(port)]
-    cmd += ["--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
+    # The real command, so the benchmark measures the deployed layout (API workers + one stream consumer).
+    cmd = [sys.executable, "-m", "search.cli", "serve", "--world", str(args.world), "--port", str(port)]
+    cmd += ["--workers", str(args.workers), "--log-level", "warning"]
     server = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

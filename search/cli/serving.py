@@ -7,6 +7,8 @@ per process); the world folder and config file reach the workers through environ
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +45,19 @@ def serve(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     console.print(f"serving {world} on http://{host}:{port}/ with {workers} worker(s)")
-    uvicorn.run(
-        "serving.app:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
-    )
+    consumer = None
+    if state.settings().serving.consume_events:
+        # One stream consumer process beside the API workers: clicks change features live, and the workers
+        # keep their interpreter to themselves (an in-process consumer costs them ~15% throughput).
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "search.cli", "features", "stream"], env=os.environ.copy()
+        )
+        os.environ["SMARTBLOCK_SERVING__CONSUME_EVENTS"] = "false"
+    try:
+        uvicorn.run(
+            "serving.app:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+        )
+    finally:
+        if consumer is not None:
+            consumer.terminate()
+            consumer.wait(timeout=10)
