@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.layout import DataLayout
+from features.dataset import day_start_ms
 from features.embeddings.errors import NotEnoughData
 
 DAY_MS = 86_400_000
@@ -27,8 +28,8 @@ USER_SHIFT = 1 << 42  # (user, time in ms) packed in one int64: ms timestamps st
 N_GAP_BUCKETS = 24  # 0 padding, 1 "no previous event", 2.. log2-spaced gaps
 
 
-def day_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+# Midnight UTC in epoch ms: the one definition the training sets use, so the cuts agree.
+day_ms = day_start_ms
 
 
 def gap_bucket(gap_ms: np.ndarray) -> np.ndarray:
