@@ -30,6 +30,13 @@ class BlockKind(StrEnum):
     GENRE = "genre"  # one entity x one genre: "jeju island videos"
 
 
+class Team(StrEnum):
+    """The side of a team-draft interleaved page a block came from."""
+
+    A = "a"
+    B = "b"
+
+
 class InteractionType(StrEnum):
     CLICK = "click"
     DWELL = "dwell"
@@ -74,9 +81,14 @@ class SearchImpression(Record):
     query: NonEmptyStr
     shown: Annotated[list[ShownBlock], Field(min_length=1)]
     n_candidates: Annotated[int, Field(ge=0)]
+    # Comma-separated when the user is in experiments of several layers: the i-th variant belongs to the i-th
+    # experiment (``search.experiments.assignment``).
     experiment: NonEmptyStr
     variant: NonEmptyStr
     ranker_version: NonEmptyStr
+    # Team-draft interleaving only: which of the variant's two rankers ("a" or "b") put each block of
+    # ``shown`` on the page, in the order of ``shown``; None on every other page.
+    teams: list[Team] | None = None
 
     @model_validator(mode="after")
     def _positions_are_distinct(self) -> SearchImpression:
@@ -85,6 +97,8 @@ class SearchImpression(Record):
             raise ValueError("shown blocks repeat a position")
         if self.n_candidates < len(self.shown):
             raise ValueError(f"n_candidates={self.n_candidates} is below the {len(self.shown)} blocks shown")
+        if self.teams is not None and len(self.teams) != len(self.shown):
+            raise ValueError(f"teams has {len(self.teams)} entries for {len(self.shown)} shown blocks")
         return self
 
 

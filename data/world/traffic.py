@@ -244,6 +244,7 @@ def _impressions_table(
             pa.array(["default"] * n, pa.string()),
             pa.array(["logging"] * n, pa.string()),
             pa.array([LOGGING_POLICY] * n, pa.string()),
+            pa.nulls(n, schema.field("teams").type),  # no interleaving in the logging policy's pages
         ],
         schema=schema,
     )
