@@ -3,7 +3,8 @@
 The consumer makes clicks posted to /events change the live features within about a second (the stream
 consumer of the feature store, run in-process for a self-contained server; a deployment can run
 ``smartblock features stream`` instead and set ``serving.consume_events: false``). The watcher makes every
-worker follow a promotion or rollback done through another worker or the CLI.
+worker follow a promotion or rollback done through another worker or the CLI, and a change of the
+experiment config file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import redis
 
 from features.stream import StreamConsumer, default_consumer_name
 from ranking.errors import RankingError
+from search.errors import ConfigError
 from serving.pipeline import SearchPipeline
 from serving.store import GuardedStore
 
@@ -30,6 +32,7 @@ class Background:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.consumer: StreamConsumer | None = None
+        self._last_config_error = ""
 
     def start(self) -> None:
         targets = [self._watch_registry]
@@ -49,8 +52,16 @@ class Background:
         while not self._stop.wait(self.poll_s):
             try:
                 self.pipeline.reload_model()
-            except RankingError as exc:  # a broken new version: keep serving the loaded one
+            except (RankingError, ConfigError) as exc:  # a broken new version: keep serving the loaded one
                 log.warning("model reload failed, keeping %s: %s", self.pipeline.model, exc)
+            try:
+                self.pipeline.reload_experiments()
+            except ConfigError as exc:  # half-written or invalid: keep the loaded config, say why once
+                if str(exc) != self._last_config_error:
+                    log.warning("experiment config not reloaded, keeping the loaded one: %s", exc)
+                self._last_config_error = str(exc)
+            else:
+                self._last_config_error = ""
 
     def _consume(self) -> None:
         store = self.store.store

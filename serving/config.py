@@ -48,7 +48,9 @@ class ServingSettings(BaseModel):
         default=5.0, gt=0, description="Seconds between checks of the registry for a promotion or rollback."
     )
     experiments_file: Path | None = Field(
-        default=None, description="YAML with `experiment` and `variant`; reloaded by POST /admin/experiments."
+        default=None,
+        description="Experiment config (search.experiments.config); re-read every `model_poll_s` seconds and "
+        "on POST /admin/experiments/reload, swapped in only when valid.",
     )
     torch_threads: int = Field(default=1, ge=1, le=64, description="Per worker; requests run in parallel.")
 

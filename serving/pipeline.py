@@ -10,25 +10,29 @@ the rows every feature has without Redis (catalogue attributes and declared defa
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
-import yaml
 
-from data.contracts import SearchImpression, ShownBlock
+from data.contracts import SearchImpression, ShownBlock, Team
 from features.connection import StoreUnavailable
 from features.definitions import NAMES, Request
-from ranking.errors import RegistryError
+from features.groups import PERSONAL_GROUPS, default_mask
+from ranking.errors import RankingError, RegistryError
 from ranking.registry import ModelRegistry
 from retrieval.base import BaseRetriever, Hit
 from retrieval.cache import LruCache
+from retrieval.fusion import fuse
 from retrieval.query import check_query, normalise
 from search.errors import ConfigError
+from search.experiments.assignment import Assigner, Treatment
+from search.experiments.config import RETRIEVAL_ORDER, ExperimentConfig, load_config, split_ranker
+from search.experiments.interleaving import team_draft
 from serving.catalog import BlockView, ServingCatalog
 from serving.config import ServingSettings
 from serving.errors import NotReady
@@ -39,23 +43,7 @@ from serving.store import GuardedStore
 NO_MODEL = "retrieval-order"  # ranker_version reported when no model is promoted
 
 
-@dataclass(frozen=True)
-class Experiment:
-    experiment: str = "default"
-    variant: str = "control"
-
-    @classmethod
-    def from_file(cls, path: Path | None) -> Experiment:
-        if path is None:
-            return cls()
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"experiment config {path}: {exc}") from exc
-        if not isinstance(raw, dict) or set(raw) - {"experiment", "variant"}:
-            raise ConfigError(f"experiment config {path}: expected only the keys 'experiment' and 'variant'")
-        values = {k: str(v) for k, v in raw.items() if v}
-        return cls(**values)
+DEFAULT_EXPLORATION_POOL = 20  # blocks an exploring page is drawn from, unless a variant says otherwise
 
 
 @dataclass
@@ -69,11 +57,12 @@ class RankedBlock:
 class SearchResult:
     request_id: str
     blocks: list[RankedBlock]
-    experiment: Experiment
+    treatment: Treatment
     ranker_version: str
     n_candidates: int
     degraded_reasons: list[str] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    teams: list[Team] | None = None  # interleaved pages: the ranker ("a" or "b") behind each block
 
 
 class SearchPipeline:
@@ -95,41 +84,121 @@ class SearchPipeline:
         self.settings = settings
         self.metrics = metrics
         self.candidates = candidates
-        # Fused candidates per normalised query: retrieval is deterministic for the loaded indexes.
-        self.retrieval_cache: LruCache[str, list[Hit]] = LruCache(settings.retrieval_cache_size)
-        self.model: ServedModel | None = None
+        # Fused candidates per (normalised query, fusion weights): retrieval is deterministic for the indexes.
+        self.retrieval_cache: LruCache[tuple[str, tuple], list[Hit]] = LruCache(settings.retrieval_cache_size)
+        self.model: ServedModel | None = None  # the served line's current version: everyone's default
         self.model_error: str | None = None
-        self.experiment = Experiment.from_file(settings.experiments_file)
+        # Rankers the experiments name (registry line or line@version) other than the default; replaced whole.
+        self.models: dict[str, ServedModel] = {}
+        self.assigner = Assigner(ExperimentConfig())
         self._reload_lock = threading.Lock()  # serialises reloads only; searches never take it
+        self.reload_experiments()  # a bad file at start-up stops the server: better than serving without it
 
-    # Model ------------------------------------------------------------------------------------------------
+    # Models and experiments -------------------------------------------------------------------------------
 
     def reload_model(self) -> ServedModel | None:
-        """Load the line's current version (if it changed) and swap it in; returns what is now served."""
+        """Load the line's current version (if it changed) and swap it in; returns what is now served.
+
+        The experiments' rankers that follow a line's current version are refreshed too.
+        """
         with self._reload_lock:
             line = self.settings.model_line
             try:
                 current = self.registry.current(line)
             except RegistryError as exc:  # no such line yet: serve retrieval order until one is promoted
                 self.model, self.model_error = None, str(exc)
-                return None
-            if current is None:
-                self.model, self.model_error = None, f"model line '{line}' has no promoted version"
-                return None
-            if self.model is not None and self.model.version == current:
-                return self.model
-            loaded = ServedModel.from_registry(self.registry, line, current)  # before the swap: no gap
-            self.model, self.model_error = loaded, None
-            return loaded
+                current = None
+            else:
+                if current is None:
+                    self.model, self.model_error = None, f"model line '{line}' has no promoted version"
+                elif self.model is None or self.model.version != current:
+                    # Loaded before the swap: requests never see a gap.
+                    self.model = ServedModel.from_registry(self.registry, line, current)
+                    self.model_error = None
+            self.models = self._load_rankers(self.assigner.config, self.models)
+            return self.model
 
-    def reload_experiment(self) -> Experiment:
-        self.experiment = Experiment.from_file(self.settings.experiments_file)
-        return self.experiment
+    def _load_rankers(
+        self, config: ExperimentConfig, loaded: dict[str, ServedModel]
+    ) -> dict[str, ServedModel]:
+        """Every ranker the config names (loaded ones still current are reused); ConfigError if one fails."""
+        out: dict[str, ServedModel] = {}
+        for spec in sorted(config.rankers() - {RETRIEVAL_ORDER}):
+            line, pinned = split_ranker(spec)
+            try:
+                version = pinned or self.registry.current(line)
+            except RegistryError as exc:
+                raise ConfigError(f"experiment ranker '{spec}': {exc}") from exc
+            if version is None:
+                raise ConfigError(f"experiment ranker '{spec}': line '{line}' has no promoted version")
+            have = loaded.get(spec)
+            if have is not None and have.version == version:
+                out[spec] = have
+                continue
+            try:
+                out[spec] = ServedModel.from_registry(self.registry, line, version)
+            except (RankingError, OSError) as exc:
+                raise ConfigError(f"experiment ranker '{spec}' cannot be served: {exc}") from exc
+        return out
+
+    def reload_experiments(self) -> Assigner:
+        """Read the experiment file; if its text changed, check it, load its rankers, then swap it in whole.
+
+        A file that fails to parse or names a ranker that cannot load raises ``ConfigError`` and changes
+        nothing, so a half-written file is never served: the next reload picks up the finished one.
+        """
+        path = self.settings.experiments_file
+        if path is None:
+            return self.assigner
+        with self._reload_lock:
+            config, text = load_config(path)
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            if digest == self.assigner.digest:
+                return self.assigner
+            models = self._load_rankers(config, self.models)
+            self.models = models  # rankers first: the new assignment may already name them
+            self.assigner = Assigner(config, digest)
+            return self.assigner
 
     # Search -----------------------------------------------------------------------------------------------
 
-    def _retrieve(self, query: str) -> list[Hit]:
-        return self.retrieval_cache.get_or_compute(query, lambda q: self.retriever.search(q, self.candidates))
+    def _retrieve(self, query: str, weights: dict[str, float] | None) -> list[Hit]:
+        key = (query, tuple(sorted(weights.items())) if weights else ())
+        return self.retrieval_cache.get_or_compute(key, lambda _: self._fused(query, weights))
+
+    def _fused(self, query: str, weights: dict[str, float] | None) -> list[Hit]:
+        members = getattr(self.retriever, "members", None)
+        if not weights or members is None:
+            return self.retriever.search(query, self.candidates)
+        fusion = self.retriever.settings  # type: ignore[attr-defined]
+        depth = max(self.candidates, fusion.depth)
+        runs = {name: m.search(query, depth) for name, m in members.items()}
+        mixed = fusion.model_copy(update={"weights": {**fusion.weights, **weights}})
+        return fuse(runs, mixed, self.candidates)
+
+    def _score(
+        self,
+        spec: str | None,
+        hits: list[Hit],
+        rows: np.ndarray,
+        model: ServedModel | None,
+        models: dict[str, ServedModel],
+        reasons: list[str],
+    ) -> tuple[np.ndarray, str]:
+        """Scores of the candidates by the named ranker (None: the served line) and the version to log."""
+        if spec is not None and spec != RETRIEVAL_ORDER:
+            served = models.get(spec)
+            if served is not None:
+                return served.score(rows), f"{served.line}@{served.version}"
+            reasons.append(f"experiment ranker '{spec}' is not loaded: the default ranker answered")
+            self.metrics.degraded.labels("experiment_ranker").inc()
+        if spec == RETRIEVAL_ORDER:
+            return np.array([h.score for h in hits]), RETRIEVAL_ORDER
+        if model is None:
+            reasons.append(f"no ranking model ({self.model_error}): retrieval order")
+            self.metrics.degraded.labels("no_model").inc()
+            return np.array([h.score for h in hits]), NO_MODEL
+        return model.score(rows), model.version
 
     def search(
         self,
@@ -144,18 +213,21 @@ class SearchPipeline:
         lat: dict[str, float] = {}
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
-        model, experiment = self.model, self.experiment  # one consistent snapshot for this request
+        # One consistent snapshot for this request: reloads swap these references, never mutate them.
+        model, models, assigner = self.model, self.models, self.assigner
+        treatment = assigner.assign(user_id)
+        variant = treatment.settings
         text = normalise(check_query(query, self.retriever.limits))
         reasons: list[str] = []
 
         t = time.perf_counter()
-        hits = self._retrieve(text)
+        hits = [h for h in self._retrieve(text, variant.fusion_weights) if h.id in self.catalog.blocks]
         lat["retrieval"] = self._observe("retrieval", t)
-        ids = tuple(h.id for h in hits if h.id in self.catalog.blocks)
+        ids = tuple(h.id for h in hits)
         if not ids:
             lat["total"] = self._observe("total", started)
             version = model.version if model else NO_MODEL
-            return SearchResult(request_id, [], experiment, version, 0, reasons, lat)
+            return SearchResult(request_id, [], treatment, version, 0, reasons, lat)
 
         t = time.perf_counter()
         req = Request(request_id, int(now.timestamp() * 1000), user_id, text, ids)
@@ -165,20 +237,30 @@ class SearchPipeline:
             rows = self.store.defaults(req, self.catalog.features)
             reasons.append("feature store unavailable: ranked on non-personal default features")
             self.metrics.degraded.labels("store").inc()
+        rows = _switch_off(rows, variant.personalized, variant.feature_groups)
         lat["features"] = self._observe("features", t)
 
         t = time.perf_counter()
-        if model is None:
-            scores = np.array([h.score for h in hits if h.id in self.catalog.blocks])
-            reasons.append(f"no ranking model ({self.model_error}): retrieval order")
-            self.metrics.degraded.labels("no_model").inc()
+        rng = np.random.default_rng(int(request_id[:16], 16))  # per request, replayable from its id
+        teams: list[Team] | None = None
+        if treatment.interleave is not None:
+            scores_a, version_a = self._score(treatment.interleave.a, hits, rows, model, models, reasons)
+            scores_b, version_b = self._score(treatment.interleave.b, hits, rows, model, models, reasons)
+            order_a = np.argsort(-scores_a, kind="stable")
+            order_b = np.argsort(-scores_b, kind="stable")
+            page, teams = team_draft(order_a.tolist(), order_b.tolist(), k, rng)
+            order = np.array(page, dtype=np.int64)
+            scores = np.zeros(len(ids))
+            scores[order] = np.where(np.array(teams) == Team.A, scores_a[order], scores_b[order])
+            propensity = np.ones(len(order))  # not an IPS source: interleaved pages are left out there
+            version = f"a={version_a};b={version_b}"
         else:
-            scores = model.score(rows)
-        # Stable sort with the retrieval rank as tie-break, so equal scores keep a deterministic order.
-        order = np.argsort(-scores, kind="stable")[:k]
+            scores, version = self._score(variant.ranker, hits, rows, model, models, reasons)
+            # Stable sort with the retrieval rank as tie-break, so equal scores keep a deterministic order.
+            ranked = np.argsort(-scores, kind="stable")
+            order, propensity = _explore(ranked, k, variant.exploration, variant.exploration_pool, rng)
         lat["ranking"] = self._observe("ranking", t)
 
-        version = model.version if model else NO_MODEL
         blocks = [
             RankedBlock(
                 self.catalog.blocks[ids[i]],
@@ -189,12 +271,14 @@ class SearchPipeline:
         ]
         t = time.perf_counter()
         session = session_id or request_id  # no session given: a one-request session
-        self._log(request_id, now, user_id, session, text, blocks, len(ids), experiment, version)
+        self._log(
+            request_id, now, user_id, session, text, blocks, len(ids), treatment, version, propensity, teams
+        )
         lat["log"] = self._observe("log", t)
         lat["total"] = self._observe("total", started)
         if lat["total"] > self.settings.budget_ms:
             self.metrics.over_budget.inc()
-        return SearchResult(request_id, blocks, experiment, version, len(ids), reasons, lat)
+        return SearchResult(request_id, blocks, treatment, version, len(ids), reasons, lat, teams)
 
     def _log(
         self,
@@ -205,8 +289,10 @@ class SearchPipeline:
         query: str,
         blocks: list[RankedBlock],
         n_candidates: int,
-        experiment: Experiment,
+        treatment: Treatment,
         version: str,
+        propensity: np.ndarray,
+        teams: list[Team] | None,
     ) -> None:
         if not blocks:
             return
@@ -216,15 +302,15 @@ class SearchPipeline:
             user_id=user_id,
             session_id=session_id,
             query=query,
-            # The ranker is deterministic: each block lands at its position with probability 1.
             shown=[
-                ShownBlock(block_id=b.block.block_id, position=i, propensity=1.0)
-                for i, b in enumerate(blocks, 1)
+                ShownBlock(block_id=b.block.block_id, position=i, propensity=float(p))
+                for i, (b, p) in enumerate(zip(blocks, propensity, strict=True), 1)
             ],
             n_candidates=n_candidates,
-            experiment=experiment.experiment,
-            variant=experiment.variant,
+            experiment=treatment.experiment,
+            variant=treatment.variant,
             ranker_version=version,
+            teams=teams,
         )
         try:
             self.store.publish([impression])
@@ -249,3 +335,35 @@ class SearchPipeline:
             if encoder is not None and hasattr(encoder, "cache"):
                 out[f"{name}_encoder"] = encoder.cache
         return out
+
+
+def _switch_off(rows: np.ndarray, personalized: bool | None, groups: dict[str, bool] | None) -> np.ndarray:
+    """The rows with the features of switched-off groups at their defaults (a copy; the input is kept)."""
+    off = {g for g, on in (groups or {}).items() if not on}
+    if personalized is False:
+        off |= set(PERSONAL_GROUPS)
+    if not off:
+        return rows
+    cols, defaults = default_mask(off)
+    out = np.array(rows, dtype=np.float64, copy=True)
+    out[:, cols] = defaults
+    return out
+
+
+def _explore(
+    ranked: np.ndarray, k: int, epsilon: float | None, pool: int | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The page (candidate indices) and each shown block's propensity of being at its position.
+
+    With probability epsilon the page is a uniformly random draw from the ranker's top ``pool`` blocks (the
+    world's logging policy explores the same way), else the ranker's top k. A block's propensity of being
+    at position j is then (1 - epsilon) * [the ranker puts it at j] + epsilon / pool: what inverse
+    propensity estimators divide by. Without exploration the page is deterministic: propensity 1.
+    """
+    if not epsilon:
+        page = ranked[:k]
+        return page, np.ones(len(page))
+    size = min(len(ranked), max(pool or DEFAULT_EXPLORATION_POOL, k))
+    page = rng.permutation(ranked[:size])[:k] if rng.random() < epsilon else ranked[:k]
+    on_top = page == ranked[: len(page)]
+    return page, (1 - epsilon) * on_top + epsilon / size

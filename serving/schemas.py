@@ -49,6 +49,9 @@ class SearchOut(BaseModel):
     experiment: str
     variant: str
     ranker_version: str
+    teams: list[str] | None = Field(
+        default=None, description="Interleaved pages: the ranker ('a' or 'b') that placed each block."
+    )
     n_candidates: int
     degraded: bool
     degraded_reason: str | None = None
@@ -117,8 +120,9 @@ class ModelChangeOut(BaseModel):
 
 
 class ExperimentOut(BaseModel):
-    experiment: str
-    variant: str
+    digest: str = Field(description="Of the loaded file's text; empty when no file is configured.")
+    experiments: list[str]
+    rankers: list[str]
 
 
 class ErrorOut(BaseModel):

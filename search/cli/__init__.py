@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from search.cli import embeddings, features, ranking, retrieval, serving, world
+from search.cli import embeddings, experiments, features, ranking, retrieval, serving, world
 from search.cli.common import state
 from search.errors import SmartblockError
 
@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(world.app, name="world")
 app.command("quickstart")(world.quickstart)
-for stage in (retrieval, features, ranking, embeddings, serving):
+for stage in (retrieval, features, ranking, embeddings, serving, experiments):
     stage.register(app)
 
 

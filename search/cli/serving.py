@@ -29,6 +29,12 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes.")] = 1,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    experiments: Annotated[
+        Path | None,
+        typer.Option(
+            "--experiments", help="Experiment config (YAML) to run; re-read when it changes on disk."
+        ),
+    ] = None,
 ) -> None:
     """Serve /search, /events, /metrics and the search page at http://HOST:PORT/."""
     import uvicorn
@@ -37,6 +43,11 @@ def serve(
 
     if not (world / "world.json").is_file():
         raise ConfigError(f"{world} is not a world folder (no world.json)")
+    if experiments is not None:
+        from search.experiments.config import load_config
+
+        load_config(experiments)  # refuse a bad file here, once, with its problems listed
+        os.environ["SMARTBLOCK_SERVING__EXPERIMENTS_FILE"] = str(experiments.resolve())
     state.settings()  # fail here, with a clear message, rather than in every worker
     os.environ[WORLD_ENV] = str(world.resolve())
     if state.config_file is not None:

@@ -1,4 +1,4 @@
-"""The experiment config file: layers of experiments, each split into variants that override pipeline settings.
+"""The experiment config file: layers of experiments, each split into variants overriding pipeline settings.
 
 One YAML file (``experiments/*.yaml``) is read by ``smartblock experiment validate``, by the server (which
 reloads it when it changes) and by ``smartblock experiment analyze``; this module is its only definition.
@@ -34,7 +34,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -56,7 +56,8 @@ class VariantSettings(_Strict):
     """What a variant may change in the search pipeline; unset fields keep the server's settings."""
 
     ranker: RankerSpec | None = Field(
-        default=None, description=f"Registry line (or line@version) ranking the blocks, or '{RETRIEVAL_ORDER}'."
+        default=None,
+        description=f"Registry line (or line@version) ranking the blocks, or '{RETRIEVAL_ORDER}'.",
     )
     personalized: bool | None = Field(
         default=None, description="false: user-dependent features take their defaults (non-personal ranking)."
@@ -97,7 +98,7 @@ class VariantSettings(_Strict):
 
 
 class Interleave(_Strict):
-    """Team-draft interleaving of two rankers in one list; clicks are credited to the ranker that placed them."""
+    """Team-draft interleaving of two rankers in one list; a click counts for the ranker that placed it."""
 
     a: RankerSpec
     b: RankerSpec
@@ -118,7 +119,7 @@ class Variant(_Strict):
     @model_validator(mode="after")
     def _interleave_owns_ranker(self) -> Variant:
         if self.interleave is not None and self.settings.ranker is not None:
-            raise ValueError("an interleaving variant takes its rankers from `interleave`, not `settings.ranker`")
+            raise ValueError("an interleaving variant takes its rankers from `interleave`, not `settings`")
         return self
 
     @property
@@ -168,7 +169,7 @@ class Layer(_Strict):
     def _traffic(self) -> Layer:
         total = sum(e.traffic for e in self.experiments)
         if total > 100 + 1e-9:
-            raise ValueError(f"the experiments of layer '{self.name}' take {total:g}% of its traffic, over 100")
+            raise ValueError(f"the experiments of layer '{self.name}' take {total:g}% of its users, over 100")
         return self
 
     def overridden(self) -> set[str]:
@@ -188,7 +189,7 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _unique_names(cls, layers: list[Layer]) -> list[Layer]:
         _unique((layer.name for layer in layers), "layer names")
-        _unique((layer.salt for layer in layers), "layer salts (layers sharing a salt would not be independent)")
+        _unique((layer.salt for layer in layers), "layer salts (layers sharing one are not independent)")
         _unique((e.name for layer in layers for e in layer.experiments), "experiment names")
         return layers
 
@@ -212,7 +213,8 @@ class ExperimentConfig(_Strict):
         for e in self.experiments():
             if e.name == name:
                 return e
-        raise ConfigError(f"no experiment '{name}' in the config (has: {[e.name for e in self.experiments()]})")
+        names = [e.name for e in self.experiments()]
+        raise ConfigError(f"no experiment '{name}' in the config (it has {names})")
 
     def rankers(self) -> set[str]:
         return {r for e in self.experiments() for v in e.variants for r in v.rankers()}
@@ -279,3 +281,34 @@ def split_ranker(spec: str) -> tuple[str, str | None]:
     if found is None:
         raise ConfigError(f"ranker '{spec}' is not 'line' or 'line@version'")
     return found["line"], found["version"]
+
+
+def check_rankers(config: ExperimentConfig, lines: dict[str, tuple[list[str], str | None]]) -> list[str]:
+    """Problems with the config's rankers given the registry's ``{line: (versions, current)}``; [] if none.
+
+    A line must exist and have a promoted version, or the pinned version must exist: a variant whose
+    ranker cannot load would otherwise fall back silently and measure something else.
+    """
+    problems = []
+    for spec in sorted(config.rankers() - {RETRIEVAL_ORDER}):
+        line, version = split_ranker(spec)
+        if line not in lines:
+            problems.append(f"unknown model '{spec}': the registry has lines {sorted(lines)}")
+            continue
+        versions, current = lines[line]
+        if version is None and current is None:
+            problems.append(f"model line '{line}' has no promoted version (smartblock models promote)")
+        elif version is not None and version not in versions:
+            problems.append(f"unknown model '{spec}': line '{line}' has no version '{version}'")
+    return problems
+
+
+class _Registry(Protocol):
+    def lines(self) -> list[str]: ...
+    def versions(self, line: str) -> list[str]: ...
+    def current(self, line: str) -> str | None: ...
+
+
+def registry_lines(registry: _Registry) -> dict[str, tuple[list[str], str | None]]:
+    """``check_rankers``'s view of a registry (``ranking.registry.ModelRegistry``)."""
+    return {line: (registry.versions(line), registry.current(line)) for line in registry.lines()}

@@ -45,5 +45,12 @@ def rollback(pipeline: PipelineDep) -> ModelChangeOut:
 
 @router.post("/experiments/reload", response_model=ExperimentOut)
 def reload_experiments(pipeline: PipelineDep) -> ExperimentOut:
-    exp = pipeline.reload_experiment()
-    return ExperimentOut(experiment=exp.experiment, variant=exp.variant)
+    """Re-read the experiment file now (the server also checks it every few seconds); a bad file is refused
+    with the reason and the loaded one stays."""
+    assigner = pipeline.reload_experiments()
+    config = assigner.config
+    return ExperimentOut(
+        digest=assigner.digest,
+        experiments=[e.name for e in config.experiments()],
+        rankers=sorted(config.rankers()),
+    )

@@ -52,8 +52,9 @@ def _out(result: SearchResult, explain: bool) -> SearchOut:
             )
             for b in result.blocks
         ],
-        experiment=result.experiment.experiment,
-        variant=result.experiment.variant,
+        experiment=result.treatment.experiment,
+        variant=result.treatment.variant,
+        teams=[str(t) for t in result.teams] if result.teams else None,
         ranker_version=result.ranker_version,
         n_candidates=result.n_candidates,
         degraded=bool(result.degraded_reasons),

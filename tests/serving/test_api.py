@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -229,14 +228,21 @@ def test_promote_and_rollback_swap_the_model_without_dropping_requests(
 
 def test_experiment_config_reloads(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
     config = tmp_path / "experiment.yaml"
-    config.write_text("experiment: rerank-2026\nvariant: control\n")
-    serving = ServingSettings(api_key=API_KEY, experiments_file=config, consume_events=False)
+    one = (
+        "layers: [{name: l, salt: s1, experiments: "
+        "[{name: rerank-2026, traffic: 100, variants: [{name: %s, weight: 100}]}]}]\n"
+    )
+    config.write_text(one % "control")
+    serving = ServingSettings(api_key=API_KEY, experiments_file=config, consume_events=False, model_poll_s=60)
     with TestClient(app_factory(serving=serving)) as c:
-        assert c.get("/search", params={"q": QUERY, "user_id": "u1"}).json()["experiment"] == "rerank-2026"
-        config.write_text(json.dumps({"experiment": "rerank-2026", "variant": "treatment"}))
+        body = c.get("/search", params={"q": QUERY, "user_id": "u1"}).json()
+        assert (body["experiment"], body["variant"]) == ("rerank-2026", "control")
+        config.write_text(one % "treatment")
         res = c.post("/admin/experiments/reload", headers={"X-API-Key": API_KEY})
-        assert res.json() == {"experiment": "rerank-2026", "variant": "treatment"}
+        assert res.status_code == 200 and res.json()["experiments"] == ["rerank-2026"]
         assert c.get("/search", params={"q": QUERY, "user_id": "u1"}).json()["variant"] == "treatment"
-        config.write_text("experiment: [unclosed\n")
+        config.write_text("layers: [unclosed\n")
         bad = c.post("/admin/experiments/reload", headers={"X-API-Key": API_KEY})
-        assert bad.status_code == 400 and "Traceback" not in bad.text
+        assert bad.status_code == 400 and "Traceback" not in bad.text and "experiment.yaml" in bad.text
+        # The loaded config stays in service.
+        assert c.get("/search", params={"q": QUERY, "user_id": "u1"}).json()["variant"] == "treatment"
