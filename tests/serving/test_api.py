@@ -11,10 +11,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from data.contracts import SearchImpression
 from features.definitions import NAMES
 from features.store import RedisFeatureStore
 from serving.config import ServingSettings
+
+from .helpers import impression_of
 
 API_KEY = "test-admin-key-0123456789"
 QUERY = "jeju island"
@@ -29,15 +30,6 @@ def client(app_factory: Callable[..., FastAPI]) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def user(client: TestClient) -> str:
     return client.get("/users", params={"limit": 5}).json()["users"][0]
-
-
-def _impression(store: RedisFeatureStore, request_id: str) -> SearchImpression:
-    for _, fields in store.client.xrevrange(store.keys.events_stream, count=500):
-        if fields[b"kind"] == b"impression":
-            imp = SearchImpression.model_validate_json(fields[b"data"])
-            if imp.request_id == request_id:
-                return imp
-    raise AssertionError(f"no impression {request_id} on the stream")
 
 
 def test_search_ranks_with_the_promoted_model_and_logs_the_impression(
@@ -56,7 +48,7 @@ def test_search_ranks_with_the_promoted_model_and_logs_the_impression(
     assert all(b["docs"] and {"doc_id", "title", "genre"} <= set(b["docs"][0]) for b in blocks)
     assert "features" not in blocks[0] and "latency_ms" not in body
 
-    imp = _impression(feature_store, body["request_id"])
+    imp = impression_of(feature_store, body["request_id"])
     assert [s.block_id for s in imp.shown] == [b["block_id"] for b in blocks]
     assert [s.position for s in imp.shown] == [1, 2, 3, 4, 5]
     assert all(s.propensity == 1.0 for s in imp.shown)

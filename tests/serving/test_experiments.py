@@ -1,0 +1,173 @@
+"""Experiments in the server: assignment, per-variant rankers and settings, interleaving, exploration
+propensities, and hot reload of the config file (real app, real Redis, real models)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from features.definitions import FEATURES
+from features.groups import PERSONAL_GROUPS, group_of
+from features.store import RedisFeatureStore
+from search.errors import ConfigError
+from search.experiments.assignment import Assigner
+from search.experiments.config import parse_config
+from serving.config import ServingSettings
+
+from .helpers import impression_of
+
+API_KEY = "test-admin-key-0123456789"
+QUERY = "jeju island"
+K = 5
+CONFIG = """
+holdback: {percent: 15, salt: hb}
+layers:
+  - name: ranking
+    salt: rank
+    experiments:
+      - name: ab
+        traffic: 60
+        variants:
+          - {name: retrieval, weight: 50, settings: {ranker: retrieval-order}}
+          - {name: pinned, weight: 50, settings: {ranker: "ranker@%(v1)s", personalized: false}}
+      - name: il
+        traffic: 40
+        variants: [{name: x, weight: 100, interleave: {a: ranker, b: retrieval-order}}]
+  - name: explore
+    salt: expl
+    experiments:
+      - name: eps
+        traffic: 100
+        variants:
+          - {name: none, weight: 50}
+          - {name: half, weight: 50, settings: {exploration: 0.5, exploration_pool: 8}}
+"""
+
+
+@pytest.fixture(scope="module")
+def config_text(trained_versions: list[str]) -> str:
+    return CONFIG % {"v1": trained_versions[1]}
+
+
+@pytest.fixture(scope="module")
+def client(
+    app_factory: Callable[..., FastAPI], tmp_path_factory: pytest.TempPathFactory, config_text: str
+) -> Iterator[TestClient]:
+    path = tmp_path_factory.mktemp("exp") / "experiments.yaml"
+    path.write_text(config_text)
+    serving = ServingSettings(api_key=API_KEY, experiments_file=path, consume_events=False, model_poll_s=60)
+    with TestClient(app_factory(serving=serving)) as c:
+        yield c
+
+
+def test_each_user_gets_the_assigned_variant_and_the_impression_says_so(
+    client: TestClient,
+    config_text: str,
+    feature_store: RedisFeatureStore,
+    trained_versions: list[str],
+) -> None:
+    assigner = Assigner(parse_config(config_text))
+    seen: set[tuple[str, str]] = set()
+    for i in range(60):
+        user = f"exp-user-{i}"
+        body = client.post("/search", json={"query": QUERY, "user_id": user, "k": K}).json()
+        expected = assigner.assign(user)
+        assert (body["experiment"], body["variant"]) == (expected.experiment, expected.variant)
+        again = client.post("/search", json={"query": QUERY, "user_id": user, "k": K}).json()
+        assert again["variant"] == body["variant"]  # sticky
+        imp = impression_of(feature_store, body["request_id"])
+        assert (imp.experiment, imp.variant, imp.ranker_version) == (
+            body["experiment"],
+            body["variant"],
+            body["ranker_version"],
+        )
+        seen.add((expected.experiment, expected.variant))
+        variants = dict(expected.assignments)
+        propensities = [s.propensity for s in imp.shown]
+        if expected.holdback:
+            assert body["ranker_version"] == trained_versions[0] and imp.teams is None
+            assert propensities == [1.0] * len(propensities)
+            continue
+        if variants["ab" if "ab" in variants else "il"] == "retrieval":
+            assert body["ranker_version"] == "retrieval-order"
+        elif variants.get("ab") == "pinned":
+            assert body["ranker_version"] == f"ranker@{trained_versions[1]}"
+        else:
+            assert body["ranker_version"] == f"a=ranker@{trained_versions[0]};b=retrieval-order"
+            assert body["teams"] == [str(t) for t in imp.teams] and len(body["teams"]) == len(body["blocks"])
+            assert set(body["teams"]) <= {"a", "b"}
+        if "il" in variants or variants["eps"] == "none":
+            assert propensities == [1.0] * len(propensities)
+        else:  # explored or not, each shown block's marginal: 0.5 * [ranker put it here] + 0.5 / 8
+            assert all(p in (0.5 + 0.5 / 8, 0.5 / 8) for p in propensities), propensities
+    assert {"holdback", "ab,eps", "il,eps"} <= {e for e, _ in seen}
+
+
+def test_a_non_personal_variant_ranks_on_default_user_features(client: TestClient, config_text: str) -> None:
+    assigner = Assigner(parse_config(config_text))
+    user = next(
+        f"np-{i}" for i in range(1000) if dict(assigner.assign(f"np-{i}").assignments).get("ab") == "pinned"
+    )
+    body = client.post("/search", json={"query": QUERY, "user_id": user, "k": K, "explain": True}).json()
+    personal = [f for f in FEATURES if group_of(f.name) in PERSONAL_GROUPS]
+    assert personal
+    for block in body["blocks"]:
+        assert all(block["features"][f.name] == f.default for f in personal)
+
+
+def test_the_server_follows_the_file_and_never_serves_a_broken_one(
+    app_factory: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    path = tmp_path / "live.yaml"
+    one = (
+        "layers: [{name: l, salt: s, experiments: "
+        "[{name: live, traffic: 100, variants: [{name: %s, weight: 100}]}]}]"
+    )
+    path.write_text(one % "before")
+    serving = ServingSettings(api_key=API_KEY, experiments_file=path, consume_events=False, model_poll_s=0.2)
+
+    def variant() -> str:
+        return client.get("/search", params={"q": QUERY, "user_id": "u-live"}).json()["variant"]
+
+    def wait_for(name: str) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if variant() == name:
+                return True
+            time.sleep(0.1)
+        return False
+
+    with TestClient(app_factory(serving=serving)) as client:
+        assert variant() == "before"
+        path.write_text(one % "after")  # no restart, no admin call: the watcher picks it up
+        assert wait_for("after")
+        path.write_text((one % "later")[:40])  # a half-written file
+        time.sleep(1.0)
+        assert variant() == "after"
+        path.write_text(
+            one.replace("{name: %s, weight: 100}", "{name: x, weight: 100, settings: {ranker: nope}}")
+        )
+        time.sleep(1.0)
+        assert variant() == "after"  # a ranker that cannot load is refused as a whole
+        res = client.post("/admin/experiments/reload", headers={"X-API-Key": API_KEY})
+        assert res.status_code == 400 and "nope" in res.json()["error"]
+        path.write_text(one % "later")
+        assert wait_for("later")
+
+
+def test_a_config_naming_an_unknown_ranker_stops_start_up(
+    app_factory: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "layers: [{name: l, salt: s, experiments: [{name: e, traffic: 100, variants: "
+        "[{name: v, weight: 100, settings: {ranker: missing-line}}]}]}]"
+    )
+    serving = ServingSettings(api_key=API_KEY, experiments_file=path, consume_events=False)
+    with pytest.raises(ConfigError, match="missing-line"), TestClient(app_factory(serving=serving)):
+        pass
