@@ -1,0 +1,94 @@
+"""``smartblock experiment analyze|estimate`` and ``smartblock events export``: measuring experiments.
+
+``analyze`` reads an exported event log and reports each variant with user-level confidence intervals;
+``estimate`` is the offline counterpart on logged data (IPS / SNIPS with the logged propensities); ``events
+export`` archives the server's event stream as Parquet in the data layout ``analyze`` reads. Heavy modules
+(scipy, matplotlib, Redis, the rankers) load inside the commands, so ``smartblock --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from search.cli.common import console, print_json
+from search.cli.experiments import app as experiment_app
+
+events_app = typer.Typer(help="The server's event stream: archive it as Parquet.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``analyze`` and ``estimate`` to the ``experiment`` group and the ``events`` group to the root."""
+    experiment_app.command("analyze")(analyze)
+    root.add_typer(events_app, name="events")
+
+
+def analyze(
+    config: Annotated[
+        Path, typer.Option("--config", help="The experiment config (YAML) the events ran under.")
+    ],
+    events: Annotated[
+        Path,
+        typer.Option("--events", help="Data folder with events/ (what `smartblock events export` writes)."),
+    ],
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="Only this experiment (default: every one).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write a PNG of the metrics.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per variant: users, impressions, CTR, clicks@3 and MRR with 95% user-level CIs, lift and p-value vs
+    the control, a sample-ratio-mismatch check, and the team-draft preference of interleaving variants."""
+    from search.experiments.analysis import analyze as run
+    from search.experiments.config import load_config
+
+    cfg, _ = load_config(config)
+    report = run(cfg, events, experiment)
+    if plot is not None:
+        from search.experiments.plot import plot_analysis
+
+        plot_analysis(report, plot)
+    if as_json:
+        print_json({"config": str(config), **report, **({"plot": str(plot)} if plot else {})})
+        return
+    _print_analysis(report)
+    if plot is not None:
+        console.print(f"plot: {plot}")
+
+
+def _print_analysis(report: dict[str, Any]) -> None:
+    from search.experiments.analysis import format_p, table_rows
+
+    console.print(f"{report['events']}: {report['impressions']} impressions")
+    for exp in report["experiments"]:
+        srm = exp["srm"]
+        table = Table(title=f"{exp['experiment']} (control: {exp['control']})")
+        for col in ("variant", "users", "imps", "metric", "value ± 95% CI", "lift ± 95% CI", "p"):
+            table.add_column(col, justify="left" if col in ("variant", "metric") else "right")
+        for row in table_rows(exp):
+            table.add_row(*row)
+        console.print(table)
+        verdict = "[bold red]MISMATCH[/]" if srm["mismatch"] else "ok"
+        observed = ", ".join(f"{k} {v}" for k, v in srm["observed"].items())
+        chi2 = f"chi2 {srm['chi2']:.2f}, p {format_p(srm['p_value'])}"
+        console.print(f"  sample ratio: {verdict} (users {observed}; {chi2})")
+        if exp["mixed_users"] or exp["unknown_variants"]:
+            console.print(
+                f"  excluded: {exp['mixed_users']} users seen in two variants; impressions of variants not "
+                f"in the config: {exp['unknown_variants'] or 0}"
+            )
+        for v in exp["variants"]:
+            il = v.get("interleaving")
+            if il:
+                share = "-" if il["preference_b"] is None else f"{il['preference_b']:.3f}"
+                console.print(
+                    f"  interleaving {v['name']}: {il['a']} (a) {il['wins_a']} wins, {il['b']} (b) "
+                    f"{il['wins_b']} wins, {il['ties']} ties; b preferred on {share} of decided pages, "
+                    f"sign test p {format_p(il['p_value'])} (users: a {il['users_a']}, b {il['users_b']}, "
+                    f"p {format_p(il['user_p_value'])})"
+                )
