@@ -25,6 +25,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 def register(root: typer.Typer) -> None:
     """Add ``analyze`` and ``estimate`` to the ``experiment`` group and the ``events`` group to the root."""
     experiment_app.command("analyze")(analyze)
+    events_app.command("export")(export)
     root.add_typer(events_app, name="events")
 
 
@@ -92,3 +93,59 @@ def _print_analysis(report: dict[str, Any]) -> None:
                     f"sign test p {format_p(il['p_value'])} (users: a {il['users_a']}, b {il['users_b']}, "
                     f"p {format_p(il['user_p_value'])})"
                 )
+
+
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Data folder to write events/ (and rejected/) under.")],
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Keep archiving new events until Ctrl-C (default: drain and exit)."),
+    ] = False,
+    flush_seconds: Annotated[
+        float,
+        typer.Option("--flush-seconds", min=0.1, help="With --follow: write files at least this often."),
+    ] = 10.0,
+    flush_rows: Annotated[
+        int, typer.Option("--flush-rows", min=1, help="Write files every this many events.")
+    ] = 10_000,
+    consumer: Annotated[
+        str | None,
+        typer.Option("--consumer", help="Consumer name in the 'archive' group (default: host-archive)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive the server's event stream as Parquet day partitions (consumer group 'archive').
+
+    At least once: entries are acknowledged after their file is written; readers drop duplicates. Files are
+    never rewritten: every flush adds part files. Redis comes from the settings (features.redis_url,
+    REDIS_URL, else the embedded server) and the stream from features.namespace.
+    """
+    from data.archive import StreamArchiver
+    from features.connection import connect
+    from features.keys import Keys
+    from search.cli.common import state
+
+    settings = state.settings().features
+    archiver = StreamArchiver(
+        connect(settings), Keys(settings.namespace).events_stream, out, consumer=consumer
+    )
+
+    def report(stats: Any) -> None:
+        if not as_json:
+            console.print(
+                f"written: {stats.impressions} impressions, {stats.interactions} interactions "
+                f"({stats.files} files, {stats.rejected} rejected)"
+            )
+
+    if follow and not as_json:
+        console.print(f"archiving {archiver.stream} into {out} (Ctrl-C stops)")
+    stats = archiver.run(follow=follow, flush_rows=flush_rows, flush_seconds=flush_seconds, on_flush=report)
+    if as_json:
+        print_json({"out": str(out), "stream": archiver.stream, "group": archiver.group, **stats.to_json()})
+        return
+    days = ", ".join(sorted(stats.days)) or "none"
+    console.print(
+        f"{out}: {stats.impressions} impressions, {stats.interactions} interactions, "
+        f"{stats.rejected} rejected in {stats.files} new files (days {days}); "
+        f"{stats.skipped_files} files were already there"
+    )

@@ -1,0 +1,278 @@
+"""A sink from the server's event stream into the data layout: ``smartblock events export``.
+
+The server publishes every impression and interaction to a Redis Stream (``features.stream.EventPublisher``:
+fields ``kind`` = "impression" | "interaction" and ``data`` = the record as JSON). This module reads that
+stream with a consumer group of its own ("archive", independent of the features consumer) and writes the
+records as Parquet in the ``events/`` layout of ``data.layout.DataLayout``, partitioned by the day of each
+event's own timestamp (UTC), so ``smartblock experiment analyze`` and every offline job read them unchanged.
+
+Delivery is at least once: entries are acknowledged only after the files holding them are on disk, so a
+crash between the two re-delivers them to the same consumer (it re-reads its own pending entries first) and
+entries a dead consumer left pending are reclaimed after ``claim_idle_ms``. Files are never rewritten: each
+flush writes new part files, named by a digest of the stream entry ids they hold and renamed into place
+only once complete, so a re-delivered batch whose file already exists is acknowledged without writing a
+second copy. A re-delivery can still regroup entries differently (after a crash mid-way through a multi-day
+flush), so readers deduplicate: impressions by ``request_id``, interactions by
+``(request_id, block_id, type, ts)`` (``read_archive`` does).
+
+An entry that does not parse or validate is acknowledged and kept, with its reason, in
+``rejected/part-*.jsonl`` beside ``events/``: it can never be archived, and leaving it pending would stall
+the group. Only a few Redis calls are used (XGROUP CREATE, XAUTOCLAIM, XREADGROUP, XACK), on a plain client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError
+
+from data.contracts import Interaction, Record, SearchImpression
+from data.io import write_records
+from data.layout import DataLayout, EventKind
+from data.schemas import arrow_schema
+
+GROUP = "archive"
+KINDS: dict[str, tuple[EventKind, type[Record]]] = {
+    "impression": ("impressions", SearchImpression),
+    "interaction": ("interactions", Interaction),
+}
+INTERACTION_KEY = ["request_id", "block_id", "type", "ts"]
+
+
+def default_consumer_name() -> str:
+    # Stable across restarts on one host: a restarted exporter first finishes its own pending entries.
+    return f"{socket.gethostname()}-archive"
+
+
+@dataclass
+class ExportStats:
+    impressions: int = 0
+    interactions: int = 0
+    rejected: int = 0
+    files: int = 0
+    skipped_files: int = 0  # already on disk from an earlier delivery of the same entries
+    acked: int = 0
+    reclaimed: int = 0
+    days: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: v for k, v in vars(self).items() if k != "days"}, "days": sorted(self.days)}
+
+
+@dataclass
+class _Buffer:
+    ids: list[bytes] = field(default_factory=list)
+    seen: set[bytes] = field(default_factory=set)
+    records: dict[tuple[EventKind, date], list[tuple[bytes, Record]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class StreamArchiver:
+    """Moves entries of one stream into Parquet files under ``out`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Any,
+        stream: str,
+        out: Path,
+        *,
+        group: str = GROUP,
+        consumer: str | None = None,
+        batch: int = 1000,
+        claim_idle_ms: int = 60_000,
+    ) -> None:
+        self.client, self.stream, self.group = client, stream, group
+        self.layout = DataLayout(Path(out))
+        self.consumer = consumer or default_consumer_name()
+        self.batch, self.claim_idle_ms = batch, claim_idle_ms
+        self.stats = ExportStats()
+        # Own pending entries are read from id "0" until exhausted, once per run (see ``_next``).
+        self._own_pending: bytes | str | None = "0"
+        self._claim_cursor: str | None = "0-0"  # None: no reclaim scan running (see ``_next``)
+
+    def ensure_group(self) -> None:
+        import redis
+
+        # From the start of the stream: the first export archives everything the stream still holds.
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run(
+        self,
+        *,
+        follow: bool = False,
+        flush_rows: int = 10_000,
+        flush_seconds: float = 10.0,
+        block_ms: int = 1000,
+        max_seconds: float | None = None,
+        on_flush: Callable[[ExportStats], None] | None = None,
+    ) -> ExportStats:
+        """Drain the stream (``follow=False``) or keep archiving until interrupted or ``max_seconds``.
+
+        Following, a flush happens every ``flush_seconds`` or ``flush_rows`` entries, whichever first, so
+        files stay few and large enough while the archive lags the stream by seconds only.
+        """
+        self.ensure_group()
+        started = time.monotonic()
+        buffer = _Buffer()
+        try:
+            while True:
+                entries = self._next(block_ms if follow else None)
+                for entry_id, fields in entries:
+                    self._add(buffer, entry_id, fields)
+                due = len(buffer) >= flush_rows or (
+                    buffer and time.monotonic() - buffer.since >= flush_seconds
+                )
+                if not entries and not follow:
+                    break
+                if due:
+                    buffer = self._flush(buffer, on_flush)
+                if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                    break
+        except KeyboardInterrupt:
+            pass  # Ctrl-C while following: write what was read, then stop
+        self._flush(buffer, on_flush)
+        return self.stats
+
+    def _next(self, block_ms: int | None) -> list[tuple[bytes, dict]]:
+        """Entries a dead consumer left pending, else our own pending ones (after a restart), else new ones.
+
+        Reclaiming scans the group's pending list once at the start and once after each flush, when nothing
+        of ours is buffered: claimed entries are ours from then on, so a rescan would claim them again.
+        Own pending entries are read from id "0" once per run, paging on by the last id seen.
+        """
+        if self._claim_cursor is not None:
+            reply = self.client.xautoclaim(
+                self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms,
+                start_id=self._claim_cursor, count=self.batch,
+            )  # fmt: skip
+            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            self._claim_cursor = None if cursor == "0-0" else cursor
+            claimed = [(i, f) for i, f in reply[1] if f]  # Redis 7 adds a third element (deleted ids)
+            self.stats.reclaimed += len(claimed)
+            if claimed:
+                return claimed
+            if self._claim_cursor is not None:
+                return self._next(block_ms)
+        if self._own_pending is not None:
+            own = self._read(self._own_pending, None)
+            if own:
+                self._own_pending = own[-1][0]
+                return own
+            self._own_pending = None
+        return self._read(">", block_ms)
+
+    def _read(self, start: bytes | str, block_ms: int | None) -> list[tuple[bytes, dict]]:
+        got = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=self.batch, block=block_ms
+        )
+        return [(i, f) for _, items in got for i, f in items if f] if got else []
+
+    def _add(self, buffer: _Buffer, entry_id: bytes, fields: dict) -> None:
+        if entry_id in buffer.seen:
+            return  # reclaimed from ourselves while still buffered (a very slow flush): once is enough
+        buffer.seen.add(entry_id)
+        buffer.ids.append(entry_id)
+        try:
+            kind = fields[b"kind"].decode()
+            folder, contract = KINDS[kind]
+            record = contract.model_validate_json(fields[b"data"])
+        except (KeyError, UnicodeDecodeError, ValidationError) as exc:
+            buffer.rejected.append(
+                {
+                    "entry": entry_id.decode(),
+                    "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    "fields": json.dumps({k.decode(): v.decode(errors="replace") for k, v in fields.items()}),
+                }
+            )
+            return
+        day = record.ts.astimezone(UTC).date()  # both event contracts carry ts
+        buffer.records[(folder, day)].append((entry_id, record))
+
+    def _flush(self, buffer: _Buffer, on_flush: Callable[[ExportStats], None] | None) -> _Buffer:
+        if not buffer:
+            return _Buffer()
+        for kind, _ in KINDS.values():  # both folders exist once anything is archived, as readers expect
+            self.layout.events_dir(kind).mkdir(parents=True, exist_ok=True)
+        for (kind, day), items in sorted(buffer.records.items()):
+            _, contract = next(v for v in KINDS.values() if v[0] == kind)
+            name = f"part-{_digest([i for i, _ in items])}.parquet"
+            path = self.layout.day_dir(kind, day) / name
+            if path.exists():
+                self.stats.skipped_files += 1  # the same entries, written before a crash lost their ack
+            else:
+                _write_new(path, [r for _, r in items], contract)
+                self.stats.files += 1
+            setattr(self.stats, kind, getattr(self.stats, kind) + len(items))
+            self.stats.days.add(day.isoformat())
+        if buffer.rejected:
+            digest = _digest([r["entry"].encode() for r in buffer.rejected])
+            path = self.layout.root / "rejected" / f"part-{digest}.jsonl"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in buffer.rejected), encoding="utf-8")
+                os.replace(tmp, path)
+            self.stats.rejected += len(buffer.rejected)
+        # Acknowledge only now that every file holding these entries is complete on disk.
+        for i in range(0, len(buffer.ids), 1000):
+            self.stats.acked += self.client.xack(self.stream, self.group, *buffer.ids[i : i + 1000])
+        if on_flush is not None:
+            on_flush(self.stats)
+        self._claim_cursor = "0-0"  # nothing of ours is pending now: look for a dead consumer's entries
+        return _Buffer()
+
+
+def _digest(entry_ids: list[bytes]) -> str:
+    h = hashlib.sha256()
+    for entry_id in entry_ids:
+        h.update(entry_id + b"\n")
+    return h.hexdigest()[:20]
+
+
+def _write_new(path: Path, records: list[Record], contract: type[Record]) -> None:
+    """Write a new part file atomically: readers (and a crash) never see half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not .parquet: DataLayout ignores it
+    write_records(records, tmp, contract)
+    os.replace(tmp, path)
+
+
+def read_archive(out: Path) -> tuple[pa.Table, pa.Table]:
+    """(impressions, interactions) of an archive, without the duplicates at-least-once delivery can leave."""
+    layout = DataLayout(Path(out))
+    tables = []
+    for kind, contract in KINDS.values():
+        if layout.events_dir(kind).is_dir():
+            tables.append(layout.read_events(kind, validate_rows=False))
+        else:  # e.g. no click has happened yet
+            tables.append(arrow_schema(contract).empty_table())
+    return _first_of(tables[0], ["request_id"]), _first_of(tables[1], INTERACTION_KEY)
+
+
+def _first_of(table: pa.Table, keys: list[str]) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    indexed = table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    first = indexed.group_by(keys, use_threads=False).aggregate([("_row", "min")])
+    return table.take(pc.sort_indices(first["_row_min"]))
