@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from search.cli.common import console, print_json
+from search.cli.common import console, print_json, progress_bar, state
 from search.cli.experiments import app as experiment_app
 
 events_app = typer.Typer(help="The server's event stream: archive it as Parquet.", no_args_is_help=True)
@@ -25,6 +25,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 def register(root: typer.Typer) -> None:
     """Add ``analyze`` and ``estimate`` to the ``experiment`` group and the ``events`` group to the root."""
     experiment_app.command("analyze")(analyze)
+    experiment_app.command("estimate")(estimate)
     events_app.command("export")(export)
     root.add_typer(events_app, name="events")
 
@@ -123,7 +124,6 @@ def export(
     from data.archive import StreamArchiver
     from features.connection import connect
     from features.keys import Keys
-    from search.cli.common import state
 
     settings = state.settings().features
     archiver = StreamArchiver(
@@ -149,3 +149,81 @@ def export(
         f"{stats.rejected} rejected in {stats.files} new files (days {days}); "
         f"{stats.skipped_files} files were already there"
     )
+
+
+def estimate(
+    world: Annotated[
+        Path, typer.Option("--world", help="Data folder with logged impressions and propensities.")
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Registry line[@version] (default version: current, else newest), or logging|greedy.",
+        ),
+    ],
+    days: Annotated[
+        str | None, typer.Option("--days", help="YYYY-MM-DD..YYYY-MM-DD (default: the world's test days).")
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option("--registry", help="Registry folder (default: settings ranking.registry_dir)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Offline estimate of a ranker's clicks per page on logged data: IPS and SNIPS (item-position model)
+    with bootstrap CIs, beside the logging policy, its greedy page and the clicks observed.
+
+    The ranker reorders the logging policy's greedy page of each request (features at the request's time);
+    with a simulated world, the true expected clicks (from truth/) are reported as a check.
+    """
+    from search.experiments.counterfactual import estimate as run
+    from search.experiments.counterfactual import parse_days
+
+    settings = state.settings()
+    with progress_bar(not as_json) as report:
+        result = run(
+            world,
+            model,
+            settings,
+            days=parse_days(days) if days else None,
+            registry=registry,
+            seed=seed,
+            progress=report,
+        )
+    if as_json:
+        print_json(result)
+        return
+    left = result["left_out"]
+    console.print(
+        f"{world}, days {result['days']}: {result['evaluated']} of {result['requests']} requests "
+        f"({left['no_greedy_page']} without a greedy page in the logs)"
+        + (f"; model {result['version']}" if "version" in result else "")
+    )
+    obs = result["observed"]
+    table = Table(title="clicks per page (95% CI)")
+    for col in ("policy", "IPS", "SNIPS", "clicks@3 (SNIPS)", "effective pages", "truth (greedy pages)"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for name, row in result["estimates"].items():
+        truth = row.get("truth_on_greedy_pages")
+        table.add_row(
+            name,
+            _ci(row["ips"]["clicks_per_page"]),
+            _ci(row["snips"]["clicks_per_page"]),
+            _ci(row["snips"]["clicks@3"]),
+            f"{row['effective_pages']:.0f}",
+            _ci(truth) if truth else "-",
+        )
+    table.add_row("observed, all pages", _ci(obs["all_pages"]), "", "", str(obs["all_pages"]["pages"]), "")
+    table.add_row(
+        "observed, greedy pages", _ci(obs["greedy_pages"]), "", "", str(obs["greedy_pages"]["pages"]), ""
+    )
+    console.print(table)
+
+
+def _ci(entry: dict[str, Any]) -> str:
+    if entry.get("value") is None:
+        return "-"
+    lo, hi = entry["ci"]
+    return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
