@@ -14,7 +14,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from search.cli import embeddings, experiments, features, ranking, retrieval, serving, world
+from search.cli import (
+    analysis,
+    embeddings,
+    experiments,
+    features,
+    ranking,
+    retrieval,
+    serving,
+    simulate,
+    world,
+)
 from search.cli.common import state
 from search.errors import SmartblockError
 
@@ -27,7 +37,8 @@ app = typer.Typer(
 )
 app.add_typer(world.app, name="world")
 app.command("quickstart")(world.quickstart)
-for stage in (retrieval, features, ranking, embeddings, serving, experiments):
+# analysis joins the experiment group, so it registers after it.
+for stage in (retrieval, features, ranking, embeddings, serving, experiments, analysis, simulate):
     stage.register(app)
 
 
