@@ -48,7 +48,8 @@ def _inside(value: float, ci: list[float]) -> bool:
 
 def test_estimates_recover_observed_and_true_clicks(tiny_world: Path, settings: Settings) -> None:
     out = estimate(tiny_world, "ranker", settings)
-    assert out["version"] == "ranker@v0001" and out["evaluated"] > 0.9 * out["requests"]
+    assert out["version"] == "ranker@v0001"
+    assert out["greedy_page"]["unknown"] < 0.05 * out["requests"]
     est, obs = out["estimates"], out["observed"]
     # The logging policy evaluated on its own logs: weight 1, the observed clicks per page exactly.
     assert est["logging"]["ips"]["clicks_per_page"]["value"] == obs["all_pages"]["value"]
