@@ -5,7 +5,7 @@ Built from the public docs and blocks tables only (never from ``truth/``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,25 @@ def tokens(text: str) -> list[str]:
     return [t for t in "".join(c if c.isalnum() else " " for c in text.lower()).split() if len(t) > 1]
 
 
+@dataclass(frozen=True)
+class BlockVectors:
+    """One embedding model's block vectors, in catalogue row order, as the online store holds them (float16
+    values widened to float32), so offline and online similarities are computed from the same numbers."""
+
+    version: str
+    matrix: np.ndarray  # (B, D) float32, zeros where absent
+    norms: np.ndarray  # (B,) float32 L2 norms (0 where absent)
+    present: np.ndarray  # (B,) bool: the block has a vector of this version
+    complete: bool  # every catalogue block has one (a partial load may be retried later)
+
+    @classmethod
+    def from_rows(cls, version: str, matrix: np.ndarray, present: np.ndarray) -> BlockVectors:
+        matrix = np.asarray(matrix, dtype=np.float32)
+        present = np.asarray(present, dtype=bool)
+        norms = np.linalg.norm(matrix, axis=1).astype(np.float32)
+        return cls(version, matrix, norms, present & (norms > 0), bool(present.all()))
+
+
 @dataclass
 class BlockCatalog:
     ids: list[str]
@@ -36,6 +55,9 @@ class BlockCatalog:
     created_ms: np.ndarray  # (B,)
     n_docs: np.ndarray  # (B,)
     doc_genre: dict[str, int]
+    # Block vectors by embedding model version (M3). Filled by the training-set builder with the models it
+    # trained, and online by ``RedisFeatureStore`` from the store, once per version a user vector names.
+    vectors: dict[str, BlockVectors] = field(default_factory=dict)
 
     @classmethod
     def from_tables(cls, blocks: pa.Table, docs: pa.Table) -> BlockCatalog:

@@ -8,7 +8,9 @@ from the live state (events strictly before it) and the batch snapshot cut at th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +25,9 @@ from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute,
 from features.ops import Impression
 from features.replay import Replayer, in_time_order
 from search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from features.embeddings.asof import DailyVectors
 
 Progress = Callable[[str, int, int], None]
 
@@ -56,12 +61,20 @@ def build_training_set(
     *,
     catalog: BlockCatalog | None = None,
     progress: Progress | None = None,
+    vectors: DailyVectors | None = None,
 ) -> pa.Table:
-    """One row per shown (impression, block) for impressions on days [start, end]."""
+    """One row per shown (impression, block) for impressions on days [start, end].
+
+    ``vectors`` (``features.embeddings.asof.train_daily_vectors``) gives the M3 features: each day's user
+    vectors join that day's batch snapshot, and the models' block vectors join the catalogue. Without it
+    every row has ``m3_missing = 1``.
+    """
     if end < start:
         raise ConfigError(f"--to {end} is before --from {start}")
     report = progress or (lambda stage, done, total: None)
     catalog = catalog or BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    if vectors is not None:  # a copy: the caller's catalogue keeps its own vectors
+        catalog = replace(catalog, vectors={**catalog.vectors, **vectors.blocks})
     imps = layout.read_events("impressions", end=end)
     acts = layout.read_events("interactions", end=end)
     replayer = Replayer(settings)
@@ -76,6 +89,9 @@ def build_training_set(
             if day not in snapshots:
                 snapshots.clear()  # one day's snapshot at a time: memory stays flat
                 snapshots[day] = _snapshot_before(imps, acts, day_start_ms(day), catalog, replayer, settings)
+                if vectors is not None:  # M3 user vectors as of the day's start: batch state like the profile
+                    for key, fields in vectors.user_hashes(day, replayer.keys).items():
+                        snapshots[day].user.setdefault(key, {}).update(fields)
             req = Request(
                 event.request_id,
                 event.ts_ms,

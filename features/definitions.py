@@ -22,7 +22,9 @@ Entity = Literal["query_block", "block", "query", "user", "user_block", "request
 Source = Literal["stream", "batch", "static"]
 
 # The user hash: recent interest and long-term profile (each in chunks), the M3 vector and its model version.
-USER_FIELDS = [*chunk_fields("r"), *chunk_fields("p"), *chunk_fields("v"), "m"]
+VECTOR_FIELD, VERSION_FIELD = "v", "m"
+VECTOR_DTYPE = np.dtype("<f2")  # stored user and block vectors: little-endian float16
+USER_FIELDS = [*chunk_fields("r"), *chunk_fields("p"), *chunk_fields(VECTOR_FIELD), VERSION_FIELD]
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0
@@ -74,6 +76,11 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("rt_keyword_share", "user_block", "stream", 0.0, "rt_keyword_score / all recent interest"),
     Feature("rt_missing", "user", "stream", 1.0, "1 when the user searched nothing recently"),
+    Feature(
+        "m3_similarity", "user_block", "batch", 0.0, "cosine of the user's M3 vector and the block's vector"
+    ),
+    Feature("m3_score", "user_block", "batch", 0.0, "dot product of the two vectors: M3's next-block logit"),
+    Feature("m3_missing", "user_block", "batch", 1.0, "1 when user or block has no vector of one model"),
     Feature("block_age_log_days", "block", "static", 0.0, "log(1 + days since the block was created)"),
     Feature("block_docs", "block", "static", 0.0, "number of docs in the block"),
     Feature("block_kind", "block", "static", 0.0, "0 topic, 1 genre", categorical=2),
@@ -93,6 +100,9 @@ class Request:
     user_id: str
     query: str
     block_ids: tuple[str, ...]
+
+
+USER_SLOT = 2  # position of the user hash in ``plan``'s list
 
 
 def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
@@ -199,12 +209,40 @@ def compute(
         out[:, col["rt_keyword_share"]] = scores / total if total > 0 else 0.0
         out[:, col["rt_missing"]] = 0.0
 
+    _m3(out, user, catalog, rows)
+
     age_days = np.maximum(req.ts_ms - catalog.created_ms[rows], 0) / 86_400_000
     out[:, col["block_age_log_days"]] = np.log1p(age_days)
     out[:, col["block_docs"]] = catalog.n_docs[rows]
     out[:, col["block_kind"]] = catalog.kind[rows]
     out[:, col["block_genre"]] = catalog.main_genre[rows]
     return out
+
+
+def _m3(out: np.ndarray, user: dict, catalog: BlockCatalog, rows: np.ndarray) -> None:
+    """M3 similarity of the user's stored vector with each block's vector of the same model version.
+
+    The user hash names the version its vector came from; the catalogue holds block vectors per version.
+    A user vector whose version has no block vectors (a model not loaded, or replaced) leaves the
+    defaults: comparing vectors of two different models would be noise.
+    """
+    raw = join_blob(user, VECTOR_FIELD)
+    version = user.get(VERSION_FIELD)
+    if raw is None or version is None or len(raw) % VECTOR_DTYPE.itemsize:
+        return
+    blocks = catalog.vectors.get(version.decode() if isinstance(version, bytes) else str(version))
+    vec = np.frombuffer(raw, dtype=VECTOR_DTYPE).astype(np.float32)
+    if blocks is None or blocks.matrix.shape[1] != len(vec):
+        return
+    user_norm = np.float32(np.linalg.norm(vec))
+    has = blocks.present[rows]
+    if user_norm <= 0 or not has.any():
+        return
+    dots = blocks.matrix[rows] @ vec  # (n,) float32, the same arithmetic offline and online
+    norms = np.where(has, blocks.norms[rows] * user_norm, np.float32(1.0))
+    out[has, INDEX["m3_similarity"]] = (dots / norms)[has]
+    out[has, INDEX["m3_score"]] = dots[has]
+    out[has, INDEX["m3_missing"]] = 0.0
 
 
 def _coec(clicks: np.ndarray, examinations: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ within one hash tag (see ``features.keys``).
 from __future__ import annotations
 
 import json
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -16,12 +18,27 @@ import numpy as np
 from redis.cluster import RedisCluster
 
 from features.batch import Snapshot
-from features.catalog import BlockCatalog
+from features.catalog import BlockCatalog, BlockVectors
 from features.config import FeatureStoreSettings
 from features.connection import RedisClient
-from features.definitions import Request, compute, plan
+from features.definitions import (
+    USER_SLOT,
+    VECTOR_DTYPE,
+    VECTOR_FIELD,
+    VERSION_FIELD,
+    Request,
+    compute,
+    plan,
+)
 from features.keys import Keys
 from features.ops import Op, RequestContext
+from features.packing import chunk_fields, join_blob
+
+# Block vectors of a version that were incomplete when loaded (a model being written) are read again after
+# this long; complete ones never are. At most this many versions stay in memory (old and new model while
+# user vectors move over after a retraining).
+_VECTOR_RETRY_S = 60.0
+_VECTOR_VERSIONS_KEPT = 2
 
 # Applies one event's operations on one hash tag exactly once: the marker (same tag) is set first, and a
 # redelivered event finds it and changes nothing. KEYS[1] marker, KEYS[2..] data keys; ARGV[1] marker TTL,
@@ -137,6 +154,8 @@ class RedisFeatureStore(FeatureStore):
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self._apply = client.register_script(_APPLY_LUA)
+        self._vector_lock = threading.Lock()
+        self._vectors_loaded: dict[str, float] = {}  # version -> monotonic time this store loaded it
 
     # -- writes ---------------------------------------------------------------------------------------
     def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
@@ -237,8 +256,60 @@ class RedisFeatureStore(FeatureStore):
         return out
 
     def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
-        """All features of one request's candidate blocks, read in one pipelined round trip."""
-        return compute(req, self.fetch(plan(self.keys, req)), catalog, self.settings)
+        """All features of one request's candidate blocks, read in one pipelined round trip.
+
+        Block vectors are not read per request: the first request whose user vector names a model version
+        loads that version's block vectors into the catalogue (``block_vectors``), later ones use memory.
+        """
+        fetched = self.fetch(plan(self.keys, req))
+        version = fetched[USER_SLOT].get(VERSION_FIELD)
+        if version is not None:
+            self.block_vectors(catalog, version.decode())
+        return compute(req, fetched, catalog, self.settings)
+
+    def block_vectors(self, catalog: BlockCatalog, version: str) -> BlockVectors:
+        """The catalogue's block vectors of ``version``, loaded from the store when not in memory yet (or
+        when an earlier load was incomplete and ``_VECTOR_RETRY_S`` has passed)."""
+        have = catalog.vectors.get(version)
+        if have is not None and (
+            have.complete or time.monotonic() - self._vectors_loaded.get(version, 0.0) < _VECTOR_RETRY_S
+        ):
+            return have
+        with self._vector_lock:  # one loader per version; requests that waited find it loaded
+            have = catalog.vectors.get(version)
+            if have is not None and (
+                have.complete or time.monotonic() - self._vectors_loaded.get(version, 0.0) < _VECTOR_RETRY_S
+            ):
+                return have
+            loaded = self.read_block_vectors(catalog.ids, version)
+            catalog.vectors[version] = loaded
+            self._vectors_loaded[version] = time.monotonic()
+            for old in sorted(self._vectors_loaded, key=self._vectors_loaded.__getitem__)[
+                :-_VECTOR_VERSIONS_KEPT
+            ]:
+                catalog.vectors.pop(old, None)
+                del self._vectors_loaded[old]
+            return loaded
+
+    def read_block_vectors(self, block_ids: list[str], version: str, chunk: int = 5000) -> BlockVectors:
+        """Every listed block's stored vector of ``version`` (others count as absent), pipelined in chunks."""
+        fields = [*chunk_fields(VECTOR_FIELD), VERSION_FIELD]
+        want = version.encode()
+        rows: list[np.ndarray | None] = []
+        for lo in range(0, len(block_ids), chunk):
+            items = [(self.keys.block_vector(b), fields) for b in block_ids[lo : lo + chunk]]
+            for h in self.fetch(items):
+                raw = join_blob(h, VECTOR_FIELD) if h.get(VERSION_FIELD) == want else None
+                ok = raw is not None and len(raw) % VECTOR_DTYPE.itemsize == 0
+                rows.append(np.frombuffer(raw, dtype=VECTOR_DTYPE).astype(np.float32) if ok else None)
+        dims = [len(r) for r in rows if r is not None]
+        dim = max(set(dims), key=dims.count) if dims else 0  # a stray vector of another width is absent
+        matrix = np.zeros((len(block_ids), dim), dtype=np.float32)
+        present = np.zeros(len(block_ids), dtype=bool)
+        for i, r in enumerate(rows):
+            if r is not None and len(r) == dim:
+                matrix[i], present[i] = r, True
+        return BlockVectors.from_rows(version, matrix, present)
 
     def clear(self) -> int:
         """Delete every key of this namespace (tests, rebuilds). Returns how many went."""

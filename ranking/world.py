@@ -36,6 +36,7 @@ from data.schemas import TIMESTAMP
 from data.world.stats import DIVERSITY_BUCKETS, ENTROPY_BUCKETS
 from features.config import FeatureStoreSettings
 from features.definitions import FEATURES
+from features.embeddings.config import EmbeddingSettings
 from ranking.config import WorldSettings
 from ranking.dataset import ListwiseData
 from ranking.errors import WorldDataError
@@ -55,6 +56,9 @@ _CONNECTION_FIELDS = {
     "stream_claim_idle_ms",
     "stream_max_deliveries",
 }
+
+# Embedding settings that cannot change a point-in-time M3 vector.
+_EMBEDDING_IRRELEVANT = {"model_dir", "threads"}
 
 Progress = Callable[[str, int, int], None]
 
@@ -135,21 +139,41 @@ def training_table(
     *,
     cache: bool = True,
     progress: Progress | None = None,
+    embeddings: EmbeddingSettings | None = None,
 ) -> tuple[pa.Table, bool]:
     """The point-in-time training set of days [start, end] and whether it came from the cache.
 
-    The cache file's name carries the range and a hash of the feature fingerprint and the world's files, so
-    a changed feature definition, setting, features code or world builds afresh; older entries for the same
-    range are removed then.
+    The M3 features come from models trained on earlier days only and user vectors as of each day's start
+    (``features.embeddings.asof``; ``embeddings.as_of = False`` leaves them missing). What was trained is
+    recorded in the table's schema metadata under ``m3_models``.
+
+    The cache file's name carries the range and a hash of the feature fingerprint, the embedding settings
+    and the world's files, so a changed feature definition, setting, features code or world builds afresh;
+    older entries for the same range are removed then.
     """
+    from features.catalog import BlockCatalog
     from features.dataset import build_training_set
 
-    key = hashlib.sha256(f"{feature_fingerprint(settings)}|{data_signature(layout)}".encode()).hexdigest()
+    embeddings = embeddings or EmbeddingSettings()
+    m3 = {k: v for k, v in embeddings.model_dump(mode="json").items() if k not in _EMBEDDING_IRRELEVANT}
+    key = hashlib.sha256(
+        f"{feature_fingerprint(settings)}|{json.dumps(m3, sort_keys=True)}|{data_signature(layout)}".encode()
+    ).hexdigest()
     folder = layout.root / CACHE_DIR
     path = folder / f"training_{start}_{end}_{key[:16]}.parquet"
     if cache and path.is_file():
         return pq.read_table(path), True
-    table = build_training_set(layout, start, end, settings, progress=progress)
+    catalog = BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    vectors = None
+    if embeddings.as_of:
+        from features.embeddings.asof import train_daily_vectors
+
+        vectors = train_daily_vectors(layout, start, end, catalog.ids, embeddings, progress=progress)
+    table = build_training_set(
+        layout, start, end, settings, catalog=catalog, progress=progress, vectors=vectors
+    )
+    models = json.dumps(vectors.models if vectors else []).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"m3_models": models})
     if cache:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -324,10 +348,12 @@ class WorldSource:
         world: WorldSettings,
         features: FeatureStoreSettings,
         progress: Progress | None = None,
+        embeddings: EmbeddingSettings | None = None,
     ) -> None:
         self.layout = DataLayout(Path(root))
         self.world = world
         self.features = features
+        self.embeddings = embeddings or EmbeddingSettings()
         self.progress = progress
         self.split = day_split(self.layout, world)
         self._table: pa.Table | None = None
@@ -343,6 +369,7 @@ class WorldSource:
                 self.features,
                 cache=self.world.cache,
                 progress=self.progress,
+                embeddings=self.embeddings,
             )
         return self._table
 

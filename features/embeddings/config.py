@@ -46,6 +46,21 @@ class EmbeddingSettings(BaseModel):
     # (spin-waiting on a busy core), measured here under load.
     threads: int = Field(default=1, ge=1, le=64, description="torch threads.")
     seed: int = Field(default=0, ge=0)
+    # Point-in-time M3 for ranker training sets (features.embeddings.asof): models retrained on an expanding
+    # window of days, each giving user vectors as of the start of the days up to the next retraining.
+    as_of: bool = Field(
+        default=True, description="Give training sets M3 features (off: every row has m3_missing = 1)."
+    )
+    as_of_first_days: int = Field(
+        default=2, ge=2, description="Logged days before the first model (its training and validation days)."
+    )
+    as_of_retrain_days: int = Field(default=4, ge=1, description="A new model every this many days.")
+    as_of_max_train_seconds: float | None = Field(
+        default=60.0, gt=0, description="Training time cap of each point-in-time model."
+    )
+    as_of_valid_events: int = Field(
+        default=5000, ge=1, description="Validation clicks (a seeded sample) for each model's early stopping."
+    )
     model_dir: Path = Field(default=Path("worlds/models/m3"), description="Where trained versions are saved.")
 
     @model_validator(mode="after")

@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from features.definitions import VECTOR_DTYPE, VECTOR_FIELD, VERSION_FIELD
 from features.embeddings.errors import VectorFormatError
 from features.packing import chunk_fields, join_blob, split_blob
 from features.store import RedisFeatureStore
 
-VECTOR_FIELD, VERSION_FIELD = "v", "m"
 VECTOR_FIELDS = [*chunk_fields(VECTOR_FIELD), VERSION_FIELD]  # what to fetch for one vector
-DTYPE = np.dtype("<f2")
+DTYPE = VECTOR_DTYPE
 
 
 def encode_vector(vec: np.ndarray) -> bytes:
@@ -61,9 +61,11 @@ def write_vectors(
     ttl = store.settings.user_ttl_days * 86_400
     pipe = store.client.pipeline(transaction=False)
     pending = written = 0
+    # Blocks first: a server that sees a user vector of a new version then finds that version's blocks
+    # (it loads them once per version, see RedisFeatureStore.block_vectors).
     items: list[tuple[str, np.ndarray, bool]] = [
-        *((keys.user_vector(u), v, True) for u, v in (users or {}).items()),
         *((keys.block_vector(b), v, False) for b, v in (blocks or {}).items()),
+        *((keys.user_vector(u), v, True) for u, v in (users or {}).items()),
     ]
     for key, vec, expires in items:
         pipe.hdel(key, *chunk_fields(VECTOR_FIELD))  # a model with fewer dims must not leave stale chunks
