@@ -100,8 +100,9 @@ def _print(result: dict[str, Any]) -> None:
     for sample in result["error_samples"]:
         console.print(f"[red]error:[/] {sample}", highlight=False)
     k = result["page_size"]
-    table = Table(title="per variant (utility: the simulator's true utility of the shown pages)")
-    for col in ("experiment", "variant", "ranker", "searches", "clicks", "ctr", f"utility@{k}", "examined"):
+    table = Table(title="per variant; util: the true utility of the shown pages (the simulator knows it)")
+    # Short headers: the table must stay readable in an 80-column terminal.
+    for col in ("exp", "variant", "ranker", "searches", "clicks", "ctr", f"util@{k}", "examined"):
         table.add_column(col, justify="right")
     for v in result["variants"]:
         table.add_row(
