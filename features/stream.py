@@ -80,6 +80,7 @@ class ConsumerStats:
     waiting: int = 0  # interactions whose impression has not arrived yet
     dead: int = 0
     reclaimed: int = 0
+    retries: int = 0  # reads retried after a Redis timeout or lost connection
     dead_reasons: list[str] = field(default_factory=list)
 
 
@@ -129,8 +130,21 @@ class StreamConsumer:
     ) -> ConsumerStats:
         self.ensure_group()
         started = time.monotonic()
+        # A blocking read longer than the client's socket timeout would end in a TimeoutError on an idle
+        # stream: block for a little less than that timeout.
+        pool = getattr(self.client, "connection_pool", None)  # a cluster client has one per node
+        timeout_s = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
+        if timeout_s:
+            block_ms = max(1, min(block_ms, int(timeout_s * 1000 * 0.8)))
         while True:
-            handled = self.step(block_ms=0 if until_idle else block_ms)
+            try:
+                handled = self.step(block_ms=0 if until_idle else block_ms)
+            except (redis.TimeoutError, redis.ConnectionError):
+                # A slow or restarting Redis: unacknowledged entries stay pending and are read again, so
+                # waiting and retrying loses nothing; dying would stop the live features instead.
+                self.stats.retries += 1
+                time.sleep(0.2)
+                continue
             if until_idle and handled == 0:
                 return self.stats
             if max_seconds is not None and time.monotonic() - started > max_seconds:
