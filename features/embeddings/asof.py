@@ -10,8 +10,9 @@ that means two things:
 
 Models are retrained on an expanding window: the first one once ``as_of_first_days`` logged days exist
 (all but the last of them for training, the last for early stopping), then every ``as_of_retrain_days``
-days. Day d uses the newest model whose cutoff is <= d's start; days before the first cutoff get no vectors
-(their rows say ``m3_missing = 1``), as a portal that has not trained M3 yet would serve them.
+days, each for at most ``as_of_epochs`` epochs (an epoch bound, unlike a time cap, keeps the training set
+reproducible). Day d uses the newest model whose cutoff is <= d's start; days before the first cutoff get
+no vectors (their rows say ``m3_missing = 1``), as a portal that has not trained M3 yet would serve them.
 
 The vectors go through the online encoding (float16 bytes in the user hash under ``v``/``m``, float16 block
 vectors widened to float32), so ``features.definitions.compute`` reads the same numbers as at serving time.
@@ -104,7 +105,9 @@ def train_daily_vectors(
     torch.set_num_threads(settings.threads)
     block_ids = np.array(layout.read_blocks(validate_rows=False)["id"].to_pylist(), dtype=object)
     full = build_sequences(layout, block_ids, before_ms=day_ms(end) + DAY_MS, validate_rows=False)
-    capped = settings.model_copy(update={"max_train_seconds": settings.as_of_max_train_seconds})
+    capped = settings.model_copy(
+        update={"max_train_seconds": settings.as_of_max_train_seconds, "epochs": settings.as_of_epochs}
+    )
     for n, cutoff in enumerate(plan):
         until = plan[n + 1] if n + 1 < len(plan) else None
         served = [d for d in days if d >= max(cutoff, start) and (until is None or d < until)]

@@ -55,8 +55,11 @@ class EmbeddingSettings(BaseModel):
         default=2, ge=2, description="Logged days before the first model (its training and validation days)."
     )
     as_of_retrain_days: int = Field(default=4, ge=1, description="A new model every this many days.")
+    # Epochs, not wall time, bound these models: a training set must not depend on how busy the machine
+    # was. The time cap is a safety net for large logs (a run that hits it is no longer reproducible).
+    as_of_epochs: int = Field(default=4, ge=1, description="Most epochs of each point-in-time model.")
     as_of_max_train_seconds: float | None = Field(
-        default=60.0, gt=0, description="Training time cap of each point-in-time model."
+        default=900.0, gt=0, description="Safety cap on the training time of each point-in-time model."
     )
     as_of_valid_events: int = Field(
         default=5000, ge=1, description="Validation clicks (a seeded sample) for each model's early stopping."

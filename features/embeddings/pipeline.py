@@ -16,7 +16,7 @@ from data.layout import DataLayout
 from features.embeddings.baselines import average_scorer, multi_scorer, popular_scorer
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import latest_user_vectors
-from features.embeddings.errors import EmbeddingError, NotEnoughData
+from features.embeddings.errors import EmbeddingError, ModelFormatError, NotEnoughData
 from features.embeddings.evaluate import ends_before_request, evaluate, held_out_targets
 from features.embeddings.model import M3
 from features.embeddings.persist import load_current, save_model
@@ -186,3 +186,33 @@ def refresh_user_vectors(
     write_vectors(store, saved.version, users=dict(zip(seqs.user_ids[active].tolist(), vecs, strict=True)))
     write_refresh_state(store, saved.version, as_of + 1)
     return {"version": saved.version, "since_ms": since_ms, "until_ms": as_of + 1, "users": len(active)}
+
+
+def write_current_vectors(
+    layout: DataLayout, store: RedisFeatureStore, settings: EmbeddingSettings, *, validate_rows: bool = True
+) -> dict[str, Any] | None:
+    """Write every user's (as of the newest event) and every block's vector of the current saved model, when
+    it was trained over this data's block vocabulary; None when there is no such model. For a feature store
+    rebuilt from scratch (``features build`` clears it) without retraining."""
+    torch.set_num_threads(settings.threads)
+    try:
+        saved = load_current(settings.model_dir)
+    except ModelFormatError:
+        return None
+    block_ids = vocabulary(layout, validate_rows=validate_rows)
+    if saved.block_ids.tolist() != block_ids.tolist():
+        return None  # trained on other data
+    seqs = build_sequences(layout, saved.block_ids, validate_rows=validate_rows)
+    as_of = int(seqs.ts_ms.max()) if seqs.n_events else 0
+    users = np.arange(len(seqs.user_ids))
+    length = int(saved.manifest["settings"]["max_history"])
+    vecs, _ = latest_user_vectors(saved.model, seqs, users, as_of, length)
+    table = saved.model.item_vectors().detach().numpy()
+    written = write_vectors(
+        store,
+        saved.version,
+        users=dict(zip(seqs.user_ids.tolist(), vecs, strict=True)),
+        blocks=dict(zip(saved.block_ids.tolist(), table, strict=True)),
+    )
+    write_refresh_state(store, saved.version, as_of + 1)
+    return {"version": saved.version, "written": written}

@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from search.cli.common import console, print_json, progress_bar, state
 from search.settings import Scale
+
+if TYPE_CHECKING:
+    from features.store import RedisFeatureStore
+
+# Training-time cap of the M3 model quickstart trains for serving (CI runs quickstart on 2 cores).
+QUICKSTART_M3_SECONDS = 90.0
 
 app = typer.Typer(
     help="Generate and inspect simulated worlds (docs, blocks, users, logs, truth).", no_args_is_help=True
@@ -104,11 +110,49 @@ def quickstart(
         built = build_online_features(DataLayout(world), store, progress=report)
     where = settings.features.redis_url or f"the embedded Redis in {settings.features.embedded_dir}"
     console.print(f"features: {built['events']:,} events into {where} in {built['seconds']['total']} s")
+    _user_embeddings(world, store)
     _default_ranker(world)
     if serve:
         from search.cli.serving import serve as run_server
 
         run_server(world=world, port=port)
+
+
+def _user_embeddings(world: Path, store: RedisFeatureStore) -> None:
+    """M3 user and block vectors into the (just rebuilt) store: the current model's when it was trained on
+    this world's blocks, else a new one, time-capped (``QUICKSTART_M3_SECONDS``) and compared with the
+    baselines on fewer held-out clicks, to keep quickstart short. On logs too short for M3 the ranker's
+    ``m3_*`` features stay missing."""
+    from data.layout import DataLayout
+    from features.embeddings.errors import NotEnoughData
+    from features.embeddings.pipeline import train_user_embeddings, write_current_vectors
+
+    settings = state.settings().embeddings
+    started = time.perf_counter()
+    reused = write_current_vectors(DataLayout(world), store, settings)
+    if reused is not None:
+        console.print(
+            f"M3: wrote the vectors of the current model {reused['version']} ({reused['written']} keys)"
+        )
+        return
+    quick = settings.model_copy(
+        update={
+            "max_train_seconds": settings.max_train_seconds or QUICKSTART_M3_SECONDS,
+            "baseline_table": "m3",  # no second (mean-encoder) training for the baselines
+            "eval_max_events": min(settings.eval_max_events, 5000),
+        }
+    )
+    try:
+        with progress_bar() as report:
+            result = train_user_embeddings(DataLayout(world), quick, store, progress=report)
+    except NotEnoughData as exc:
+        console.print(f"M3 skipped ({exc}): the ranker's m3_* features stay missing")
+        return
+    recall = {m: round(r[f"recall@{quick.eval_k}"], 4) for m, r in result["metrics"].items()}
+    console.print(
+        f"M3 {result['version']}: recall@{quick.eval_k} {recall}; wrote {result['written']} vectors "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
 
 
 def _default_ranker(world: Path) -> None:
@@ -126,7 +170,9 @@ def _default_ranker(world: Path) -> None:
         console.print(f"using the promoted ranker {registry.current('ranker')} in {ranking.registry_dir}")
         return
     with progress_bar() as report:
-        source = WorldSource(world, ranking.world, settings.features, progress=report)
+        source = WorldSource(
+            world, ranking.world, settings.features, progress=report, embeddings=settings.embeddings
+        )
         source.table()
     version, _ = train_world_ranker("lgbm", source, ranking, registry)
     # Nothing is promoted yet, so there is no current model to validate against.
