@@ -133,12 +133,22 @@ class StreamArchiver:
         Following, a flush happens every ``flush_seconds`` or ``flush_rows`` entries, whichever first, so
         files stay few and large enough while the archive lags the stream by seconds only.
         """
+        import redis
+
+        from features.connection import block_ms_within_timeout
+
         self.ensure_group()
         started = time.monotonic()
         buffer = _Buffer()
+        block_ms = block_ms_within_timeout(self.client, block_ms)
         try:
             while True:
-                entries = self._next(block_ms if follow else None)
+                try:
+                    entries = self._next(block_ms if follow else None)
+                except (redis.TimeoutError, redis.ConnectionError):
+                    # A slow or restarting Redis: unacknowledged entries stay pending and are read again.
+                    time.sleep(0.2)
+                    continue
                 for entry_id, fields in entries:
                     self._add(buffer, entry_id, fields)
                 due = len(buffer) >= flush_rows or (

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from data.contracts import Interaction as InteractionRecord
 from data.contracts import SearchImpression
 from features.config import FeatureStoreSettings
+from features.connection import block_ms_within_timeout
 from features.ops import Impression, Interaction, OpBuilder, RequestContext, Shown
 from features.store import RedisFeatureStore
 
@@ -130,12 +131,7 @@ class StreamConsumer:
     ) -> ConsumerStats:
         self.ensure_group()
         started = time.monotonic()
-        # A blocking read longer than the client's socket timeout would end in a TimeoutError on an idle
-        # stream: block for a little less than that timeout.
-        pool = getattr(self.client, "connection_pool", None)  # a cluster client has one per node
-        timeout_s = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
-        if timeout_s:
-            block_ms = max(1, min(block_ms, int(timeout_s * 1000 * 0.8)))
+        block_ms = block_ms_within_timeout(self.client, block_ms)
         while True:
             try:
                 handled = self.step(block_ms=0 if until_idle else block_ms)
