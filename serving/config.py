@@ -38,6 +38,13 @@ class ServingSettings(BaseModel):
     max_k: int = Field(default=50, ge=1, le=200, description="Most blocks one /search may ask for.")
     max_events: int = Field(default=100, ge=1, description="Most events in one POST /events batch.")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    rerank_depth: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="The ranker re-orders this many of the best retrieval candidates (a cascade); deeper "
+        "ones are not shown.",
+    )
     retrieval_cache_size: int = Field(
         default=10_000, ge=0, description="Queries whose fused candidates are kept (LRU); 0 disables."
     )

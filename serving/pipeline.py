@@ -221,7 +221,9 @@ class SearchPipeline:
         reasons: list[str] = []
 
         t = time.perf_counter()
-        hits = [h for h in self._retrieve(text, variant.fusion_weights) if h.id in self.catalog.blocks]
+        depth = max(k, variant.rerank_depth or self.settings.rerank_depth)
+        known = [h for h in self._retrieve(text, variant.fusion_weights) if h.id in self.catalog.blocks]
+        hits = known[:depth]
         lat["retrieval"] = self._observe("retrieval", t)
         ids = tuple(h.id for h in hits)
         if not ids:

@@ -69,6 +69,9 @@ class VariantSettings(_Strict):
     fusion_weights: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
         default=None, description="Retrieval fusion weights per member; 0 mutes a member."
     )
+    rerank_depth: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="How many of the best retrieval candidates the ranker re-orders."
+    )
     exploration: Annotated[float, Field(ge=0, le=1)] | None = Field(
         default=None,
         description="Epsilon: share of requests shown a uniformly random page of the top `exploration_pool` "
