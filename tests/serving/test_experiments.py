@@ -34,7 +34,7 @@ layers:
         traffic: 60
         variants:
           - {name: retrieval, weight: 50, settings: {ranker: retrieval-order}}
-          - {name: pinned, weight: 50, settings: {ranker: "ranker@%(v1)s", personalized: false}}
+          - {name: pinned, weight: 50, settings: {ranker: "ranker@%(v1)s", personalized: false, rerank_depth: 6}}
       - name: il
         traffic: 40
         variants: [{name: x, weight: 100, interleave: {a: ranker, b: retrieval-order}}]
@@ -97,6 +97,7 @@ def test_each_user_gets_the_assigned_variant_and_the_impression_says_so(
             assert body["ranker_version"] == "retrieval-order"
         elif variants.get("ab") == "pinned":
             assert body["ranker_version"] == f"ranker@{trained_versions[1]}"
+            assert body["n_candidates"] == 6  # the cascade: only the best 6 retrieved blocks were ranked
         else:
             assert body["ranker_version"] == f"a=ranker@{trained_versions[0]};b=retrieval-order"
             assert body["teams"] == [str(t) for t in imp.teams] and len(body["teams"]) == len(body["blocks"])
