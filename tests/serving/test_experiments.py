@@ -104,8 +104,9 @@ def test_each_user_gets_the_assigned_variant_and_the_impression_says_so(
             assert set(body["teams"]) <= {"a", "b"}
         if "il" in variants or variants["eps"] == "none":
             assert propensities == [1.0] * len(propensities)
-        else:  # explored or not, each shown block's marginal: 0.5 * [ranker put it here] + 0.5 / 8
-            assert all(p in (0.5 + 0.5 / 8, 0.5 / 8) for p in propensities), propensities
+        else:  # explored or not, each shown block's marginal: 0.5 * [ranker put it here] + 0.5 / pool
+            pool = min(8, body["n_candidates"])
+            assert all(p in (0.5 + 0.5 / pool, 0.5 / pool) for p in propensities), propensities
     assert {"holdback", "ab,eps", "il,eps"} <= {e for e, _ in seen}
 
 
