@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import redis
 from redis.cluster import RedisCluster
 
 from features.batch import Snapshot
@@ -34,9 +35,9 @@ from features.keys import Keys
 from features.ops import Op, RequestContext
 from features.packing import chunk_fields, join_blob
 
-# Block vectors of a version that were incomplete when loaded (a model being written) are read again after
-# this long; complete ones never are. At most this many versions stay in memory (old and new model while
-# user vectors move over after a retraining).
+# Block vectors of a version that were incomplete when loaded (a model being written), or whose load failed,
+# are read again after this long; complete ones never are. At most this many versions stay in memory (old
+# and new model while user vectors move over after a retraining).
 _VECTOR_RETRY_S = 60.0
 _VECTOR_VERSIONS_KEPT = 2
 
@@ -267,21 +268,25 @@ class RedisFeatureStore(FeatureStore):
             self.block_vectors(catalog, version.decode())
         return compute(req, fetched, catalog, self.settings)
 
-    def block_vectors(self, catalog: BlockCatalog, version: str) -> BlockVectors:
+    def block_vectors(self, catalog: BlockCatalog, version: str) -> BlockVectors | None:
         """The catalogue's block vectors of ``version``, loaded from the store when not in memory yet (or
-        when an earlier load was incomplete and ``_VECTOR_RETRY_S`` has passed)."""
+        when an earlier load was incomplete and ``_VECTOR_RETRY_S`` has passed); None when not loaded.
+
+        Never blocks a request on another's load, and never fails one: while a load runs, or after one
+        failed (retried after ``_VECTOR_RETRY_S``), requests get the M3 defaults and their other features.
+        """
         have = catalog.vectors.get(version)
-        if have is not None and (
-            have.complete or time.monotonic() - self._vectors_loaded.get(version, 0.0) < _VECTOR_RETRY_S
-        ):
+        if not self._vectors_stale(have, version) or not self._vector_lock.acquire(blocking=False):
             return have
-        with self._vector_lock:  # one loader per version; requests that waited find it loaded
+        try:
             have = catalog.vectors.get(version)
-            if have is not None and (
-                have.complete or time.monotonic() - self._vectors_loaded.get(version, 0.0) < _VECTOR_RETRY_S
-            ):
+            if not self._vectors_stale(have, version):
                 return have
-            loaded = self.read_block_vectors(catalog.ids, version)
+            try:
+                loaded = self.read_block_vectors(catalog.ids, version)
+            except (redis.RedisError, OSError):
+                self._vectors_loaded[version] = time.monotonic()  # not again before the retry time
+                return have
             catalog.vectors[version] = loaded
             self._vectors_loaded[version] = time.monotonic()
             for old in sorted(self._vectors_loaded, key=self._vectors_loaded.__getitem__)[
@@ -290,9 +295,18 @@ class RedisFeatureStore(FeatureStore):
                 catalog.vectors.pop(old, None)
                 del self._vectors_loaded[old]
             return loaded
+        finally:
+            self._vector_lock.release()
 
-    def read_block_vectors(self, block_ids: list[str], version: str, chunk: int = 5000) -> BlockVectors:
-        """Every listed block's stored vector of ``version`` (others count as absent), pipelined in chunks."""
+    def _vectors_stale(self, have: BlockVectors | None, version: str) -> bool:
+        if have is not None and have.complete:
+            return False
+        tried = self._vectors_loaded.get(version)
+        return tried is None or time.monotonic() - tried >= _VECTOR_RETRY_S
+
+    def read_block_vectors(self, block_ids: list[str], version: str, chunk: int = 1000) -> BlockVectors:
+        """Every listed block's stored vector of ``version`` (others count as absent), pipelined in chunks
+        small enough for a serving client's short socket timeout."""
         fields = [*chunk_fields(VECTOR_FIELD), VERSION_FIELD]
         want = version.encode()
         rows: list[np.ndarray | None] = []

@@ -217,3 +217,25 @@ def test_served_user_vector_without_stored_blocks_gives_the_defaults(
     got = store.assemble(req, catalog)[:, [INDEX[c] for c in M3_COLUMNS]]
     np.testing.assert_array_equal(got, np.tile(DEFAULTS[[INDEX[c] for c in M3_COLUMNS]], (5, 1)))
     assert not catalog.vectors["m3-gone"].present.any()  # loaded once, found empty: retried later only
+
+
+def test_a_failed_block_vector_load_serves_the_defaults_and_waits_to_retry(
+    store: RedisFeatureStore, tiny_catalog: BlockCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow or failing bulk read (a serving client's short timeout) must not fail the request."""
+    import redis
+
+    catalog = BlockCatalog(**{**vars(tiny_catalog), "vectors": {}})
+    write_vectors(store, "m3-x", users={"u1": np.ones(8, np.float32)}, blocks={catalog.ids[0]: np.ones(8)})
+    calls = []
+
+    def fail(block_ids: list[str], version: str) -> BlockVectors:
+        calls.append(version)
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(store, "read_block_vectors", fail)
+    req = Request("r1", 1_800_000_000_000, "u1", "jeju", tuple(catalog.ids[:3]))
+    for _ in range(3):
+        got = store.assemble(req, catalog)[:, [INDEX[c] for c in M3_COLUMNS]]
+        np.testing.assert_array_equal(got, np.tile(DEFAULTS[[INDEX[c] for c in M3_COLUMNS]], (3, 1)))
+    assert calls == ["m3-x"]  # tried once; the next attempt waits for the retry time
