@@ -4,7 +4,10 @@ Every model, including the linear baseline, runs in the same process on the same
 shapes of a world impression: dense features, one categorical id, user and block vectors), so numbers are
 comparable with each other. Goal: p50 <= 2 ms for DCN and DASALC scoring 100 blocks on one thread.
 
-    python benchmarks/bench_ranking.py [--lists 2000] [--features 64] [--threads 1] [--json]
+    python benchmarks/bench_ranking.py [--lists 2000] [--features 64] [--threads 1] [--models dcn] [--json]
+
+``dasalc-ens-ltr`` is dasalc-ens with the LTR defaults of ``RankingSettings.dasalc`` (rank-Gauss inputs,
+``ensemble_size`` members); ``--features 300`` gives the width of the LightGBM example data.
 
 With ``--world DIR`` training throughput is measured on that world's real training days instead (the
 point-in-time training set, cached under the world folder): impressions/s = impressions of the training
@@ -22,7 +25,7 @@ import time
 
 import numpy as np
 
-from ranking.config import TorchTrainSettings
+from ranking.config import RankingSettings, TorchTrainSettings
 from ranking.dataset import ListwiseData
 from ranking.ensemble import DASALCEnsembleRanker
 from ranking.lgbm import LightGBMRanker
@@ -50,7 +53,6 @@ def synthetic(n_lists: int, list_size: int, n_features: int, seed: int) -> Listw
 
 def world_throughput(world: str, threads: int, epochs: int, max_lists: int | None) -> dict:
     """Impressions/s of every model trained for ``epochs`` fixed epochs on a world's training days."""
-    from ranking.config import RankingSettings
     from ranking.world import WorldSource
     from search.settings import Settings
 
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=300, help="timed inference calls per model")
+    parser.add_argument("--models", default=None, help="comma-separated subset of the models (default: all)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--world", help="measure training throughput on this world's training days instead")
     parser.add_argument("--epochs", type=int, default=2, help="with --world: fixed epochs per torch model")
@@ -112,21 +115,31 @@ def main() -> None:
         print(f"setup: {report['setup']} (lgbm: impressions/s over its 100 trees, one pass)")
         print(f"{'model':<12}{'impressions/s':>16}{'train s':>10}")
         for name, r in report["models"].items():
-            print(f"{name:<12}{r['impressions_per_s']:>16}{r['train_seconds']:>10}")
+            print(f"{name:<16}{r['impressions_per_s']:>16}{r['train_seconds']:>10}")
         return
 
     train = synthetic(args.lists, 8, args.features, seed=0)
     one_list = synthetic(1, 100, args.features, seed=1)
     # A fixed number of epochs without early stopping, so throughput measures the same work for every model.
     cfg = TorchTrainSettings(max_epochs=3, valid_fraction=0.0, lists_per_batch=64)
+    ltr = RankingSettings()
     models = {
         "linear": LinearRanker(train=cfg, threads=args.threads),
         "mlp": MLPRanker(train=cfg, threads=args.threads),
         "dcn": DCNRanker(train=cfg, threads=args.threads),
         "dasalc": DASALCRanker(train=cfg, threads=args.threads),
         "dasalc-ens": DASALCEnsembleRanker(n_members=5, train=cfg, threads=args.threads),
+        "dasalc-ens-ltr": DASALCEnsembleRanker(
+            n_members=ltr.ensemble_size, **ltr.dasalc.model_dump(), train=cfg, threads=args.threads
+        ),
         "lgbm": LightGBMRanker(n_estimators=100, threads=args.threads),
     }
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = sorted(set(wanted) - set(models))
+        if unknown:
+            parser.error(f"unknown models {unknown}; choose from {', '.join(models)}")
+        models = {name: models[name] for name in wanted}
     rows = {}
     for name, ranker in models.items():
         started = time.perf_counter()
@@ -151,10 +164,10 @@ def main() -> None:
         print(json.dumps({"setup": meta, "models": rows}, indent=2))
         return
     print(f"setup: {meta} (lgbm: lists/s over its 100 trees, one pass)")
-    print(f"{'model':<12}{'lists/s':>12}{'train s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'model':<16}{'lists/s':>12}{'train s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, r in rows.items():
         print(
-            f"{name:<12}{r['train_lists_per_s']:>12}{r['train_seconds']:>10}"
+            f"{name:<16}{r['train_lists_per_s']:>12}{r['train_seconds']:>10}"
             f"{r['score_100_p50_ms']:>10}{r['score_100_p99_ms']:>10}"
         )
 

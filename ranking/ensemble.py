@@ -15,7 +15,7 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 
 from ranking.base import Ranker
-from ranking.config import TorchTrainSettings
+from ranking.config import DenseTransform, TorchTrainSettings
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, ParameterError
 from ranking.torch_rankers import DASALCRanker
@@ -36,6 +36,7 @@ class DASALCEnsembleRanker(Ranker):
         attention_layers: int = 1,
         heads: int = 4,
         noise_std: float = 0.5,
+        transform: DenseTransform = "log1p_bn",
         refit: bool = False,
         train: TorchTrainSettings | None = None,
         threads: int = 1,
@@ -47,6 +48,7 @@ class DASALCEnsembleRanker(Ranker):
         self.attention_layers = attention_layers
         self.heads = heads
         self.noise_std = noise_std
+        self.transform = transform
         self.train = train or TorchTrainSettings()
         self.threads = threads
 
@@ -58,6 +60,7 @@ class DASALCEnsembleRanker(Ranker):
             "attention_layers": self.attention_layers,
             "heads": self.heads,
             "noise_std": self.noise_std,
+            "transform": self.transform,
             "refit": self.refit,
             "train": self.train.model_dump(),
             "threads": self.threads,
@@ -70,6 +73,7 @@ class DASALCEnsembleRanker(Ranker):
             attention_layers=self.attention_layers,
             heads=self.heads,
             noise_std=self.noise_std,
+            transform=self.transform,
             train=self.train.model_copy(update={"seed": self.train.seed + i}),
             threads=self.threads,
         )

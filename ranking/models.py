@@ -44,8 +44,14 @@ def make_ranker(name: str, settings: RankingSettings | None = None, seed: int | 
         )
     if name == "dasalc-ens":
         return DASALCEnsembleRanker(
-            n_members=settings.ensemble_size, refit=settings.ensemble_refit, train=train, threads=threads
+            n_members=settings.ensemble_size,
+            refit=settings.ensemble_refit,
+            **settings.dasalc.model_dump(),
+            train=train,
+            threads=threads,
         )
+    if name == "dasalc":
+        return DASALCRanker(**settings.dasalc.model_dump(), train=train, threads=threads)
     cls = MODELS[name]
     return cls(train=train, threads=threads)  # type: ignore[call-arg]
 

@@ -150,7 +150,7 @@ def train_world_ranker(
         )
     train = source.lists((first, last), personalized=personalized)
     valid = source.lists(split.valid, personalized=personalized)
-    world_settings = settings.model_copy(update={"train": settings.world.train})
+    world_settings = settings.for_world()
     metadata = {
         "data_range": {
             "world": str(source.layout.root),

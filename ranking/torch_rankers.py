@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, get_args
 
 import numpy as np
 from safetensors.torch import load_file, save_file
@@ -187,7 +187,7 @@ class DASALCRanker(TorchRanker):
     """DASALC: log1p + batch norm + training noise, a row tower, list self-attention, latent cross."""
 
     kind = "dasalc"
-    param_names = ("hidden", "dropout", "attention_layers", "heads", "noise_std")
+    param_names = ("hidden", "dropout", "attention_layers", "heads", "noise_std", "transform")
 
     def __init__(
         self,
@@ -196,6 +196,7 @@ class DASALCRanker(TorchRanker):
         attention_layers: int = 1,
         heads: int = 4,
         noise_std: float = 0.5,
+        transform: DenseTransform = "log1p_bn",
         train: TorchTrainSettings | None = None,
         threads: int = 1,
     ) -> None:
@@ -204,6 +205,7 @@ class DASALCRanker(TorchRanker):
         self.attention_layers = attention_layers
         self.heads = heads
         self.noise_std = noise_std
+        self.transform = transform
         self.train = train or TorchTrainSettings()
         self.threads = threads
 
@@ -220,10 +222,13 @@ class DASALCRanker(TorchRanker):
             )
         if self.noise_std < 0:
             raise ParameterError(f"noise_std must be >= 0, got {self.noise_std}")
+        if self.transform not in get_args(DenseTransform):
+            choices = ", ".join(get_args(DenseTransform))
+            raise ParameterError(f"transform must be one of {choices}, got {self.transform!r}")
 
     def build_net(self, schema: Schema) -> ScoringNet:
         return DASALCNet(
-            _encoder(schema, "log1p_bn", self.noise_std),
+            _encoder(schema, self.transform, self.noise_std),
             self.hidden,
             self.dropout,
             self.attention_layers,

@@ -130,7 +130,7 @@ def evaluate_world(
             )
         return cache[personalized]
 
-    train_cfg = settings.model_copy(update={"train": settings.world.train})
+    train_cfg = settings.for_world()
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         extra: dict[str, Any] = {}

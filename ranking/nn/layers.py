@@ -7,12 +7,14 @@ width (all vectors concatenated), E encoded width, H hidden width. ``mask`` (B, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-DenseTransform = Literal["standardize", "log1p_bn"]
+from ranking.config import DenseTransform
+
+#: Quantile knots per feature kept by the ``"quantile"`` transform (its resolution is 1 / QUANTILES).
+QUANTILES = 128
 
 
 def embedding_dim(cardinality: int, cap: int) -> int:
@@ -28,7 +30,9 @@ class InputEncoder(nn.Module):
         cardinalities: table sizes of the C categorical columns.
         vector_dim: D (0 without vectors).
         dense_transform: ``"standardize"`` (z-score with training statistics, set by ``set_stats``) or
-            ``"log1p_bn"`` (DASALC: sign(x) log(1 + |x|), then batch norm over real rows).
+            ``"log1p_bn"`` (DASALC: sign(x) log(1 + |x|), then batch norm over real rows), or
+            ``"quantile"`` (rank-Gauss: the training CDF, then the normal's inverse CDF; also from
+            ``set_stats``).
         noise_std: Gaussian noise added to the transformed dense features in training (DASALC's
             augmentation); 0 disables it.
         max_embedding_dim: cap on an embedding table's width.
@@ -55,6 +59,8 @@ class InputEncoder(nn.Module):
         self.noise_std = noise_std
         self.register_buffer("mean", torch.zeros(n_dense))  # (F,)
         self.register_buffer("std", torch.ones(n_dense))  # (F,)
+        if dense_transform == "quantile":
+            self.register_buffer("knots", torch.zeros(n_dense, QUANTILES))  # (F, Q), sorted per feature
         self.bn = nn.BatchNorm1d(n_dense) if dense_transform == "log1p_bn" and n_dense else None
         self.embeddings = nn.ModuleList(
             nn.Embedding(c, embedding_dim(c, max_embedding_dim)) for c in cardinalities
@@ -67,10 +73,30 @@ class InputEncoder(nn.Module):
         self.mean.copy_(dense.mean(0))
         std = dense.std(0)
         self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        if self.dense_transform == "quantile" and dense.shape[0]:
+            probs = torch.linspace(0, 1, QUANTILES, dtype=torch.float64)
+            self.knots.copy_(torch.quantile(dense.double(), probs, dim=0).T.to(self.knots.dtype))
+
+    def _quantile_normal(self, dense: Tensor) -> Tensor:
+        """Each feature through its training CDF, then the standard normal's inverse CDF (rank-Gauss).
+
+        Sparse LTR features are mostly 0 with a thin tail: z-scores blow rare values up to tens of standard
+        deviations, which small training sets then overfit. Ranks are bounded and keep only the order a
+        tree would use. Ties (a mass at 0) take their mid-rank, so an all-zero column maps to 0.
+        """
+        shape = dense.shape
+        x = dense.reshape(-1, shape[-1]).T.contiguous()  # (F, M)
+        left = torch.searchsorted(self.knots, x, side="left")  # (F, M)
+        right = torch.searchsorted(self.knots, x, side="right")  # (F, M)
+        half = 0.5 / QUANTILES
+        u = ((left + right).to(dense.dtype) * half).clamp(half, 1 - half)  # (F, M) mid-rank in (0, 1)
+        return torch.special.ndtri(u).T.reshape(shape)  # (B, L, F)
 
     def forward(self, dense: Tensor, cats: Tensor, vecs: Tensor, mask: Tensor) -> Tensor:
         if self.dense_transform == "standardize":
             x = (dense - self.mean) / self.std  # (B, L, F)
+        elif self.dense_transform == "quantile":
+            x = self._quantile_normal(dense)  # (B, L, F)
         else:
             x = torch.sign(dense) * torch.log1p(dense.abs())  # (B, L, F)
             if self.bn is not None:
