@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -141,8 +143,13 @@ class StreamArchiver:
         started = time.monotonic()
         buffer = _Buffer()
         block_ms = block_ms_within_timeout(self.client, block_ms)
+        stop = threading.Event()
+        # Ctrl-C or SIGTERM while following: finish the read in hand, write what was read, then stop. A flag
+        # rather than KeyboardInterrupt, which could land inside the Redis client and look like a lost
+        # connection to the retry below.
+        restore = _stop_on_signals(stop) if follow else {}
         try:
-            while True:
+            while not stop.is_set():
                 try:
                     entries = self._next(block_ms if follow else None)
                 except (redis.TimeoutError, redis.ConnectionError):
@@ -160,8 +167,9 @@ class StreamArchiver:
                     buffer = self._flush(buffer, on_flush)
                 if max_seconds is not None and time.monotonic() - started >= max_seconds:
                     break
-        except KeyboardInterrupt:
-            pass  # Ctrl-C while following: write what was read, then stop
+        finally:
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
         self._flush(buffer, on_flush)
         return self.stats
 
@@ -286,3 +294,13 @@ def _first_of(table: pa.Table, keys: list[str]) -> pa.Table:
     indexed = table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     first = indexed.group_by(keys, use_threads=False).aggregate([("_row", "min")])
     return table.take(pc.sort_indices(first["_row_min"]))
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, object]:
+    """Make SIGINT and SIGTERM set ``stop``; returns the handlers to put back (none off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    return previous
