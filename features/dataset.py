@@ -7,7 +7,7 @@ from the live state (events strictly before it) and the batch snapshot cut at th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
@@ -71,42 +71,68 @@ def build_training_set(
     """
     if end < start:
         raise ConfigError(f"--to {end} is before --from {start}")
-    report = progress or (lambda stage, done, total: None)
     catalog = catalog or BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
-    if vectors is not None:  # a copy: the caller's catalogue keeps its own vectors
-        catalog = replace(catalog, vectors={**catalog.vectors, **vectors.blocks})
     imps = layout.read_events("impressions", end=end)
     acts = layout.read_events("interactions", end=end)
-    replayer = Replayer(settings)
-    snapshots: dict[date, Snapshot] = {}
     rows: list[np.ndarray] = []
     meta: list[tuple[Impression, int]] = []
+    for event, blocks, features in point_in_time_rows(
+        imps, acts, start, end, catalog, settings, _shown_blocks, vectors=vectors, progress=progress
+    ):
+        rows.append(features)
+        meta.append((event, len(blocks)))
+    return _assemble(rows, meta, imps, acts)
+
+
+def _shown_blocks(event: Impression) -> tuple[str, ...]:
+    return tuple(s.block_id for s in event.shown)
+
+
+def point_in_time_rows(
+    imps: pa.Table,
+    acts: pa.Table,
+    start: date,
+    end: date,
+    catalog: BlockCatalog,
+    settings: FeatureStoreSettings,
+    blocks_for: Callable[[Impression], tuple[str, ...] | None],
+    *,
+    vectors: DailyVectors | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[Impression, tuple[str, ...], np.ndarray]]:
+    """The replay behind every point-in-time table: each impression on days [start, end] for which
+    ``blocks_for`` names blocks (None: skipped), with those blocks' feature rows (``FEATURES`` order) as of
+    the request's time. Training sets take the shown blocks; offline estimates take the blocks another
+    policy would have shown.
+    """
+    report = progress or (lambda stage, done, total: None)
+    if vectors is not None:  # a copy: the caller's catalogue keeps its own vectors
+        catalog = replace(catalog, vectors={**catalog.vectors, **vectors.blocks})
+    replayer = Replayer(settings)
+    snapshots: dict[date, Snapshot] = {}
     lo, hi = day_start_ms(start), day_start_ms(end) + 86_400_000
     total = imps.num_rows + acts.num_rows
     for i, event in enumerate(in_time_order(imps, acts)):
         if isinstance(event, Impression) and lo <= event.ts_ms < hi:
-            day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
-            if day not in snapshots:
-                snapshots.clear()  # one day's snapshot at a time: memory stays flat
-                snapshots[day] = _snapshot_before(imps, acts, day_start_ms(day), catalog, replayer, settings)
-                if vectors is not None:  # M3 user vectors as of the day's start: batch state like the profile
-                    for key, fields in vectors.user_hashes(day, replayer.keys).items():
-                        snapshots[day].user.setdefault(key, {}).update(fields)
-            req = Request(
-                event.request_id,
-                event.ts_ms,
-                event.user_id,
-                event.query,
-                tuple(s.block_id for s in event.shown),
-            )
-            fetched = _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req))
-            rows.append(compute(req, fetched, catalog, settings))
-            meta.append((event, len(req.block_ids)))
+            blocks = blocks_for(event)
+            if blocks is not None:
+                day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
+                if day not in snapshots:
+                    snapshots.clear()  # one day's snapshot at a time: memory stays flat
+                    snapshots[day] = _snapshot_before(
+                        imps, acts, day_start_ms(day), catalog, replayer, settings
+                    )
+                    if vectors is not None:  # M3 user vectors as of the day's start: batch state
+                        for key, fields in vectors.user_hashes(day, replayer.keys).items():
+                            snapshots[day].user.setdefault(key, {}).update(fields)
+                req = Request(event.request_id, event.ts_ms, event.user_id, event.query, blocks)
+                fetched = _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req))
+                # Read before the event is applied: the request never sees its own outcome.
+                yield event, blocks, compute(req, fetched, catalog, settings)
         replayer.apply(event)
         if i % 20_000 == 0:
             report("replay", i, total)
     report("replay", total, total)
-    return _assemble(rows, meta, imps, acts)
 
 
 def _snapshot_before(

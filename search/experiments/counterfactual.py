@@ -35,7 +35,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -174,45 +174,30 @@ def candidate_features(
     in that list; propensity and click are placeholders (this table is only scored).
     """
     from features.catalog import BlockCatalog
-    from features.dataset import _Layered, _snapshot_before, day_start_ms
-    from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
-    from features.ops import Impression
-    from features.replay import Replayer, in_time_order
+    from features.dataset import point_in_time_rows
+    from features.definitions import CATEGORICAL, FEATURES, INDEX
 
-    report = progress or (lambda stage, done, total: None)
     catalog = BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
     imps = layout.read_events("impressions", end=end, validate_rows=False)
     acts = layout.read_events("interactions", end=end, validate_rows=False)
-    replayer = Replayer(settings)
-    snapshots: dict[date, Any] = {}
     rows: list[np.ndarray] = []
     cols: dict[str, list] = defaultdict(list)
-    lo, hi = day_start_ms(start), day_start_ms(end) + 86_400_000
-    total = imps.num_rows + acts.num_rows
-    for n, event in enumerate(in_time_order(imps, acts)):
-        if isinstance(event, Impression) and lo <= event.ts_ms < hi and event.request_id in blocks_of:
-            day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
-            if day not in snapshots:
-                snapshots.clear()
-                snapshots[day] = _snapshot_before(imps, acts, day_start_ms(day), catalog, replayer, settings)
-            blocks = tuple(blocks_of[event.request_id])
-            req = Request(event.request_id, event.ts_ms, event.user_id, event.query, blocks)
-            rows.append(
-                compute(
-                    req, _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req)), catalog, settings
-                )
-            )
-            for k, b in enumerate(blocks, start=1):
-                cols["request_id"].append(event.request_id)
-                cols["ts"].append(event.ts_ms)
-                cols["user_id"].append(event.user_id)
-                cols["query"].append(event.query)
-                cols["block_id"].append(b)
-                cols["position"].append(k)
-        replayer.apply(event)
-        if n % 20_000 == 0:
-            report("replay", n, total)
-    report("replay", total, total)
+
+    def blocks_for(event: Any) -> tuple[str, ...] | None:
+        found = blocks_of.get(event.request_id)
+        return tuple(found) if found is not None else None
+
+    for event, blocks, features in point_in_time_rows(
+        imps, acts, start, end, catalog, settings, blocks_for, progress=progress
+    ):
+        rows.append(features)
+        for k, b in enumerate(blocks, start=1):
+            cols["request_id"].append(event.request_id)
+            cols["ts"].append(event.ts_ms)
+            cols["user_id"].append(event.user_id)
+            cols["query"].append(event.query)
+            cols["block_id"].append(b)
+            cols["position"].append(k)
     features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)))
     arrays: dict[str, pa.Array] = {k: pa.array(v) for k, v in cols.items()}
     from data.schemas import TIMESTAMP
