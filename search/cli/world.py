@@ -128,6 +128,11 @@ def _user_embeddings(world: Path, store: RedisFeatureStore) -> None:
     from features.embeddings.pipeline import train_user_embeddings, write_current_vectors
 
     settings = state.settings().embeddings
+    if not settings.as_of:
+        # The ranker trains without M3 inputs then (embeddings.as_of is off by default: see docs/features.md),
+        # so serving vectors would only cost quickstart time.
+        console.print("M3: skipped (embeddings.as_of is off: the ranker does not use M3 features)")
+        return
     started = time.perf_counter()
     reused = write_current_vectors(DataLayout(world), store, settings)
     if reused is not None:

@@ -32,7 +32,13 @@ from features.store import RedisFeatureStore
 M3_COLUMNS = ["m3_similarity", "m3_score", "m3_missing"]
 # Small and deterministic: no wall-time cap (it would make the epochs trained depend on machine load).
 FAST = EmbeddingSettings(
-    dim=16, as_of_epochs=2, patience=1, as_of_max_train_seconds=None, as_of_valid_events=300, threads=1
+    as_of=True,
+    dim=16,
+    as_of_epochs=2,
+    patience=1,
+    as_of_max_train_seconds=None,
+    as_of_valid_events=300,
+    threads=1,
 )
 
 
