@@ -34,7 +34,9 @@ layers:
         traffic: 60
         variants:
           - {name: retrieval, weight: 50, settings: {ranker: retrieval-order}}
-          - {name: pinned, weight: 50, settings: {ranker: "ranker@%(v1)s", personalized: false, rerank_depth: 6}}
+          - name: pinned
+            weight: 50
+            settings: {ranker: "ranker@%(v1)s", personalized: false, rerank_depth: 6}
       - name: il
         traffic: 40
         variants: [{name: x, weight: 100, interleave: {a: ranker, b: retrieval-order}}]
