@@ -17,6 +17,7 @@ from search.cli.common import console, print_json, progress_bar, state
 if TYPE_CHECKING:
     from ranking.config import RankingSettings
     from ranking.registry import ModelRegistry
+    from ranking.world import WorldSource
 
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 models_app = typer.Typer(
@@ -51,6 +52,14 @@ def _settings(threads: int | None = None, seed: int | None = None) -> RankingSet
     if seed is not None:
         ranking = ranking.model_copy(update={"train": ranking.train.model_copy(update={"seed": seed})})
     return ranking
+
+
+def _world_source(world: Path, settings: RankingSettings, progress: Any) -> WorldSource:
+    """The world's training lists under the process settings (features and M3 embeddings sections)."""
+    from ranking.world import WorldSource
+
+    root = state.settings()
+    return WorldSource(world, settings.world, root.features, progress=progress, embeddings=root.embeddings)
 
 
 def _registry(folder: Path | None) -> ModelRegistry:
@@ -133,12 +142,11 @@ WORLD_MODELS = "logging,lgbm,dcn,dcn-np,dasalc,dasalc-np,oracle"
 def _evaluate_world(
     world: Path, models: str, settings: RankingSettings, plot: Path | None, as_json: bool
 ) -> None:
-    from ranking.world import WorldSource
     from ranking.world_eval import evaluate_world, parse_world_models, plot_by_entropy
 
     names = parse_world_models(models)
     with progress_bar(not as_json) as report:
-        source = WorldSource(world, settings.world, state.settings().features, progress=report)
+        source = _world_source(world, settings, report)
         source.table()
     if not as_json:
         cached = "cached" if source.from_cache else "built"
@@ -220,10 +228,8 @@ def train_ranker(
     settings = _settings(threads, seed)
     reg = _registry(registry)
     if world is not None:
-        from ranking.world import WorldSource
-
         with progress_bar(not as_json) as report:
-            source = WorldSource(world, settings.world, state.settings().features, progress=report)
+            source = _world_source(world, settings, report)
             source.table()
         version, ranker = train_world_ranker(
             name,
@@ -322,11 +328,10 @@ def validate(
     manifest = read_manifest(reg.path(line, version))
     if world is not None:
         from ranking.pipeline import world_holdout
-        from ranking.world import WorldSource
 
         settings = _settings()
         with progress_bar(not as_json) as bar:
-            source = WorldSource(world, settings.world, state.settings().features, progress=bar)
+            source = _world_source(world, settings, bar)
             source.table()
         holdout: Any = partial(world_holdout, source)
     else:
