@@ -58,6 +58,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-archive"
 
 
+Entry = tuple[bytes, dict]  # a stream entry: id and fields
+
+
 @dataclass
 class ExportStats:
     impressions: int = 0
@@ -65,6 +68,7 @@ class ExportStats:
     rejected: int = 0
     files: int = 0
     skipped_files: int = 0  # already on disk from an earlier delivery of the same entries
+    trimmed: int = 0  # pending entries the stream's cap removed before they were archived (lost)
     acked: int = 0
     reclaimed: int = 0
     days: set[str] = field(default_factory=set)
@@ -187,25 +191,35 @@ class StreamArchiver:
             )  # fmt: skip
             cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             self._claim_cursor = None if cursor == "0-0" else cursor
-            claimed = [(i, f) for i, f in reply[1] if f]  # Redis 7 adds a third element (deleted ids)
+            self._ack_trimmed([i for i, f in reply[1] if not f])  # Redis 7 drops them itself (3rd element)
+            claimed = [(i, f) for i, f in reply[1] if f]
             self.stats.reclaimed += len(claimed)
             if claimed:
                 return claimed
             if self._claim_cursor is not None:
                 return self._next(block_ms)
-        if self._own_pending is not None:
-            own = self._read(self._own_pending, None)
+        while self._own_pending is not None:
+            own, last = self._read(self._own_pending, None)
+            self._own_pending = last
             if own:
-                self._own_pending = own[-1][0]
                 return own
-            self._own_pending = None
-        return self._read(">", block_ms)
+        return self._read(">", block_ms)[0]
 
-    def _read(self, start: bytes | str, block_ms: int | None) -> list[tuple[bytes, dict]]:
+    def _read(self, start: bytes | str, block_ms: int | None) -> tuple[list[Entry], bytes | None]:
+        """The entries read with their fields, and the last id read (None: nothing was there)."""
         got = self.client.xreadgroup(
             self.group, self.consumer, {self.stream: start}, count=self.batch, block=block_ms
         )
-        return [(i, f) for _, items in got for i, f in items if f] if got else []
+        items = [(i, f) for _, entries in got for i, f in entries] if got else []
+        self._ack_trimmed([i for i, f in items if not f])
+        return [(i, f) for i, f in items if f], (items[-1][0] if items else None)
+
+    def _ack_trimmed(self, ids: list[bytes]) -> None:
+        # Pending entries the stream's cap trimmed before they were archived come back without fields:
+        # nothing is left to write, and unacknowledged they would stay pending for ever.
+        if ids:
+            self.client.xack(self.stream, self.group, *ids)
+            self.stats.trimmed += len(ids)
 
     def _add(self, buffer: _Buffer, entry_id: bytes, fields: dict) -> None:
         if entry_id in buffer.seen:

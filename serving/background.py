@@ -54,12 +54,16 @@ class Background:
                 self.pipeline.reload_model()
             except (RankingError, ConfigError) as exc:  # a broken new version: keep serving the loaded one
                 log.warning("model reload failed, keeping %s: %s", self.pipeline.model, exc)
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("model reload failed, keeping %s", self.pipeline.model)
             try:
                 self.pipeline.reload_experiments()
             except ConfigError as exc:  # half-written or invalid: keep the loaded config, say why once
                 if str(exc) != self._last_config_error:
                     log.warning("experiment config not reloaded, keeping the loaded one: %s", exc)
                 self._last_config_error = str(exc)
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("experiment config reload failed, keeping the loaded one")
             else:
                 self._last_config_error = ""
 

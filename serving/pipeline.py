@@ -11,10 +11,11 @@ the rows every feature has without Redis (catalogue attributes and declared defa
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -40,10 +41,23 @@ from serving.metrics import Metrics
 from serving.ranker import ServedModel
 from serving.store import GuardedStore
 
-NO_MODEL = "retrieval-order"  # ranker_version reported when no model is promoted
+NO_MODEL = RETRIEVAL_ORDER  # ranker_version reported when no model is promoted
+log = logging.getLogger("smartblock.serving")
 
 
 DEFAULT_EXPLORATION_POOL = 20  # blocks an exploring page is drawn from, unless a variant says otherwise
+
+
+@dataclass(frozen=True)
+class Served:
+    """Everything a request ranks with, swapped as one reference: a request never pairs a new config with
+    the rankers of the old one."""
+
+    model: ServedModel | None = None  # the served line's current version: everyone's default
+    model_error: str | None = None
+    # Rankers the experiments name (registry line or line@version) besides the default.
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    assigner: Assigner = field(default_factory=lambda: Assigner(ExperimentConfig()))
 
 
 @dataclass
@@ -86,37 +100,51 @@ class SearchPipeline:
         self.candidates = candidates
         # Fused candidates per (normalised query, fusion weights): retrieval is deterministic for the indexes.
         self.retrieval_cache: LruCache[tuple[str, tuple], list[Hit]] = LruCache(settings.retrieval_cache_size)
-        self.model: ServedModel | None = None  # the served line's current version: everyone's default
-        self.model_error: str | None = None
-        # Rankers the experiments name (registry line or line@version) other than the default; replaced whole.
-        self.models: dict[str, ServedModel] = {}
-        self.assigner = Assigner(ExperimentConfig())
+        self.served = Served()
         self._reload_lock = threading.Lock()  # serialises reloads only; searches never take it
         self.reload_experiments()  # a bad file at start-up stops the server: better than serving without it
 
     # Models and experiments -------------------------------------------------------------------------------
 
+    @property
+    def model(self) -> ServedModel | None:
+        return self.served.model
+
+    @property
+    def model_error(self) -> str | None:
+        return self.served.model_error
+
+    @property
+    def assigner(self) -> Assigner:
+        return self.served.assigner
+
     def reload_model(self) -> ServedModel | None:
         """Load the line's current version (if it changed) and swap it in; returns what is now served.
 
-        The experiments' rankers that follow a line's current version are refreshed too.
+        The experiments' rankers that follow a line's current version are refreshed in the same swap; one
+        that fails to load keeps its loaded version (logged), so a broken experiment line never blocks the
+        default's promotion.
         """
         with self._reload_lock:
+            served = self.served
+            model, error = served.model, None
             line = self.settings.model_line
             try:
                 current = self.registry.current(line)
             except RegistryError as exc:  # no such line yet: serve retrieval order until one is promoted
-                self.model, self.model_error = None, str(exc)
-                current = None
+                model, error = None, str(exc)
             else:
                 if current is None:
-                    self.model, self.model_error = None, f"model line '{line}' has no promoted version"
-                elif self.model is None or self.model.version != current:
-                    # Loaded before the swap: requests never see a gap.
-                    self.model = ServedModel.from_registry(self.registry, line, current)
-                    self.model_error = None
-            self.models = self._load_rankers(self.assigner.config, self.models)
-            return self.model
+                    model, error = None, f"model line '{line}' has no promoted version"
+                elif model is None or model.version != current:
+                    model = ServedModel.from_registry(self.registry, line, current)
+            try:
+                models = self._load_rankers(served.assigner.config, served.models)
+            except ConfigError as exc:
+                log.warning("experiment rankers not refreshed, keeping the loaded ones: %s", exc)
+                models = served.models
+            self.served = replace(served, model=model, model_error=error, models=models)
+            return model
 
     def _load_rankers(
         self, config: ExperimentConfig, loaded: dict[str, ServedModel]
@@ -149,16 +177,30 @@ class SearchPipeline:
         """
         path = self.settings.experiments_file
         if path is None:
-            return self.assigner
+            return self.served.assigner
         with self._reload_lock:
+            served = self.served
             config, text = load_config(path)
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-            if digest == self.assigner.digest:
-                return self.assigner
-            models = self._load_rankers(config, self.models)
-            self.models = models  # rankers first: the new assignment may already name them
-            self.assigner = Assigner(config, digest)
-            return self.assigner
+            if digest == served.assigner.digest:
+                return served.assigner
+            self._check_fusion(config)
+            models = self._load_rankers(config, served.models)
+            assigner = Assigner(config, digest)
+            self.served = replace(served, models=models, assigner=assigner)  # config and rankers at once
+            return assigner
+
+    def _check_fusion(self, config: ExperimentConfig) -> None:
+        """A misspelt fusion member would be ignored and its variant would measure the control."""
+        members = set(getattr(self.retriever, "members", {}))
+        for e in config.experiments():
+            for v in e.variants:
+                unknown = sorted(set(v.settings.fusion_weights or {}) - members)
+                if unknown:
+                    raise ConfigError(
+                        f"experiment '{e.name}' variant '{v.name}': fusion_weights name {unknown}, "
+                        f"not members of the served retriever {sorted(members)}"
+                    )
 
     # Search -----------------------------------------------------------------------------------------------
 
@@ -195,7 +237,7 @@ class SearchPipeline:
         if spec == RETRIEVAL_ORDER:
             return np.array([h.score for h in hits]), RETRIEVAL_ORDER
         if model is None:
-            reasons.append(f"no ranking model ({self.model_error}): retrieval order")
+            reasons.append(f"no ranking model ({self.served.model_error}): retrieval order")
             self.metrics.degraded.labels("no_model").inc()
             return np.array([h.score for h in hits]), NO_MODEL
         return model.score(rows), model.version
@@ -214,8 +256,9 @@ class SearchPipeline:
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         # One consistent snapshot for this request: reloads swap these references, never mutate them.
-        model, models, assigner = self.model, self.models, self.assigner
-        treatment = assigner.assign(user_id)
+        served = self.served
+        model, models = served.model, served.models
+        treatment = served.assigner.assign(user_id)
         variant = treatment.settings
         text = normalise(check_query(query, self.retriever.limits))
         reasons: list[str] = []
@@ -254,7 +297,9 @@ class SearchPipeline:
             order = np.array(page, dtype=np.int64)
             scores = np.zeros(len(ids))
             scores[order] = np.where(np.array(teams) == Team.A, scores_a[order], scores_b[order])
-            propensity = np.ones(len(order))  # not an IPS source: interleaved pages are left out there
+            # The coin flips make these pages random, but their marginals are not tracked: the offline
+            # estimate leaves interleaved pages out (search.experiments.counterfactual).
+            propensity = np.ones(len(order))
             version = f"a={version_a};b={version_b}"
         else:
             scores, version = self._score(variant.ranker, hits, rows, model, models, reasons)

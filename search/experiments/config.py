@@ -130,7 +130,9 @@ class Variant(_Strict):
         return "interleave" if self.interleave else "ab"
 
     def overridden(self) -> set[str]:
-        return self.settings.overridden() | ({"ranker"} if self.interleave else set())
+        # An interleaved page is built by the two rankers' draft, never explored: the variant owns both.
+        owned = {"ranker", "exploration", "exploration_pool"} if self.interleave else set()
+        return self.settings.overridden() | owned
 
     def rankers(self) -> set[str]:
         extra = {self.interleave.a, self.interleave.b} if self.interleave else set()
@@ -147,6 +149,12 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _variants(self) -> Experiment:
+        # Users outside every experiment log holdback/holdback or default/control: an experiment may not
+        # pose as them (its rows would take in every unassigned user). Reading the world's logging-policy
+        # pages as experiment "default" (variant "logging") stays possible.
+        names = {v.name for v in self.variants}
+        if self.name == "holdback" or (self.name == "default" and "control" in names):
+            raise ValueError(f"experiment '{self.name}' would mix with users outside every experiment")
         _unique((v.name for v in self.variants), f"variant names of experiment '{self.name}'")
         total = sum(v.weight for v in self.variants)
         if abs(total - 100) > 1e-9:
@@ -272,6 +280,8 @@ def load_config(path: Path) -> tuple[ExperimentConfig, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"experiment config {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"experiment config {path}: not UTF-8 text (byte {exc.start})") from exc
     return parse_config(text, str(path)), text
 
 

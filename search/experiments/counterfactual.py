@@ -81,6 +81,17 @@ def logged_pages(layout: DataLayout, start: date, end: date) -> Pages:
     if imps.num_rows == 0:
         raise DataError(f"no impressions between {start} and {end}", path=layout.root)
     acts = layout.read_events("interactions", start=start, end=end, validate_rows=False)
+    # Interleaved pages are random (the draft's coin flips) with untracked marginals: no IPS source.
+    if "teams" in imps.schema.names:
+        imps = imps.filter(pc.is_null(imps["teams"]))
+    versions = sorted(set(imps["ranker_version"].to_pylist()))
+    if len(versions) > 1:
+        # Pages of several policies, each logging its own propensities, are not one policy's randomization.
+        raise DataError(
+            f"impressions of {len(versions)} rankers between {start} and {end} ({versions[:4]}): "
+            "the estimate needs the pages of one logging policy",
+            path=layout.root,
+        )
     # At-least-once archives may repeat an impression: keep its first copy.
     rid = imps["request_id"].to_numpy(zero_copy_only=False)
     _, first = np.unique(rid, return_index=True)

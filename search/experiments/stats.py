@@ -10,8 +10,8 @@ delta method over the users (Deng, Knoblich and Lu, "Applying the Delta Method i
 
 with the sample (co)variances of the per-user sums. Why the delta method rather than a user-level bootstrap:
 it is exact to first order for the user counts of an A/B test, closed-form (no resampling of thousands of
-users x variants x metrics, no seed), and gives the same variance the z-test of the difference uses, so the
-confidence interval and the p-value always agree. The bootstrap earns its cost on small or very skewed
+users x variants x metrics, no seed), and the p-value comes from the same standard error as the lift's
+confidence interval, so the two always agree. The bootstrap earns its cost on small or very skewed
 samples, which this analysis flags instead (few users make wide intervals).
 
 scipy is installed with LightGBM (a dependency of the project), so the chi-square and binomial tails come
@@ -95,11 +95,14 @@ def compare(treatment: Ratio, control: Ratio) -> Comparison:
     if not (math.isfinite(var_diff) and math.isfinite(diff)):
         return Comparison(math.nan, (math.nan, math.nan), diff, math.nan)
     # No spread at all: identical values are no evidence of a difference, different ones are certain.
-    p = (1.0 if diff == 0 else 0.0) if var_diff == 0 else normal_two_sided(diff / math.sqrt(var_diff))
-    if c == 0:
+    if c == 0:  # no relative lift: test the difference itself
+        p = (1.0 if diff == 0 else 0.0) if var_diff == 0 else normal_two_sided(diff / math.sqrt(var_diff))
         return Comparison(math.nan, (math.nan, math.nan), diff, p)
     lift = t / c - 1
     se = math.sqrt(treatment.variance / c**2 + t**2 * control.variance / c**4)
+    # The p-value tests the lift with the lift's own standard error, so it is below 0.05 exactly when the
+    # 95% CI excludes 0 (a test of t - c with Var(t) + Var(c) can disagree with that CI when t != c).
+    p = (1.0 if lift == 0 else 0.0) if se == 0 else normal_two_sided(lift / se)
     return Comparison(lift, (lift - Z95 * se, lift + Z95 * se), diff, p)
 
 

@@ -299,3 +299,15 @@ def test_cli_analyze_json_and_plot(tmp_path: Path) -> None:
         root, ["experiment", "analyze", "--config", str(config), "--events", str(events)]
     )
     assert table.exit_code == 0, table.output
+
+
+def test_the_lift_p_value_and_its_ci_agree() -> None:
+    """p < 0.05 exactly when the lift's 95% CI excludes 0, also when the arms' variances differ a lot (a
+    z-test of t - c with Var(t) + Var(c) gave p 0.037 with a CI spanning 0 for this case)."""
+    from search.experiments.stats import Ratio, compare
+
+    cases = [(0.30, 1e-4, 0.20, 2.2e-3), (0.21, 4e-5, 0.20, 3e-5), (0.5, 1e-3, 0.45, 1e-5)]
+    for t, vt, c, vc in cases:
+        result = compare(Ratio(t, vt, 100), Ratio(c, vc, 100))
+        lo, hi = result.lift_ci
+        assert (result.p_value < 0.05) == (lo > 0 or hi < 0), (t, vt, c, vc, result)

@@ -101,6 +101,18 @@ def test_the_example_config_is_valid() -> None:
             "[{name: a, weight: 100, interleave: {a: lgbm, b: lgbm}}]}]}]",
             "interleaving needs two different rankers",
         ),
+        (
+            "layers: [{name: l, salt: s, experiments: [{name: e, traffic: 10, variants: "
+            "[{name: a, weight: 100, interleave: {a: x, b: y}}]}]},"
+            " {name: m, salt: t, experiments: [{name: f, traffic: 10, variants: "
+            "[{name: a, weight: 100, settings: {exploration: 0.1}}]}]}]",
+            "layers 'l' and 'm' both override 'exploration'",
+        ),
+        (
+            "layers: [{name: l, salt: s, experiments: [{name: default, traffic: 10, variants: "
+            "[{name: control, weight: 100}]}]}]",
+            "experiment 'default' would mix with users outside every experiment",
+        ),
         ("layers: [unclosed", "not valid YAML"),
         ("- just a list", "expected a mapping"),
     ],
@@ -248,3 +260,10 @@ def test_validate_cli_refuses_a_bad_file(tmp_path: Path) -> None:
         timeout=120,
     )
     assert ok.returncode == 0 and '"valid": true' in ok.stdout
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("layers: [] # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)

@@ -33,21 +33,22 @@ layers:
       - name: ab
         traffic: 60
         variants:
-          - {name: retrieval, weight: 50, settings: {ranker: retrieval-order}}
+          - {name: retrieval, weight: 34, settings: {ranker: retrieval-order}}
           - name: pinned
-            weight: 50
+            weight: 33
             settings: {ranker: "ranker@%(v1)s", personalized: false, rerank_depth: 6}
+          - {name: explore, weight: 33, settings: {ranker: ranker, exploration: 0.5, exploration_pool: 8}}
       - name: il
         traffic: 40
         variants: [{name: x, weight: 100, interleave: {a: ranker, b: retrieval-order}}]
-  - name: explore
-    salt: expl
+  - name: retrieval
+    salt: retr
     experiments:
-      - name: eps
+      - name: fusion
         traffic: 100
         variants:
-          - {name: none, weight: 50}
-          - {name: half, weight: 50, settings: {exploration: 0.5, exploration_pool: 8}}
+          - {name: plain, weight: 50}
+          - {name: bm25-muted, weight: 50, settings: {fusion_weights: {bm25: 0}}}
 """
 
 
@@ -95,21 +96,25 @@ def test_each_user_gets_the_assigned_variant_and_the_impression_says_so(
             assert body["ranker_version"] == trained_versions[0] and imp.teams is None
             assert propensities == [1.0] * len(propensities)
             continue
-        if variants["ab" if "ab" in variants else "il"] == "retrieval":
+        arm = variants.get("ab")
+        if arm == "retrieval":
             assert body["ranker_version"] == "retrieval-order"
-        elif variants.get("ab") == "pinned":
+        elif arm == "pinned":
             assert body["ranker_version"] == f"ranker@{trained_versions[1]}"
             assert body["n_candidates"] == 6  # the cascade: only the best 6 retrieved blocks were ranked
+        elif arm == "explore":
+            assert body["ranker_version"] == f"ranker@{trained_versions[0]}"
         else:
             assert body["ranker_version"] == f"a=ranker@{trained_versions[0]};b=retrieval-order"
             assert body["teams"] == [str(t) for t in imp.teams] and len(body["teams"]) == len(body["blocks"])
             assert set(body["teams"]) <= {"a", "b"}
-        if "il" in variants or variants["eps"] == "none":
-            assert propensities == [1.0] * len(propensities)
-        else:  # explored or not, each shown block's marginal: 0.5 * [ranker put it here] + 0.5 / pool
+        if arm == "explore":  # explored or not, each shown block's marginal: 0.5 * [ranker's] + 0.5 / pool
             pool = min(8, body["n_candidates"])
             assert all(p in (0.5 + 0.5 / pool, 0.5 / pool) for p in propensities), propensities
-    assert {"holdback", "ab,eps", "il,eps"} <= {e for e, _ in seen}
+        else:
+            assert propensities == [1.0] * len(propensities)
+    assert {"holdback", "ab,fusion", "il,fusion"} <= {e for e, _ in seen}
+    assert {v.split(",")[0] for e, v in seen if e == "ab,fusion"} == {"retrieval", "pinned", "explore"}
 
 
 def test_a_non_personal_variant_ranks_on_default_user_features(client: TestClient, config_text: str) -> None:
@@ -164,14 +169,21 @@ def test_the_server_follows_the_file_and_never_serves_a_broken_one(
         assert wait_for("later")
 
 
-def test_a_config_naming_an_unknown_ranker_stops_start_up(
-    app_factory: Callable[..., FastAPI], tmp_path: Path
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ("{ranker: missing-line}", "missing-line"),
+        ("{fusion_weights: {dens: 0}}", "not members of the served retriever"),  # a misspelt member
+    ],
+)
+def test_a_config_the_server_cannot_honour_stops_start_up(
+    app_factory: Callable[..., FastAPI], tmp_path: Path, settings: str, reason: str
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
         "layers: [{name: l, salt: s, experiments: [{name: e, traffic: 100, variants: "
-        "[{name: v, weight: 100, settings: {ranker: missing-line}}]}]}]"
+        f"[{{name: v, weight: 100, settings: {settings}}}]}}]}}]"
     )
     serving = ServingSettings(api_key=API_KEY, experiments_file=path, consume_events=False)
-    with pytest.raises(ConfigError, match="missing-line"), TestClient(app_factory(serving=serving)):
+    with pytest.raises(ConfigError, match=reason), TestClient(app_factory(serving=serving)):
         pass
