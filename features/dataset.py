@@ -210,11 +210,13 @@ def _assemble(
     arrays = {k: pa.array(v) for k, v in cols.items()}
     arrays["ts"] = pa.array(cols["ts"], pa.int64()).cast(TIMESTAMP)
     arrays["click"] = pa.array(cols["click"], pa.int8())
+    return pa.table({**arrays, **feature_arrays(features)})
+
+
+def feature_arrays(features: np.ndarray) -> dict[str, pa.Array]:
+    """Feature rows (``FEATURES`` order) as the training-set columns: int64 categoricals, float32 others."""
+    out = {}
     for f in FEATURES:
         values = features[:, INDEX[f.name]]
-        arrays[f.name] = (
-            pa.array(values.astype(np.int64))
-            if f.name in CATEGORICAL
-            else pa.array(values.astype(np.float32))
-        )
-    return pa.table(arrays)
+        out[f.name] = pa.array(values.astype(np.int64 if f.name in CATEGORICAL else np.float32))
+    return out

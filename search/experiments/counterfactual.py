@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.layout import DataLayout
+from data.schemas import TIMESTAMP
 from search.errors import ConfigError, DataError
 
 GREEDY = 0.5  # a placement with a marginal propensity above this is the policy's own choice, not exploration
@@ -185,8 +186,8 @@ def candidate_features(
     in that list; propensity and click are placeholders (this table is only scored).
     """
     from features.catalog import BlockCatalog
-    from features.dataset import point_in_time_rows
-    from features.definitions import CATEGORICAL, FEATURES, INDEX
+    from features.dataset import feature_arrays, point_in_time_rows
+    from features.definitions import FEATURES
 
     catalog = BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
     imps = layout.read_events("impressions", end=end, validate_rows=False)
@@ -211,19 +212,10 @@ def candidate_features(
             cols["position"].append(k)
     features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)))
     arrays: dict[str, pa.Array] = {k: pa.array(v) for k, v in cols.items()}
-    from data.schemas import TIMESTAMP
-
     arrays["ts"] = pa.array(cols["ts"], pa.int64()).cast(TIMESTAMP)
     arrays["propensity"] = pa.array(np.ones(len(features)))
     arrays["click"] = pa.array(np.zeros(len(features), np.int8))
-    for f in FEATURES:
-        values = features[:, INDEX[f.name]]
-        arrays[f.name] = (
-            pa.array(values.astype(np.int64))
-            if f.name in CATEGORICAL
-            else pa.array(values.astype(np.float32))
-        )
-    return pa.table(arrays)
+    return pa.table({**arrays, **feature_arrays(features)})
 
 
 # Targets and the estimator ----------------------------------------------------------------------------------
