@@ -37,12 +37,14 @@ from data.world.stats import DIVERSITY_BUCKETS, ENTROPY_BUCKETS
 from features.config import FeatureStoreSettings
 from features.definitions import FEATURES
 from features.embeddings.config import EmbeddingSettings
+from features.groups import PERSONAL_GROUPS
 from ranking.config import WorldSettings
 from ranking.dataset import ListwiseData
 from ranking.errors import WorldDataError
 
 #: Feature-name prefixes that depend on the user; the non-personalized variants drop them.
-USER_PREFIXES = ("user_", "rt_", "m3_")
+# The same groups an A/B variant with personalized: false switches off in serving.
+USER_PREFIXES = tuple(f"{g}_" for g in PERSONAL_GROUPS)
 UNSEEN = "unseen"  # entropy bucket of a query with too few clicks before the validation day
 CACHE_DIR = Path(".cache") / "ranking"
 # Feature-store settings that only say how to connect: they cannot change a feature's value.

@@ -23,6 +23,7 @@ import numpy as np
 from retrieval.base import BaseRetriever, Hit, Retriever
 from retrieval.config import FusionSettings, QueryLimits
 from retrieval.errors import RetrievalError
+from retrieval.query import check_query
 
 Runs = Mapping[str, Sequence[Hit]]
 
@@ -95,8 +96,17 @@ class FusedRetriever(BaseRetriever):
         return max(k, self.settings.depth)
 
     def _search(self, query: str, k: int) -> list[Hit]:
+        return self.search_weighted(query, k, None)
+
+    def search_weighted(self, query: str, k: int, weights: Mapping[str, float] | None) -> list[Hit]:
+        """``search`` with some members' weights replaced for this call (an A/B variant's fusion)."""
+        self._check_ready(k)
+        query = check_query(query, self.limits)
+        settings = self.settings
+        if weights:
+            settings = settings.model_copy(update={"weights": {**settings.weights, **weights}})
         runs = {name: m.search(query, self._depth(k)) for name, m in self.members.items()}
-        return fuse(runs, self.settings, k)
+        return fuse(runs, settings, k)
 
     def _batch_search(self, queries: list[str], k: int) -> list[list[Hit]]:
         per_member = {name: m.batch_search(queries, self._depth(k)) for name, m in self.members.items()}

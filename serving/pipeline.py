@@ -28,7 +28,7 @@ from ranking.errors import RankingError, RegistryError
 from ranking.registry import ModelRegistry
 from retrieval.base import BaseRetriever, Hit
 from retrieval.cache import LruCache
-from retrieval.fusion import fuse
+from retrieval.fusion import FusedRetriever
 from retrieval.query import check_query, normalise
 from search.errors import ConfigError
 from search.experiments.assignment import Assigner, Treatment
@@ -41,7 +41,6 @@ from serving.metrics import Metrics
 from serving.ranker import ServedModel
 from serving.store import GuardedStore
 
-NO_MODEL = RETRIEVAL_ORDER  # ranker_version reported when no model is promoted
 log = logging.getLogger("smartblock.serving")
 
 
@@ -206,17 +205,14 @@ class SearchPipeline:
 
     def _retrieve(self, query: str, weights: dict[str, float] | None) -> list[Hit]:
         key = (query, tuple(sorted(weights.items())) if weights else ())
-        return self.retrieval_cache.get_or_compute(key, lambda _: self._fused(query, weights))
 
-    def _fused(self, query: str, weights: dict[str, float] | None) -> list[Hit]:
-        members = getattr(self.retriever, "members", None)
-        if not weights or members is None:
+        def compute(_: object) -> list[Hit]:
+            # _check_fusion refuses a config with weights unless the retriever is fused.
+            if weights and isinstance(self.retriever, FusedRetriever):
+                return self.retriever.search_weighted(query, self.candidates, weights)
             return self.retriever.search(query, self.candidates)
-        fusion = self.retriever.settings  # type: ignore[attr-defined]
-        depth = max(self.candidates, fusion.depth)
-        runs = {name: m.search(query, depth) for name, m in members.items()}
-        mixed = fusion.model_copy(update={"weights": {**fusion.weights, **weights}})
-        return fuse(runs, mixed, self.candidates)
+
+        return self.retrieval_cache.get_or_compute(key, compute)
 
     def _score(
         self,
@@ -234,13 +230,12 @@ class SearchPipeline:
                 return served.score(rows), f"{served.line}@{served.version}"
             reasons.append(f"experiment ranker '{spec}' is not loaded: the default ranker answered")
             self.metrics.degraded.labels("experiment_ranker").inc()
-        if spec == RETRIEVAL_ORDER:
-            return np.array([h.score for h in hits]), RETRIEVAL_ORDER
-        if model is None:
+        if spec != RETRIEVAL_ORDER and model is not None:
+            return model.score(rows), model.version
+        if spec != RETRIEVAL_ORDER:
             reasons.append(f"no ranking model ({self.served.model_error}): retrieval order")
             self.metrics.degraded.labels("no_model").inc()
-            return np.array([h.score for h in hits]), NO_MODEL
-        return model.score(rows), model.version
+        return np.array([h.score for h in hits]), RETRIEVAL_ORDER
 
     def search(
         self,
@@ -271,7 +266,7 @@ class SearchPipeline:
         ids = tuple(h.id for h in hits)
         if not ids:
             lat["total"] = self._observe("total", started)
-            version = model.version if model else NO_MODEL
+            version = model.version if model else RETRIEVAL_ORDER
             return SearchResult(request_id, [], treatment, version, 0, reasons, lat)
 
         t = time.perf_counter()

@@ -9,27 +9,28 @@ the preference is free of position bias; it needs far fewer users than an A/B te
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from data.contracts import Team
 
 Outcome = Literal["a", "b", "tie"]
+Item = TypeVar("Item")  # block ids, or candidate indices as the server passes them
 
 
 def team_draft(
-    a: Sequence[str], b: Sequence[str], k: int, rng: np.random.Generator
-) -> tuple[list[str], list[Team]]:
+    a: Sequence[Item], b: Sequence[Item], k: int, rng: np.random.Generator
+) -> tuple[list[Item], list[Team]]:
     """The interleaved page (at most k blocks) and the team of each of its blocks."""
-    page: list[str] = []
+    page: list[Item] = []
     teams: list[Team] = []
-    taken: set[str] = set()
+    taken: set[Item] = set()
     cursor = {Team.A: 0, Team.B: 0}
     lists = {Team.A: a, Team.B: b}
     picks = {Team.A: 0, Team.B: 0}
 
-    def next_of(team: Team) -> str | None:
+    def next_of(team: Team) -> Item | None:
         ranking, i = lists[team], cursor[team]
         while i < len(ranking) and ranking[i] in taken:
             i += 1
