@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from search.experiments.assignment import Assigner
-from search.experiments.config import load_config
-from search.experiments.interleaving import team_draft
+from serving.experiments.assignment import Assigner
+from serving.experiments.config import load_config
+from serving.experiments.interleaving import team_draft
 
 
 def timed(fn: Callable[[int], object], n: int) -> dict[str, float]:

@@ -82,7 +82,7 @@ class SearchImpression(Record):
     shown: Annotated[list[ShownBlock], Field(min_length=1)]
     n_candidates: Annotated[int, Field(ge=0)]
     # Comma-separated when the user is in experiments of several layers: the i-th variant belongs to the i-th
-    # experiment (``search.experiments.assignment``).
+    # experiment (``serving.experiments.assignment``).
     experiment: NonEmptyStr
     variant: NonEmptyStr
     ranker_version: NonEmptyStr

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from data.contracts import Record
+from data.errors import DataError
 from data.schemas import arrow_schema
-from search.errors import DataError
 
 BATCH_ROWS = 8192
 

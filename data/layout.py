@@ -21,9 +21,9 @@ from typing import Literal
 import pyarrow as pa
 
 from data.contracts import Block, Doc, Interaction, Record, SearchImpression
+from data.errors import DataError
 from data.io import read_json, read_table
 from data.schemas import arrow_schema
-from search.errors import DataError
 
 EventKind = Literal["impressions", "interactions"]
 EVENT_CONTRACTS: dict[str, type[Record]] = {"impressions": SearchImpression, "interactions": Interaction}

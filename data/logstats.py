@@ -14,6 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# Query segments every report shares (world stats, ranker evaluation): entropy terciles of a query's clicks
+# (queries with fewer clicks than the minimum have no entropy) and the diversity of a request's wanted blocks.
+MIN_CLICKS_FOR_ENTROPY = 10
+ENTROPY_BUCKETS = ("low", "mid", "high")
+DIVERSITY_BUCKETS = {"focused": (0.0, 1 / 3), "middle": (1 / 3, 2 / 3), "diverse": (2 / 3, 1.0001)}
+
 
 def _cutoff(before: date | datetime | None) -> datetime | None:
     if before is None:

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.logstats import click_counts, co_query_counts, query_click_entropy
+from data.metrics import entropy_bits
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.keys import Keys
 from features.packing import pack_profile, split_blob
-from search.metrics import entropy_bits
 
 
 @dataclass

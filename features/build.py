@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pyarrow.compute as pc
 
+from data.days import Progress
 from data.layout import DataLayout
 from features.batch import batch_snapshot
 from features.catalog import BlockCatalog
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
-
-Progress = Callable[[str, int, int], None]
 
 
 def build_online_features(

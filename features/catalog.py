@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 
 from data.contracts import Genre
+from data.errors import DataError
 from features.packing import keyword_id
-from search.errors import DataError
 
 GENRES = [g.value for g in Genre]
 MIXED_GENRE = len(GENRES)  # categorical id of a block whose docs span several genres

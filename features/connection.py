@@ -10,8 +10,8 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from data.errors import SmartblockError
 from features.config import FeatureStoreSettings
-from search.errors import SmartblockError
 
 
 class StoreUnavailable(SmartblockError):

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data.days import DAY_MS, Progress, day_start_ms
+from data.errors import ConfigError
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
 from features.batch import Snapshot, batch_snapshot
@@ -24,12 +26,10 @@ from features.config import FeatureStoreSettings
 from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
 from features.ops import Impression
 from features.replay import Replayer, in_time_order
-from search.errors import ConfigError
 
 if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
 
-Progress = Callable[[str, int, int], None]
 
 
 class _Layered:
@@ -47,10 +47,6 @@ class _Layered:
                 merged.update(batch if fields is None else {f: batch[f] for f in fields if f in batch})
             out.append(merged)
         return out
-
-
-def day_start_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def build_training_set(
@@ -110,7 +106,7 @@ def point_in_time_rows(
         catalog = replace(catalog, vectors={**catalog.vectors, **vectors.blocks})
     replayer = Replayer(settings)
     snapshots: dict[date, Snapshot] = {}
-    lo, hi = day_start_ms(start), day_start_ms(end) + 86_400_000
+    lo, hi = day_start_ms(start), day_start_ms(end) + DAY_MS
     total = imps.num_rows + acts.num_rows
     for i, event in enumerate(in_time_order(imps, acts)):
         if isinstance(event, Impression) and lo <= event.ts_ms < hi:

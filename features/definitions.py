@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from data.days import DAY_MS
 from features.catalog import MIXED_GENRE, BlockCatalog
 from features.config import FeatureStoreSettings
 from features.keys import Keys, digest
@@ -211,7 +212,7 @@ def compute(
 
     _m3(out, user, catalog, rows)
 
-    age_days = np.maximum(req.ts_ms - catalog.created_ms[rows], 0) / 86_400_000
+    age_days = np.maximum(req.ts_ms - catalog.created_ms[rows], 0) / DAY_MS
     out[:, col["block_age_log_days"]] = np.log1p(age_days)
     out[:, col["block_docs"]] = catalog.n_docs[rows]
     out[:, col["block_kind"]] = catalog.kind[rows]

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from data.errors import DataError
 from features.config import FeatureStoreSettings
 from features.keys import Keys
 from features.ops import Impression, Interaction, MemoryState, OpBuilder, RequestContext, Shown
-from search.errors import DataError
 
 
 def _ms(col: pa.ChunkedArray) -> np.ndarray:

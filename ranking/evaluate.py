@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data.metrics import mrr, ndcg, order_by
 from ranking.dataset import ListwiseData
 from ranking.errors import InputError
-from search.metrics import mrr, ndcg, order_by
 
 DEFAULT_KS = (1, 5, 10)
 

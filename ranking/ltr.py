@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data.errors import DataError
 from ranking.dataset import ListwiseData
-from search.errors import DataError
 
 
 def load_svmlight(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,10 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from data.days import DaySplit, NotEnoughDays, Progress, day_start_ms, split_days
 from data.layout import DataLayout
-from data.logstats import click_counts, query_click_entropy
+from data.logstats import DIVERSITY_BUCKETS, ENTROPY_BUCKETS, click_counts, query_click_entropy
 from data.schemas import TIMESTAMP
-from data.world.stats import DIVERSITY_BUCKETS, ENTROPY_BUCKETS
 from features.config import FeatureStoreSettings
 from features.definitions import FEATURES
 from features.embeddings.config import EmbeddingSettings
@@ -62,45 +61,22 @@ _CONNECTION_FIELDS = {
 # Embedding settings that cannot change a point-in-time M3 vector.
 _EMBEDDING_IRRELEVANT = {"model_dir", "threads"}
 
-Progress = Callable[[str, int, int], None]
 
 
 # Day split --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DaySplit:
-    """Inclusive day ranges: train, then validation (early stopping), then the held-out test days."""
-
-    train: tuple[date, date]
-    valid: tuple[date, date]
-    test: tuple[date, date]
-
-    @property
-    def first(self) -> date:
-        return self.train[0]
-
-    @property
-    def last(self) -> date:
-        return self.test[1]
-
-    def to_json(self) -> dict[str, str]:
-        return {name: f"{lo}..{hi}" for name, (lo, hi) in vars(self).items()}
-
-
 def day_split(layout: DataLayout, cfg: WorldSettings) -> DaySplit:
     """The split of the world's logged days: ``warmup_days`` skipped, then train, valid, test (the last)."""
-    days = layout.days("impressions")
-    need = cfg.warmup_days + 1 + cfg.valid_days + cfg.test_days
-    if len(days) < need:
-        raise WorldDataError(
-            f"{layout.root}: {len(days)} logged days, need at least {need} (warmup {cfg.warmup_days}, "
-            f"1 training, validation {cfg.valid_days}, test {cfg.test_days})"
+    try:
+        return split_days(
+            layout.days("impressions"),
+            valid_days=cfg.valid_days,
+            test_days=cfg.test_days,
+            warmup_days=cfg.warmup_days,
         )
-    test = days[-cfg.test_days :]
-    valid = days[-cfg.test_days - cfg.valid_days : -cfg.test_days]
-    train = days[cfg.warmup_days : -cfg.test_days - cfg.valid_days]
-    return DaySplit((train[0], train[-1]), (valid[0], valid[-1]), (test[0], test[-1]))
+    except NotEnoughDays as exc:
+        raise WorldDataError(f"{layout.root}: {exc.reason}") from exc
 
 
 # Cached training sets ---------------------------------------------------------------------------------------
@@ -198,7 +174,6 @@ def rows_between(table: pa.Table, start: date, end: date) -> pa.Table:
 
 
 def _midnight(day: date) -> int:
-    from features.dataset import day_start_ms
 
     return day_start_ms(day)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from data.errors import DataError
 from data.layout import DataLayout
 from retrieval.base import Passage
-from search.errors import DataError
 
 MAX_DOC_TITLES = 10
 

@@ -7,19 +7,18 @@ grows about logarithmically with the catalogue instead of linearly.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data.days import Progress
 from retrieval import fingerprint
 from retrieval.base import BaseRetriever, Hit, Passage
 from retrieval.config import DenseSettings, QueryLimits
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.errors import RetrievalError
-
-Progress = Callable[[str, int, int], None]
 
 
 class DenseRetriever(BaseRetriever):
@@ -99,8 +98,7 @@ class DenseRetriever(BaseRetriever):
             self.index_dir, expected, overwrite=overwrite, what=self.name
         ):
             return self.load(passages)
-        report = (lambda done, total: progress("dense encode", done, total)) if progress else None
-        vectors = self.encoder.encode_documents([p.text for p in passages], report)
+        vectors = self.encoder.encode_documents([p.text for p in passages], progress)
         self.from_vectors([p.id for p in passages], vectors)
         if self.index_dir is not None:
             import faiss

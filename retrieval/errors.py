@@ -1,8 +1,8 @@
-"""Errors of the retrieval stage, under ``search.errors.SmartblockError`` so callers map them in one place."""
+"""Errors of the retrieval stage, under ``data.errors.SmartblockError`` so callers map them in one place."""
 
 from __future__ import annotations
 
-from search.errors import SmartblockError
+from data.errors import SmartblockError
 
 
 class RetrievalError(SmartblockError):

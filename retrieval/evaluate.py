@@ -21,16 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from data.days import Progress
+from data.errors import DataError
 from data.layout import DataLayout
+from data.metrics import ndcg_against, recall
 from retrieval.base import BaseRetriever, Hit
 from retrieval.config import RetrievalSettings
 from retrieval.corpus import BeirCollection, load_beir
 from retrieval.fusion import fuse, tune
 from retrieval.system import build_text_indexes, load_world
-from search.errors import DataError
-from search.metrics import ndcg_against, recall
 
-Progress = Callable[[str, int, int], None]
 WORLD_KS = (10, 50, 100)
 
 

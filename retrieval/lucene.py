@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from data.days import Progress
 from retrieval import fingerprint
 from retrieval.base import BaseRetriever, Hit, Passage
 from retrieval.config import Bm25Settings, QueryLimits
 from retrieval.encoders.splade import SpladeEncoder
 from retrieval.java import index_collection, start_jvm
 
-Progress = Callable[[str, int, int], None]
 _SHARD_DOCS = 50_000
 
 
@@ -121,8 +121,7 @@ class SpladeRetriever(_LuceneRetriever):
     def _collection_rows(self, passages: Sequence[Passage], progress: Progress | None) -> list[dict]:
         if not self.encoder.is_loaded:
             self.encoder.load()
-        report = (lambda done, total: progress("splade encode", done, total)) if progress else None
-        vectors = self.encoder.encode_documents([p.text for p in passages], report)
+        vectors = self.encoder.encode_documents([p.text for p in passages], progress)
         return [{"id": p.id, "contents": "", "vector": v} for p, v in zip(passages, vectors, strict=True)]
 
     def _indexer_args(self) -> list[str]:

@@ -8,10 +8,11 @@ no index: it is fitted from the logs when loaded (seconds), with a cut-off date 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 
+from data.days import Progress
 from data.layout import DataLayout
 from retrieval.base import BaseRetriever, Passage
 from retrieval.behavioural import BehaviouralRetriever
@@ -23,7 +24,6 @@ from retrieval.encoders.splade import SpladeEncoder
 from retrieval.fusion import FusedRetriever
 from retrieval.lucene import Bm25Retriever, SpladeRetriever
 
-Progress = Callable[[str, int, int], None]
 TEXT_MEMBERS = ("bm25", "splade", "dense")
 
 

@@ -22,11 +22,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from data.errors import ConfigError
 from features.config import FeatureStoreSettings
 from features.embeddings.config import EmbeddingSettings
 from ranking.config import RankingSettings
 from retrieval.config import RetrievalSettings
-from search.errors import ConfigError
 from serving.config import ServingSettings
 
 Scale = Literal["tiny", "small", "large"]

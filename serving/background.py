@@ -15,9 +15,9 @@ import threading
 
 import redis
 
+from data.errors import ConfigError
 from features.stream import StreamConsumer, default_consumer_name
 from ranking.errors import RankingError
-from search.errors import ConfigError
 from serving.pipeline import SearchPipeline
 from serving.store import GuardedStore
 

@@ -1,14 +1,19 @@
-"""Settings of the serving stage; meant to sit in ``search.settings.Settings`` under the key ``serving``.
+"""Settings of the serving stage (``serving`` in the root settings), and what serving reads of the others.
 
-Until that field exists, ``serving_settings`` falls back to these defaults, so the API runs either way.
+serving/ sits below the roof that composes every stage's section (``search.settings.Settings``), so it names
+the root only by shape: ``StageSettings`` lists the sections the online path reads.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from features.config import FeatureStoreSettings
+from ranking.config import RankingSettings
+from retrieval.config import RetrievalSettings
 
 MIN_API_KEY_CHARS = 16
 
@@ -59,8 +64,8 @@ class ServingSettings(BaseModel):
     )
     experiments_file: Path | None = Field(
         default=None,
-        description="Experiment config (search.experiments.config); re-read every `model_poll_s` seconds and "
-        "on POST /admin/experiments/reload, swapped in only when valid.",
+        description="Experiment config (serving.experiments.config); re-read every `model_poll_s` seconds "
+        "and on POST /admin/experiments/reload, swapped in only when valid.",
     )
     torch_threads: int = Field(default=1, ge=1, le=64, description="Per worker; requests run in parallel.")
 
@@ -70,6 +75,22 @@ class ServingSettings(BaseModel):
         if key is not None and len(key.get_secret_value()) < MIN_API_KEY_CHARS:
             raise ValueError(f"api_key must have at least {MIN_API_KEY_CHARS} characters")
         return key
+
+
+class StageSettings(Protocol):
+    """The sections of the root settings the online path reads (``search.settings.Settings`` has them)."""
+
+    @property
+    def retrieval(self) -> RetrievalSettings: ...
+
+    @property
+    def features(self) -> FeatureStoreSettings: ...
+
+    @property
+    def ranking(self) -> RankingSettings: ...
+
+    @property
+    def serving(self) -> ServingSettings: ...
 
 
 def serving_settings(settings: Any) -> ServingSettings:

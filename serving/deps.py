@@ -1,4 +1,4 @@
-"""Typed dependencies of the routes: settings, the runtime's parts, and the admin key check."""
+"""Typed dependencies of the routes: the runtime's parts and the admin key check."""
 
 from __future__ import annotations
 
@@ -8,16 +8,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
-from search.settings import Settings, get_settings
 from serving.config import ServingSettings
 from serving.pipeline import SearchPipeline
 from serving.runtime import Runtime
 from serving.store import GuardedStore
-
-
-def settings_dep() -> Settings:
-    """The process settings (cached); ``create_app(settings)`` overrides this with the ones it was given."""
-    return get_settings()
 
 
 def runtime_dep(request: Request) -> Runtime:
@@ -27,7 +21,6 @@ def runtime_dep(request: Request) -> Runtime:
     return runtime
 
 
-SettingsDep = Annotated[Settings, Depends(settings_dep)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_dep)]
 
 

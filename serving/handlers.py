@@ -8,10 +8,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from data.errors import ConfigError, DataError, SmartblockError
 from features.connection import StoreUnavailable
 from ranking.errors import PromotionRefused, RegistryError
 from retrieval.errors import QueryError
-from search.errors import ConfigError, DataError, SmartblockError
 from serving.errors import ModelIncompatible, NotReady
 
 log = logging.getLogger("smartblock.serving")

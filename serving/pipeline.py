@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from data.contracts import SearchImpression, ShownBlock, Team
+from data.errors import ConfigError
 from features.connection import StoreUnavailable
 from features.definitions import NAMES, Request
 from features.groups import PERSONAL_GROUPS, default_mask
@@ -30,13 +31,12 @@ from retrieval.base import BaseRetriever, Hit
 from retrieval.cache import LruCache
 from retrieval.fusion import FusedRetriever
 from retrieval.query import check_query, normalise
-from search.errors import ConfigError
-from search.experiments.assignment import Assigner, Treatment
-from search.experiments.config import RETRIEVAL_ORDER, ExperimentConfig, load_config, split_ranker
-from search.experiments.interleaving import team_draft
 from serving.catalog import BlockView, ServingCatalog
 from serving.config import ServingSettings
 from serving.errors import NotReady
+from serving.experiments.assignment import Assigner, Treatment
+from serving.experiments.config import RETRIEVAL_ORDER, ExperimentConfig, load_config, split_ranker
+from serving.experiments.interleaving import team_draft
 from serving.metrics import Metrics
 from serving.ranker import ServedModel
 from serving.store import GuardedStore

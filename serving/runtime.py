@@ -14,10 +14,9 @@ from data.layout import DataLayout
 from features.store import RedisFeatureStore
 from ranking.registry import ModelRegistry
 from retrieval.base import BaseRetriever
-from search.settings import Settings
 from serving.background import Background
 from serving.catalog import ServingCatalog
-from serving.config import ServingSettings
+from serving.config import ServingSettings, StageSettings
 from serving.metrics import Metrics
 from serving.pipeline import SearchPipeline
 from serving.store import GuardedStore, serving_client
@@ -30,7 +29,7 @@ class Parts:
     catalog: ServingCatalog
 
 
-def load_parts(settings: Settings, world: Path) -> Parts:
+def load_parts(settings: StageSettings, world: Path) -> Parts:
     """Load the world's fused retriever (indexes must be built: `smartblock index build`) and catalogue."""
     from retrieval.system import load_world
 
@@ -40,7 +39,7 @@ def load_parts(settings: Settings, world: Path) -> Parts:
 
 @dataclass
 class Runtime:
-    settings: Settings
+    settings: StageSettings
     serving: ServingSettings
     parts: Parts
     store: GuardedStore
@@ -49,7 +48,7 @@ class Runtime:
     background: Background
 
     @classmethod
-    def start(cls, settings: Settings, serving: ServingSettings, parts: Parts) -> Runtime:
+    def start(cls, settings: StageSettings, serving: ServingSettings, parts: Parts) -> Runtime:
         import torch
 
         # Requests run on several threads of a small machine: one torch thread each, not a pool per request.

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from data.contracts import Block, Doc
+from data.days import DAY_MS
 from data.schemas import TIMESTAMP, arrow_schema
 from data.world.scales import WorldScale
 from data.world.taxonomy import ANGLES, DOMAINS, GENRE_LABELS, GENRES
@@ -20,7 +21,6 @@ from data.world.taxonomy import ANGLES, DOMAINS, GENRE_LABELS, GENRES
 TOPIC, GENRE = 0, 1
 N_FACETS = max(len(d.facets) for d in DOMAINS)
 N_GENRES = len(GENRES)
-DAY_MS = 86_400_000
 
 
 def epoch_ms(scale: WorldScale, day: int) -> int:

@@ -22,7 +22,7 @@ from data.world.queries import AFFINITY_WEIGHT
 from data.world.scales import ClickModel
 
 if TYPE_CHECKING:
-    from data.world.traffic import World
+    from data.world.state import World
 
 DWELL_MEDIAN_MS = 20_000  # at the click model's midpoint utility
 DWELL_RANGE_MS = (500, 1_800_000)

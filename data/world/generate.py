@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,18 +15,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.contracts import Block, Doc, Interaction, SearchImpression
+from data.days import Progress
+from data.errors import ConfigError
 from data.io import write_table
 from data.layout import DataLayout
 from data.world.catalog import build_catalog, text_tables, truth_blocks
 from data.world.population import build_population, mean_affinity, truth_users
 from data.world.queries import build_query_book, truth_queries
 from data.world.scales import SCALES, WorldScale
+from data.world.state import World
 from data.world.taxonomy import DOMAINS, GENRES
-from data.world.traffic import World, simulate_day
-from search.errors import ConfigError
+from data.world.traffic import simulate_day
 
 FORMAT_VERSION = 1
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 # Filled in the parent before forking, so worker processes share the world without pickling it.
 _WORKER_STATE: dict[str, object] = {}

@@ -16,7 +16,7 @@ from data.world.catalog import N_FACETS, N_GENRES
 from data.world.queries import BROAD, GENRE_Q, SPECIAL, TOPIC_Q
 
 if TYPE_CHECKING:
-    from data.world.traffic import World
+    from data.world.state import World
 
 # Query-kind mix of a session's first query, and of a later query that stays on the same entity.
 FIRST_QUERY_MIX = np.array([0.45, 0.30, 0.10, 0.15])

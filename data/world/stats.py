@@ -10,12 +10,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.layout import DataLayout
-from data.logstats import click_counts, query_click_entropy
-from search.metrics import ndcg, order_by
-
-MIN_CLICKS_FOR_ENTROPY = 10
-ENTROPY_BUCKETS = ("low", "mid", "high")
-DIVERSITY_BUCKETS = {"focused": (0.0, 1 / 3), "middle": (1 / 3, 2 / 3), "diverse": (2 / 3, 1.0001)}
+from data.logstats import (
+    DIVERSITY_BUCKETS,
+    ENTROPY_BUCKETS,
+    MIN_CLICKS_FOR_ENTROPY,
+    click_counts,
+    query_click_entropy,
+)
+from data.metrics import ndcg, order_by
 
 
 def _padded(values: np.ndarray, offsets: np.ndarray, width: int, fill: float) -> np.ndarray:

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from data.contracts import Interaction, SearchImpression
 from data.schemas import TIMESTAMP, arrow_schema
-from data.world.catalog import Catalog, epoch_ms
+from data.world.catalog import epoch_ms
 from data.world.clicks import (
     click_probability,
     draw_clicks,
@@ -24,25 +24,11 @@ from data.world.clicks import (
     realize,
     utility,
 )
-from data.world.population import Population
 from data.world.queries import QueryBook
-from data.world.scales import WorldScale
 from data.world.sessions import draw_queries, draw_sessions, draw_users
+from data.world.state import World
 
 LOGGING_POLICY = "logging-policy-v1"
-
-
-@dataclass
-class World:
-    scale: WorldScale
-    catalog: Catalog
-    population: Population
-    queries: QueryBook
-    block_ids: np.ndarray
-    doc_ids: np.ndarray
-    user_ids: np.ndarray
-    mean_facet_affinity: np.ndarray  # (D, F)
-    mean_genre_affinity: np.ndarray  # (G,)
 
 
 @dataclass

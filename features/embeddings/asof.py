@@ -21,13 +21,13 @@ vectors widened to float32), so ``features.definitions.compute`` reads the same 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
 import torch
 
+from data.days import DAY_MS, Progress, day_start_ms
 from data.layout import DataLayout
 from features.catalog import BlockVectors
 from features.definitions import VECTOR_DTYPE, VECTOR_FIELD, VERSION_FIELD
@@ -35,12 +35,10 @@ from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import latest_user_vectors
 from features.embeddings.errors import NotEnoughData
 from features.embeddings.evaluate import held_out_targets
-from features.embeddings.sequences import DAY_MS, Sequences, build_sequences, day_ms
+from features.embeddings.sequences import Sequences, build_sequences
 from features.embeddings.train import fit
 from features.keys import Keys
 from features.packing import split_blob
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -104,7 +102,7 @@ def train_daily_vectors(
         return out
     torch.set_num_threads(settings.threads)
     block_ids = np.array(layout.read_blocks(validate_rows=False)["id"].to_pylist(), dtype=object)
-    full = build_sequences(layout, block_ids, before_ms=day_ms(end) + DAY_MS, validate_rows=False)
+    full = build_sequences(layout, block_ids, before_ms=day_start_ms(end) + DAY_MS, validate_rows=False)
     capped = settings.model_copy(
         update={"max_train_seconds": settings.as_of_max_train_seconds, "epochs": settings.as_of_epochs}
     )
@@ -121,7 +119,8 @@ def train_daily_vectors(
         table = model.item_vectors().detach().numpy()
         out.blocks[version] = block_vectors(version, block_ids, table, catalog_ids)
         for d in served:
-            out.users[d] = (version, _user_vectors(model, full.before(day_ms(d)), day_ms(d), settings))
+            as_of = day_start_ms(d)
+            out.users[d] = (version, _user_vectors(model, full.before(as_of), as_of, settings))
         out.models.append(
             {
                 "cutoff": cutoff.isoformat(),
@@ -145,7 +144,7 @@ def _fit_before(
     earlier = [d for d in days if d < cutoff]
     if len(earlier) < 2:
         raise NotEnoughData(f"fewer than 2 logged days before {cutoff}")
-    valid_start, cutoff_ms = day_ms(earlier[-1]), day_ms(cutoff)
+    valid_start, cutoff_ms = day_start_ms(earlier[-1]), day_start_ms(cutoff)
     train, valid = full.before(valid_start), full.before(cutoff_ms)
     targets = held_out_targets(valid, valid_start, cutoff_ms, settings.as_of_valid_events, settings.seed)
     if len(targets) == 0:

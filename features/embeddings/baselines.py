@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data.days import DAY_MS
 from features.embeddings.evaluate import Scorer
-from features.embeddings.sequences import DAY_MS, USER_SHIFT, Sequences
+from features.embeddings.sequences import USER_SHIFT, Sequences
 
 
 def popular_scorer(counts: np.ndarray) -> Scorer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.errors import SmartblockError
+from data.errors import SmartblockError
 
 
 class EmbeddingError(SmartblockError):

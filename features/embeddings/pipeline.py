@@ -4,7 +4,6 @@ vectors to the feature store; refresh active users' vectors later without retrai
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.days import NotEnoughDays, Progress, day_start_ms, split_days
 from data.layout import DataLayout
 from features.embeddings.baselines import average_scorer, multi_scorer, popular_scorer
 from features.embeddings.config import EmbeddingSettings
@@ -20,12 +20,11 @@ from features.embeddings.errors import EmbeddingError, ModelFormatError, NotEnou
 from features.embeddings.evaluate import ends_before_request, evaluate, held_out_targets
 from features.embeddings.model import M3
 from features.embeddings.persist import load_current, save_model
-from features.embeddings.sequences import Sequences, build_sequences, day_ms, split_days
+from features.embeddings.sequences import Sequences, build_sequences
 from features.embeddings.store import read_refresh_state, write_refresh_state, write_vectors
 from features.embeddings.train import fit, m3_scorer, mean_encoder
 from features.store import RedisFeatureStore
 
-Progress = Callable[[str, int, int], None]
 METHODS = ("m3", "popular", "average", "multi")
 
 
@@ -75,7 +74,10 @@ def train_user_embeddings(
     """
     torch.set_num_threads(settings.threads)
     days = [d for d in layout.days("impressions") if until is None or d < until]
-    split = split_days(days, settings.valid_days, settings.test_days)
+    try:
+        split = split_days(days, valid_days=settings.valid_days, test_days=settings.test_days)
+    except NotEnoughDays as exc:
+        raise NotEnoughData(exc.reason) from exc
     block_ids = vocabulary(layout, validate_rows=validate_rows)
     full = build_sequences(layout, block_ids, before_ms=split.end_ms, validate_rows=validate_rows)
     train, valid = full.before(split.valid_start_ms), full.before(split.test_start_ms)
@@ -87,7 +89,7 @@ def train_user_embeddings(
     )
     if len(valid_targets) == 0 or len(test_targets) == 0:
         raise NotEnoughData(
-            f"no validation or test click with an earlier click of the same user ({split.as_json()})"
+            f"no validation or test click with an earlier click of the same user ({split.to_json()})"
         )
     model, report = fit(train, valid, valid_targets, settings, progress=progress)
     m3_table = model.item_vectors().detach().numpy()
@@ -122,7 +124,7 @@ def train_user_embeddings(
         settings.model_dir,
         settings,
         extra={
-            "data_range": {**split.as_json(), "vectors_as_of_ms": as_of},
+            "data_range": {**split.to_json(), "vectors_as_of_ms": as_of},
             "metrics": metrics,
             "metrics_before_request": before_request,
             "train": asdict(report),
@@ -149,7 +151,7 @@ def train_user_embeddings(
         "metrics_before_request": before_request,
         "train": asdict(report),
         "baseline_train": asdict(baseline_report) if baseline_report else None,
-        "data_range": split.as_json(),
+        "data_range": split.to_json(),
         "written": written,
     }
 
@@ -175,7 +177,7 @@ def refresh_user_vectors(
             )
         since_ms = int(state["until_ms"])
     else:
-        since_ms = day_ms(since) if isinstance(since, date) else int(since)
+        since_ms = day_start_ms(since) if isinstance(since, date) else int(since)
     seqs = build_sequences(layout, saved.block_ids, validate_rows=validate_rows)
     active = np.unique(seqs.user[seqs.ts_ms >= since_ms])
     if len(active) == 0:

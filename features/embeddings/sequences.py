@@ -12,24 +12,20 @@ is a few vectorized gathers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.layout import DataLayout
-from features.dataset import day_start_ms
-from features.embeddings.errors import NotEnoughData
 
-DAY_MS = 86_400_000
 PAD = 0  # item index 0 is padding; block i of the vocabulary is item i + 1
 USER_SHIFT = 1 << 42  # (user, time in ms) packed in one int64: ms timestamps stay below 2^42 until 2109
 N_GAP_BUCKETS = 24  # 0 padding, 1 "no previous event", 2.. log2-spaced gaps
 
 
 # Midnight UTC in epoch ms: the one definition the training sets use, so the cuts agree.
-day_ms = day_start_ms
 
 
 def gap_bucket(gap_ms: np.ndarray) -> np.ndarray:
@@ -197,40 +193,3 @@ def build_sequences(
         prev_gap_ms=prev_gap,
         offsets=offsets,
     )
-
-
-@dataclass(frozen=True)
-class DaySplit:
-    """Train days, then validation days (early stopping), then test days (reported metrics)."""
-
-    train: tuple[date, date]
-    valid: tuple[date, date]
-    test: tuple[date, date]
-
-    @property
-    def valid_start_ms(self) -> int:
-        return day_ms(self.valid[0])
-
-    @property
-    def test_start_ms(self) -> int:
-        return day_ms(self.test[0])
-
-    @property
-    def end_ms(self) -> int:
-        return day_ms(self.test[1]) + DAY_MS
-
-    def as_json(self) -> dict[str, list[str]]:
-        return {k: [d.isoformat() for d in getattr(self, k)] for k in ("train", "valid", "test")}
-
-
-def split_days(days: list[date], valid_days: int, test_days: int) -> DaySplit:
-    """The last ``test_days`` are held out for testing, the ``valid_days`` before them for validation."""
-    if len(days) < valid_days + test_days + 1:
-        raise NotEnoughData(
-            f"the logs span {len(days)} day(s); training needs at least one day before "
-            f"{valid_days} validation and {test_days} test day(s)"
-        )
-    train = days[: len(days) - valid_days - test_days]
-    valid = days[len(train) : len(train) + valid_days]
-    test = days[len(train) + valid_days :]
-    return DaySplit((train[0], train[-1]), (valid[0], valid[-1]), (test[0], test[-1]))

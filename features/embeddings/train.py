@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data.days import Progress
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import model_inputs, user_vectors
 from features.embeddings.errors import NotEnoughData
@@ -24,7 +25,6 @@ from features.embeddings.evaluate import Scorer, evaluate
 from features.embeddings.model import M3, MeanEncoder
 from features.embeddings.sequences import Sequences
 
-Progress = Callable[[str, int, int], None]
 Encoder = M3 | MeanEncoder
 
 

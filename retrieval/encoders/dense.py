@@ -5,17 +5,16 @@ With unit vectors, inner product equals cosine similarity, so FAISS inner-produc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from data.days import Progress
 from retrieval.cache import LruCache
 from retrieval.config import DenseSettings
 from retrieval.encoders.loading import default_dense_path, load_pretrained, model_identity, resolve
 from retrieval.errors import NotBuiltError
-
-Progress = Callable[[int, int], None]
 
 
 class DenseEncoder:
@@ -80,5 +79,5 @@ class DenseEncoder:
             idx = order[start : start + bs]
             out[idx] = self._encode([texts[i] for i in idx])
             if progress:
-                progress(min(start + bs, len(texts)), len(texts))
+                progress("dense encode", min(start + bs, len(texts)), len(texts))
         return out

@@ -7,15 +7,15 @@ For a text with tokens t_1..t_L and MLM logits z (L, V), the weight of vocabular
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from data.days import Progress
 from retrieval.cache import LruCache
 from retrieval.config import SpladeSettings
 from retrieval.encoders.loading import default_splade_path, load_pretrained, model_identity, resolve
 from retrieval.errors import NotBuiltError
 
-Progress = Callable[[int, int], None]
 SparseVector = dict[str, int]
 
 
@@ -115,5 +115,5 @@ class SpladeEncoder:
             for row, i in enumerate(idx):
                 out[i] = self._to_sparse(weights[row], self.settings.doc_max_terms)
             if progress:
-                progress(min(start + bs, len(texts)), len(texts))
+                progress("splade encode", min(start + bs, len(texts)), len(texts))
         return out

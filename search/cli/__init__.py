@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from data.errors import SmartblockError
 from search.cli import (
     analysis,
     embeddings,
@@ -26,7 +27,6 @@ from search.cli import (
     world,
 )
 from search.cli.common import state
-from search.errors import SmartblockError
 
 app = typer.Typer(
     name="smartblock",

@@ -47,7 +47,7 @@ def analyze(
     """Per variant: users, impressions, CTR, clicks@3 and MRR with 95% user-level CIs, lift and p-value vs
     the control, a sample-ratio-mismatch check, and the team-draft preference of interleaving variants."""
     from search.experiments.analysis import analyze as run
-    from search.experiments.config import load_config
+    from serving.experiments.config import load_config
 
     cfg, _ = load_config(config)
     report = run(cfg, events, experiment)
@@ -121,7 +121,7 @@ def export(
     never rewritten: every flush adds part files. Redis comes from the settings (features.redis_url,
     REDIS_URL, else the embedded server) and the stream from features.namespace.
     """
-    from data.archive import StreamArchiver
+    from features.archive import StreamArchiver
     from features.connection import connect
     from features.keys import Keys
 

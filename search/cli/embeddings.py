@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from data.errors import ConfigError
 from search.cli.common import console, print_json, progress_bar, state
 from search.cli.ranking import train_app
-from search.errors import ConfigError
 
 if TYPE_CHECKING:
     from features.embeddings.config import EmbeddingSettings

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from data.errors import ConfigError
 from search.cli.common import console, print_json, state
-from search.errors import ConfigError
 
 app = typer.Typer(help="A/B experiments: validate configs, analyze results.", no_args_is_help=True)
 
@@ -34,7 +34,7 @@ def validate(
 ) -> None:
     """Refuse a bad config with what is wrong and where; print its layers, experiments and variants."""
     from ranking.registry import ModelRegistry
-    from search.experiments.config import check_rankers, load_config, registry_lines
+    from serving.experiments.config import check_rankers, load_config, registry_lines
 
     config, _ = load_config(file)
     if not skip_registry:

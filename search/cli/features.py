@@ -59,9 +59,9 @@ def dataset(
     """Write a point-in-time training set: features of each logged impression as of its request time."""
     import pyarrow.parquet as pq
 
+    from data.errors import ConfigError
     from data.layout import DataLayout
     from features.dataset import build_training_set
-    from search.errors import ConfigError
 
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)

@@ -106,7 +106,7 @@ def evaluate(
     With --world: NDCG against the truth grades and click MRR on the world's test days, overall, by query
     click-entropy bucket and by user-diversity bucket. With --ltr-train/--ltr-test: on those files.
     """
-    from search.errors import ConfigError
+    from data.errors import ConfigError
 
     if (world is None) == (ltr_train is None or ltr_test is None):
         raise ConfigError("give either --world DIR, or both --ltr-train FILE and --ltr-test FILE")
@@ -218,9 +218,9 @@ def train_ranker(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a ranker and register it as a new (unpromoted) version."""
+    from data.errors import ConfigError
     from ranking.models import parse_model_list
     from ranking.pipeline import load_ltr_splits, train_and_register, train_world_ranker
-    from search.errors import ConfigError
 
     if (world is None) == (ltr_train is None):
         raise ConfigError("give either --world DIR or --ltr-train FILE")
@@ -264,7 +264,7 @@ def train_ranker(
 
 
 def _day(value: str | None, option: str) -> date | None:
-    from search.errors import ConfigError
+    from data.errors import ConfigError
 
     if value is None:
         return None
@@ -319,8 +319,8 @@ def validate(
     from dataclasses import asdict
     from functools import partial
 
+    from data.errors import ConfigError
     from ranking.base import read_manifest
-    from search.errors import ConfigError
 
     if (world is None) == (ltr_holdout is None):
         raise ConfigError("give either --world DIR or --ltr-holdout FILE")

@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from data.errors import ConfigError
 from search.cli.common import console, print_json, progress_bar, state
-from search.errors import ConfigError
 
 index_app = typer.Typer(help="Build the retrieval indexes of a world.", no_args_is_help=True)
 retrieval_app = typer.Typer(help="Evaluate the retrievers.", no_args_is_help=True)

@@ -1,6 +1,6 @@
 """``smartblock serve``: the REST search API on uvicorn.
 
-Each worker process builds its own app through ``serving.app:factory`` (indexes, model and Redis client are
+Each worker process builds its own app through ``search.serve:factory`` (indexes, model and Redis client are
 per process); the world folder and config file reach the workers through environment variables.
 """
 
@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
+from data.errors import ConfigError
 from search.cli.common import console, state
-from search.errors import ConfigError
 
 
 def _die_with_parent() -> None:
@@ -55,12 +55,12 @@ def serve(
     """Serve /search, /events, /metrics and the search page at http://HOST:PORT/."""
     import uvicorn
 
-    from serving.app import WORLD_ENV
+    from search.serve import WORLD_ENV
 
     if not (world / "world.json").is_file():
         raise ConfigError(f"{world} is not a world folder (no world.json)")
     if experiments is not None:
-        from search.experiments.config import load_config
+        from serving.experiments.config import load_config
 
         load_config(experiments)  # refuse a bad file here, once, with its problems listed
         os.environ["SMARTBLOCK_SERVING__EXPERIMENTS_FILE"] = str(experiments.resolve())
@@ -84,7 +84,7 @@ def serve(
         os.environ["SMARTBLOCK_SERVING__CONSUME_EVENTS"] = "false"
     try:
         uvicorn.run(
-            "serving.app:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+            "search.serve:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
         )
     finally:
         if consumer is not None:

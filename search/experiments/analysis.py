@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from data.errors import DataError
 from data.layout import DataLayout
-from search.errors import DataError
-from search.experiments.config import Experiment, ExperimentConfig, Variant
-from search.experiments.interleaving import credit
 from search.experiments.stats import Z95, compare, ratio, sample_ratio, sign_test
+from serving.experiments.config import Experiment, ExperimentConfig, Variant
+from serving.experiments.interleaving import credit
 
 METRICS = ("ctr", "clicks@3", "mrr")
 TOP = 3  # clicks@3

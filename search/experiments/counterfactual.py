@@ -44,15 +44,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from data.days import Progress
+from data.errors import ConfigError, DataError
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
-from search.errors import ConfigError, DataError
 
 GREEDY = 0.5  # a placement with a marginal propensity above this is the policy's own choice, not exploration
 KS = (1, 3)  # clicks@k reported beside clicks per page
 BOOTSTRAP = 500
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -431,7 +431,7 @@ def _ranker_target(
     from ranking.base import read_manifest
     from ranking.registry import ModelRegistry
     from ranking.world import to_listwise
-    from search.experiments.config import split_ranker
+    from serving.experiments.config import split_ranker
 
     line, version = split_ranker(model)
     reg = ModelRegistry(registry or settings.ranking.registry_dir)

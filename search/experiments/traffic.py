@@ -18,7 +18,6 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from data.days import Progress
+from data.errors import ConfigError, SmartblockError
 from data.layout import DataLayout
 from data.world.clicks import (
     click_probability,
@@ -40,10 +41,7 @@ from data.world.clicks import (
 from data.world.generate import build_world
 from data.world.scales import SCALES
 from data.world.sessions import draw_queries, draw_sessions
-from data.world.traffic import World
-from search.errors import ConfigError, SmartblockError
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total), as search.cli.common.progress_bar
+from data.world.state import World
 
 # Random stream purposes under one run seed: the user panel, a session's plan, a session's clicks.
 _PANEL, _PLAN, _CLICKS = 0, 1, 2

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from data.contracts import Block, Doc, Interaction, SearchImpression, ShownBlock
+from data.errors import DataError
 from data.io import iter_records, read_table, write_records
 from data.schemas import arrow_schema
-from search.errors import DataError
 
 TS = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -16,10 +16,10 @@ from data.contracts import Interaction, SearchImpression, ShownBlock
 from data.io import write_records
 from data.layout import DataLayout
 from search.experiments.analysis import _Page, analyze, analyze_one, load_pages
-from search.experiments.assignment import Assigner
-from search.experiments.config import parse_config
-from search.experiments.interleaving import credit, team_draft
 from search.experiments.stats import compare, ratio, sample_ratio, sign_test
+from serving.experiments.assignment import Assigner
+from serving.experiments.config import parse_config
+from serving.experiments.interleaving import credit, team_draft
 
 CONFIG = """
 holdback: {percent: 10, salt: hb}

@@ -21,14 +21,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from data.archive import GROUP, StreamArchiver, read_archive
 from data.contracts import Interaction, SearchImpression
 from data.io import iter_records
 from data.layout import DataLayout
+from features.archive import GROUP, StreamArchiver, read_archive
 from features.store import RedisFeatureStore
 from features.stream import EventPublisher
 from search.experiments.analysis import analyze
-from search.experiments.config import parse_config
+from serving.experiments.config import parse_config
 
 
 @pytest.fixture(scope="module")

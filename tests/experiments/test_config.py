@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.errors import ConfigError
-from search.experiments.assignment import HOLDBACK, Assigner, bucket
-from search.experiments.config import (
+from data.errors import ConfigError
+from serving.experiments.assignment import HOLDBACK, Assigner, bucket
+from serving.experiments.config import (
     ExperimentConfig,
     check_rankers,
     load_config,
     parse_config,
     registry_lines,
 )
-from search.experiments.interleaving import credit, team_draft
+from serving.experiments.interleaving import credit, team_draft
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "experiments" / "example.yaml"
 TWO_LAYERS = """

@@ -18,10 +18,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from data.errors import ConfigError
 from data.layout import DataLayout
 from data.world.sessions import draw_sessions, draw_users
 from search.cli import simulate
-from search.errors import ConfigError
 from search.experiments.traffic import (
     ApiUnreachable,
     ClosedLoop,

@@ -14,15 +14,17 @@ import typer
 from typer.testing import CliRunner
 
 import features.embeddings.model as model_module
+from data.days import NotEnoughDays, split_days
+from data.days import day_start_ms as day_ms
 from data.layout import DataLayout
 from features.config import FeatureStoreSettings
 from features.embeddings.baselines import _prefix_sums, window_vectors
 from features.embeddings.config import EmbeddingSettings
-from features.embeddings.errors import ModelFormatError, NotEnoughData
+from features.embeddings.errors import ModelFormatError
 from features.embeddings.model import M3
 from features.embeddings.persist import load_current, load_model, save_model
 from features.embeddings.pipeline import refresh_user_vectors, train_user_embeddings, vocabulary
-from features.embeddings.sequences import build_sequences, day_ms, split_days
+from features.embeddings.sequences import build_sequences
 from features.embeddings.store import (
     read_refresh_state,
     read_vectors,
@@ -97,10 +99,10 @@ def test_sequences_hold_only_events_before_the_cutoff(tiny_seqs) -> None:
 def test_split_needs_enough_days(tiny_seqs) -> None:
     layout, _ = tiny_seqs
     days = layout.days("impressions")
-    split = split_days(days, 1, 1)
+    split = split_days(days, valid_days=1, test_days=1)
     assert split.train == (days[0], days[-3]) and split.test == (days[-1], days[-1])
-    with pytest.raises(NotEnoughData, match="training needs at least one day"):
-        split_days(days, 2, 2)
+    with pytest.raises(NotEnoughDays, match="training needs at least one day"):
+        split_days(days, valid_days=2, test_days=2)
 
 
 def test_k_window_vectors_match_a_direct_computation(tiny_seqs) -> None:
@@ -124,7 +126,7 @@ def test_k_window_vectors_match_a_direct_computation(tiny_seqs) -> None:
 def test_training_is_deterministic_with_a_seed(tiny_seqs, tmp_path: Path) -> None:
     layout, full = tiny_seqs
     s = tiny_settings(tmp_path, epochs=1)
-    split = split_days(layout.days("impressions"), 1, 1)
+    split = split_days(layout.days("impressions"), valid_days=1, test_days=1)
     train, valid = full.before(split.valid_start_ms), full.before(split.test_start_ms)
     targets = np.flatnonzero((valid.ts_ms >= split.valid_start_ms) & (valid.position() >= 1))
     a, _ = fit(train, valid, targets, s)

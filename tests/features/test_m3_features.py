@@ -15,12 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from data.contracts import Interaction
+from data.days import day_start_ms
 from data.io import write_table
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
 from features.catalog import BlockCatalog, BlockVectors
 from features.config import FeatureStoreSettings
-from features.dataset import build_training_set, day_start_ms
+from features.dataset import build_training_set
 from features.definitions import DEFAULTS, INDEX, Request, compute, plan
 from features.embeddings.asof import DailyVectors, cutoffs, train_daily_vectors
 from features.embeddings.config import EmbeddingSettings

@@ -14,12 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from data.contracts import Interaction, SearchImpression
+from data.days import day_start_ms
 from data.io import iter_records, write_table
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
 from features.batch import batch_snapshot
 from features.catalog import BlockCatalog
-from features.dataset import build_training_set, day_start_ms
+from features.dataset import build_training_set
 from features.definitions import NAMES, Request
 from features.store import RedisFeatureStore
 from features.stream import EventPublisher, StreamConsumer

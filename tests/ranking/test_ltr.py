@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data.errors import DataError
 from ranking.ltr import load_svmlight
-from search.errors import DataError
 
 SHARED_LTR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ltr" / "lightgbm-example"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from search.errors import ConfigError
+from data.errors import ConfigError
 from search.settings import load_settings
 
 

@@ -11,13 +11,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from data.errors import ConfigError
 from features.definitions import FEATURES
 from features.groups import PERSONAL_GROUPS, group_of
 from features.store import RedisFeatureStore
-from search.errors import ConfigError
-from search.experiments.assignment import Assigner
-from search.experiments.config import parse_config
 from serving.config import ServingSettings
+from serving.experiments.assignment import Assigner
+from serving.experiments.config import parse_config
 
 from .helpers import impression_of
 

@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from data.contracts import CONTRACTS
+from data.errors import ConfigError
 from data.layout import DataLayout
 from data.schemas import arrow_schema
 from data.world.generate import generate_world
 from data.world.scales import SCALES
 from data.world.stats import world_stats
 from data.world.taxonomy import DOMAINS, check_taxonomy
-from search.errors import ConfigError
 
 TRUTH_ONLY_COLUMNS = {
     "grade",

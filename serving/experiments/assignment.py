@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from search.experiments.config import ExperimentConfig, Interleave, VariantSettings
+from serving.experiments.config import ExperimentConfig, Interleave, VariantSettings
 
 BUCKETS = 10_000
 HOLDBACK = "holdback"

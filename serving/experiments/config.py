@@ -39,7 +39,7 @@ from typing import Annotated, Literal, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from search.errors import ConfigError
+from data.errors import ConfigError
 
 RETRIEVAL_ORDER = "retrieval-order"  # the built-in ranker: fused retrieval scores, no learned model
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
