@@ -1,8 +1,8 @@
 """One search: retrieval -> feature assembly -> ranking with the promoted model -> impression logged.
 
-Every part is loaded once at start-up. The model is one immutable ``ServedModel`` held in an attribute; a
-promotion or rollback loads the new one beside it and swaps the reference (an atomic store in CPython), so
-a request in flight finishes on the model it started with and none is dropped or blocked.
+Every part is loaded once at start-up. What a request ranks with (the default model, the experiments'
+rankers and assignment) is one immutable snapshot that ``serving.reload.ServedState`` swaps on a promotion
+or a new experiment file; a request takes the snapshot once, so it finishes on what it started with.
 
 Degradation: feature reads go through ``GuardedStore``; when Redis is down or slow the request is ranked on
 the rows every feature has without Redis (catalogue attributes and declared defaults) and marked degraded.
@@ -10,22 +10,17 @@ the rows every feature has without Redis (catalogue attributes and declared defa
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
 from data.contracts import SearchImpression, ShownBlock, Team
-from data.errors import ConfigError
 from features.connection import StoreUnavailable
 from features.definitions import NAMES, Request
 from features.groups import PERSONAL_GROUPS, default_mask
-from ranking.errors import RankingError, RegistryError
 from ranking.registry import ModelRegistry
 from retrieval.base import BaseRetriever, Hit
 from retrieval.cache import LruCache
@@ -35,28 +30,14 @@ from serving.catalog import BlockView, ServingCatalog
 from serving.config import ServingSettings
 from serving.errors import NotReady
 from serving.experiments.assignment import Assigner, Treatment
-from serving.experiments.config import RETRIEVAL_ORDER, ExperimentConfig, load_config, split_ranker
+from serving.experiments.config import RETRIEVAL_ORDER
 from serving.experiments.interleaving import team_draft
 from serving.metrics import Metrics
 from serving.ranker import ServedModel
+from serving.reload import Served, ServedState
 from serving.store import GuardedStore
 
-log = logging.getLogger("smartblock.serving")
-
-
 DEFAULT_EXPLORATION_POOL = 20  # blocks an exploring page is drawn from, unless a variant says otherwise
-
-
-@dataclass(frozen=True)
-class Served:
-    """Everything a request ranks with, swapped as one reference: a request never pairs a new config with
-    the rankers of the old one."""
-
-    model: ServedModel | None = None  # the served line's current version: everyone's default
-    model_error: str | None = None
-    # Rankers the experiments name (registry line or line@version) besides the default.
-    models: dict[str, ServedModel] = field(default_factory=dict)
-    assigner: Assigner = field(default_factory=lambda: Assigner(ExperimentConfig()))
 
 
 @dataclass
@@ -99,107 +80,32 @@ class SearchPipeline:
         self.candidates = candidates
         # Fused candidates per (normalised query, fusion weights): retrieval is deterministic for the indexes.
         self.retrieval_cache: LruCache[tuple[str, tuple], list[Hit]] = LruCache(settings.retrieval_cache_size)
-        self.served = Served()
-        self._reload_lock = threading.Lock()  # serialises reloads only; searches never take it
+        self.state = ServedState(registry, settings, getattr(retriever, "members", {}))
         self.reload_experiments()  # a bad file at start-up stops the server: better than serving without it
 
-    # Models and experiments -------------------------------------------------------------------------------
+    # Models and experiments: held and swapped by serving.reload.ServedState -----------------------------
+
+    @property
+    def served(self) -> Served:
+        return self.state.current
 
     @property
     def model(self) -> ServedModel | None:
-        return self.served.model
+        return self.state.current.model
 
     @property
     def model_error(self) -> str | None:
-        return self.served.model_error
+        return self.state.current.model_error
 
     @property
     def assigner(self) -> Assigner:
-        return self.served.assigner
+        return self.state.current.assigner
 
     def reload_model(self) -> ServedModel | None:
-        """Load the line's current version (if it changed) and swap it in; returns what is now served.
-
-        The experiments' rankers that follow a line's current version are refreshed in the same swap; one
-        that fails to load keeps its loaded version (logged), so a broken experiment line never blocks the
-        default's promotion.
-        """
-        with self._reload_lock:
-            served = self.served
-            model, error = served.model, None
-            line = self.settings.model_line
-            try:
-                current = self.registry.current(line)
-            except RegistryError as exc:  # no such line yet: serve retrieval order until one is promoted
-                model, error = None, str(exc)
-            else:
-                if current is None:
-                    model, error = None, f"model line '{line}' has no promoted version"
-                elif model is None or model.version != current:
-                    model = ServedModel.from_registry(self.registry, line, current)
-            try:
-                models = self._load_rankers(served.assigner.config, served.models)
-            except ConfigError as exc:
-                log.warning("experiment rankers not refreshed, keeping the loaded ones: %s", exc)
-                models = served.models
-            self.served = replace(served, model=model, model_error=error, models=models)
-            return model
-
-    def _load_rankers(
-        self, config: ExperimentConfig, loaded: dict[str, ServedModel]
-    ) -> dict[str, ServedModel]:
-        """Every ranker the config names (loaded ones still current are reused); ConfigError if one fails."""
-        out: dict[str, ServedModel] = {}
-        for spec in sorted(config.rankers() - {RETRIEVAL_ORDER}):
-            line, pinned = split_ranker(spec)
-            try:
-                version = pinned or self.registry.current(line)
-            except RegistryError as exc:
-                raise ConfigError(f"experiment ranker '{spec}': {exc}") from exc
-            if version is None:
-                raise ConfigError(f"experiment ranker '{spec}': line '{line}' has no promoted version")
-            have = loaded.get(spec)
-            if have is not None and have.version == version:
-                out[spec] = have
-                continue
-            try:
-                out[spec] = ServedModel.from_registry(self.registry, line, version)
-            except (RankingError, OSError) as exc:
-                raise ConfigError(f"experiment ranker '{spec}' cannot be served: {exc}") from exc
-        return out
+        return self.state.reload_model()
 
     def reload_experiments(self) -> Assigner:
-        """Read the experiment file; if its text changed, check it, load its rankers, then swap it in whole.
-
-        A file that fails to parse or names a ranker that cannot load raises ``ConfigError`` and changes
-        nothing, so a half-written file is never served: the next reload picks up the finished one.
-        """
-        path = self.settings.experiments_file
-        if path is None:
-            return self.served.assigner
-        with self._reload_lock:
-            served = self.served
-            config, text = load_config(path)
-            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-            if digest == served.assigner.digest:
-                return served.assigner
-            self._check_fusion(config)
-            models = self._load_rankers(config, served.models)
-            assigner = Assigner(config, digest)
-            self.served = replace(served, models=models, assigner=assigner)  # config and rankers at once
-            return assigner
-
-    def _check_fusion(self, config: ExperimentConfig) -> None:
-        """A misspelt fusion member would be ignored and its variant would measure the control."""
-        members = set(getattr(self.retriever, "members", {}))
-        for e in config.experiments():
-            for v in e.variants:
-                unknown = sorted(set(v.settings.fusion_weights or {}) - members)
-                if unknown:
-                    raise ConfigError(
-                        f"experiment '{e.name}' variant '{v.name}': fusion_weights name {unknown}, "
-                        f"not members of the served retriever {sorted(members)}"
-                    )
+        return self.state.reload_experiments()
 
     # Search -----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,136 @@
+"""What the search path ranks with, and how a promotion or a new experiment file replaces it.
+
+The served state is one immutable ``Served`` held in an attribute; a promotion, rollback or experiment-file
+change loads the new parts beside it and swaps the reference (an atomic store in CPython), so a request in
+flight finishes on the state it started with and none is dropped or blocked. Reloads are serialised by a
+lock that searches never take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from data.errors import ConfigError
+from ranking.errors import RankingError, RegistryError
+from ranking.registry import ModelRegistry
+from serving.config import ServingSettings
+from serving.experiments.assignment import Assigner
+from serving.experiments.config import RETRIEVAL_ORDER, ExperimentConfig, load_config, split_ranker
+from serving.ranker import ServedModel
+
+log = logging.getLogger("smartblock.serving")
+
+
+@dataclass(frozen=True)
+class Served:
+    """Everything a request ranks with, swapped as one reference: a request never pairs a new config with
+    the rankers of the old one."""
+
+    model: ServedModel | None = None  # the served line's current version: everyone's default
+    model_error: str | None = None
+    # Rankers the experiments name (registry line or line@version) besides the default.
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    assigner: Assigner = field(default_factory=lambda: Assigner(ExperimentConfig()))
+
+
+class ServedState:
+    """Holds the current ``Served`` and replaces it on reload; ``current`` is what a request snapshots.
+
+    ``fusion_members`` are the served retriever's member names: an experiment may only weight those.
+    """
+
+    def __init__(
+        self, registry: ModelRegistry, settings: ServingSettings, fusion_members: Iterable[str] = ()
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.fusion_members = frozenset(fusion_members)
+        self.current = Served()
+        self._lock = threading.Lock()
+
+    def reload_model(self) -> ServedModel | None:
+        """Load the line's current version (if it changed) and swap it in; returns what is now served.
+
+        The experiments' rankers that follow a line's current version are refreshed in the same swap; one
+        that fails to load keeps its loaded version (logged), so a broken experiment line never blocks the
+        default's promotion.
+        """
+        with self._lock:
+            served = self.current
+            model, error = served.model, None
+            line = self.settings.model_line
+            try:
+                current = self.registry.current(line)
+            except RegistryError as exc:  # no such line yet: serve retrieval order until one is promoted
+                model, error = None, str(exc)
+            else:
+                if current is None:
+                    model, error = None, f"model line '{line}' has no promoted version"
+                elif model is None or model.version != current:
+                    model = ServedModel.from_registry(self.registry, line, current)
+            try:
+                models = self._load_rankers(served.assigner.config, served.models)
+            except ConfigError as exc:
+                log.warning("experiment rankers not refreshed, keeping the loaded ones: %s", exc)
+                models = served.models
+            self.current = replace(served, model=model, model_error=error, models=models)
+            return model
+
+    def reload_experiments(self) -> Assigner:
+        """Read the experiment file; if its text changed, check it, load its rankers, then swap it in whole.
+
+        A file that fails to parse or names a ranker that cannot load raises ``ConfigError`` and changes
+        nothing, so a half-written file is never served: the next reload picks up the finished one.
+        """
+        path = self.settings.experiments_file
+        if path is None:
+            return self.current.assigner
+        with self._lock:
+            served = self.current
+            config, text = load_config(path)
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            if digest == served.assigner.digest:
+                return served.assigner
+            self._check_fusion(config)
+            models = self._load_rankers(config, served.models)
+            assigner = Assigner(config, digest)
+            self.current = replace(served, models=models, assigner=assigner)  # config and rankers at once
+            return assigner
+
+    def _load_rankers(
+        self, config: ExperimentConfig, loaded: dict[str, ServedModel]
+    ) -> dict[str, ServedModel]:
+        """Every ranker the config names (loaded ones still current are reused); ConfigError if one fails."""
+        out: dict[str, ServedModel] = {}
+        for spec in sorted(config.rankers() - {RETRIEVAL_ORDER}):
+            line, pinned = split_ranker(spec)
+            try:
+                version = pinned or self.registry.current(line)
+            except RegistryError as exc:
+                raise ConfigError(f"experiment ranker '{spec}': {exc}") from exc
+            if version is None:
+                raise ConfigError(f"experiment ranker '{spec}': line '{line}' has no promoted version")
+            have = loaded.get(spec)
+            if have is not None and have.version == version:
+                out[spec] = have
+                continue
+            try:
+                out[spec] = ServedModel.from_registry(self.registry, line, version)
+            except (RankingError, OSError) as exc:
+                raise ConfigError(f"experiment ranker '{spec}' cannot be served: {exc}") from exc
+        return out
+
+    def _check_fusion(self, config: ExperimentConfig) -> None:
+        """A misspelt fusion member would be ignored and its variant would measure the control."""
+        for e in config.experiments():
+            for v in e.variants:
+                unknown = sorted(set(v.settings.fusion_weights or {}) - self.fusion_members)
+                if unknown:
+                    raise ConfigError(
+                        f"experiment '{e.name}' variant '{v.name}': fusion_weights name {unknown}, "
+                        f"not members of the served retriever {sorted(self.fusion_members)}"
+                    )
