@@ -13,14 +13,9 @@ from typer.testing import CliRunner
 
 from data.layout import DataLayout
 from ranking.config import RankingSettings, WorldSettings
-from search.experiments.counterfactual import (
-    Pages,
-    Target,
-    estimate,
-    estimate_target,
-    greedy_pages,
-    logged_pages,
-)
+from search.experiments.counterfactual import estimate
+from search.experiments.estimators import Target, estimate_target
+from search.experiments.logged_pages import Pages, greedy_pages, logged_pages
 from search.settings import Settings
 
 
