@@ -75,7 +75,7 @@ def _store() -> RedisFeatureStore:
 def bytes_per_user(world: Path, folder: Path, n_users: int) -> dict[str, Any]:
     """M3 (one vector per user) against K windows stored as K keys or as one hash of K fields."""
     saved = load_model(folder)
-    s = EmbeddingSettings.model_validate(saved.manifest["settings"])
+    s = saved.settings
     seqs = build_sequences(DataLayout(world), saved.block_ids, validate_rows=False)
     users = np.arange(min(n_users, len(seqs.user_ids)))
     as_of = int(seqs.ts_ms.max())

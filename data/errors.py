@@ -44,3 +44,8 @@ class DataError(SmartblockError):
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.reason = message
+
+
+class ModelFormatError(SmartblockError):
+    """A saved model cannot be used: a file is missing or fails its checksum, or the manifest is unreadable,
+    of another kind, or of a format this code does not read (see ``data.artifacts``)."""

@@ -3,32 +3,23 @@
 A ranker is built like a scikit-learn estimator: the constructor only stores keyword parameters;
 ``fit(train, valid)`` learns (state in attributes ending in ``_``) and returns ``self``; ``score(data)``
 gives one score per row (higher ranks first, compared only within a list); ``save(folder)`` writes weights
-(safetensors or LightGBM text, never pickle) and ``manifest.json``; ``Ranker.load(folder)`` restores it.
+(safetensors or LightGBM text, never pickle) as a ``data.artifacts`` version, whose manifest's ``metadata``
+holds ``params``, ``schema`` and ``info``; ``Ranker.load(folder)`` checks every file's checksum and restores
+it.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from abc import ABC, abstractmethod
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from data import artifacts
+from data.artifacts import MANIFEST, Artifact
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, NotFittedError
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
-
-def package_version() -> str:
-    try:
-        return version("smartblock")
-    except PackageNotFoundError:  # running from a source tree without an install
-        return "0+unknown"
 
 
 class Ranker(ABC):
@@ -70,7 +61,8 @@ class Ranker(ABC):
     @classmethod
     @abstractmethod
     def _load_weights(cls, folder: Path, manifest: dict[str, Any]) -> Self:
-        """Build a fitted ranker from ``folder`` and its parsed manifest."""
+        """Build a fitted ranker from ``folder`` (its files already checked) and its manifest's ``metadata``
+        (``params``, ``schema``, ``info`` and what ``save`` was given)."""
 
     # Shared plumbing -------------------------------------------------------------------------------------
 
@@ -82,7 +74,7 @@ class Ranker(ABC):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() before {action}")
 
     def save(self, folder: Path | str, metadata: dict[str, Any] | None = None) -> Path:
-        """Write weights and ``manifest.json`` into ``folder`` (created if needed).
+        """Write weights and ``manifest.json`` into ``folder`` atomically (a model saved there is replaced).
 
         Args:
             folder: destination.
@@ -91,38 +83,25 @@ class Ranker(ABC):
         Returns:
             the manifest's path.
         """
-        self.check_fitted("save")
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        files = self._save_weights(folder)
-        manifest = {
-            "format": FORMAT_VERSION,
-            "model": self.kind,
-            "params": self.get_params(),
-            "schema": self.schema_.to_json(),
-            "info": self.info_,
-            "files": files,
-            "smartblock_version": package_version(),
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **(metadata or {}),
-        }
-        path = folder / MANIFEST
-        path.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n", encoding="utf-8")
-        return path
+        artifacts.write_version(folder, self.artifact(metadata), replace=True)
+        return folder / MANIFEST
+
+    def artifact(self, metadata: dict[str, Any] | None = None) -> Artifact:
+        """This fitted ranker as a version to write (``save``, ``ModelRegistry.register``): its weights, and
+        ``params``, ``schema``, ``info`` and ``metadata`` for the manifest."""
+        self.check_fitted("save")
+        meta = {"params": self.get_params(), "schema": self.schema_.to_json(), "info": self.info_}
+        return Artifact(self.kind, self._save_weights, {**meta, **(metadata or {})})
 
     @classmethod
     def load(cls, folder: Path | str) -> Self:
-        """Restore a ranker saved by ``save``; the manifest's model type must match ``cls``."""
+        """Restore a ranker saved by ``save``: its files must match their checksums, its type ``cls``."""
         folder = Path(folder)
-        manifest = read_manifest(folder)
-        if manifest["model"] != cls.kind:
-            raise ModelFormatError(f"{folder} holds a '{manifest['model']}' model, not '{cls.kind}'")
-        for name in manifest.get("files", []):
-            if not (folder / name).is_file():
-                raise ModelFormatError(f"{folder}: the manifest lists {name}, which is missing")
-        ranker = cls._load_weights(folder, manifest)
-        ranker.schema_ = Schema.from_json(manifest["schema"])
-        ranker.info_ = dict(manifest.get("info", {}))
+        metadata = read_manifest(folder, cls.kind, verified=True)["metadata"]
+        ranker = cls._load_weights(folder, metadata)
+        ranker.schema_ = Schema.from_json(metadata["schema"])
+        ranker.info_ = dict(metadata.get("info", {}))
         return ranker
 
     def __repr__(self) -> str:
@@ -130,27 +109,11 @@ class Ranker(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise ModelFormatError(f"{folder} is not a saved model: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path}: not valid JSON ({exc})") from exc
-    for key in ("format", "model", "params", "schema"):
-        if key not in manifest:
-            raise ModelFormatError(f"{path}: the manifest lacks '{key}'")
-    if manifest["format"] != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{path}: manifest format {manifest['format']}, this code reads {FORMAT_VERSION}"
-        )
+def read_manifest(folder: Path, kind: str | None = None, *, verified: bool = False) -> dict[str, Any]:
+    """The manifest of the ranker saved in ``folder`` (format: ``data.artifacts``); ``verified`` also checks
+    every file's size and checksum, as loading does."""
+    manifest = artifacts.verify(folder, kind) if verified else artifacts.read_manifest(folder, kind)
+    for key in ("params", "schema"):
+        if key not in manifest["metadata"]:
+            raise ModelFormatError(f"{folder} holds no ranker: its manifest's metadata lacks '{key}'")
     return manifest
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Saved models share one format error (raised by data.artifacts); re-exported for this stage's callers.
+from data.errors import ModelFormatError as ModelFormatError
 from data.errors import SmartblockError
 
 
@@ -15,10 +17,6 @@ class NotFittedError(RankingError):
 
 class InputError(RankingError):
     """A ranker's input does not match what it was fitted on, or a ``ListwiseData`` breaks its contract."""
-
-
-class ModelFormatError(RankingError):
-    """A saved model folder is missing a file, or its manifest is unreadable or of another model type."""
 
 
 class RegistryError(RankingError):

@@ -59,7 +59,7 @@ def make_ranker(name: str, settings: RankingSettings | None = None, seed: int | 
 def load_ranker(folder: Path | str) -> Ranker:
     """Load whatever ranker ``folder`` holds, dispatching on its manifest's model type."""
     folder = Path(folder)
-    kind = read_manifest(folder)["model"]
+    kind = read_manifest(folder)["kind"]
     if kind not in MODELS:
         raise ParameterError(f"{folder}: unknown model type '{kind}'")
     return MODELS[kind].load(folder)

@@ -137,7 +137,8 @@ def train_world_ranker(
         parent = registry.current(line) if line in registry.lines() else None
         if parent is None:
             raise RegistryError(f"model line '{line}' has no current model to warm-start from")
-        trained = (read_manifest(registry.path(line, parent)).get("data_range") or {}).get("train", "")
+        recorded = read_manifest(registry.path(line, parent))["metadata"].get("data_range") or {}
+        trained = recorded.get("train", "")
         if ".." not in trained:
             raise RegistryError(f"{line}/{parent} records no training day range to continue after")
         first = date.fromisoformat(trained.split("..")[1]) + timedelta(days=1)
@@ -170,11 +171,12 @@ def train_world_ranker(
     )
 
 
-def world_holdout(source: WorldSource, manifest: dict[str, Any]) -> ListwiseData:
-    """The world's test days as click-labelled lists with the features the model in ``manifest`` uses.
+def world_holdout(source: WorldSource, metadata: dict[str, Any]) -> ListwiseData:
+    """The world's test days as click-labelled lists with the features a model uses, per its manifest's
+    ``metadata``.
 
     No truth: a portal validates on its own logs. Pass ``functools.partial(world_holdout, source)`` to
     ``ModelRegistry.validate`` so a candidate and the current model each get their own feature set.
     """
-    personalized = bool((manifest.get("features") or {}).get("personalized", True))
+    personalized = bool((metadata.get("features") or {}).get("personalized", True))
     return source.lists(source.split.test, personalized=personalized).data

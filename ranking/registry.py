@@ -1,19 +1,19 @@
 """A file-based model registry: versions, validation against the current model, promotion, rollback.
 
-Layout under the registry root, one folder per model line (e.g. ``ranker``)::
+Under the registry root, each model line (e.g. ``ranker``) is a ``data.artifacts.ArtifactStore``::
 
     <line>/versions/v0001/manifest.json, model.safetensors | model.txt, validation.json (after validate)
     <line>/state.json        {"current": "v0002", "history": ["v0001", "v0002"]}
 
 ``history`` lists promotions in order; ``rollback`` makes the previous entry current again. A version is
 promoted only after ``validate`` compared it with the model current at that time on a holdout and found no
-drop of the promotion metric beyond the tolerance (or with ``force``).
+drop of the promotion metric beyond the tolerance (or with ``force``). ``validation.json`` is written after
+the version and is not among its checksummed files.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from data.artifacts import VERSIONS, ArtifactStore, write_json_atomic
 from ranking.base import Ranker, read_manifest
 from ranking.dataset import ListwiseData
 from ranking.errors import PromotionRefused, RegistryError
 from ranking.evaluate import evaluate_scores
 
-STATE = "state.json"
 VALIDATION = "validation.json"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -59,18 +59,13 @@ class ModelRegistry:
     def lines(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
+        return sorted(p.name for p in self.root.iterdir() if (p / VERSIONS).is_dir())
 
     def versions(self, line: str) -> list[str]:
-        folder = self._line_dir(line) / "versions"
-        return (
-            sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file())
-            if folder.is_dir()
-            else []
-        )
+        return self._store(line).versions()
 
     def current(self, line: str) -> str | None:
-        return self._state(line)["current"]
+        return self._store(line).current()
 
     def describe(self, line: str) -> list[dict[str, Any]]:
         """One row per version: model type, when saved, metrics, validation outcome, whether current."""
@@ -83,11 +78,11 @@ class ModelRegistry:
             rows.append(
                 {
                     "version": v,
-                    "model": manifest["model"],
-                    "saved_at": manifest.get("saved_at"),
-                    "metrics": manifest.get("metrics", {}),
-                    "data_range": manifest.get("data_range"),
-                    "parent": manifest.get("parent"),
+                    "model": manifest["kind"],
+                    "saved_at": manifest["created"],
+                    "metrics": manifest["metadata"].get("metrics", {}),
+                    "data_range": manifest["metadata"].get("data_range"),
+                    "parent": manifest["metadata"].get("parent"),
                     "validated": None if validation is None else validation["passed"],
                     "current": v == current,
                 }
@@ -95,11 +90,11 @@ class ModelRegistry:
         return rows
 
     def path(self, line: str, version: str) -> Path:
-        folder = self._line_dir(line) / "versions" / version
-        if not (folder / "manifest.json").is_file():
-            known = ", ".join(self.versions(line)) or "none"
+        store = self._store(line)
+        if not store.exists(version):
+            known = ", ".join(store.versions()) or "none"
             raise RegistryError(f"model line '{line}' has no version '{version}' (known: {known})")
-        return folder
+        return store.folder(version)
 
     def load(self, line: str, version: str | None = None) -> Ranker:
         """The given version, or the current one."""
@@ -114,26 +109,22 @@ class ModelRegistry:
 
     def register(self, ranker: Ranker, line: str, metadata: dict[str, Any] | None = None) -> str:
         """Save a fitted ranker as the next version of ``line`` (not promoted); returns the version."""
-        folder = self._line_dir(line, create=True) / "versions"
-        existing = [int(v[1:]) for v in self.versions(line)]
-        version = f"v{(max(existing) + 1 if existing else 1):04d}"
-        ranker.save(folder / version, metadata=metadata)
-        return version
+        return self._store(line, create=True).write(ranker.artifact(metadata))
 
     def validate(
         self, line: str, version: str, holdout: ListwiseData | Callable[[dict[str, Any]], ListwiseData]
     ) -> ValidationReport:
         """Compare ``version`` with the current model on ``holdout``; record and return the outcome.
 
-        ``holdout`` may be a function of a model's manifest, for models whose inputs differ (e.g. with and
-        without user features): it must then give the same lists, with the features that model reads.
+        ``holdout`` may be a function of a model's manifest ``metadata``, for models whose inputs differ (e.g.
+        with and without user features): it must then give the same lists, with the features that model reads.
         """
         candidate_dir = self.path(line, version)
         baseline = self.current(line)
         key = self.metric
 
         def measure(v: str) -> tuple[float, int]:
-            data = holdout(read_manifest(self.path(line, v))) if callable(holdout) else holdout
+            data = holdout(read_manifest(self.path(line, v))["metadata"]) if callable(holdout) else holdout
             return float(evaluate_scores(data, self.load(line, v).score(data))[key]), data.n_lists
 
         value, n_lists = measure(version)
@@ -158,23 +149,23 @@ class ModelRegistry:
             holdout_lists=n_lists,
             validated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        _write_json(candidate_dir / VALIDATION, asdict(report))
+        write_json_atomic(candidate_dir / VALIDATION, asdict(report))
         return report
 
     def promote(self, line: str, version: str, force: bool = False) -> str:
         """Make ``version`` current; refused unless its validation passed against today's current model."""
         self.path(line, version)
-        state = self._state(line)
-        if state["current"] == version:
+        current = self.current(line)
+        if current == version:
             raise RegistryError(f"{line}/{version} is already current")
         if not force:
             validation = self._validation(line, version)
             if validation is None:
                 raise PromotionRefused(f"{line}/{version} was never validated: run `models validate` first")
-            if validation["baseline"] != state["current"]:
+            if validation["baseline"] != current:
                 raise PromotionRefused(
                     f"{line}/{version} was validated against {validation['baseline']}, but the current "
-                    f"model is now {state['current']}: validate again"
+                    f"model is now {current}: validate again"
                 )
             if not validation["passed"]:
                 raise PromotionRefused(
@@ -182,56 +173,27 @@ class ModelRegistry:
                     f"({validation['candidate_value']:.4f} vs {validation['baseline_value']:.4f}), "
                     f"beyond the tolerance {validation['tolerance']}"
                 )
-        state["current"] = version
-        state["history"].append(version)
-        self._write_state(line, state)
+        self._store(line).make_current(version)
         return version
 
     def rollback(self, line: str) -> str:
         """Make the previously promoted version current again; returns it."""
-        state = self._state(line)
-        if len(state["history"]) < 2:
+        version = self._store(line).rollback()
+        if version is None:
             raise RegistryError(f"model line '{line}' has no earlier promoted version to roll back to")
-        state["history"].pop()
-        state["current"] = state["history"][-1]
-        self._write_state(line, state)
-        return state["current"]
+        return version
 
     # Internals -------------------------------------------------------------------------------------------
 
-    def _line_dir(self, line: str, create: bool = False) -> Path:
+    def _store(self, line: str, create: bool = False) -> ArtifactStore:
         if not _NAME.match(line):
             raise RegistryError(f"model line name '{line}' must use only letters, digits, '_' and '-'")
         folder = self.root / line
-        if create:
-            (folder / "versions").mkdir(parents=True, exist_ok=True)
-        elif not folder.is_dir():
+        if not create and not folder.is_dir():
             known = ", ".join(self.lines()) or "none"
             raise RegistryError(f"no model line '{line}' in {self.root} (known: {known})")
-        return folder
-
-    def _state(self, line: str) -> dict[str, Any]:
-        path = self._line_dir(line) / STATE
-        if not path.is_file():
-            return {"current": None, "history": []}
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise RegistryError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(state.get("history"), list) or "current" not in state:
-            raise RegistryError(f"{path} lacks 'current' or 'history'")
-        return state
-
-    def _write_state(self, line: str, state: dict[str, Any]) -> None:
-        _write_json(self._line_dir(line) / STATE, state)
+        return ArtifactStore(folder)
 
     def _validation(self, line: str, version: str) -> dict[str, Any] | None:
-        path = self._line_dir(line) / "versions" / version / VALIDATION
+        path = self.path(line, version) / VALIDATION
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    # Write then rename, so a crash never leaves a half-written state file behind.
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -15,7 +15,7 @@ import threading
 
 import redis
 
-from data.errors import ConfigError
+from data.errors import ConfigError, ModelFormatError
 from features.stream import StreamConsumer, default_consumer_name
 from ranking.errors import RankingError
 from serving.pipeline import SearchPipeline
@@ -52,7 +52,7 @@ class Background:
         while not self._stop.wait(self.poll_s):
             try:
                 self.pipeline.reload_model()
-            except (RankingError, ConfigError) as exc:  # a broken new version: keep serving the loaded one
+            except (RankingError, ModelFormatError, ConfigError) as exc:  # a broken new version: keep the old
                 log.warning("model reload failed, keeping %s: %s", self.pipeline.model, exc)
             except Exception:  # the watcher must outlive any one bad reload
                 log.exception("model reload failed, keeping %s", self.pipeline.model)

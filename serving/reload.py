@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from data.errors import ConfigError
+from data.errors import ConfigError, ModelFormatError
 from ranking.errors import RankingError, RegistryError
 from ranking.registry import ModelRegistry
 from serving.config import ServingSettings
@@ -120,7 +120,7 @@ class ServedState:
                 continue
             try:
                 out[spec] = ServedModel.from_registry(self.registry, line, version)
-            except (RankingError, OSError) as exc:
+            except (RankingError, ModelFormatError, OSError) as exc:
                 raise ConfigError(f"experiment ranker '{spec}' cannot be served: {exc}") from exc
         return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Saved models share one format error (raised by data.artifacts); re-exported for this stage's callers.
+from data.errors import ModelFormatError as ModelFormatError
 from data.errors import SmartblockError
 
 
@@ -11,10 +13,6 @@ class EmbeddingError(SmartblockError):
 
 class NotEnoughData(EmbeddingError):
     """The logs are too short or too sparse for the requested train / validation / test days."""
-
-
-class ModelFormatError(EmbeddingError):
-    """A saved M3 model folder is missing a file, or its manifest is unreadable or from another format."""
 
 
 class VectorFormatError(EmbeddingError):

@@ -183,7 +183,7 @@ def refresh_user_vectors(
     if len(active) == 0:
         return {"version": saved.version, "since_ms": since_ms, "users": 0}
     as_of = int(seqs.ts_ms.max())
-    length = int(saved.manifest["settings"]["max_history"])
+    length = saved.settings.max_history
     vecs, _ = latest_user_vectors(saved.model, seqs, active, as_of, length)
     write_vectors(store, saved.version, users=dict(zip(seqs.user_ids[active].tolist(), vecs, strict=True)))
     write_refresh_state(store, saved.version, as_of + 1)
@@ -207,7 +207,7 @@ def write_current_vectors(
     seqs = build_sequences(layout, saved.block_ids, validate_rows=validate_rows)
     as_of = int(seqs.ts_ms.max()) if seqs.n_events else 0
     users = np.arange(len(seqs.user_ids))
-    length = int(saved.manifest["settings"]["max_history"])
+    length = saved.settings.max_history
     vecs, _ = latest_user_vectors(saved.model, seqs, users, as_of, length)
     table = saved.model.item_vectors().detach().numpy()
     written = write_vectors(

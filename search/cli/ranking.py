@@ -338,7 +338,7 @@ def validate(
         from ranking.ltr import load_svmlight
 
         assert ltr_holdout is not None  # checked above; narrows the type
-        width = len(manifest["schema"]["feature_names"])
+        width = len(manifest["metadata"]["schema"]["feature_names"])
         holdout = load_svmlight(ltr_holdout, n_features=width)
     report = reg.validate(line, version, holdout)
     if as_json:

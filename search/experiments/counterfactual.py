@@ -142,7 +142,7 @@ def _ranker_target(
         raise ConfigError(f"model line '{line}' has no version in the registry {reg.root}")
     ranker = reg.load(line, version)
     personalized = bool(
-        (read_manifest(reg.path(line, version)).get("features") or {}).get("personalized", True)
+        (read_manifest(reg.path(line, version))["metadata"].get("features") or {}).get("personalized", True)
     )
     blocks_of = {r: t for r, t in zip(pages.request_ids.tolist(), pages_of, strict=True) if t is not None}
     table = candidate_features(layout, blocks_of, start, end, settings.features, progress)

@@ -154,9 +154,11 @@ def test_training_reports_every_method_and_saves_a_manifest(trained: dict) -> No
         row = result["metrics"][method]
         assert 0 <= row["recall@10"] <= 1 and 0 < row["mrr"] <= 1 and row["events"] > 0
     manifest = json.loads((Path(result["folder"]) / "manifest.json").read_text())
-    assert manifest["version"] == result["version"] and manifest["dims"]["dim"] == 16
-    assert manifest["data_range"]["test"] == result["data_range"]["test"]
-    assert manifest["metrics"]["m3"]["recall@10"] == result["metrics"]["m3"]["recall@10"]
+    assert manifest["version"] == result["version"] and manifest["kind"] == "m3"
+    assert set(manifest["files"]) == {"weights.safetensors", "blocks.json"}
+    meta = manifest["metadata"]
+    assert meta["dims"]["dim"] == 16 and meta["data_range"]["test"] == result["data_range"]["test"]
+    assert meta["metrics"]["m3"]["recall@10"] == result["metrics"]["m3"]["recall@10"]
 
 
 def test_save_load_round_trip(trained: dict, tmp_path: Path) -> None:
@@ -173,7 +175,13 @@ def test_save_load_round_trip(trained: dict, tmp_path: Path) -> None:
     assert torch.equal(
         saved.model(items, gaps, torch.tensor([5]))[0], loaded.model(items, gaps, torch.tensor([5]))[0]
     )
-    (again / "weights.safetensors").unlink()
+    weights = again / "weights.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0x01  # one byte of the last tensor changed, the length kept
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ModelFormatError, match=r"weights\.safetensors: sha256 .* differs"):
+        load_model(again)
+    weights.unlink()
     with pytest.raises(ModelFormatError, match=r"weights\.safetensors, which is missing"):
         load_model(again)
     with pytest.raises(ModelFormatError, match="no trained M3 model"):
@@ -257,7 +265,7 @@ def test_cli_trains_writes_and_refreshes(
     assert out.exit_code == 0, out.output
     metrics = json.loads(out.stdout)
     assert set(metrics) == {"m3", "popular", "average", "multi"} and "recall@10" in metrics["m3"]
-    assert (tmp_path / "worlds/models/m3/CURRENT").is_file()
+    assert json.loads((tmp_path / "worlds/models/m3/state.json").read_text())["current"].startswith("m3-")
     out = runner.invoke(root, ["embeddings", "refresh", "--world", str(tiny_world), "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["users"] == 0  # trained on everything: nothing is newer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from ranking.config import RankingSettings
 from ranking.dataset import ListwiseData
-from ranking.errors import PromotionRefused, RegistryError
+from ranking.errors import ModelFormatError, PromotionRefused, RegistryError
 from ranking.lgbm import LightGBMRanker
 from ranking.pipeline import train_and_register
 from ranking.registry import ModelRegistry
@@ -113,3 +114,27 @@ def test_warm_start_fine_tunes_the_current_model(tmp_path: Path, synthetic: tupl
     assert ranker.info_["trees"] > reg.load("ranker", first).info_["trees"]
     with pytest.raises(RegistryError, match="a 'lgbm' model"):
         train_and_register("mlp", valid, holdout, settings, reg, warm_start=True)
+
+
+def test_a_changed_model_file_is_refused_by_name(tmp_path: Path, synthetic: tuple[ListwiseData, ...]) -> None:
+    train, valid, _ = synthetic
+    reg = ModelRegistry(tmp_path)
+    version = reg.register(small_lgbm().fit(train, valid), "ranker")
+    model_file = reg.path("ranker", version) / "model.txt"
+    raw = bytearray(model_file.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one byte changed, the length kept: only the checksum can tell
+    model_file.write_bytes(bytes(raw))
+    with pytest.raises(ModelFormatError, match=r"model\.txt: sha256 .* differs from the manifest"):
+        reg.load("ranker", version)
+    assert reg.describe("ranker")[0]["version"] == version  # listing reads the manifest only
+
+
+def test_a_model_saved_by_the_old_code_is_refused_clearly(tmp_path: Path) -> None:
+    folder = tmp_path / "ranker" / "versions" / "v0001"
+    folder.mkdir(parents=True)
+    old = {"format": 1, "model": "lgbm", "params": {}, "schema": {}, "files": ["model.txt"]}
+    (folder / "manifest.json").write_text(json.dumps(old))
+    (folder / "model.txt").write_text("tree\n")
+    (tmp_path / "ranker" / "state.json").write_text('{"current": "v0001", "history": ["v0001"]}')
+    with pytest.raises(ModelFormatError, match=r"older smartblock \(manifest format 1.* model again"):
+        ModelRegistry(tmp_path).load("ranker")

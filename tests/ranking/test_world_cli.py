@@ -64,8 +64,10 @@ def test_train_validate_and_warm_start(world: Path, tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["version"] == "v0001"
     manifest = json.loads((reg / "ranker" / "versions" / "v0001" / "manifest.json").read_text())
-    assert manifest["data_range"]["train"] == f"{train_day}..{train_day}"
-    assert manifest["features"]["personalized"] is True and "ndcg@10" in manifest["metrics"]["valid"]
+    assert manifest["kind"] == "linear" and set(manifest["files"]) == {"model.safetensors"}
+    meta = manifest["metadata"]
+    assert meta["data_range"]["train"] == f"{train_day}..{train_day}"
+    assert meta["features"]["personalized"] is True and "ndcg@10" in meta["metrics"]["valid"]
     checked = run("models", "validate", "ranker", "v0001", "--world", str(world), "--json", registry=reg)
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["passed"] is True
@@ -78,9 +80,9 @@ def test_train_validate_and_warm_start(world: Path, tmp_path: Path) -> None:
         "train", "ranker", "--model", "linear", "--world", str(world), "--non-personalized", registry=reg
     )
     assert plain.returncode == 0, plain.stderr
-    manifest = json.loads((reg / "ranker" / "versions" / "v0002" / "manifest.json").read_text())
-    assert manifest["features"]["personalized"] is False
-    assert not any(n.startswith("user_") for n in manifest["schema"]["feature_names"])
+    meta = json.loads((reg / "ranker" / "versions" / "v0002" / "manifest.json").read_text())["metadata"]
+    assert meta["features"]["personalized"] is False
+    assert not any(n.startswith("user_") for n in meta["schema"]["feature_names"])
     checked = run("models", "validate", "ranker", "v0002", "--world", str(world), "--json", registry=reg)
     assert checked.returncode in (0, 1), checked.stderr
     assert json.loads(checked.stdout)["baseline"] == "v0001"
