@@ -74,25 +74,26 @@ def train_user_embeddings(
     from data.layout import DataLayout
     from features.embeddings.pipeline import METHODS
     from features.embeddings.pipeline import train_user_embeddings as run
+    from search.jobs.results import EmbeddingRun
 
     settings = _settings(
         threads=threads, epochs=epochs, seed=seed, valid_days=valid_days, test_days=test_days
     )
     store = None if no_store else _store()
     with progress_bar(not as_json) as report:
-        result = run(DataLayout(world), settings, store, progress=report)
+        result = EmbeddingRun.model_validate(run(DataLayout(world), settings, store, progress=report))
     k = f"recall@{settings.eval_k}"
     if as_json:
-        print_json({m: {k: result["metrics"][m][k], "mrr": result["metrics"][m]["mrr"]} for m in METHODS})
+        print_json({m: {k: result.metrics[m].recall, "mrr": result.metrics[m].mrr} for m in METHODS})
         return
-    table = Table(title=f"next-block prediction, test days {' to '.join(result['data_range']['test'])}")
+    table = Table(title=f"next-block prediction, test days {' to '.join(result.data_range.test)}")
     for col in ("method", k, "mrr", "clicks"):
         table.add_column(col, justify="right")
     for m in METHODS:
-        row = result["metrics"][m]
-        table.add_row(m, f"{row[k]:.4f}", f"{row['mrr']:.4f}", str(row["events"]))
+        row = result.metrics[m]
+        table.add_row(m, f"{row.recall:.4f}", f"{row.mrr:.4f}", str(row.events))
     console.print(table)
-    console.print(f"saved {result['folder']}; wrote {result['written']} vectors")
+    console.print(f"saved {result.folder}; wrote {result.written} vectors")
 
 
 @app.command()

@@ -11,13 +11,11 @@ import typer
 from rich.table import Table
 
 from search.cli.common import console, print_json, progress_bar, state
+from search.jobs.results import WorldStats
 from search.settings import Scale
 
 if TYPE_CHECKING:
-    from features.store import RedisFeatureStore
-
-# Training-time cap of the M3 model quickstart trains for serving (CI runs quickstart on 2 cores).
-QUICKSTART_M3_SECONDS = 90.0
+    from search.jobs.quickstart import DayPlan, QuickstartStep
 
 app = typer.Typer(
     help="Generate and inspect simulated worlds (docs, blocks, users, logs, truth).", no_args_is_help=True
@@ -67,18 +65,18 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Counts, CTR by position, query click entropy and the oracle's gain from personalization."""
-    from data.world.stats import world_stats
+    from search.jobs.quickstart import describe_world
 
-    result = world_stats(world)
+    result = describe_world(world)
     if as_json:
-        print_json(result)
+        print_json(result.to_json())
         return
     _print_stats(result)
 
 
 def quickstart(
     world: Annotated[
-        Path | None, typer.Option("--world", help="World folder (default: <data_dir>/small).")
+        Path | None, typer.Option("--world", help="World folder (default: <data_dir>/<scale>).")
     ] = None,
     scale: Annotated[Scale, typer.Option("--scale")] = "small",
     workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, min(2, os.cpu_count() or 1)),
@@ -86,103 +84,57 @@ def quickstart(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
 ) -> None:
     """Set up everything on the embedded defaults (world, indexes, features, default ranker); serve."""
-    from data.layout import DataLayout
-    from data.world.generate import generate_world
-    from data.world.stats import world_stats
-    from features.build import build_online_features
-    from features.connection import connect
-    from features.store import RedisFeatureStore
-    from retrieval.system import build_world_index
+    from search.jobs.quickstart import quickstart as run
 
-    settings = state.settings()
-    world = world or settings.data_dir / scale
-    if (world / "world.json").is_file():
-        console.print(f"using the existing world in {world}")
-    else:
-        with progress_bar() as report:
-            generate_world(world, scale=scale, seed=settings.world.seed, workers=workers, progress=report)
-    _print_stats(world_stats(world))
     with progress_bar() as report:
-        indexes = build_world_index(world, settings.retrieval, progress=report)
-    console.print({name: row["status"] for name, row in indexes.items()})
-    store = RedisFeatureStore(connect(settings.features), settings.features)
-    with progress_bar() as report:
-        built = build_online_features(DataLayout(world), store, progress=report)
-    where = settings.features.redis_url or f"the embedded Redis in {settings.features.embedded_dir}"
-    console.print(f"features: {built['events']:,} events into {where} in {built['seconds']['total']} s")
-    _user_embeddings(world, store)
-    _default_ranker(world)
+        result = run(
+            state.settings(), world=world, scale=scale, workers=workers, progress=report, on_step=_print_step
+        )
     if serve:
         from search.cli.serving import serve as run_server
 
-        run_server(world=world, port=port)
+        run_server(world=result.world.path, port=port)
 
 
-def _user_embeddings(world: Path, store: RedisFeatureStore) -> None:
-    """M3 user and block vectors into the (just rebuilt) store: the current model's when it was trained on
-    this world's blocks, else a new one, time-capped (``QUICKSTART_M3_SECONDS``) and compared with the
-    baselines on fewer held-out clicks, to keep quickstart short. On logs too short for M3 the ranker's
-    ``m3_*`` features stay missing."""
-    from data.layout import DataLayout
-    from features.embeddings.errors import NotEnoughData
-    from features.embeddings.pipeline import train_user_embeddings, write_current_vectors
+def _print_step(step: QuickstartStep) -> None:
+    from search.jobs import quickstart as qs
 
-    settings = state.settings().embeddings
-    if not settings.as_of:
-        # The ranker trains without M3 inputs then (embeddings.as_of is off by default: see docs/features.md),
-        # so serving vectors would only cost quickstart time.
-        console.print("M3: skipped (embeddings.as_of is off: the ranker does not use M3 features)")
-        return
-    started = time.perf_counter()
-    reused = write_current_vectors(DataLayout(world), store, settings)
-    if reused is not None:
-        console.print(
-            f"M3: wrote the vectors of the current model {reused['version']} ({reused['written']} keys)"
-        )
-        return
-    quick = settings.model_copy(
-        update={
-            "max_train_seconds": settings.max_train_seconds or QUICKSTART_M3_SECONDS,
-            "baseline_table": "m3",  # no second (mean-encoder) training for the baselines
-            "eval_max_events": min(settings.eval_max_events, 5000),
-        }
-    )
-    try:
-        with progress_bar() as report:
-            result = train_user_embeddings(DataLayout(world), quick, store, progress=report)
-    except NotEnoughData as exc:
-        console.print(f"M3 skipped ({exc}): the ranker's m3_* features stay missing")
-        return
-    recall = {m: round(r[f"recall@{quick.eval_k}"], 4) for m, r in result["metrics"].items()}
-    console.print(
-        f"M3 {result['version']}: recall@{quick.eval_k} {recall}; wrote {result['written']} vectors "
-        f"in {time.perf_counter() - started:.0f} s"
-    )
+    match step:
+        case qs.WorldReady(path=path, generated=False):
+            console.print(f"using the existing world in {path}")
+        case qs.WorldReady():
+            console.print(f"generated the world in {step.path}")
+        case WorldStats():
+            _print_stats(step)
+        case qs.IndexesBuilt():
+            console.print(step.status)
+        case qs.FeaturesBuilt():
+            console.print(
+                f"features: {step.build.events:,} events into {step.store} in {step.build.seconds.total} s"
+            )
+        case qs.EmbeddingsOutcome(status="off"):
+            console.print(f"M3: skipped ({step.reason})")
+        case qs.EmbeddingsOutcome(status="skipped"):
+            console.print(f"M3: skipped ({step.reason}): the ranker's m3_* features stay missing")
+        case qs.EmbeddingsOutcome(status="reused"):
+            console.print(f"M3: wrote the vectors of the current model {step.version} ({step.written} keys)")
+        case qs.EmbeddingsOutcome(run=run) if run is not None:
+            _print_plan("M3", step.plan)
+            recall = {m: round(r.recall, 4) for m, r in run.metrics.items()}
+            k = next(iter(run.metrics.values())).k
+            console.print(
+                f"M3 {run.version}: recall@{k} {recall}; wrote {run.written} vectors in {step.seconds:.0f} s"
+            )
+        case qs.RankerOutcome(trained=False):
+            console.print(f"using the promoted ranker {step.version} in {step.registry_dir}")
+        case qs.RankerOutcome():
+            _print_plan("ranker", step.plan)
+            console.print(f"trained and promoted ranker {step.version} ({step.model}) in {step.registry_dir}")
 
 
-def _default_ranker(world: Path) -> None:
-    """Train LightGBM (quick, strong on these features) and promote it when the line has no model yet."""
-    from ranking.pipeline import train_world_ranker
-    from ranking.registry import ModelRegistry
-    from ranking.world import WorldSource
-
-    settings = state.settings()
-    ranking = settings.ranking
-    registry = ModelRegistry(
-        ranking.registry_dir, tolerance=ranking.tolerance, metric=ranking.promotion_metric
-    )
-    if "ranker" in registry.lines() and registry.current("ranker") is not None:
-        console.print(f"using the promoted ranker {registry.current('ranker')} in {ranking.registry_dir}")
-        return
-    with progress_bar() as report:
-        source = WorldSource(
-            world, ranking.world, settings.features, progress=report, embeddings=settings.embeddings
-        )
-        source.table()
-    version, _ = train_world_ranker("lgbm", source, ranking, registry)
-    # Nothing is promoted yet, so there is no current model to validate against.
-    registry.promote("ranker", version, force=True)
-    console.print(f"trained and promoted ranker {version} (lgbm) in {ranking.registry_dir}")
+def _print_plan(what: str, plan: DayPlan | None) -> None:
+    if plan is not None and plan.fitted:
+        console.print(f"{what}: the configured day split does not fit, using {plan.describe()}")
 
 
 def _print_counts(counts: dict) -> None:
@@ -194,38 +146,31 @@ def _print_counts(counts: dict) -> None:
     console.print(table)
 
 
-def _print_stats(result: dict) -> None:
-    console.print(f"world: {result['world']}")
-    _print_counts(result["counts"])
+def _print_stats(result: WorldStats) -> None:
+    world = result.world
+    console.print(f"world: {world.scale}, seed {world.seed}, {world.days} days from {world.start_date}")
+    _print_counts(result.counts)
     ctr = Table(title="CTR by position")
     ctr.add_column("position", justify="right")
     ctr.add_column("CTR", justify="right")
     ctr.add_column("randomized CTR / top", justify="right")
-    for k, (c, r) in enumerate(
-        zip(result["ctr_by_position"], result["randomized_ctr_ratio_to_top"], strict=True)
-    ):
+    for k, (c, r) in enumerate(zip(result.ctr_by_position, result.randomized_ctr_ratio_to_top, strict=True)):
         ctr.add_row(str(k + 1), f"{c:.4f}", f"{r:.3f}")
     console.print(ctr)
-    console.print(f"query click entropy (bits): {result['query_click_entropy_bits']}")
-    for title, key in (
-        ("by query click entropy", "oracle_by_entropy"),
-        ("by user diversity", "oracle_by_diversity"),
+    console.print(f"query click entropy (bits): {result.query_click_entropy_bits.to_json()}")
+    for title, buckets in (
+        ("by query click entropy", result.oracle_by_entropy),
+        ("by user diversity", result.oracle_by_diversity),
     ):
         table = Table(title=f"NDCG@page {title}")
         for col in ("bucket", "impressions", "logging", "non-personal oracle", "personal oracle", "gain"):
             table.add_column(col, justify="right")
-        for bucket, row in result[key].items():
-            table.add_row(
-                bucket,
-                f"{row['impressions']:,}",
-                *(
-                    "-" if row[m] is None else f"{row[m]:.4f}"
-                    for m in (
-                        "ndcg@page_logging",
-                        "ndcg@page_nonpersonal_oracle",
-                        "ndcg@page_personal_oracle",
-                        "personalization_gain",
-                    )
-                ),
+        for bucket, row in buckets.items():
+            values = (
+                row.ndcg_logging,
+                row.ndcg_nonpersonal_oracle,
+                row.ndcg_personal_oracle,
+                row.personalization_gain,
             )
+            table.add_row(bucket, f"{row.impressions:,}", *("-" if v is None else f"{v:.4f}" for v in values))
         console.print(table)

@@ -1,0 +1,272 @@
+"""Quickstart: everything a served search needs, on the embedded defaults, in one job.
+
+World (generated unless the folder has one), its statistics, the retrieval indexes, the online features in
+the store, the M3 user vectors (when the ranker uses them) and a default ranker (trained and promoted when
+the line has none). Each step returns a typed result; ``quickstart`` hands each to ``on_step`` as it
+finishes (the CLI prints it) and returns them all.
+
+Quickstart's own policy, kept here rather than in the settings: M3 trains under a time cap on fewer
+held-out clicks, and a world whose logs are too short for the configured day split (the tiny world's 4 days)
+gets a smaller one (``fit_day_plan``) instead of failing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from data.days import NotEnoughDays, Progress
+from data.layout import DataLayout
+from search.jobs.results import EmbeddingRun, FeatureBuild, WorldStats
+from search.settings import Scale, Settings
+
+if TYPE_CHECKING:
+    from features.store import RedisFeatureStore
+
+# Training-time cap of the M3 model quickstart trains for serving (CI runs quickstart on 2 cores).
+QUICKSTART_M3_SECONDS = 90.0
+M3_EVAL_MAX_EVENTS = 5000  # held-out clicks M3 is compared on: fewer than a full evaluation, to stay quick
+DEFAULT_RANKER = "lgbm"  # quick to train and strong on these features
+RANKER_LINE = "ranker"
+
+
+# Day plans --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """How many of the logged days warm up the features, validate and test (training gets the rest)."""
+
+    logged_days: int
+    warmup_days: int
+    valid_days: int
+    test_days: int
+    fitted: bool = False  # True: smaller than the configured plan, to fit the logs
+
+    def parts(self) -> dict[str, int]:
+        """The plan as day-split settings (``warmup_days``, ``valid_days``, ``test_days``)."""
+        return {"warmup_days": self.warmup_days, "valid_days": self.valid_days, "test_days": self.test_days}
+
+    def describe(self) -> str:
+        train = self.logged_days - self.warmup_days - self.valid_days - self.test_days
+        return (
+            f"{self.logged_days} logged days: warmup {self.warmup_days}, train {train}, "
+            f"validation {self.valid_days}, test {self.test_days}"
+        )
+
+
+def fit_day_plan(logged_days: int, *, warmup_days: int, valid_days: int, test_days: int) -> DayPlan:
+    """The configured plan when the logs hold it, else the nearest smaller one that keeps a training day.
+
+    Days are taken from the test days first (down to one), then validation (down to one), then warmup:
+    held-out days cost the least to lose when there are few, and a model needs its training and validation
+    days. Raises ``NotEnoughDays`` under three logged days (one each for training, validation and test).
+    """
+    plan = [warmup_days, valid_days, test_days]
+    floors = (0, 1, 1)
+    for part in (2, 1, 0):  # test, validation, warmup
+        while 1 + sum(plan) > logged_days and plan[part] > floors[part]:
+            plan[part] -= 1
+    if 1 + sum(plan) > logged_days:
+        raise NotEnoughDays(f"{logged_days} logged days, need at least 3 (training, validation, test)")
+    fitted = plan != [warmup_days, valid_days, test_days]
+    return DayPlan(logged_days, *plan, fitted=fitted)
+
+
+# Steps ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorldReady:
+    path: Path
+    generated: bool
+
+
+@dataclass(frozen=True)
+class IndexesBuilt:
+    status: dict[str, str]  # member -> "built" | "exists" | ...
+
+
+@dataclass(frozen=True)
+class FeaturesBuilt:
+    build: FeatureBuild
+    store: str  # where the features went, for people
+
+
+@dataclass(frozen=True)
+class EmbeddingsOutcome:
+    status: Literal["off", "skipped", "reused", "trained"]  # off: the ranker does not use M3
+    reason: str | None = None  # why off or skipped
+    version: str | None = None
+    written: int = 0
+    run: EmbeddingRun | None = None  # a new training run
+    plan: DayPlan | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RankerOutcome:
+    version: str
+    trained: bool  # False: the line already had a promoted model, kept
+    model: str | None
+    registry_dir: Path
+    plan: DayPlan | None = None
+
+
+QuickstartStep = WorldReady | WorldStats | IndexesBuilt | FeaturesBuilt | EmbeddingsOutcome | RankerOutcome
+
+
+@dataclass(frozen=True)
+class QuickstartResult:
+    world: WorldReady
+    stats: WorldStats
+    indexes: IndexesBuilt
+    features: FeaturesBuilt
+    embeddings: EmbeddingsOutcome
+    ranker: RankerOutcome
+
+
+def prepare_world(
+    settings: Settings, world: Path, scale: Scale, workers: int, progress: Progress | None = None
+) -> WorldReady:
+    from data.world.generate import generate_world
+
+    if (world / "world.json").is_file():
+        return WorldReady(world, generated=False)
+    generate_world(world, scale=scale, seed=settings.world.seed, workers=workers, progress=progress)
+    return WorldReady(world, generated=True)
+
+
+def describe_world(world: Path) -> WorldStats:
+    from data.world.stats import world_stats
+
+    return WorldStats.model_validate(world_stats(world))
+
+
+def build_indexes(settings: Settings, world: Path, progress: Progress | None = None) -> IndexesBuilt:
+    from retrieval.system import build_world_index
+
+    built = build_world_index(world, settings.retrieval, progress=progress)
+    return IndexesBuilt({name: row["status"] for name, row in built.items()})
+
+
+def build_features(
+    settings: Settings, world: Path, store: RedisFeatureStore, progress: Progress | None = None
+) -> FeaturesBuilt:
+    from data.layout import DataLayout
+    from features.build import build_online_features
+
+    build = FeatureBuild.model_validate(build_online_features(DataLayout(world), store, progress=progress))
+    where = settings.features.redis_url or f"the embedded Redis in {settings.features.embedded_dir}"
+    return FeaturesBuilt(build, where)
+
+
+def user_embeddings(
+    settings: Settings, world: Path, store: RedisFeatureStore, progress: Progress | None = None
+) -> EmbeddingsOutcome:
+    """M3 user and block vectors into the (just rebuilt) store: the current model's when it was trained on
+    this world's blocks, else a new one, time-capped (``QUICKSTART_M3_SECONDS``) and compared with the
+    baselines on fewer held-out clicks, to keep quickstart short. On logs too short for M3 the ranker's
+    ``m3_*`` features stay missing."""
+    from features.embeddings.errors import NotEnoughData
+    from features.embeddings.pipeline import train_user_embeddings, write_current_vectors
+
+    m3 = settings.embeddings
+    if not m3.as_of:
+        # The ranker trains without M3 inputs then (embeddings.as_of is off by default: see docs/features.md),
+        # so serving vectors would only cost quickstart time.
+        return EmbeddingsOutcome("off", "embeddings.as_of is off: the ranker does not use M3 features")
+    started = time.perf_counter()
+    layout = DataLayout(world)
+    reused = write_current_vectors(layout, store, m3)
+    if reused is not None:
+        return EmbeddingsOutcome("reused", version=reused["version"], written=reused["written"])
+    try:
+        # M3 splits the days without warmup: the configured validation and test days, if the logs hold them.
+        plan = fit_day_plan(
+            len(layout.days("impressions")), warmup_days=0, valid_days=m3.valid_days, test_days=m3.test_days
+        )
+    except NotEnoughDays as exc:
+        return EmbeddingsOutcome("skipped", exc.reason)
+    quick = m3.model_copy(
+        update={
+            "max_train_seconds": m3.max_train_seconds or QUICKSTART_M3_SECONDS,
+            "baseline_table": "m3",  # no second (mean-encoder) training for the baselines
+            "eval_max_events": min(m3.eval_max_events, M3_EVAL_MAX_EVENTS),
+            "valid_days": plan.valid_days,
+            "test_days": plan.test_days,
+        }
+    )
+    try:
+        run = EmbeddingRun.model_validate(train_user_embeddings(layout, quick, store, progress=progress))
+    except NotEnoughData as exc:
+        return EmbeddingsOutcome("skipped", exc.reason, plan=plan)
+    seconds = round(time.perf_counter() - started, 1)
+    return EmbeddingsOutcome("trained", None, run.version, run.written, run, plan, seconds)
+
+
+def default_ranker(settings: Settings, world: Path, progress: Progress | None = None) -> RankerOutcome:
+    """Train the default ranker and promote it when the line has no promoted model yet (else keep that)."""
+    from ranking.pipeline import train_world_ranker
+    from ranking.registry import ModelRegistry
+    from ranking.world import WorldSource
+
+    ranking = settings.ranking
+    registry = ModelRegistry(
+        ranking.registry_dir, tolerance=ranking.tolerance, metric=ranking.promotion_metric
+    )
+    current = registry.current(RANKER_LINE) if RANKER_LINE in registry.lines() else None
+    if current is not None:
+        return RankerOutcome(current, trained=False, model=None, registry_dir=ranking.registry_dir)
+    days = ranking.world
+    plan = fit_day_plan(
+        len(DataLayout(world).days("impressions")),
+        warmup_days=days.warmup_days,
+        valid_days=days.valid_days,
+        test_days=days.test_days,
+    )
+    if plan.fitted:
+        ranking = ranking.model_copy(update={"world": days.model_copy(update=plan.parts())})
+    source = WorldSource(
+        world, ranking.world, settings.features, progress=progress, embeddings=settings.embeddings
+    )
+    source.table()
+    version, _ = train_world_ranker(DEFAULT_RANKER, source, ranking, registry, line=RANKER_LINE)
+    # Nothing is promoted yet, so there is no current model to validate against.
+    registry.promote(RANKER_LINE, version, force=True)
+    return RankerOutcome(version, True, DEFAULT_RANKER, ranking.registry_dir, plan)
+
+
+def quickstart(
+    settings: Settings,
+    *,
+    world: Path | None = None,
+    scale: Scale = "small",
+    workers: int = 1,
+    progress: Progress | None = None,
+    on_step: Callable[[QuickstartStep], None] | None = None,
+) -> QuickstartResult:
+    """Every step in order on ``world`` (default: ``<data_dir>/<scale>``); each result also goes to
+    ``on_step`` as soon as it is known."""
+    from features.connection import connect
+    from features.store import RedisFeatureStore
+
+    report = on_step or (lambda step: None)
+    world = world or settings.data_dir / scale
+    ready = prepare_world(settings, world, scale, workers, progress)
+    report(ready)
+    stats = describe_world(world)
+    report(stats)
+    indexes = build_indexes(settings, world, progress)
+    report(indexes)
+    store = RedisFeatureStore(connect(settings.features), settings.features)
+    features = build_features(settings, world, store, progress)
+    report(features)
+    embeddings = user_embeddings(settings, world, store, progress)
+    report(embeddings)
+    ranker = default_ranker(settings, world, progress)
+    report(ranker)
+    return QuickstartResult(ready, stats, indexes, features, embeddings, ranker)

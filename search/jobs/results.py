@@ -1,0 +1,135 @@
+"""Typed results of the stages' jobs that the roof prints: world statistics, the online-feature build and a
+user-embedding training run.
+
+Each stage returns a JSON-ready dict (what ``--json`` prints and docs show). These models parse it once, so
+a reader names fields (a renamed key fails at the parse, naming the field) and ``to_json()`` gives back the
+same dict: the keys that were there, in their order. Keys that are not Python names (``ndcg@page_logging``)
+are aliases; keys these models do not know pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+
+
+class JobResult(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        """The dict this was read from (only the keys it had, under their own names)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+
+# World statistics (data.world.stats.world_stats) ----------------------------------------------------------
+
+
+class WorldInfo(JobResult):
+    scale: str
+    seed: int
+    start_date: str
+    days: int
+
+
+class OracleBucket(JobResult):
+    """NDCG over a page of the logging policy and of two oracles on one bucket of impressions."""
+
+    impressions: int
+    ndcg_logging: float | None = Field(alias="ndcg@page_logging")
+    ndcg_nonpersonal_oracle: float | None = Field(alias="ndcg@page_nonpersonal_oracle")
+    ndcg_personal_oracle: float | None = Field(alias="ndcg@page_personal_oracle")
+    personalization_gain: float | None
+    entropy_range_bits: list[float] | None = None  # query-entropy buckets only
+
+
+class EntropySummary(JobResult):
+    """Quantiles (``p0`` .. ``p100``, extra keys) of the queries' click entropy in bits."""
+
+    queries: int
+    min_clicks: int
+
+
+class WorldStats(JobResult):
+    world: WorldInfo
+    counts: dict[str, int | float]
+    ctr_by_position: list[float]
+    randomized_ctr_ratio_to_top: list[float]
+    query_click_entropy_bits: EntropySummary
+    oracle_by_entropy: dict[str, OracleBucket]
+    oracle_by_diversity: dict[str, OracleBucket]
+    oracle_overall: OracleBucket
+
+
+# The online-feature build (features.build.build_online_features) -----------------------------------------
+
+
+class BuildSeconds(JobResult):
+    load: float
+    replay: float
+    batch: float
+    write: float
+    total: float
+
+
+class FeatureBuild(JobResult):
+    data: str
+    manifest: dict[str, Any] | None
+    as_of: str | None
+    events: int
+    live_keys: int
+    batch_keys: int
+    seconds: BuildSeconds
+    replay_events_per_s: int
+    build_events_per_s: int
+
+
+# A user-embedding training run (features.embeddings.pipeline.train_user_embeddings) ----------------------
+
+
+class MethodScores(BaseModel):
+    """One method's next-block prediction on the held-out clicks: recall@k, MRR and the clicks scored.
+
+    Logged as ``{"recall@<k>": .., "mrr": .., "events": ..}``: k is read from (and written back to) the key.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int
+    recall: float
+    mrr: float
+    events: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recall_at_k(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "recall" in data:
+            return data
+        keys = [key for key in data if isinstance(key, str) and key.startswith("recall@")]
+        if len(keys) != 1:
+            raise ValueError(f"expected one recall@k key, got {sorted(data)}")
+        rest = {key: v for key, v in data.items() if key != keys[0]}
+        return {**rest, "k": int(keys[0].removeprefix("recall@")), "recall": data[keys[0]]}
+
+    @model_serializer
+    def _as_logged(self) -> dict[str, Any]:
+        return {f"recall@{self.k}": self.recall, "mrr": self.mrr, "events": self.events}
+
+
+class DataRange(JobResult):
+    """Inclusive first and last ISO day of each part (``data.days.DaySplit.to_json``)."""
+
+    train: list[str]
+    valid: list[str]
+    test: list[str]
+
+
+class EmbeddingRun(JobResult):
+    version: str
+    folder: str
+    metrics: dict[str, MethodScores]
+    metrics_before_request: dict[str, MethodScores]
+    train: dict[str, Any]
+    baseline_train: dict[str, Any] | None
+    data_range: DataRange
+    written: int
