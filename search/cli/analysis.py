@@ -9,13 +9,16 @@ export`` archives the server's event stream as Parquet in the data layout ``anal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from search.cli.common import console, print_json, progress_bar, state
 from search.cli.experiments import app as experiment_app
+
+if TYPE_CHECKING:
+    from search.experiments.estimators import Interval
 
 events_app = typer.Typer(help="The server's event stream: archive it as Parquet.", no_args_is_help=True)
 
@@ -193,37 +196,34 @@ def estimate(
             progress=report,
         )
     if as_json:
-        print_json(result)
+        print_json(result.to_json())
         return
-    left = result["left_out"]
     console.print(
-        f"{world}, days {result['days']}: {result['evaluated']} of {result['requests']} requests "
-        f"({left['no_greedy_page']} without a greedy page in the logs)"
-        + (f"; model {result['version']}" if "version" in result else "")
+        f"{world}, days {result.days}: {result.requests} requests "
+        f"({result.greedy_page.unknown} without a greedy page in the logs)"
+        + (f"; model {result.version}" if result.version else "")
     )
-    obs = result["observed"]
+    obs = result.observed
     table = Table(title="clicks per page (95% CI)")
     for col in ("policy", "IPS", "SNIPS", "clicks@3 (SNIPS)", "effective pages", "truth (greedy pages)"):
         table.add_column(col, justify="left" if col == "policy" else "right")
-    for name, row in result["estimates"].items():
-        truth = row.get("truth_on_greedy_pages")
+    for name, row in result.estimates.items():
+        truth = row.truth_on_greedy_pages
         table.add_row(
             name,
-            _ci(row["ips"]["clicks_per_page"]),
-            _ci(row["snips"]["clicks_per_page"]),
-            _ci(row["snips"]["clicks@3"]),
-            f"{row['effective_pages']:.0f}",
+            _ci(row.ips.clicks_per_page),
+            _ci(row.snips.clicks_per_page),
+            _ci(row.snips.clicks_at_3),
+            "-" if row.effective_pages is None else f"{row.effective_pages:.0f}",
             _ci(truth) if truth else "-",
         )
-    table.add_row("observed, all pages", _ci(obs["all_pages"]), "", "", str(obs["all_pages"]["pages"]), "")
-    table.add_row(
-        "observed, greedy pages", _ci(obs["greedy_pages"]), "", "", str(obs["greedy_pages"]["pages"]), ""
-    )
+    table.add_row("observed, all pages", _ci(obs.all_pages), "", "", str(obs.all_pages.pages), "")
+    table.add_row("observed, greedy pages", _ci(obs.greedy_pages), "", "", str(obs.greedy_pages.pages), "")
     console.print(table)
 
 
-def _ci(entry: dict[str, Any]) -> str:
-    if entry.get("value") is None:
+def _ci(entry: Interval) -> str:
+    lo, hi = entry.ci
+    if entry.value is None or lo is None or hi is None:
         return "-"
-    lo, hi = entry["ci"]
-    return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{entry.value:.3f} [{lo:.3f}, {hi:.3f}]"

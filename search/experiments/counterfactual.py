@@ -33,9 +33,38 @@ from data.days import Progress
 from data.errors import ConfigError
 from data.layout import DataLayout
 from search.experiments.candidate_features import candidate_features
-from search.experiments.estimators import Target, estimate_target, observed
+from search.experiments.estimators import Measured, Target, TargetEstimate, estimate_target, observed
 from search.experiments.logged_pages import GREEDY, Pages, greedy_pages, logged_pages, nearest_greedy
 from search.experiments.simulator_truth import expected_click_probability, true_clicks
+from search.jobs.results import JobResult
+
+
+class GreedyPageSources(JobResult):
+    """Where each request's greedy page came from (``unknown``: none logged for its query)."""
+
+    same_day: int
+    other_day: int
+    unknown: int
+    conflicting_query_days: int  # (query, day) pairs whose greedy placements disagree: left out
+
+
+class ObservedPages(JobResult):
+    all_pages: Measured
+    greedy_pages: Measured
+
+
+class Estimate(JobResult):
+    """The estimates of every target on the days ``days`` of ``world``, beside the clicks observed."""
+
+    world: str
+    days: str
+    model: str
+    version: str | None = None  # ranker targets: the registry's line@version estimated
+    personalized: bool | None = None  # ranker targets: whether it reads the user features
+    requests: int
+    greedy_page: GreedyPageSources
+    observed: ObservedPages
+    estimates: dict[str, TargetEstimate]
 
 
 def parse_days(spec: str) -> tuple[date, date]:
@@ -55,7 +84,7 @@ def estimate(
     registry: Path | None = None,
     seed: int = 0,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Estimate:
     """Estimates for ``logging``, ``greedy`` and (unless ``model`` is one of those) the ranker ``model``
     (``line`` or ``line@version`` of the registry) on days ``days`` (default: the world's test days)."""
     from ranking.world import day_split
@@ -87,33 +116,32 @@ def estimate(
         Target("logging", pages.filled, pages.filled, same_as_logging=True),
         Target("greedy", pages.filled & (np.nan_to_num(pages.propensity) > GREEDY), fill),
     ]
-    info: dict[str, Any] = {}
+    ranker: dict[str, Any] = {}
     if model not in ("logging", "greedy"):
-        target, info = _ranker_target(
+        target, ranker["version"], ranker["personalized"] = _ranker_target(
             layout, pages, pages_of, fill, model, settings, registry, start, end, progress
         )
         targets.append(target)
     sel = pages.greedy_page
     truth = expected_click_probability(layout, pages)
-    results: dict[str, Any] = {}
+    results: dict[str, TargetEstimate] = {}
     for t in targets:
         row = estimate_target(pages, t, seed=seed)
         if truth is not None and t.name != "logging":
-            row["truth_on_greedy_pages"] = true_clicks(pages, *truth, t, sel)
+            row = row.model_copy(update={"truth_on_greedy_pages": true_clicks(pages, *truth, t, sel)})
         results[t.name] = row
-    return {
-        "world": str(world),
-        "days": f"{start}..{end}",
-        "model": model,
-        **info,
-        "requests": len(pages.request_ids),
-        "greedy_page": {**source, "conflicting_query_days": conflicts},
-        "observed": {
-            "all_pages": observed(pages, np.ones(len(sel), bool), seed),
-            "greedy_pages": observed(pages, sel, seed),
-        },
-        "estimates": results,
-    }
+    return Estimate(
+        world=str(world),
+        days=f"{start}..{end}",
+        model=model,
+        **ranker,
+        requests=len(pages.request_ids),
+        greedy_page=GreedyPageSources(**source, conflicting_query_days=conflicts),
+        observed=ObservedPages(
+            all_pages=observed(pages, np.ones(len(sel), bool), seed), greedy_pages=observed(pages, sel, seed)
+        ),
+        estimates=results,
+    )
 
 
 def _ranker_target(
@@ -127,7 +155,9 @@ def _ranker_target(
     start: date,
     end: date,
     progress: Progress | None,
-) -> tuple[Target, dict[str, Any]]:
+) -> tuple[Target, str, bool]:
+    """The ranker's target (its reordering of each request's greedy page), its line@version and whether
+    it reads the user features."""
     from ranking.base import read_manifest
     from ranking.registry import ModelRegistry
     from ranking.world import to_listwise
@@ -161,7 +191,4 @@ def _ranker_target(
     for i, rank in enumerate(per_request):
         for k in np.flatnonzero(pages.filled[i]):
             hit[i, k] = rank.get(pages.block[i, k]) == k + 1
-    return Target(model, hit, fill, ranks=per_request), {
-        "version": f"{line}@{version}",
-        "personalized": personalized,
-    }
+    return Target(model, hit, fill, ranks=per_request), f"{line}@{version}", personalized

@@ -14,14 +14,41 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from search.experiments.logged_pages import Pages
+from search.jobs.results import JobResult
 
-KS = (1, 3)  # clicks@k reported beside clicks per page
+KS = (1, 3)  # clicks@k reported beside clicks per page: the fields of ClickEstimates
 BOOTSTRAP = 500
+
+
+class Interval(JobResult):
+    """A point estimate and its 95% interval (None where not finite)."""
+
+    value: float | None
+    ci: list[float | None]
+
+
+class Measured(Interval):
+    """Clicks per page measured on ``pages`` pages (observed, or the simulator's true expectation)."""
+
+    pages: int
+
+
+class ClickEstimates(JobResult):
+    clicks_per_page: Interval
+    clicks_at_1: Interval = Field(alias="clicks@1")
+    clicks_at_3: Interval = Field(alias="clicks@3")
+
+
+class TargetEstimate(JobResult):
+    ips: ClickEstimates
+    snips: ClickEstimates
+    effective_pages: float | None  # how many logged pages the estimate really rests on
+    truth_on_greedy_pages: Measured | None = None  # simulated worlds only
 
 
 @dataclass
@@ -37,7 +64,7 @@ class Target:
     ranks: list[dict[str, int]] | None = None  # per request: block -> the target's position (truth check)
 
 
-def estimate_target(pages: Pages, target: Target, seed: int = 0, reps: int = BOOTSTRAP) -> dict[str, Any]:
+def estimate_target(pages: Pages, target: Target, seed: int = 0, reps: int = BOOTSTRAP) -> TargetEstimate:
     """IPS and SNIPS clicks per page (and clicks@k) with 95% percentile-bootstrap CIs over requests."""
     if target.same_as_logging:
         w = pages.filled.astype(np.float64)
@@ -59,27 +86,30 @@ def estimate_target(pages: Pages, target: Target, seed: int = 0, reps: int = BOO
     point = values(None)
     rng = np.random.default_rng(seed)
     boot = [values(rng.integers(0, len(num), len(num))) for _ in range(reps)]
-    result: dict[str, Any] = {"ips": {}, "snips": {}}
+    methods: dict[str, dict[str, Interval]] = {"ips": {}, "snips": {}}
     for name in cuts:
-        for j, method in enumerate(("ips", "snips")):
+        for j, method in enumerate(methods):
             draws = np.array([b[name][j] for b in boot])
             lo, hi = np.percentile(draws, [2.5, 97.5])
-            result[method][name] = {"value": rounded(point[name][j]), "ci": [rounded(lo), rounded(hi)]}
+            methods[method][name] = Interval(value=rounded(point[name][j]), ci=[rounded(lo), rounded(hi)])
     # Effective sample size of the weights: how many logged pages the estimate really rests on.
     total = w.sum(axis=1)
-    result["effective_pages"] = rounded(total.sum() ** 2 / max((total**2).sum(), 1e-12), 1)
-    return result
+    return TargetEstimate(
+        ips=ClickEstimates.model_validate(methods["ips"]),
+        snips=ClickEstimates.model_validate(methods["snips"]),
+        effective_pages=rounded(total.sum() ** 2 / max((total**2).sum(), 1e-12), 1),
+    )
 
 
-def observed(pages: Pages, sel: np.ndarray, seed: int = 0, reps: int = BOOTSTRAP) -> dict[str, Any]:
+def observed(pages: Pages, sel: np.ndarray, seed: int = 0, reps: int = BOOTSTRAP) -> Measured:
     """Observed clicks per page on the selected pages, with a bootstrap CI over them."""
     per = pages.click[sel].sum(axis=1).astype(np.float64)
     if per.size == 0:
-        return {"pages": 0, "value": None, "ci": [None, None]}
+        return Measured(pages=0, value=None, ci=[None, None])
     rng = np.random.default_rng(seed)
     draws = [per[rng.integers(0, per.size, per.size)].mean() for _ in range(reps)]
     lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"pages": int(per.size), "value": rounded(per.mean()), "ci": [rounded(lo), rounded(hi)]}
+    return Measured(pages=int(per.size), value=rounded(per.mean()), ci=[rounded(lo), rounded(hi)])
 
 
 def rounded(x: float, digits: int = 6) -> float | None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.layout import DataLayout
-from search.experiments.estimators import Target, rounded
+from search.experiments.estimators import Measured, Target, rounded
 from search.experiments.logged_pages import Pages
 
 
@@ -51,7 +51,7 @@ def expected_click_probability(layout: DataLayout, pages: Pages) -> tuple[np.nda
     return np.where(pages.filled, p, 0.0), theta
 
 
-def true_clicks(pages: Pages, p: np.ndarray, theta: np.ndarray, target: Target, sel: np.ndarray) -> dict:
+def true_clicks(pages: Pages, p: np.ndarray, theta: np.ndarray, target: Target, sel: np.ndarray) -> Measured:
     """Mean true expected clicks per page of ``target`` on the selected (greedy) pages, where the logged
     blocks are the greedy page's, so the target's page is made of blocks whose utility is known."""
     per = np.zeros(int(sel.sum()))
@@ -60,8 +60,8 @@ def true_clicks(pages: Pages, p: np.ndarray, theta: np.ndarray, target: Target, 
             pos = k if target.ranks is None else target.ranks[i][pages.block[i, k]] - 1
             per[j] += theta[pos] * p[i, k]
     se = per.std(ddof=1) / math.sqrt(per.size) if per.size > 1 else math.nan
-    return {
-        "pages": int(per.size),
-        "value": rounded(per.mean()),
-        "ci": [rounded(per.mean() - 1.96 * se), rounded(per.mean() + 1.96 * se)],
-    }
+    return Measured(
+        pages=int(per.size),
+        value=rounded(per.mean()),
+        ci=[rounded(per.mean() - 1.96 * se), rounded(per.mean() + 1.96 * se)],
+    )

@@ -43,25 +43,42 @@ def _inside(value: float, ci: list[float]) -> bool:
 
 def test_estimates_recover_observed_and_true_clicks(tiny_world: Path, settings: Settings) -> None:
     out = estimate(tiny_world, "ranker", settings)
-    assert out["version"] == "ranker@v0001"
-    assert out["greedy_page"]["unknown"] < 0.05 * out["requests"]
-    est, obs = out["estimates"], out["observed"]
+    assert out.version == "ranker@v0001"
+    assert out.greedy_page.unknown < 0.05 * out.requests
+    est, obs = out.estimates, out.observed
     # The logging policy evaluated on its own logs: weight 1, the observed clicks per page exactly.
-    assert est["logging"]["ips"]["clicks_per_page"]["value"] == obs["all_pages"]["value"]
-    assert est["logging"]["snips"]["clicks_per_page"]["value"] == pytest.approx(obs["all_pages"]["value"])
+    assert est["logging"].ips.clicks_per_page.value == obs.all_pages.value
+    assert est["logging"].snips.clicks_per_page.value == pytest.approx(obs.all_pages.value)
     # Its greedy page: IPS rests on the propensities; the truth and the clicks of greedy pages agree.
     greedy = est["greedy"]
-    truth = greedy["truth_on_greedy_pages"]["value"]
-    assert _inside(truth, greedy["ips"]["clicks_per_page"]["ci"])
-    assert _inside(truth, greedy["snips"]["clicks_per_page"]["ci"])
-    assert _inside(obs["greedy_pages"]["value"], greedy["snips"]["clicks_per_page"]["ci"])
+    assert greedy.truth_on_greedy_pages is not None
+    truth = greedy.truth_on_greedy_pages.value
+    assert _inside(truth, greedy.ips.clicks_per_page.ci)
+    assert _inside(truth, greedy.snips.clicks_per_page.ci)
+    assert _inside(obs.greedy_pages.value, greedy.snips.clicks_per_page.ci)
     # The trained ranker's reordering: its true expected clicks lie in both intervals.
     ranker = est["ranker"]
-    truth = ranker["truth_on_greedy_pages"]["value"]
-    assert _inside(truth, ranker["ips"]["clicks_per_page"]["ci"])
-    assert _inside(truth, ranker["snips"]["clicks_per_page"]["ci"])
-    assert ranker["effective_pages"] < greedy["effective_pages"]  # it moves blocks: fewer pages support it
-    assert ranker["snips"]["clicks@1"]["value"] <= ranker["snips"]["clicks@3"]["value"]
+    assert ranker.truth_on_greedy_pages is not None
+    truth = ranker.truth_on_greedy_pages.value
+    assert _inside(truth, ranker.ips.clicks_per_page.ci)
+    assert _inside(truth, ranker.snips.clicks_per_page.ci)
+    assert ranker.effective_pages < greedy.effective_pages  # it moves blocks: fewer pages support it
+    assert ranker.snips.clicks_at_1.value <= ranker.snips.clicks_at_3.value
+    # The JSON keeps the logged names: clicks@k, and the ranker's version only for a ranker target.
+    payload = out.to_json()
+    assert list(payload) == [
+        "world",
+        "days",
+        "model",
+        "version",
+        "personalized",
+        "requests",
+        "greedy_page",
+        "observed",
+        "estimates",
+    ]
+    assert set(payload["estimates"]["ranker"]["snips"]) == {"clicks_per_page", "clicks@1", "clicks@3"}
+    assert "truth_on_greedy_pages" not in payload["estimates"]["logging"]
 
 
 def test_greedy_page_is_recovered_from_the_propensities(tiny_world: Path) -> None:
@@ -91,9 +108,9 @@ def test_ips_and_snips_on_a_hand_made_log() -> None:
     )
     target = Target("t", np.array([[True, False], [True, True]]), np.ones((2, 2), bool))
     out = estimate_target(pages, target, reps=20)
-    assert out["ips"]["clicks_per_page"]["value"] == pytest.approx(3.0)
-    assert out["ips"]["clicks@1"]["value"] == pytest.approx(1.0)
-    assert out["snips"]["clicks_per_page"]["value"] == pytest.approx(1.5)
+    assert out.ips.clicks_per_page.value == pytest.approx(3.0)
+    assert out.ips.clicks_at_1.value == pytest.approx(1.0)
+    assert out.snips.clicks_per_page.value == pytest.approx(1.5)
 
 
 def test_cli_estimate_json(tiny_world: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,7 +125,12 @@ def test_cli_estimate_json(tiny_world: Path, settings: Settings, monkeypatch: py
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert set(payload["estimates"]) == {"logging", "greedy"}
+    assert set(payload["estimates"]) == {"logging", "greedy"} and "version" not in payload
+    human = CliRunner().invoke(
+        root, ["experiment", "estimate", "--world", str(tiny_world), "--model", "greedy"]
+    )
+    assert human.exit_code == 0, human.output
+    assert "without a greedy page" in human.output and "SNIPS" in human.output
     bad = CliRunner().invoke(
         root, ["experiment", "estimate", "--world", str(tiny_world), "--model", "greedy", "--days", "x"]
     )
