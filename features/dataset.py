@@ -3,11 +3,17 @@
 Events are replayed in time order; each impression's features are read before its own events are applied,
 from the live state (events strictly before it) and the batch snapshot cut at the start of its day. Labels
 (clicks, dwell) are outcomes of the impression and join afterwards.
+
+A list holds the shown blocks and, given a retrieval replay (``retrieval``, e.g.
+``retrieval.asof.AsOfRetrieval.search``) and ``candidates`` > 0, the other candidates retrieval returned for
+the request's query: the blocks a ranker orders at serve time and the page never showed (``shown`` = 0,
+``position`` = 0, ``propensity`` = 0, no click). With a retrieval replay every row carries its ``rel_*``
+features as retrieval scored the block then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
@@ -25,10 +31,14 @@ from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
 from features.ops import Impression
+from features.relevance import RetrievalScores, ScoredCandidate
 from features.replay import Replayer, in_time_order
 
 if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
+
+# A retrieval replay: (query, request time in ms) -> the fused hits then, best first.
+CandidateSearch = Callable[[str, int], Sequence[ScoredCandidate]]
 
 
 
@@ -58,8 +68,11 @@ def build_training_set(
     catalog: BlockCatalog | None = None,
     progress: Progress | None = None,
     vectors: DailyVectors | None = None,
+    retrieval: CandidateSearch | None = None,
+    candidates: int = 0,
 ) -> pa.Table:
-    """One row per shown (impression, block) for impressions on days [start, end].
+    """One row per shown (impression, block) for impressions on days [start, end], plus, with
+    ``retrieval`` and ``candidates`` > 0, one per unshown block among the query's top ``candidates``.
 
     ``vectors`` (``features.embeddings.asof.train_daily_vectors``) gives the M3 features: each day's user
     vectors join that day's batch snapshot, and the models' block vectors join the catalogue. Without it
@@ -71,17 +84,43 @@ def build_training_set(
     imps = layout.read_events("impressions", end=end)
     acts = layout.read_events("interactions", end=end)
     rows: list[np.ndarray] = []
-    meta: list[tuple[Impression, int]] = []
+    meta: list[tuple[Impression, tuple[str, ...]]] = []
+    blocks_for = _shown_blocks
+    if retrieval is not None and candidates > 0:
+        blocks_for = _CandidateLists(retrieval, candidates, catalog)
     for event, blocks, features in point_in_time_rows(
-        imps, acts, start, end, catalog, settings, _shown_blocks, vectors=vectors, progress=progress
+        imps,
+        acts,
+        start,
+        end,
+        catalog,
+        settings,
+        blocks_for,
+        vectors=vectors,
+        progress=progress,
+        retrieval=retrieval,
     ):
         rows.append(features)
-        meta.append((event, len(blocks)))
+        meta.append((event, blocks))
     return _assemble(rows, meta, imps, acts)
 
 
 def _shown_blocks(event: Impression) -> tuple[str, ...]:
     return tuple(s.block_id for s in event.shown)
+
+
+class _CandidateLists:
+    """The shown blocks, then the retrieval's other top candidates of the request (known blocks only)."""
+
+    def __init__(self, retrieval: CandidateSearch, depth: int, catalog: BlockCatalog) -> None:
+        self.retrieval, self.depth, self.catalog = retrieval, depth, catalog
+
+    def __call__(self, event: Impression) -> tuple[str, ...]:
+        shown = _shown_blocks(event)
+        seen = set(shown)
+        hits = self.retrieval(event.query, event.ts_ms)[: self.depth]
+        extra = tuple(h.id for h in hits if h.id not in seen and h.id in self.catalog.index)
+        return shown + extra
 
 
 def point_in_time_rows(
@@ -95,11 +134,13 @@ def point_in_time_rows(
     *,
     vectors: DailyVectors | None = None,
     progress: Progress | None = None,
+    retrieval: CandidateSearch | None = None,
 ) -> Iterator[tuple[Impression, tuple[str, ...], np.ndarray]]:
     """The replay behind every point-in-time table: each impression on days [start, end] for which
     ``blocks_for`` names blocks (None: skipped), with those blocks' feature rows (``FEATURES`` order) as of
     the request's time. Training sets take the shown blocks; offline estimates take the blocks another
-    policy would have shown.
+    policy would have shown. With ``retrieval``, each request also carries what retrieval scored its
+    blocks as of the request (the ``rel_*`` features).
     """
     report = progress or (lambda stage, done, total: None)
     if vectors is not None:  # a copy: the caller's catalogue keeps its own vectors
@@ -121,7 +162,10 @@ def point_in_time_rows(
                     if vectors is not None:  # M3 user vectors as of the day's start: batch state
                         for key, fields in vectors.user_hashes(day, replayer.keys).items():
                             snapshots[day].user.setdefault(key, {}).update(fields)
-                req = Request(event.request_id, event.ts_ms, event.user_id, event.query, blocks)
+                scores = None
+                if retrieval is not None:
+                    scores = RetrievalScores.align(retrieval(event.query, event.ts_ms), blocks)
+                req = Request(event.request_id, event.ts_ms, event.user_id, event.query, blocks, scores)
                 fetched = _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req))
                 # Read before the event is applied: the request never sees its own outcome.
                 yield event, blocks, compute(req, fetched, catalog, settings)
@@ -145,7 +189,7 @@ def _snapshot_before(
 
 
 def _assemble(
-    rows: list[np.ndarray], meta: list[tuple[Impression, int]], imps: pa.Table, acts: pa.Table
+    rows: list[np.ndarray], meta: list[tuple[Impression, tuple[str, ...]]], imps: pa.Table, acts: pa.Table
 ) -> pa.Table:
     features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)))
     shown_info = {
@@ -188,18 +232,20 @@ def _assemble(
             "dwell_ms",
         )
     }
-    for event, _ in meta:
+    for event, blocks in meta:
         session, n_cand = extra[event.request_id]
-        for s in event.shown:
-            key = (event.request_id, s.block_id)
+        position = {s.block_id: s.position for s in event.shown}
+        propensity = shown_info[event.request_id]
+        for block in blocks:
+            key = (event.request_id, block)
             cols["request_id"].append(event.request_id)
             cols["ts"].append(event.ts_ms)
             cols["user_id"].append(event.user_id)
             cols["session_id"].append(session)
             cols["query"].append(event.query)
-            cols["block_id"].append(s.block_id)
-            cols["position"].append(s.position)
-            cols["propensity"].append(shown_info[event.request_id][s.block_id])
+            cols["block_id"].append(block)
+            cols["position"].append(position.get(block, 0))  # 0: a candidate the page did not show
+            cols["propensity"].append(propensity.get(block, 0.0))
             cols["n_candidates"].append(n_cand)
             cols["click"].append(1 if key in clicked else 0)
             cols["dwell_ms"].append(dwell.get(key, 0))

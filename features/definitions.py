@@ -18,9 +18,10 @@ from features.config import FeatureStoreSettings
 from features.keys import Keys, digest
 from features.ops import QUERY_FIELD, STATS_WIDTH
 from features.packing import chunk_fields, join_blob, read_recent, unpack_profile
+from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns
 
 Entity = Literal["query_block", "block", "query", "user", "user_block", "request_block"]
-Source = Literal["stream", "batch", "static"]
+Source = Literal["stream", "batch", "static", "request"]  # request: what retrieval said of it
 
 # The user hash: recent interest and long-term profile (each in chunks), the M3 vector and its model version.
 VECTOR_FIELD, VERSION_FIELD = "v", "m"
@@ -86,6 +87,21 @@ FEATURES: tuple[Feature, ...] = (
     Feature("block_docs", "block", "static", 0.0, "number of docs in the block"),
     Feature("block_kind", "block", "static", 0.0, "0 topic, 1 genre", categorical=2),
     Feature("block_genre", "block", "static", float(MIXED_GENRE), "main genre id, 6 = mixed", categorical=7),
+    # Query-block relevance as retrieval scored it (features.relevance): the one signal of what the query
+    # means for blocks that were never shown for it.
+    Feature("rel_missing", "request_block", "request", 1.0, "1 when retrieval did not return the block"),
+    Feature("rel_fused", "request_block", "request", 0.0, "fused retrieval score"),
+    Feature("rel_fused_share", "request_block", "request", 0.0, "fused score / the list's best"),
+    Feature("rel_rank_log", "request_block", "request", UNRANKED, "log(1 + rank by fused score), 0 = best"),
+    *(
+        feature
+        for m in RELEVANCE_MEMBERS
+        for feature in (
+            Feature(f"rel_{m}", "request_block", "request", 0.0, f"raw {m} score (0 when not returned)"),
+            Feature(f"rel_{m}_share", "request_block", "request", 0.0, f"{m} score / its list's best"),
+            Feature(f"rel_{m}_missing", "request_block", "request", 1.0, f"1 when {m} did not return it"),
+        )
+    ),
 )
 NAMES = [f.name for f in FEATURES]
 INDEX = {n: i for i, n in enumerate(NAMES)}
@@ -101,6 +117,8 @@ class Request:
     user_id: str
     query: str
     block_ids: tuple[str, ...]
+    # What retrieval scored each block (None: no retrieval behind the request, the rel_* defaults).
+    retrieval: RetrievalScores | None = None
 
 
 USER_SLOT = 2  # position of the user hash in ``plan``'s list
@@ -211,6 +229,10 @@ def compute(
         out[:, col["rt_missing"]] = 0.0
 
     _m3(out, user, catalog, rows)
+
+    relevance = relevance_columns(req.retrieval, n)
+    for name, values in (relevance or {}).items():
+        out[:, col[name]] = values
 
     age_days = np.maximum(req.ts_ms - catalog.created_ms[rows], 0) / DAY_MS
     out[:, col["block_age_log_days"]] = np.log1p(age_days)

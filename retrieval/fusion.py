@@ -92,7 +92,8 @@ class FusedRetriever(BaseRetriever):
     def is_built(self) -> bool:
         return bool(self.members) and all(getattr(m, "is_built", True) for m in self.members.values())
 
-    def _depth(self, k: int) -> int:
+    def depth(self, k: int) -> int:
+        """Candidates asked of each member for a fused top ``k``."""
         return max(k, self.settings.depth)
 
     def _search(self, query: str, k: int) -> list[Hit]:
@@ -105,11 +106,11 @@ class FusedRetriever(BaseRetriever):
         settings = self.settings
         if weights:
             settings = settings.model_copy(update={"weights": {**settings.weights, **weights}})
-        runs = {name: m.search(query, self._depth(k)) for name, m in self.members.items()}
+        runs = {name: m.search(query, self.depth(k)) for name, m in self.members.items()}
         return fuse(runs, settings, k)
 
     def _batch_search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        per_member = {name: m.batch_search(queries, self._depth(k)) for name, m in self.members.items()}
+        per_member = {name: m.batch_search(queries, self.depth(k)) for name, m in self.members.items()}
         return [
             fuse({name: runs[i] for name, runs in per_member.items()}, self.settings, k)
             for i in range(len(queries))

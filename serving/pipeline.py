@@ -21,6 +21,8 @@ from data.contracts import SearchImpression, ShownBlock, Team
 from features.connection import StoreUnavailable
 from features.definitions import NAMES, Request
 from features.groups import PERSONAL_GROUPS, default_mask
+from features.relevance import RetrievalScores
+from features.store import FeatureStore
 from ranking.registry import ModelRegistry
 from retrieval.base import BaseRetriever, Hit
 from retrieval.cache import LruCache
@@ -35,7 +37,6 @@ from serving.experiments.interleaving import team_draft
 from serving.metrics import Metrics
 from serving.ranker import ServedModel
 from serving.reload import Served, ServedState
-from serving.store import GuardedStore
 
 DEFAULT_EXPLORATION_POOL = 20  # blocks an exploring page is drawn from, unless a variant says otherwise
 
@@ -59,12 +60,24 @@ class SearchResult:
     teams: list[Team] | None = None  # interleaved pages: the ranker ("a" or "b") behind each block
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """One request's candidates before ranking: hits best first and their rows (``NAMES`` order)."""
+
+    request_id: str
+    ts: datetime
+    query: str  # normalised
+    hits: list[Hit]
+    rows: np.ndarray  # (n, len(NAMES))
+    degraded_reasons: list[str]
+
+
 class SearchPipeline:
     def __init__(
         self,
         retriever: BaseRetriever,
         catalog: ServingCatalog,
-        store: GuardedStore,
+        store: FeatureStore,
         registry: ModelRegistry,
         settings: ServingSettings,
         metrics: Metrics,
@@ -143,6 +156,47 @@ class SearchPipeline:
             self.metrics.degraded.labels("no_model").inc()
         return np.array([h.score for h in hits]), RETRIEVAL_ORDER
 
+    def _gather(
+        self,
+        request_id: str,
+        now: datetime,
+        text: str,
+        user_id: str,
+        depth: int,
+        weights: dict[str, float] | None,
+        reasons: list[str],
+        lat: dict[str, float],
+    ) -> tuple[list[Hit], np.ndarray]:
+        """Retrieval's top ``depth`` known blocks and their feature rows as of ``now``."""
+        t = time.perf_counter()
+        known = [h for h in self._retrieve(text, weights) if h.id in self.catalog.blocks]
+        hits = known[:depth]
+        lat["retrieval"] = self._observe("retrieval", t)
+        ids = tuple(h.id for h in hits)
+        if not ids:
+            return hits, np.zeros((0, len(NAMES)))
+        t = time.perf_counter()
+        relevance = RetrievalScores.align(hits, ids)
+        req = Request(request_id, int(now.timestamp() * 1000), user_id, text, ids, relevance)
+        try:
+            rows = self.store.assemble(req, self.catalog.features)
+        except StoreUnavailable:
+            rows = self.store.defaults(req, self.catalog.features)
+            reasons.append("feature store unavailable: ranked on non-personal default features")
+            self.metrics.degraded.labels("store").inc()
+        lat["features"] = self._observe("features", t)
+        return hits, rows
+
+    def candidates(self, query: str, user_id: str, depth: int) -> Candidates:
+        """What /search would rank for this request, neither ranked nor logged: retrieval's top ``depth``
+        known blocks and their feature rows as of now. Offline evaluation scores rankers on exactly these."""
+        reasons: list[str] = []
+        lat: dict[str, float] = {}
+        text = normalise(check_query(query, self.retriever.limits))
+        request_id, now = uuid.uuid4().hex, datetime.now(UTC)
+        hits, rows = self._gather(request_id, now, text, user_id, depth, None, reasons, lat)
+        return Candidates(request_id, now, text, hits, rows, reasons)
+
     def search(
         self,
         query: str,
@@ -164,27 +218,14 @@ class SearchPipeline:
         text = normalise(check_query(query, self.retriever.limits))
         reasons: list[str] = []
 
-        t = time.perf_counter()
         depth = max(k, variant.rerank_depth or self.settings.rerank_depth)
-        known = [h for h in self._retrieve(text, variant.fusion_weights) if h.id in self.catalog.blocks]
-        hits = known[:depth]
-        lat["retrieval"] = self._observe("retrieval", t)
+        hits, rows = self._gather(request_id, now, text, user_id, depth, variant.fusion_weights, reasons, lat)
         ids = tuple(h.id for h in hits)
         if not ids:
             lat["total"] = self._observe("total", started)
             version = model.version if model else RETRIEVAL_ORDER
             return SearchResult(request_id, [], treatment, version, 0, reasons, lat)
-
-        t = time.perf_counter()
-        req = Request(request_id, int(now.timestamp() * 1000), user_id, text, ids)
-        try:
-            rows = self.store.assemble(req, self.catalog.features)
-        except StoreUnavailable:
-            rows = self.store.defaults(req, self.catalog.features)
-            reasons.append("feature store unavailable: ranked on non-personal default features")
-            self.metrics.degraded.labels("store").inc()
         rows = _switch_off(rows, variant.personalized, variant.feature_groups)
-        lat["features"] = self._observe("features", t)
 
         t = time.perf_counter()
         rng = np.random.default_rng(int(request_id[:16], 16))  # per request, replayable from its id

@@ -100,8 +100,24 @@ def evaluate(
     threads: ThreadsOpt = None,
     seed: SeedOpt = None,
     as_json: JsonOpt = False,
+    candidates: Annotated[
+        bool,
+        typer.Option(
+            "--candidates",
+            help="With --world: judge registry models (--models: lines or line@version) on every "
+            "candidate /search orders, in-process, against the world's true utility, beside retrieval "
+            "order and the oracles.",
+        ),
+    ] = False,
+    users: Annotated[int, typer.Option("--users", min=1, help="With --candidates: user panel.")] = 1000,
+    queries: Annotated[
+        int, typer.Option("--queries", min=1, help="With --candidates: queries played.")
+    ] = 1500,
 ) -> None:
     """Train each model on the same split and report ndcg@1/5/10 and MRR on held-out lists.
+
+    With --world --candidates: utility@8, examined utility, NDCG@8 against utility and gain captured of the
+    served path (search.experiments.candidate_eval), overall, by query click entropy and by query kind.
 
     With --world: NDCG against the truth grades and click MRR on the world's test days, overall, by query
     click-entropy bucket and by user-diversity bucket. With --ltr-train/--ltr-test: on those files.
@@ -112,6 +128,11 @@ def evaluate(
         raise ConfigError("give either --world DIR, or both --ltr-train FILE and --ltr-test FILE")
     if plot is not None and world is None:
         raise ConfigError("--plot needs --world")
+    if candidates:
+        if world is None:
+            raise ConfigError("--candidates needs --world")
+        _evaluate_candidates(world, models or "ranker", users, queries, seed or 0, as_json)
+        return
     settings = _settings(threads, seed)
     if world is not None:
         _evaluate_world(world, models or WORLD_MODELS, settings, plot, as_json)
@@ -169,6 +190,41 @@ def _evaluate_world(
         for bucket in first.get(key, {}):
             rows = {name: r[key][bucket] for name, r in results.items()}
             _print_table(f"{key.removeprefix('by_')} = {bucket} ({first[key][bucket]['lists']} lists)", rows)
+
+
+def _evaluate_candidates(
+    world: Path, models: str, users: int, queries: int, seed: int, as_json: bool
+) -> None:
+    from search.experiments.candidate_eval import CandidateEvalOptions, run_candidate_eval
+
+    specs = [m.strip() for m in models.split(",") if m.strip() and m.strip() != "retrieval"]
+    options = CandidateEvalOptions(users=users, queries=queries, seed=seed)
+    with progress_bar(not as_json) as report:
+        result = run_candidate_eval(state.settings(), world, specs, options, report)
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"{result['queries']} queries in {result['sessions']} sessions; depth {result['depth']}; "
+        f"oracle's top {result['page']} blocks below rank {result['rerank']}: "
+        f"{result['oracle_top_below_rerank']} per query"
+    )
+    _print_utility_table("overall", result["overall"], result["page"])
+    for key in ("by_entropy", "by_kind"):
+        for segment, table in result[key].items():
+            _print_utility_table(f"{key.removeprefix('by_')} = {segment}", table, result["page"])
+
+
+def _print_utility_table(title: str, table: dict[str, Any], page: int) -> None:
+    out = Table(title=f"{title} ({table.get('queries', 0)} queries)")
+    out.add_column("system")
+    metrics = (f"utility@{page}", "examined_utility", f"ndcg@{page}", "gain_captured")
+    for metric in metrics:
+        out.add_column(metric, justify="right")
+    for name, row in table.get("systems", {}).items():
+        cells = [f"{row[m]['mean']:.3f} [{row[m]['ci95'][0]:.3f}, {row[m]['ci95'][1]:.3f}]" for m in metrics]
+        out.add_row(name, *cells)
+    console.print(out)
 
 
 def _print_table(title: str, results: dict[str, dict[str, Any]]) -> None:

@@ -105,6 +105,7 @@ class SessionPlan:
 
     user: int
     kind: np.ndarray  # (Q,) query kinds
+    keys: np.ndarray  # (Q,) query keys (what each string means)
     strings: list[str]
     facet_taste: np.ndarray  # (F,)
     genre_taste: np.ndarray  # (G,)
@@ -119,6 +120,7 @@ def plan_session(world: World, panel: np.ndarray, weights: np.ndarray, seed: int
     return SessionPlan(
         user=user,
         kind=queries.kind,
+        keys=queries.key,
         strings=[world.queries.strings[s] for s in queries.string],
         facet_taste=sessions.facet_taste[0],
         genre_taste=sessions.genre_taste[0],
