@@ -12,28 +12,44 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from data import artifacts
 from data.artifacts import MANIFEST, Artifact
+from ranking.config import RankerConfig
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, NotFittedError
 
+C = TypeVar("C", bound=RankerConfig)
 
-class Ranker(ABC):
+
+class Ranker(ABC, Generic[C]):
     """Orders the rows of each list; see the module docstring for the protocol."""
 
     #: The model type string used by the CLI, manifests and the registry ("dcn", "lgbm", ...).
     kind: ClassVar[str]
+    #: The parameters' names, defaults and rules: its fields are the constructor's keyword arguments.
+    config_class: type[C]
 
     schema_: Schema
     info_: dict[str, Any]
 
-    @abstractmethod
     def get_params(self) -> dict[str, Any]:
-        """The constructor's keyword arguments, JSON-serialisable: ``type(r)(**r.get_params())`` clones r."""
+        """The constructor's keyword arguments as JSON values: ``type(r)(**r.get_params())`` is an equal,
+        unfitted copy of r (so a constructor also takes a nested config, e.g. ``train``, as a mapping)."""
+        return {name: _json_value(getattr(self, name)) for name in self.config_class.param_names()}
+
+    def config(self) -> C:
+        """The parameters, validated (``ParameterError`` if one breaks its rule); ``fit`` works from this."""
+        return self.config_class.validated(self.get_params())
+
+    @classmethod
+    def from_config(cls, config: C) -> Self:
+        """An unfitted ranker with ``config``'s parameters."""
+        return cls(**config.params())
 
     @abstractmethod
     def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
@@ -117,3 +133,14 @@ def read_manifest(folder: Path, kind: str | None = None, *, verified: bool = Fal
         if key not in manifest["metadata"]:
             raise ModelFormatError(f"{folder} holds no ranker: its manifest's metadata lacks '{key}'")
     return manifest
+
+
+def _json_value(value: Any) -> Any:
+    """A parameter as JSON: configs as mappings, tuples as lists, numpy scalars as Python numbers."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple | list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,17 +1,61 @@
-"""Settings of the ranking stage; part of ``search.settings.Settings`` (key ``ranking``)."""
+"""Settings of the ranking stage (``search.settings.Settings`` key ``ranking``); the model configs' base."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from ranking.errors import ParameterError
+
+
+class RankerConfig(BaseModel):
+    """One model type's parameters, their defaults and rules; the ``type`` literal names the model.
+
+    Each ranker's config sits beside its code (``LightGBMConfig`` in ``ranking.lgbm``, ...), as Feast's online
+    stores do; its fields are exactly the ranker's constructor arguments, so ``Ranker.get_params`` lists
+    them and ``Ranker.from_config`` builds the ranker.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    threads: int = Field(default=1, ge=1, description="torch / LightGBM threads.")
+
+    @classmethod
+    def model_type(cls) -> str:
+        """The ``type`` literal's value: the model's name in the CLI, manifests and ``models.MODELS``."""
+        return str(cls.model_fields["type"].default)
+
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The constructor's argument names: every field but ``type``."""
+        return tuple(name for name in cls.model_fields if name != "type")
+
+    @classmethod
+    def validated(cls, params: Mapping[str, Any]) -> Self:
+        """``params`` checked against the rules; ``ParameterError`` says what was expected and given."""
+        try:
+            return cls.model_validate(params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
+            raise ParameterError(f"invalid {cls.model_type()} parameters: {problems}") from exc
+
+    def params(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (typed values, not JSON)."""
+        return {name: getattr(self, name) for name in self.param_names()}
 
 
 class TorchTrainSettings(BaseModel):
     """How the torch rankers train (shared by linear, MLP, DCN-V2 and DASALC)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: rankers share default instances, and a changed copy is made with model_copy(update=...).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Defaults picked on a validation split carved from the LightGBM example's training lists (small data:
     # small steps, small batches, weight decay); large click logs will want bigger batches.
@@ -41,11 +85,15 @@ DenseTransform = Literal["standardize", "log1p_bn", "quantile"]
 
 
 class DASALCSettings(BaseModel):
-    """DASALC's network (also every dasalc-ens member's)."""
+    """DASALC's network (also every dasalc-ens member's): the one place its defaults are written.
 
-    model_config = ConfigDict(extra="forbid")
+    ``ranking.torch_rankers.DASALCConfig`` and ``ranking.ensemble.DASALCEnsembleConfig`` extend it with
+    training, threads and (for the ensemble) the members; settings keep only the network part.
+    """
 
-    hidden: tuple[int, ...] = Field(default=(64, 32), min_length=1, description="Row tower widths.")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden: tuple[PositiveInt, ...] = Field(default=(64, 32), min_length=1, description="Row tower widths.")
     dropout: float = Field(default=0.2, ge=0, lt=1)
     attention_layers: int = Field(default=1, ge=0, description="Self-attention blocks across the list.")
     heads: int = Field(default=4, ge=1, description="Attention heads; must divide the last hidden width.")
@@ -57,6 +105,13 @@ class DASALCSettings(BaseModel):
         description="log1p_bn: the paper's sign(x) log1p(|x|) + batch norm; quantile: rank-Gauss with the "
         "training CDF (bounded inputs for sparse features); standardize: z-scores.",
     )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> Self:
+        # Attention splits the last hidden width into equal parts, one per head.
+        if self.hidden[-1] % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide the last hidden width ({self.hidden[-1]})")
+        return self
 
 
 class WorldSettings(BaseModel):

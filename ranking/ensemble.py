@@ -9,37 +9,58 @@ again from scratch on the training and validation lists together for exactly tha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
 from ranking.base import Ranker
-from ranking.config import DenseTransform, TorchTrainSettings
+from ranking.config import DASALCSettings, DenseTransform
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, ParameterError
-from ranking.torch_rankers import DASALCRanker
+from ranking.torch_rankers import DASALCConfig, DASALCRanker, TorchConfig, TrainArg
 
 WEIGHTS = "members.safetensors"
 
 
-class DASALCEnsembleRanker(Ranker):
+class DASALCEnsembleConfig(DASALCSettings, TorchConfig):
+    """Every member's DASALC network (``DASALCSettings``) and training, the number of members and refit."""
+
+    type: Literal["dasalc-ens"] = "dasalc-ens"
+    n_members: int = Field(default=5, ge=1, description="Seeds averaged: train.seed, train.seed + 1, ...")
+    refit: bool = Field(
+        default=False, description="Retrain each member on train + valid for its early-stopped epochs."
+    )
+
+    def member(self, i: int, **train_updates: Any) -> DASALCConfig:
+        """Member ``i``'s config: the shared network, seed ``train.seed + i`` and ``train_updates``."""
+        network = self.model_dump(include=set(DASALCSettings.model_fields))
+        train = self.train.model_copy(update={"seed": self.train.seed + i, **train_updates})
+        return DASALCConfig(**network, train=train, threads=self.threads)
+
+
+_ENS = DASALCEnsembleConfig()
+
+
+class DASALCEnsembleRanker(Ranker[DASALCEnsembleConfig]):
     """``n_members`` DASALC rankers with seeds ``train.seed + i``; the score is their mean."""
 
-    kind = "dasalc-ens"
+    config_class = DASALCEnsembleConfig
+    kind = DASALCEnsembleConfig.model_type()
 
     def __init__(
         self,
-        n_members: int = 5,
-        hidden: tuple[int, ...] = (64, 32),
-        dropout: float = 0.2,
-        attention_layers: int = 1,
-        heads: int = 4,
-        noise_std: float = 0.5,
-        transform: DenseTransform = "log1p_bn",
-        refit: bool = False,
-        train: TorchTrainSettings | None = None,
-        threads: int = 1,
+        n_members: int = _ENS.n_members,
+        hidden: tuple[int, ...] = _ENS.hidden,
+        dropout: float = _ENS.dropout,
+        attention_layers: int = _ENS.attention_layers,
+        heads: int = _ENS.heads,
+        noise_std: float = _ENS.noise_std,
+        transform: DenseTransform = _ENS.transform,
+        refit: bool = _ENS.refit,
+        train: TrainArg = _ENS.train,
+        threads: int = _ENS.threads,
     ) -> None:
         self.n_members = n_members
         self.refit = refit
@@ -49,57 +70,29 @@ class DASALCEnsembleRanker(Ranker):
         self.heads = heads
         self.noise_std = noise_std
         self.transform = transform
-        self.train = train or TorchTrainSettings()
+        self.train = train
         self.threads = threads
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "n_members": self.n_members,
-            "hidden": list(self.hidden),
-            "dropout": self.dropout,
-            "attention_layers": self.attention_layers,
-            "heads": self.heads,
-            "noise_std": self.noise_std,
-            "transform": self.transform,
-            "refit": self.refit,
-            "train": self.train.model_dump(),
-            "threads": self.threads,
-        }
-
-    def _member(self, i: int) -> DASALCRanker:
-        return DASALCRanker(
-            hidden=self.hidden,
-            dropout=self.dropout,
-            attention_layers=self.attention_layers,
-            heads=self.heads,
-            noise_std=self.noise_std,
-            transform=self.transform,
-            train=self.train.model_copy(update={"seed": self.train.seed + i}),
-            threads=self.threads,
-        )
-
     def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
-        if self.n_members < 1:
-            raise ParameterError(f"n_members must be >= 1, got {self.n_members}")
+        config = self.config()
         if warm_start:
             self.check_fitted("warm_start")
             members = self.members_
         else:
-            members = [self._member(i) for i in range(self.n_members)]
+            members = [DASALCRanker.from_config(config.member(i)) for i in range(config.n_members)]
         # Every member sees the same train/valid split (the first seed's), so they differ only by seed.
-        if valid is None and self.train.valid_fraction > 0 and train.n_lists >= 10:
-            train, valid = train.split(self.train.valid_fraction, seed=self.train.seed)
+        if valid is None and config.train.valid_fraction > 0 and train.n_lists >= 10:
+            train, valid = train.split(config.train.valid_fraction, seed=config.train.seed)
         for member in members:
             member.fit(train, valid, warm_start=warm_start)
-        if self.refit and valid is not None and not warm_start:
+        if config.refit and valid is not None and not warm_start:
             # Validation chose each member's number of epochs; now learn from every labelled list for exactly
             # that many epochs (no early stopping left to do), with the same seed.
             full = concat_lists(train, valid)
             refitted = []
             for i, member in enumerate(members):
                 epochs = max(1, int(member.info_["best_epoch"]))
-                fresh = self._member(i)
-                fresh.train = fresh.train.model_copy(update={"max_epochs": epochs, "valid_fraction": 0.0})
+                fresh = DASALCRanker.from_config(config.member(i, max_epochs=epochs, valid_fraction=0.0))
                 refitted.append(fresh.fit(full, None))
                 refitted[-1].info_ = {**fresh.info_, "validated": member.info_}
             members = refitted
@@ -123,16 +116,19 @@ class DASALCEnsembleRanker(Ranker):
 
     @classmethod
     def _load_weights(cls, folder: Path, manifest: dict[str, Any]) -> Self:
-        params = dict(manifest["params"])
-        params["train"] = TorchTrainSettings(**params["train"])
-        ranker = cls(**params)
+        try:
+            ranker = cls(**manifest["params"])
+            config = ranker.config()
+        except (TypeError, ParameterError) as exc:
+            raise ModelFormatError(f"{folder}: parameters do not fit {cls.__name__}: {exc}") from exc
         schema = Schema.from_json(manifest["schema"])
         state = load_file(str(folder / WEIGHTS))
         members = []
-        for i in range(ranker.n_members):
-            member = ranker._member(i)
+        for i in range(config.n_members):
+            member_config = config.member(i)
+            member = DASALCRanker.from_config(member_config)
             prefix = f"m{i}."
-            net = member.build_net(schema)
+            net = member.build_net(schema, member_config)
             try:
                 net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
             except RuntimeError as exc:

@@ -3,36 +3,57 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
+from pydantic import Field
 
 from ranking.base import Ranker
+from ranking.config import RankerConfig
 from ranking.dataset import ListwiseData
-from ranking.errors import InputError, ParameterError
+from ranking.errors import InputError
 
 MODEL_FILE = "model.txt"
 
 
-class LightGBMRanker(Ranker):
+class LightGBMConfig(RankerConfig):
+    """LambdaMART's parameters; ``_booster_params`` maps them onto LightGBM's names."""
+
+    type: Literal["lgbm"] = "lgbm"
+    n_estimators: int = Field(default=300, ge=1, description="Boosting rounds (trees).")
+    learning_rate: float = Field(default=0.05, gt=0)
+    num_leaves: int = Field(default=31, ge=2)
+    min_data_in_leaf: int = Field(default=20, ge=0)
+    early_stopping_rounds: int | None = Field(
+        default=50, ge=0, description="Rounds without a better validation NDCG; 0 or None: every tree."
+    )
+    eval_k: int = Field(default=10, ge=1, description="Validation metric: NDCG@eval_k.")
+    seed: int = 0
+
+
+_LGBM = LightGBMConfig()
+
+
+class LightGBMRanker(Ranker[LightGBMConfig]):
     """LambdaMART on dense features, categorical ids (as LightGBM categoricals) and vectors (as columns).
 
     Per-row ``weights`` scale each row's lambda gradients (LightGBM's ranking objective multiplies them in),
     which is how inverse-propensity weights reach the trees. Labels must be integer grades (or clicks).
     """
 
-    kind = "lgbm"
+    config_class = LightGBMConfig
+    kind = LightGBMConfig.model_type()
 
     def __init__(
         self,
-        n_estimators: int = 300,
-        learning_rate: float = 0.05,
-        num_leaves: int = 31,
-        min_data_in_leaf: int = 20,
-        early_stopping_rounds: int | None = 50,
-        eval_k: int = 10,
-        seed: int = 0,
-        threads: int = 1,
+        n_estimators: int = _LGBM.n_estimators,
+        learning_rate: float = _LGBM.learning_rate,
+        num_leaves: int = _LGBM.num_leaves,
+        min_data_in_leaf: int = _LGBM.min_data_in_leaf,
+        early_stopping_rounds: int | None = _LGBM.early_stopping_rounds,
+        eval_k: int = _LGBM.eval_k,
+        seed: int = _LGBM.seed,
+        threads: int = _LGBM.threads,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -43,41 +64,10 @@ class LightGBMRanker(Ranker):
         self.seed = seed
         self.threads = threads
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "n_estimators": self.n_estimators,
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_data_in_leaf,
-            "early_stopping_rounds": self.early_stopping_rounds,
-            "eval_k": self.eval_k,
-            "seed": self.seed,
-            "threads": self.threads,
-        }
-
-    def _booster_params(self) -> dict[str, Any]:
-        return {
-            "objective": "lambdarank",
-            "metric": "ndcg",
-            "eval_at": [self.eval_k],
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_data_in_leaf,
-            "num_threads": self.threads,
-            "seed": self.seed,
-            "deterministic": True,
-            "force_row_wise": True,
-            "verbosity": -1,
-        }
-
     def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
         import lightgbm as lgb
 
-        if self.n_estimators < 1 or self.num_leaves < 2 or self.learning_rate <= 0:
-            raise ParameterError(
-                "need n_estimators >= 1, num_leaves >= 2 and learning_rate > 0, got "
-                f"{self.n_estimators}, {self.num_leaves}, {self.learning_rate}"
-            )
+        config = self.config()
         if warm_start:
             self.check_fitted("warm_start")
             self.schema_.check(train)
@@ -88,12 +78,12 @@ class LightGBMRanker(Ranker):
             train.schema.check(valid)
             _check_integer_labels(valid)
             valid_sets = [self._dataset(valid, reference=train_set)]
-            if self.early_stopping_rounds:
-                callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
+            if config.early_stopping_rounds:
+                callbacks.append(lgb.early_stopping(config.early_stopping_rounds, verbose=False))
         booster = lgb.train(
-            self._booster_params(),
+            _booster_params(config),
             train_set,
-            num_boost_round=self.n_estimators,
+            num_boost_round=config.n_estimators,
             valid_sets=valid_sets,
             callbacks=callbacks,
             init_model=self.booster_ if warm_start else None,
@@ -101,11 +91,12 @@ class LightGBMRanker(Ranker):
         self.booster_ = booster
         self.schema_ = train.schema
         best = booster.best_iteration or booster.current_iteration()
-        valid_score = booster.best_score.get("valid_0", {}).get(f"ndcg@{self.eval_k}") if valid else None
+        metric = f"ndcg@{config.eval_k}"
+        valid_score = booster.best_score.get("valid_0", {}).get(metric) if valid else None
         self.info_ = {
             "trees": booster.current_iteration(),
             "best_iteration": best,
-            f"valid_ndcg@{self.eval_k}": valid_score,
+            f"valid_{metric}": valid_score,
             "warm_start": warm_start,
         }
         return self
@@ -142,6 +133,22 @@ class LightGBMRanker(Ranker):
         ranker = cls(**manifest["params"])
         ranker.booster_ = lgb.Booster(model_file=str(folder / MODEL_FILE))
         return ranker
+
+
+def _booster_params(config: LightGBMConfig) -> dict[str, Any]:
+    return {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [config.eval_k],
+        "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves,
+        "min_data_in_leaf": config.min_data_in_leaf,
+        "num_threads": config.threads,
+        "seed": config.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
 
 
 def _matrix(data: ListwiseData) -> np.ndarray:

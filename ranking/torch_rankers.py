@@ -1,16 +1,22 @@
-"""Torch rankers: linear, MLP, DCN-V2 and DASALC behind the ``Ranker`` protocol; weights in safetensors."""
+"""Torch rankers: linear, MLP, DCN-V2 and DASALC behind the ``Ranker`` protocol; weights in safetensors.
+
+Each model's parameters are one config here (``LinearConfig``, ``MLPConfig``, ``DCNConfig``, ``DASALCConfig``,
+all ``TorchConfig``s); a ranker's constructor takes the same names, with the config's defaults.
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, get_args
+from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
+from pydantic import Field, PositiveInt
 from safetensors.torch import load_file, save_file
 
 from ranking.base import Ranker
-from ranking.config import TorchTrainSettings
+from ranking.config import DASALCSettings, RankerConfig, TorchTrainSettings
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, ParameterError
 from ranking.nn.layers import DenseTransform, InputEncoder
@@ -19,51 +25,74 @@ from ranking.nn.train import TensorLists, predict, torch_threads, train_net
 
 WEIGHTS = "model.safetensors"
 
+#: ``train`` as a constructor takes it: the settings, or their JSON form (from ``get_params`` or a manifest).
+TrainArg = TorchTrainSettings | Mapping[str, Any]
 
-class TorchRanker(Ranker):
+
+class TorchConfig(RankerConfig):
+    """What every torch ranker's config holds: how it trains, besides ``threads``."""
+
+    train: TorchTrainSettings = TorchTrainSettings()
+
+
+class LinearConfig(TorchConfig):
+    type: Literal["linear"] = "linear"
+
+
+class MLPConfig(TorchConfig):
+    type: Literal["mlp"] = "mlp"
+    hidden: tuple[PositiveInt, ...] = Field(default=(256, 128), description="Tower widths.")
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+
+
+class DCNConfig(TorchConfig):
+    type: Literal["dcn"] = "dcn"
+    cross_layers: int = Field(default=3, ge=1)
+    rank: PositiveInt | None = Field(default=64, description="Low-rank cross weights; None: full rank.")
+    hidden: tuple[PositiveInt, ...] = Field(default=(256, 128), description="Deep tower widths.")
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    structure: Literal["stacked", "parallel"] = "parallel"
+
+
+class DASALCConfig(DASALCSettings, TorchConfig):
+    """The network's parameters and defaults come from ``DASALCSettings`` (the settings' ``dasalc`` key)."""
+
+    type: Literal["dasalc"] = "dasalc"
+
+
+TC = TypeVar("TC", bound=TorchConfig)
+
+
+class TorchRanker(Ranker[TC]):
     """Shared fit / score / save / load of the torch models; subclasses only build their network."""
 
-    #: Names of the model-specific constructor parameters (besides ``train`` and ``threads``).
-    param_names: ClassVar[tuple[str, ...]]
-
-    train: TorchTrainSettings
+    train: TrainArg
     threads: int
 
     net_: ScoringNet
 
     @abstractmethod
-    def build_net(self, schema: Schema) -> ScoringNet:
+    def build_net(self, schema: Schema, config: TC) -> ScoringNet:
         """A freshly initialised network for inputs of this schema."""
 
-    def _check_params(self) -> None:
-        """Subclasses raise ``ParameterError`` for an invalid parameter (checked in fit, as sklearn does)."""
-        if self.threads < 1:
-            raise ParameterError(f"threads must be >= 1, got {self.threads}")
-
-    def get_params(self) -> dict[str, Any]:
-        params = {name: _jsonable(getattr(self, name)) for name in self.param_names}
-        params["train"] = self.train.model_dump()
-        params["threads"] = self.threads
-        return params
-
     def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
-        self._check_params()
+        config = self.config()
         if warm_start:
             self.check_fitted("warm_start")
             self.schema_.check(train)
-        cfg = self.train
+        cfg = config.train
         if valid is None and cfg.valid_fraction > 0 and train.n_lists >= 10:
             train, valid = train.split(cfg.valid_fraction, seed=cfg.seed)
         if valid is not None:
             train.schema.check(valid)
-        with torch_threads(self.threads):
+        with torch_threads(config.threads):
             import torch
 
             torch.manual_seed(cfg.seed)  # initial weights
             tensors = TensorLists(train, cfg.targets)
             if not warm_start:
                 self.schema_ = train.schema
-                self.net_ = self.build_net(self.schema_)
+                self.net_ = self.build_net(self.schema_, config)
                 if tensors.dense.shape[1]:
                     self.net_.encoder.set_stats(tensors.dense)
             info = train_net(self.net_, tensors, TensorLists(valid) if valid else None, cfg, cfg.seed)
@@ -83,13 +112,12 @@ class TorchRanker(Ranker):
 
     @classmethod
     def _load_weights(cls, folder: Path, manifest: dict[str, Any]) -> Self:
-        params = dict(manifest["params"])
-        params["train"] = TorchTrainSettings(**params["train"])
         try:
-            ranker = cls(**params)
-        except TypeError as exc:
+            ranker = cls(**manifest["params"])
+            config = ranker.config()
+        except (TypeError, ParameterError) as exc:
             raise ModelFormatError(f"{folder}: parameters do not fit {cls.__name__}: {exc}") from exc
-        net = ranker.build_net(Schema.from_json(manifest["schema"]))
+        net = ranker.build_net(Schema.from_json(manifest["schema"]), config)
         try:
             net.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
         except RuntimeError as exc:
@@ -98,107 +126,96 @@ class TorchRanker(Ranker):
         return ranker
 
 
-class LinearRanker(TorchRanker):
+_LINEAR, _MLP, _DCN, _DASALC = LinearConfig(), MLPConfig(), DCNConfig(), DASALCConfig()
+
+
+class LinearRanker(TorchRanker[LinearConfig]):
     """A linear scorer over standardised features (and embeddings): the baseline."""
 
-    kind = "linear"
-    param_names = ()
+    config_class = LinearConfig
+    kind = LinearConfig.model_type()
 
-    def __init__(self, train: TorchTrainSettings | None = None, threads: int = 1) -> None:
-        self.train = train or TorchTrainSettings()
+    def __init__(self, train: TrainArg = _LINEAR.train, threads: int = _LINEAR.threads) -> None:
+        self.train = train
         self.threads = threads
 
-    def build_net(self, schema: Schema) -> ScoringNet:
+    def build_net(self, schema: Schema, config: LinearConfig) -> ScoringNet:
         return LinearNet(_encoder(schema, "standardize", 0.0))
 
 
-class MLPRanker(TorchRanker):
+class MLPRanker(TorchRanker[MLPConfig]):
     """A feed-forward network scoring each row independently."""
 
-    kind = "mlp"
-    param_names = ("hidden", "dropout")
+    config_class = MLPConfig
+    kind = MLPConfig.model_type()
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (256, 128),
-        dropout: float = 0.1,
-        train: TorchTrainSettings | None = None,
-        threads: int = 1,
+        hidden: tuple[int, ...] = _MLP.hidden,
+        dropout: float = _MLP.dropout,
+        train: TrainArg = _MLP.train,
+        threads: int = _MLP.threads,
     ) -> None:
         self.hidden = hidden
         self.dropout = dropout
-        self.train = train or TorchTrainSettings()
+        self.train = train
         self.threads = threads
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        _check_tower(self.hidden, self.dropout)
-
-    def build_net(self, schema: Schema) -> ScoringNet:
-        return MLPNet(_encoder(schema, "standardize", 0.0), self.hidden, self.dropout)
+    def build_net(self, schema: Schema, config: MLPConfig) -> ScoringNet:
+        return MLPNet(_encoder(schema, "standardize", 0.0), config.hidden, config.dropout)
 
 
-class DCNRanker(TorchRanker):
+class DCNRanker(TorchRanker[DCNConfig]):
     """DCN-V2: cross layers (full or low-rank) with a deep tower, stacked or in parallel."""
 
-    kind = "dcn"
-    param_names = ("cross_layers", "rank", "hidden", "dropout", "structure")
+    config_class = DCNConfig
+    kind = DCNConfig.model_type()
 
     def __init__(
         self,
-        cross_layers: int = 3,
-        rank: int | None = 64,
-        hidden: tuple[int, ...] = (256, 128),
-        dropout: float = 0.1,
-        structure: Literal["stacked", "parallel"] = "parallel",
-        train: TorchTrainSettings | None = None,
-        threads: int = 1,
+        cross_layers: int = _DCN.cross_layers,
+        rank: int | None = _DCN.rank,
+        hidden: tuple[int, ...] = _DCN.hidden,
+        dropout: float = _DCN.dropout,
+        structure: Literal["stacked", "parallel"] = _DCN.structure,
+        train: TrainArg = _DCN.train,
+        threads: int = _DCN.threads,
     ) -> None:
         self.cross_layers = cross_layers
         self.rank = rank
         self.hidden = hidden
         self.dropout = dropout
         self.structure = structure
-        self.train = train or TorchTrainSettings()
+        self.train = train
         self.threads = threads
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        _check_tower(self.hidden, self.dropout)
-        if self.cross_layers < 1:
-            raise ParameterError(f"cross_layers must be >= 1, got {self.cross_layers}")
-        if self.rank is not None and self.rank < 1:
-            raise ParameterError(f"rank must be >= 1 or None (full rank), got {self.rank}")
-        if self.structure not in ("stacked", "parallel"):
-            raise ParameterError(f"structure must be 'stacked' or 'parallel', got {self.structure!r}")
-
-    def build_net(self, schema: Schema) -> ScoringNet:
+    def build_net(self, schema: Schema, config: DCNConfig) -> ScoringNet:
         return DCNv2Net(
             _encoder(schema, "standardize", 0.0),
-            self.cross_layers,
-            self.rank,
-            self.hidden,
-            self.dropout,
-            self.structure,
+            config.cross_layers,
+            config.rank,
+            config.hidden,
+            config.dropout,
+            config.structure,
         )
 
 
-class DASALCRanker(TorchRanker):
+class DASALCRanker(TorchRanker[DASALCConfig]):
     """DASALC: log1p + batch norm + training noise, a row tower, list self-attention, latent cross."""
 
-    kind = "dasalc"
-    param_names = ("hidden", "dropout", "attention_layers", "heads", "noise_std", "transform")
+    config_class = DASALCConfig
+    kind = DASALCConfig.model_type()
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (64, 32),
-        dropout: float = 0.2,
-        attention_layers: int = 1,
-        heads: int = 4,
-        noise_std: float = 0.5,
-        transform: DenseTransform = "log1p_bn",
-        train: TorchTrainSettings | None = None,
-        threads: int = 1,
+        hidden: tuple[int, ...] = _DASALC.hidden,
+        dropout: float = _DASALC.dropout,
+        attention_layers: int = _DASALC.attention_layers,
+        heads: int = _DASALC.heads,
+        noise_std: float = _DASALC.noise_std,
+        transform: DenseTransform = _DASALC.transform,
+        train: TrainArg = _DASALC.train,
+        threads: int = _DASALC.threads,
     ) -> None:
         self.hidden = hidden
         self.dropout = dropout
@@ -206,33 +223,16 @@ class DASALCRanker(TorchRanker):
         self.heads = heads
         self.noise_std = noise_std
         self.transform = transform
-        self.train = train or TorchTrainSettings()
+        self.train = train
         self.threads = threads
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        _check_tower(self.hidden, self.dropout)
-        if not self.hidden:
-            raise ParameterError("DASALC needs at least one hidden layer for its latent cross")
-        if self.attention_layers < 0:
-            raise ParameterError(f"attention_layers must be >= 0, got {self.attention_layers}")
-        if self.heads < 1 or self.hidden[-1] % self.heads:
-            raise ParameterError(
-                f"heads ({self.heads}) must divide the last hidden width ({self.hidden[-1]})"
-            )
-        if self.noise_std < 0:
-            raise ParameterError(f"noise_std must be >= 0, got {self.noise_std}")
-        if self.transform not in get_args(DenseTransform):
-            choices = ", ".join(get_args(DenseTransform))
-            raise ParameterError(f"transform must be one of {choices}, got {self.transform!r}")
-
-    def build_net(self, schema: Schema) -> ScoringNet:
+    def build_net(self, schema: Schema, config: DASALCConfig) -> ScoringNet:
         return DASALCNet(
-            _encoder(schema, self.transform, self.noise_std),
-            self.hidden,
-            self.dropout,
-            self.attention_layers,
-            self.heads,
+            _encoder(schema, config.transform, config.noise_std),
+            config.hidden,
+            config.dropout,
+            config.attention_layers,
+            config.heads,
         )
 
 
@@ -244,14 +244,3 @@ def _encoder(schema: Schema, transform: DenseTransform, noise_std: float) -> Inp
         transform,
         noise_std,
     )
-
-
-def _check_tower(hidden: tuple[int, ...], dropout: float) -> None:
-    if any(int(h) < 1 for h in hidden):
-        raise ParameterError(f"hidden widths must be >= 1, got {list(hidden)}")
-    if not 0 <= dropout < 1:
-        raise ParameterError(f"dropout must lie in [0, 1), got {dropout}")
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

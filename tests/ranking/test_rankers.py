@@ -1,7 +1,8 @@
-"""One conformance test for every ranker: it learns, round-trips, is deterministic and refuses misuse."""
+"""One conformance test for every ranker: it learns, round-trips, clones, is deterministic, refuses misuse."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,13 +11,13 @@ import pytest
 import torch
 
 from ranking.base import Ranker
-from ranking.config import TorchTrainSettings
+from ranking.config import RankingSettings, TorchTrainSettings
 from ranking.dataset import ListwiseData
 from ranking.ensemble import DASALCEnsembleRanker
 from ranking.errors import InputError, NotFittedError, ParameterError
 from ranking.evaluate import evaluate_scores
 from ranking.lgbm import LightGBMRanker
-from ranking.models import MODELS, load_ranker
+from ranking.models import MODELS, load_ranker, make_ranker, params_from_settings
 from ranking.torch_rankers import DASALCRanker, DCNRanker, LinearRanker, MLPRanker
 
 FAST = TorchTrainSettings(max_epochs=40, patience=8, lists_per_batch=16, learning_rate=3e-3, seed=3)
@@ -37,6 +38,18 @@ FACTORIES: dict[str, Callable[[], Ranker]] = {
 
 def test_every_catalogue_model_is_covered() -> None:
     assert set(MODELS) <= set(FACTORIES)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_settings_build_every_model(name: str) -> None:
+    settings = RankingSettings(threads=1)
+    assert set(params_from_settings(settings)) == set(MODELS)
+    ranker = make_ranker(name, settings, seed=7)
+    config = ranker.config()
+    assert type(ranker) is MODELS[name] and ranker.kind == config.type == name
+    assert isinstance(config, type(ranker).config_class) and config.threads == 1
+    params = ranker.get_params()  # the seed reaches LightGBM's own seed, or the torch models' training
+    assert params.get("seed", params.get("train", {}).get("seed")) == 7
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +86,22 @@ def test_save_load_round_trip(
 
 
 @pytest.mark.parametrize("name", FACTORIES)
+def test_clone_is_an_equal_unfitted_copy(name: str, fitted: dict[str, Ranker]) -> None:
+    ranker = fitted[name]
+    params = ranker.get_params()
+    json.dumps(params)  # the manifest's form
+    clone = type(ranker)(**params)
+    assert not clone.is_fitted() and clone.get_params() == params and clone.config() == ranker.config()
+    assert repr(clone) == repr(ranker)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
 def test_same_seed_same_scores(
     name: str, fitted: dict[str, Ranker], synthetic: tuple[ListwiseData, ...]
 ) -> None:
     train, valid, test = synthetic
-    again = FACTORIES[name]().fit(train, valid)
+    # Built from the fitted model's parameters: they carry everything training depends on.
+    again = type(fitted[name])(**fitted[name].get_params()).fit(train, valid)
     assert torch.allclose(torch.from_numpy(again.score(test)), torch.from_numpy(fitted[name].score(test)))
 
 
