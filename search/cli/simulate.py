@@ -7,12 +7,15 @@ stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from search.cli.common import console, print_json, progress_bar
+
+if TYPE_CHECKING:
+    from search.jobs.results import TrafficReport
 
 app = typer.Typer(help="Closed-loop simulations against a running search API.", no_args_is_help=True)
 
@@ -62,6 +65,7 @@ def traffic(
     click model to /events. Reports throughput, client-side latency and, per experiment variant, CTR and
     the true utility of the shown pages. Exits 1 when a request failed (unless --allow-errors)."""
     from search.experiments.traffic import TrafficOptions, simulate_traffic
+    from search.jobs.results import TrafficReport
 
     options = TrafficOptions(
         url=url,
@@ -76,43 +80,43 @@ def traffic(
         timeout_s=timeout,
     )
     with progress_bar(not as_json) as report:
-        result = simulate_traffic(world, options, progress=report)
+        result = TrafficReport.model_validate(simulate_traffic(world, options, progress=report))
     if as_json:
-        print_json(result)
+        print_json(result.to_json())
     else:
         _print(result)
-    if result["errors"] and not allow_errors:
+    if result.errors and not allow_errors:
         raise typer.Exit(1)
 
 
-def _print(result: dict[str, Any]) -> None:
-    lat = result["search_latency_ms"]
+def _print(result: TrafficReport) -> None:
+    lat = result.search_latency_ms
     console.print(
-        f"{result['sessions']} sessions, {result['searches']} searches, {result['clicks']} clicks, "
-        f"{result['errors']} errors in {result['elapsed_s']} s: {result['searches_per_s']} searches/s, "
-        f"/search p50 {lat['p50']} ms, p99 {lat['p99']} ms (client side)"
+        f"{result.sessions} sessions, {result.searches} searches, {result.clicks} clicks, "
+        f"{result.errors} errors in {result.elapsed_s} s: {result.searches_per_s} searches/s, "
+        f"/search p50 {lat.p50} ms, p99 {lat.p99} ms (client side)"
     )
-    if result["unknown_blocks"] or result["unknown_queries"]:
+    if result.unknown_blocks or result.unknown_queries:
         console.print(
-            f"[yellow]ignored {result['unknown_blocks']} served blocks and {result['unknown_queries']} "
+            f"[yellow]ignored {result.unknown_blocks} served blocks and {result.unknown_queries} "
             "queries the world does not know (is the server serving this world?)[/]"
         )
-    for sample in result["error_samples"]:
+    for sample in result.error_samples:
         console.print(f"[red]error:[/] {sample}", highlight=False)
-    k = result["page_size"]
+    k = result.page_size
     table = Table(title="per variant; util: the true utility of the shown pages (the simulator knows it)")
     # Short headers: the table must stay readable in an 80-column terminal.
     for col in ("exp", "variant", "ranker", "searches", "clicks", "ctr", f"util@{k}", "examined"):
         table.add_column(col, justify="right")
-    for v in result["variants"]:
+    for v in result.variants:
         table.add_row(
-            v["experiment"],
-            v["variant"],
-            ", ".join(v["ranker_versions"]),
-            str(v["searches"]),
-            str(v["clicks"]),
-            f"{v['ctr']:.4f}",
-            f"{v[f'utility@{k}']:.4f}",
-            f"{v['examined_utility']:.4f}",
+            v.experiment,
+            v.variant,
+            ", ".join(v.ranker_versions),
+            str(v.searches),
+            str(v.clicks),
+            f"{v.ctr:.4f}",
+            f"{v.utility:.4f}",
+            f"{v.examined_utility:.4f}",
         )
     console.print(table)

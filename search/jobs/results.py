@@ -133,3 +133,70 @@ class EmbeddingRun(JobResult):
     baseline_train: dict[str, Any] | None
     data_range: DataRange
     written: int
+
+
+# A closed-loop traffic run (search.experiments.traffic.simulate_traffic) ----------------------------------
+
+
+class VariantTraffic(BaseModel):
+    """One experiment variant's share of a traffic run; per search: clicks, the share of searches with a
+    click, the true utility of the top ``k`` shown blocks and the utility of the blocks examined.
+
+    Logged with ``utility@<k>`` as the key of ``utility``: k is read from (and written back to) the key.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    experiment: str
+    variant: str
+    ranker_versions: list[str]
+    searches: int
+    clicks: int
+    ctr: float
+    clicked_share: float
+    k: int
+    utility: float
+    examined_utility: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _utility_at_k(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "utility" in data:
+            return data
+        keys = [key for key in data if isinstance(key, str) and key.startswith("utility@")]
+        if len(keys) != 1:
+            raise ValueError(f"expected one utility@k key, got {sorted(data)}")
+        rest = {key: v for key, v in data.items() if key != keys[0]}
+        return {**rest, "k": int(keys[0].removeprefix("utility@")), "utility": data[keys[0]]}
+
+    @model_serializer
+    def _as_logged(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in type(self).model_fields if name not in ("k", "utility")}
+        # utility@k sits between clicked_share and examined_utility, as logged.
+        examined = out.pop("examined_utility")
+        return {**out, f"utility@{self.k}": self.utility, "examined_utility": examined}
+
+
+class Latency(JobResult):
+    p50: float | None
+    p99: float | None
+
+
+class TrafficReport(JobResult):
+    url: str
+    run_id: str
+    users: int
+    concurrency: int
+    page_size: int
+    elapsed_s: float
+    sessions: int
+    searches: int
+    clicks: int
+    events_sent: int
+    errors: int
+    error_samples: list[str]
+    unknown_blocks: int
+    unknown_queries: int
+    searches_per_s: float
+    search_latency_ms: Latency
+    variants: list[VariantTraffic]
