@@ -19,6 +19,7 @@ from search.cli.experiments import app as experiment_app
 
 if TYPE_CHECKING:
     from search.experiments.estimators import Interval
+    from search.jobs.results import Analysis
 
 events_app = typer.Typer(help="The server's event stream: archive it as Parquet.", no_args_is_help=True)
 
@@ -50,6 +51,7 @@ def analyze(
     """Per variant: users, impressions, CTR, clicks@3 and MRR with 95% user-level CIs, lift and p-value vs
     the control, a sample-ratio-mismatch check, and the team-draft preference of interleaving variants."""
     from search.experiments.analysis import analyze as run
+    from search.jobs.results import Analysis
     from serving.experiments.config import load_config
 
     cfg, _ = load_config(config)
@@ -61,41 +63,41 @@ def analyze(
     if as_json:
         print_json({"config": str(config), **report, **({"plot": str(plot)} if plot else {})})
         return
-    _print_analysis(report)
+    _print_analysis(Analysis.model_validate(report))
     if plot is not None:
         console.print(f"plot: {plot}")
 
 
-def _print_analysis(report: dict[str, Any]) -> None:
+def _print_analysis(report: Analysis) -> None:
     from search.experiments.analysis import format_p, table_rows
 
-    console.print(f"{report['events']}: {report['impressions']} impressions")
-    for exp in report["experiments"]:
-        srm = exp["srm"]
-        table = Table(title=f"{exp['experiment']} (control: {exp['control']})")
+    console.print(f"{report.events}: {report.impressions} impressions")
+    for exp in report.experiments:
+        srm = exp.srm
+        table = Table(title=f"{exp.experiment} (control: {exp.control})")
         for col in ("variant", "users", "imps", "metric", "value ± 95% CI", "lift ± 95% CI", "p"):
             table.add_column(col, justify="left" if col in ("variant", "metric") else "right")
-        for row in table_rows(exp):
+        for row in table_rows(exp.to_json()):
             table.add_row(*row)
         console.print(table)
-        verdict = "[bold red]MISMATCH[/]" if srm["mismatch"] else "ok"
-        observed = ", ".join(f"{k} {v}" for k, v in srm["observed"].items())
-        chi2 = f"chi2 {srm['chi2']:.2f}, p {format_p(srm['p_value'])}"
-        console.print(f"  sample ratio: {verdict} (users {observed}; {chi2})")
-        if exp["mixed_users"] or exp["unknown_variants"]:
+        verdict = "[bold red]MISMATCH[/]" if srm.mismatch else "ok"
+        observed = ", ".join(f"{k} {v}" for k, v in srm.observed.items())
+        chi2 = "chi2 -" if srm.chi2 is None else f"chi2 {srm.chi2:.2f}"
+        console.print(f"  sample ratio: {verdict} (users {observed}; {chi2}, p {format_p(srm.p_value)})")
+        if exp.mixed_users or exp.unknown_variants:
             console.print(
-                f"  excluded: {exp['mixed_users']} users seen in two variants; impressions of variants not "
-                f"in the config: {exp['unknown_variants'] or 0}"
+                f"  excluded: {exp.mixed_users} users seen in two variants; impressions of variants not "
+                f"in the config: {exp.unknown_variants or 0}"
             )
-        for v in exp["variants"]:
-            il = v.get("interleaving")
+        for v in exp.variants:
+            il = v.interleaving
             if il:
-                share = "-" if il["preference_b"] is None else f"{il['preference_b']:.3f}"
+                share = "-" if il.preference_b is None else f"{il.preference_b:.3f}"
                 console.print(
-                    f"  interleaving {v['name']}: {il['a']} (a) {il['wins_a']} wins, {il['b']} (b) "
-                    f"{il['wins_b']} wins, {il['ties']} ties; b preferred on {share} of decided pages, "
-                    f"sign test p {format_p(il['p_value'])} (users: a {il['users_a']}, b {il['users_b']}, "
-                    f"p {format_p(il['user_p_value'])})"
+                    f"  interleaving {v.name}: {il.a} (a) {il.wins_a} wins, {il.b} (b) "
+                    f"{il.wins_b} wins, {il.ties} ties; b preferred on {share} of decided pages, "
+                    f"sign test p {format_p(il.p_value)} (users: a {il.users_a}, b {il.users_b}, "
+                    f"p {format_p(il.user_p_value)})"
                 )
 
 

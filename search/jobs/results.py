@@ -200,3 +200,62 @@ class TrafficReport(JobResult):
     searches_per_s: float
     search_latency_ms: Latency
     variants: list[VariantTraffic]
+
+
+# An experiment analysis (search.experiments.analysis.analyze) -----------------------------------------------
+
+
+class SampleRatio(JobResult):
+    """Users per variant against the configured split: a chi-square test and whether it flags a mismatch."""
+
+    observed: dict[str, int]
+    expected: dict[str, float]
+    chi2: float | None
+    p_value: float | None
+    mismatch: bool
+
+
+class InterleavingCredit(JobResult):
+    """Team-draft credit of an interleaving variant's pages: wins of ranker ``a`` and ``b``, ties, the share
+    of decided pages ``b`` won and sign tests over pages and over users."""
+
+    a: str
+    b: str
+    impressions: int
+    wins_a: int
+    wins_b: int
+    ties: int
+    preference_b: float | None
+    preference_b_ci: list[float | None]
+    p_value: float | None
+    users_a: int
+    users_b: int
+    user_p_value: float | None
+
+
+class VariantAnalysis(JobResult):
+    name: str
+    kind: str
+    weight: float
+    users: int
+    impressions: int
+    # metric -> value and CI, plus lift, its CI and p-value against the control (see table_rows)
+    metrics: dict[str, dict[str, Any]]
+    interleaving: InterleavingCredit | None = None  # interleaving variants only
+
+
+class ExperimentAnalysis(JobResult):
+    experiment: str
+    control: str
+    users: int
+    impressions: int
+    mixed_users: int  # users seen in two variants: left out
+    unknown_variants: dict[str, int]  # impressions of variants the config does not name
+    srm: SampleRatio
+    variants: list[VariantAnalysis]
+
+
+class Analysis(JobResult):
+    events: str
+    impressions: int
+    experiments: list[ExperimentAnalysis]

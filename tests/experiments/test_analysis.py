@@ -299,6 +299,12 @@ def test_cli_analyze_json_and_plot(tmp_path: Path) -> None:
         root, ["experiment", "analyze", "--config", str(config), "--events", str(events)]
     )
     assert table.exit_code == 0, table.output
+    assert "sample ratio" in table.output and "interleaving" in table.output
+    # The typed report the human output reads gives back the JSON it was read from.
+    from search.jobs.results import Analysis
+
+    report = {k: v for k, v in payload.items() if k not in ("config", "plot")}
+    assert Analysis.model_validate(report).to_json() == report
 
 
 def test_the_lift_p_value_and_its_ci_agree() -> None:
