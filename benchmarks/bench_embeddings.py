@@ -26,7 +26,6 @@ import redis
 
 from data.layout import DataLayout
 from features.config import FeatureStoreSettings
-from features.connection import connect
 from features.embeddings.baselines import _prefix_sums, window_vectors
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import latest_user_vectors
@@ -69,7 +68,7 @@ def _store() -> RedisFeatureStore:
         namespace=f"bench{uuid.uuid4().hex[:8]}",
         socket_timeout_s=5.0,
     )
-    return RedisFeatureStore(connect(settings), settings)
+    return RedisFeatureStore.connect(settings)
 
 
 def bytes_per_user(world: Path, folder: Path, n_users: int) -> dict[str, Any]:

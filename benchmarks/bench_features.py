@@ -27,7 +27,6 @@ from data.layout import DataLayout
 from features.build import build_online_features
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
-from features.connection import connect
 from features.definitions import Request, compute, plan
 from features.embeddings.store import write_vectors
 from features.packing import RECENT_HEAD, RECENT_ITEM, pack_profile, split_blob
@@ -172,7 +171,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = local_settings("bench")
-    store = RedisFeatureStore(connect(settings), settings)
+    store = RedisFeatureStore.connect(settings)
     store.clear()
     layout = DataLayout(args.world)
     report: dict = {"redis": settings.redis_url or "embedded"}

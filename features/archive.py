@@ -1,6 +1,6 @@
 """A sink from the server's event stream into the data layout: ``smartblock events export``.
 
-The server publishes every impression and interaction to a Redis Stream (``features.stream.EventPublisher``:
+The server publishes every impression and interaction to a Redis Stream (``FeatureStore.publish``:
 fields ``kind`` = "impression" | "interaction" and ``data`` = the record as JSON). This module reads that
 stream with a consumer group of its own ("archive", independent of the features consumer) and writes the
 records as Parquet in the ``events/`` layout of ``data.layout.DataLayout``, partitioned by the day of each
@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections import defaultdict
@@ -44,6 +43,7 @@ from data.contracts import Interaction, Record, SearchImpression
 from data.io import write_records
 from data.layout import DataLayout, EventKind
 from data.schemas import arrow_schema
+from features.stream import default_consumer_name
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
@@ -51,11 +51,6 @@ KINDS: dict[str, tuple[EventKind, type[Record]]] = {
     "interaction": ("interactions", Interaction),
 }
 INTERACTION_KEY = ["request_id", "block_id", "type", "ts"]
-
-
-def default_consumer_name() -> str:
-    # Stable across restarts on one host: a restarted exporter first finishes its own pending entries.
-    return f"{socket.gethostname()}-archive"
 
 
 Entry = tuple[bytes, dict]  # a stream entry: id and fields
@@ -107,7 +102,7 @@ class StreamArchiver:
     ) -> None:
         self.client, self.stream, self.group = client, stream, group
         self.layout = DataLayout(Path(out))
-        self.consumer = consumer or default_consumer_name()
+        self.consumer = consumer or default_consumer_name(GROUP)
         self.batch, self.claim_idle_ms = batch, claim_idle_ms
         self.stats = ExportStats()
         # Own pending entries are read from id "0" until exhausted, once per run (see ``_next``).

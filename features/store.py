@@ -1,4 +1,5 @@
-"""The online feature store on Redis: idempotent live updates, batch snapshots, and one-round-trip reads.
+"""The online feature store: ``FeatureStore``, the small interface callers name, and ``RedisFeatureStore``,
+its Redis implementation (idempotent live updates, batch snapshots, one-round-trip reads, the event stream).
 
 Works unchanged against one server, the embedded one, or a Redis Cluster: every multi-key operation stays
 within one hash tag (see ``features.keys``).
@@ -18,10 +19,13 @@ import numpy as np
 import redis
 from redis.cluster import RedisCluster
 
+from data.contracts import Interaction as InteractionRecord
+from data.contracts import SearchImpression
 from features.batch import Snapshot
 from features.catalog import BlockCatalog, BlockVectors
 from features.config import FeatureStoreSettings
 from features.connection import RedisClient
+from features.connection import connect as connect_client
 from features.definitions import (
     USER_SLOT,
     VECTOR_DTYPE,
@@ -40,6 +44,9 @@ from features.packing import chunk_fields, join_blob
 # and new model while user vectors move over after a retraining).
 _VECTOR_RETRY_S = 60.0
 _VECTOR_VERSIONS_KEPT = 2
+# The event stream keeps about this many newest entries (XADD MAXLEN ~): consumers and the archive read it
+# long before, and a stopped consumer cannot make it grow without bound.
+_EVENTS_MAXLEN = 1_000_000
 
 # Applies one event's operations on one hash tag exactly once: the marker (same tag) is set first, and a
 # redelivered event finds it and changes nothing. KEYS[1] marker, KEYS[2..] data keys; ARGV[1] marker TTL,
@@ -124,7 +131,13 @@ return 1
 
 
 class FeatureStore(ABC):
-    """What training, serving and the stream consumer need from an online store."""
+    """What training, serving and the stream consumer need from an online store.
+
+    ``RedisFeatureStore`` is the store; serving's ``GuardedStore`` puts one behind a circuit breaker.
+    """
+
+    settings: FeatureStoreSettings
+    keys: Keys
 
     @abstractmethod
     def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
@@ -133,10 +146,6 @@ class FeatureStore(ABC):
     @abstractmethod
     def fetch(self, items: list[tuple[str, list[str] | None]]) -> list[dict]:
         """Read the named hashes (all fields when None) in one round trip."""
-
-    @abstractmethod
-    def contexts(self, request_ids: list[str]) -> dict[str, RequestContext]:
-        """The stored contexts of these requests (missing ones left out)."""
 
     @abstractmethod
     def write_hashes(
@@ -148,6 +157,34 @@ class FeatureStore(ABC):
     ) -> None:
         """Bulk write; ``replace`` swaps each hash atomically instead of merging; ``ttl_s`` sets expiries."""
 
+    @abstractmethod
+    def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+        """All features of one request's candidate blocks (one row per block), read in one round trip."""
+
+    @abstractmethod
+    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
+        """Append impressions and interactions to the event stream the consumer applies; their entry ids."""
+
+    def contexts(self, request_ids: list[str]) -> dict[str, RequestContext]:
+        """The stored contexts of these requests (missing ones left out)."""
+        items: list[tuple[str, list[str] | None]] = [
+            (self.keys.request_context(r), None) for r in request_ids
+        ]
+        out = {}
+        for r, fields in zip(request_ids, self.fetch(items), strict=True):
+            ctx = RequestContext.from_fields({k: v.decode() for k, v in fields.items()})
+            if ctx is not None:
+                out[r] = ctx
+        return out
+
+    def defaults(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+        """Rows from the catalogue and each feature's declared default: what a request gets without a store.
+
+        ``compute`` over empty hashes is exactly the cold-start row, so no second definition exists.
+        """
+        empty: list[dict] = [{} for _ in plan(self.keys, req)]
+        return compute(req, empty, catalog, self.settings)
+
 
 class RedisFeatureStore(FeatureStore):
     def __init__(self, client: RedisClient, settings: FeatureStoreSettings) -> None:
@@ -157,6 +194,11 @@ class RedisFeatureStore(FeatureStore):
         self._apply = client.register_script(_APPLY_LUA)
         self._vector_lock = threading.Lock()
         self._vectors_loaded: dict[str, float] = {}  # version -> monotonic time this store loaded it
+
+    @classmethod
+    def connect(cls, settings: FeatureStoreSettings) -> RedisFeatureStore:
+        """A store on a new client for ``settings`` (``features.connection.connect``: checked with a ping)."""
+        return cls(connect_client(settings), settings)
 
     # -- writes ---------------------------------------------------------------------------------------
     def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
@@ -219,6 +261,18 @@ class RedisFeatureStore(FeatureStore):
         if pending:
             pipe.execute()
 
+    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
+        pipe = self.client.pipeline(transaction=False)
+        for rec in records:
+            kind = "impression" if isinstance(rec, SearchImpression) else "interaction"
+            pipe.xadd(
+                self.keys.events_stream,
+                {"kind": kind, "data": rec.model_dump_json()},
+                maxlen=_EVENTS_MAXLEN,
+                approximate=True,
+            )
+        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
     def write_snapshot(self, snapshot: Snapshot) -> None:
         """Materialize a batch snapshot: query hashes swapped whole, user profile fields set in place."""
         self.write_hashes(snapshot.query, replace=True)
@@ -245,15 +299,6 @@ class RedisFeatureStore(FeatureStore):
                 out.append({k.decode(): v for k, v in got.items()})
             else:
                 out.append({f: v for f, v in zip(fields, got, strict=True) if v is not None})
-        return out
-
-    def contexts(self, request_ids: list[str]) -> dict[str, RequestContext]:
-        items = [(self.keys.request_context(r), None) for r in request_ids]
-        out = {}
-        for r, fields in zip(request_ids, self.fetch(items), strict=True):
-            ctx = RequestContext.from_fields({k: v.decode() for k, v in fields.items()})
-            if ctx is not None:
-                out[r] = ctx
         return out
 
     def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Live updates: events on a Redis Stream, applied to the online features by a consumer group.
+"""Live updates: events on a Redis Stream (written by ``FeatureStore.publish``), applied to the online
+features by a consumer group.
 
 Delivery is at least once; application is idempotent (``RedisFeatureStore.apply`` marks each event per
 hash tag), so a redelivered event counts once. A consumer keeps its name across restarts and first finishes
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis
@@ -27,26 +27,12 @@ from features.store import RedisFeatureStore
 GROUP = "features"
 
 
-def default_consumer_name() -> str:
-    # Stable across restarts of the same host, so a restarted consumer resumes its own pending events.
-    return f"{socket.gethostname()}-features"
+def default_consumer_name(group: str = GROUP) -> str:
+    """This host's consumer name in ``group`` ("features", or the archive's "archive").
 
-
-class EventPublisher:
-    def __init__(self, store: RedisFeatureStore, *, maxlen: int = 1_000_000) -> None:
-        self.client, self.stream, self.maxlen = store.client, store.keys.events_stream, maxlen
-
-    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for rec in records:
-            kind = "impression" if isinstance(rec, SearchImpression) else "interaction"
-            pipe.xadd(
-                self.stream,
-                {"kind": kind, "data": rec.model_dump_json()},
-                maxlen=self.maxlen,
-                approximate=True,
-            )
-        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+    Stable across restarts of the same host, so a restarted consumer first finishes its own pending entries.
+    """
+    return f"{socket.gethostname()}-{group}"
 
 
 def to_event(kind: str, data: str) -> Impression | Interaction:

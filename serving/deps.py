@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
+from features.store import FeatureStore
 from serving.config import ServingSettings
 from serving.pipeline import SearchPipeline
 from serving.runtime import Runtime
-from serving.store import GuardedStore
 
 
 def runtime_dep(request: Request) -> Runtime:
@@ -32,13 +32,13 @@ def pipeline_dep(runtime: RuntimeDep) -> SearchPipeline:
     return runtime.pipeline
 
 
-def store_dep(runtime: RuntimeDep) -> GuardedStore:
+def store_dep(runtime: RuntimeDep) -> FeatureStore:
     return runtime.store
 
 
 ServingDep = Annotated[ServingSettings, Depends(serving_dep)]
 PipelineDep = Annotated[SearchPipeline, Depends(pipeline_dep)]
-StoreDep = Annotated[GuardedStore, Depends(store_dep)]
+StoreDep = Annotated[FeatureStore, Depends(store_dep)]
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The admin key.")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 import numpy as np
@@ -22,9 +22,9 @@ from data.contracts import SearchImpression
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.connection import RedisClient, StoreUnavailable, connect, embedded_socket
-from features.definitions import Request, compute, plan
-from features.store import RedisFeatureStore
-from features.stream import EventPublisher
+from features.definitions import Request
+from features.ops import Op
+from features.store import FeatureStore, RedisFeatureStore
 from serving.config import ServingSettings
 
 T = TypeVar("T")
@@ -49,12 +49,15 @@ def serving_client(features: FeatureStoreSettings, serving: ServingSettings) -> 
     )
 
 
-class GuardedStore:
-    """``RedisFeatureStore`` reads and stream writes behind a circuit breaker."""
+class GuardedStore(FeatureStore):
+    """A ``RedisFeatureStore`` behind a circuit breaker: each call answers or raises ``StoreUnavailable``.
+
+    ``defaults`` (from ``FeatureStore``) is what a request gets instead while the store is unavailable.
+    """
 
     def __init__(self, store: RedisFeatureStore, cooldown_s: float) -> None:
         self.store = store
-        self.publisher = EventPublisher(store)
+        self.settings, self.keys = store.settings, store.keys
         self.cooldown_s = cooldown_s
         self._open_until = 0.0  # monotonic time before which Redis is not tried
         self._lock = threading.Lock()
@@ -82,16 +85,23 @@ class GuardedStore:
         except StoreUnavailable:
             return False
 
+    def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
+        return self._call(lambda: self.store.apply(events))
+
+    def fetch(self, items: list[tuple[str, list[str] | None]]) -> list[dict]:
+        return self._call(lambda: self.store.fetch(items))
+
+    def write_hashes(
+        self,
+        hashes: Mapping[str, Mapping[str, float | str]],
+        *,
+        replace: bool,
+        ttl_s: Mapping[str, float] | None = None,
+    ) -> None:
+        self._call(lambda: self.store.write_hashes(hashes, replace=replace, ttl_s=ttl_s))
+
     def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
         return self._call(lambda: self.store.assemble(req, catalog))
 
-    def defaults(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
-        """Rows from the catalogue and each feature's declared default: what a request gets without Redis.
-
-        ``compute`` over empty hashes is exactly the cold-start row, so no second definition exists.
-        """
-        empty: list[dict] = [{} for _ in plan(self.store.keys, req)]
-        return compute(req, empty, catalog, self.store.settings)
-
-    def publish(self, records: list[SearchImpression | InteractionRecord]) -> list[str]:
-        return self._call(lambda: self.publisher.publish(records))
+    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
+        return self._call(lambda: self.store.publish(records))

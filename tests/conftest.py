@@ -78,11 +78,10 @@ def redis_base_settings(tmp_path_factory: pytest.TempPathFactory) -> FeatureStor
 @pytest.fixture
 def store(redis_base_settings: FeatureStoreSettings) -> Iterator[RedisFeatureStore]:
     """A feature store in a namespace of the test's own, cleared afterwards."""
-    from features.connection import connect
     from features.store import RedisFeatureStore
 
     settings = redis_base_settings.model_copy(update={"namespace": f"t{uuid.uuid4().hex[:10]}"})
-    s = RedisFeatureStore(connect(settings), settings)
+    s = RedisFeatureStore.connect(settings)
     yield s
     s.clear()
 
@@ -123,10 +122,9 @@ def feature_store(tiny_world: Path, base_settings: Settings) -> Iterator[RedisFe
     """The tiny world's logs replayed into the session namespace (what `features build` does)."""
     from data.layout import DataLayout
     from features.build import build_online_features
-    from features.connection import connect
     from features.store import RedisFeatureStore
 
-    store = RedisFeatureStore(connect(base_settings.features), base_settings.features)
+    store = RedisFeatureStore.connect(base_settings.features)
     build_online_features(DataLayout(tiny_world), store)
     yield store
     store.clear()

@@ -25,7 +25,7 @@ import numpy as np
 from features.definitions import VECTOR_DTYPE, VECTOR_FIELD, VERSION_FIELD
 from features.embeddings.errors import VectorFormatError
 from features.packing import chunk_fields, join_blob, split_blob
-from features.store import RedisFeatureStore
+from features.store import FeatureStore, RedisFeatureStore
 
 VECTOR_FIELDS = [*chunk_fields(VECTOR_FIELD), VERSION_FIELD]  # what to fetch for one vector
 DTYPE = VECTOR_DTYPE
@@ -92,7 +92,7 @@ def similarity_from_hashes(
 
 
 def read_vectors(
-    store: RedisFeatureStore, user_id: str, block_ids: Sequence[str]
+    store: FeatureStore, user_id: str, block_ids: Sequence[str]
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """The user's vector (None when absent), the blocks' vectors (n, D) float32 (zeros where absent) and a
     present mask (n,), in one pipelined round trip. With a user vector, a block counts as present only if

@@ -46,11 +46,9 @@ def _settings(**overrides: int | None) -> EmbeddingSettings:
 
 
 def _store() -> RedisFeatureStore:
-    from features.connection import connect
     from features.store import RedisFeatureStore
 
-    settings = state.settings().features
-    return RedisFeatureStore(connect(settings), settings)
+    return RedisFeatureStore.connect(state.settings().features)
 
 
 def train_user_embeddings(

@@ -23,11 +23,9 @@ def register(root: typer.Typer) -> None:
 
 
 def _store() -> RedisFeatureStore:
-    from features.connection import connect
     from features.store import RedisFeatureStore
 
-    settings = state.settings().features
-    return RedisFeatureStore(connect(settings), settings)
+    return RedisFeatureStore.connect(state.settings().features)
 
 
 @app.command()

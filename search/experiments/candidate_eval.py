@@ -317,7 +317,6 @@ def run_candidate_eval(
     """
     from data.layout import DataLayout
     from features.build import build_online_features
-    from features.connection import connect
     from features.store import RedisFeatureStore
     from ranking.world import Slicer
     from search.experiments.traffic import load_world
@@ -340,7 +339,7 @@ def run_candidate_eval(
     layout = DataLayout(world_dir)
     parts = load_parts(settings, world_dir)
     scratch = settings.features.model_copy(update={"namespace": f"{settings.features.namespace}-eval"})
-    store = RedisFeatureStore(connect(scratch), scratch)
+    store = RedisFeatureStore.connect(scratch)
     build_online_features(layout, store, progress=progress)
     if settings.embeddings.as_of:
         from features.embeddings.pipeline import write_current_vectors

@@ -251,7 +251,6 @@ def quickstart(
 ) -> QuickstartResult:
     """Every step in order on ``world`` (default: ``<data_dir>/<scale>``); each result also goes to
     ``on_step`` as soon as it is known."""
-    from features.connection import connect
     from features.store import RedisFeatureStore
 
     report = on_step or (lambda step: None)
@@ -262,7 +261,7 @@ def quickstart(
     report(stats)
     indexes = build_indexes(settings, world, progress)
     report(indexes)
-    store = RedisFeatureStore(connect(settings.features), settings.features)
+    store = RedisFeatureStore.connect(settings.features)
     features = build_features(settings, world, store, progress)
     report(features)
     embeddings = user_embeddings(settings, world, store, progress)

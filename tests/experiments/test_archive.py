@@ -1,5 +1,5 @@
 """``smartblock events export`` against a real Redis stream: the tiny world's events published with the
-server's EventPublisher, archived as Parquet, read back; re-runs, crashes before the ack and malformed
+server's FeatureStore.publish, archived as Parquet, read back; re-runs, crashes before the ack and malformed
 entries must neither lose nor duplicate anything.
 
 The Redis is the server on 127.0.0.1:6379 when it answers, else the embedded one (as in tests/features);
@@ -26,7 +26,6 @@ from data.io import iter_records
 from data.layout import DataLayout
 from features.archive import GROUP, StreamArchiver, read_archive
 from features.store import RedisFeatureStore
-from features.stream import EventPublisher
 from search.experiments.analysis import analyze
 from serving.experiments.config import parse_config
 
@@ -57,7 +56,7 @@ def _counts(records: list) -> tuple[int, int]:
 def test_round_trip_and_rerun(store: RedisFeatureStore, world_events: dict, tmp_path: Path) -> None:
     days = sorted(world_events)
     first = [r for d in days[:2] for r in world_events[d]]
-    EventPublisher(store).publish(first)
+    store.publish(first)
     stats = _archiver(store, tmp_path, batch=500).run(flush_rows=2000)
     n_imps, n_acts = _counts(first)
     assert (stats.impressions, stats.interactions, stats.rejected) == (n_imps, n_acts, 0)
@@ -79,7 +78,7 @@ def test_round_trip_and_rerun(store: RedisFeatureStore, world_events: dict, tmp_
 
     # New events: only they are archived, into new part files.
     rest = [r for d in days[2:] for r in world_events[d]]
-    EventPublisher(store).publish(rest)
+    store.publish(rest)
     more = _archiver(store, tmp_path).run()
     assert (more.impressions, more.interactions) == _counts(rest)
     imps, acts = read_archive(tmp_path)
@@ -100,7 +99,7 @@ def test_crash_before_ack_redelivers_without_duplicates(
     store: RedisFeatureStore, world_events: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = world_events[sorted(world_events)[0]]
-    EventPublisher(store).publish(records)
+    store.publish(records)
     crashing = _archiver(store, tmp_path, consumer="host-a")
 
     def crash(*args: object) -> int:
@@ -127,7 +126,7 @@ def test_a_dead_consumers_entries_are_reclaimed(
     store: RedisFeatureStore, world_events: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = world_events[sorted(world_events)[1]][:300]
-    EventPublisher(store).publish(records)
+    store.publish(records)
     dead = _archiver(store, tmp_path / "a", consumer="host-dead")
     monkeypatch.setattr(dead.client, "xack", lambda *a: (_ for _ in ()).throw(ConnectionError("gone")))
     with pytest.raises(ConnectionError):
@@ -143,7 +142,7 @@ def test_malformed_entries_are_set_aside_and_acknowledged(
     store: RedisFeatureStore, world_events: dict, tmp_path: Path
 ) -> None:
     good = world_events[sorted(world_events)[0]][:20]
-    EventPublisher(store).publish(good)
+    store.publish(good)
     stream = store.keys.events_stream
     store.client.xadd(stream, {"kind": "impression", "data": '{"request_id": ""}'})
     store.client.xadd(stream, {"kind": "telemetry", "data": "{}"})
@@ -156,7 +155,7 @@ def test_malformed_entries_are_set_aside_and_acknowledged(
 
 def test_follow_mode_flushes_on_time(store: RedisFeatureStore, world_events: dict, tmp_path: Path) -> None:
     records = world_events[sorted(world_events)[0]][:100]
-    EventPublisher(store).publish(records)
+    store.publish(records)
     flushes: list[int] = []
     stats = _archiver(store, tmp_path).run(
         follow=True,
@@ -174,7 +173,7 @@ def test_cli_export(
     from search.cli import analysis, experiments
 
     records = world_events[sorted(world_events)[0]][:50]
-    EventPublisher(store).publish(records)
+    store.publish(records)
     settings = store.settings
     monkeypatch.setenv("SMARTBLOCK_FEATURES__NAMESPACE", settings.namespace)
     if settings.redis_url:
@@ -206,7 +205,7 @@ def test_a_following_export_stops_cleanly_on_a_signal(
     cmd = [sys.executable, "-m", "search.cli", "events", "export", "--out", str(out), "--follow", "--json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        EventPublisher(store).publish(records)
+        store.publish(records)
         deadline = time.monotonic() + 60
         # Until the exporter holds them unacknowledged (it flushes after 10 s): the signal lands mid-batch.
         while time.monotonic() < deadline:
@@ -231,7 +230,7 @@ def test_entries_trimmed_while_pending_are_acknowledged(
     """The stream's cap removed entries a dead exporter held: nothing to write, and they must not stay
     pending for ever (they used to, and stopped the reading of the exporter's own pending entries)."""
     records = world_events[sorted(world_events)[0]][:20]
-    EventPublisher(store).publish(records)
+    store.publish(records)
     stream = store.keys.events_stream
     archiver = _archiver(store, tmp_path)
     archiver.ensure_group()

@@ -126,12 +126,11 @@ def isolated_api(
     """The real API on uvicorn over a feature namespace of its own, so hundreds of simulated clicks do not
     leak into the other tests' features."""
     from features.build import build_online_features
-    from features.connection import connect
     from features.store import RedisFeatureStore
 
     features = base_settings.features.model_copy(update={"namespace": f"tl{uuid.uuid4().hex[:8]}"})
     settings = base_settings.model_copy(update={"features": features})
-    store = RedisFeatureStore(connect(features), features)
+    store = RedisFeatureStore.connect(features)
     build_online_features(DataLayout(tiny_world), store)
     try:
         with live_server(app_factory(settings)) as live:

@@ -15,11 +15,10 @@ import redis
 
 from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
-from features.connection import connect
 from features.definitions import Request, compute, plan
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
-from features.stream import EventPublisher, StreamConsumer
+from features.stream import StreamConsumer
 
 from .helpers import assert_same_state, world_records
 
@@ -120,9 +119,9 @@ def test_store_and_stream_work_unchanged_on_a_cluster(
     settings = FeatureStoreSettings(
         redis_url=f"redis://127.0.0.1:{cluster[0]}", cluster=True, namespace="ct", socket_timeout_s=5
     )
-    store = RedisFeatureStore(connect(settings), settings)
+    store = RedisFeatureStore.connect(settings)
     records, imps, acts = world_records(tiny_world, days=1)
-    EventPublisher(store).publish(records)
+    store.publish(records)
     stats = StreamConsumer(store, settings, consumer="c1").run(until_idle=True)
     assert stats.dead == 0 and stats.acked == len(records)
 

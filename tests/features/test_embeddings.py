@@ -270,9 +270,7 @@ def test_cli_trains_writes_and_refreshes(
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["users"] == 0  # trained on everything: nothing is newer
     settings = redis_base_settings.model_copy(update={"namespace": namespace})
-    from features.connection import connect
-
-    s = RedisFeatureStore(connect(settings), settings)
+    s = RedisFeatureStore.connect(settings)
     try:
         layout = DataLayout(tiny_world)
         seqs = build_sequences(layout, vocabulary(layout, validate_rows=False), validate_rows=False)

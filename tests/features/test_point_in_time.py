@@ -23,7 +23,7 @@ from features.catalog import BlockCatalog
 from features.dataset import build_training_set
 from features.definitions import NAMES, Request
 from features.store import RedisFeatureStore
-from features.stream import EventPublisher, StreamConsumer
+from features.stream import StreamConsumer
 
 
 def _days(world: Path) -> list[date]:
@@ -116,14 +116,13 @@ def test_served_values_equal_the_training_rows(
     last_day_imps = [r for r in records if isinstance(r, SearchImpression) and r.ts.date() == last]
     targets = [last_day_imps[len(last_day_imps) * i // 4] for i in (1, 2, 3)]
 
-    publisher = EventPublisher(store)
     consumer = StreamConsumer(store, store.settings, consumer="equality-test")
     consumer.ensure_group()
     sent = 0
     request_ids = np.array(training["request_id"].to_pylist())
     for target in targets:
         upto = next(i for i, r in enumerate(records) if r is target)
-        publisher.publish(records[sent:upto])
+        store.publish(records[sent:upto])
         sent = upto
         consumer.run(until_idle=True)
         block_ids = tuple(s.block_id for s in target.shown)

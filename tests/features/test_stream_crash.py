@@ -14,7 +14,7 @@ from pathlib import Path
 
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
-from features.stream import GROUP, EventPublisher, StreamConsumer
+from features.stream import GROUP, StreamConsumer
 
 from .helpers import assert_same_state, world_records
 
@@ -22,11 +22,10 @@ VICTIM = textwrap.dedent(
     """
     import json, sys
     from features.config import FeatureStoreSettings
-    from features.connection import connect
     from features.store import RedisFeatureStore
     from features.stream import StreamConsumer
     settings = FeatureStoreSettings.model_validate_json(sys.argv[1])
-    store = RedisFeatureStore(connect(settings), settings)
+    store = RedisFeatureStore.connect(settings)
     StreamConsumer(store, settings, consumer="victim").run(block_ms=100, max_seconds=60)
     """
 )
@@ -38,7 +37,7 @@ def test_killed_consumer_loses_nothing_and_counts_nothing_twice(
     records, imps, acts = world_records(tiny_world, days=2)
     settings = store.settings.model_copy(update={"stream_batch": 400, "stream_claim_idle_ms": 50})
     store.settings = settings
-    EventPublisher(store).publish(records)
+    store.publish(records)
     rescuer = StreamConsumer(store, settings, consumer="rescuer")
     rescuer.ensure_group()
 
