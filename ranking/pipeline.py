@@ -20,7 +20,8 @@ from ranking.evaluate import DEFAULT_KS, evaluate_scores
 from ranking.ltr import load_svmlight
 from ranking.models import make_ranker
 from ranking.registry import ModelRegistry
-from ranking.world import WorldSource, feature_fingerprint
+from ranking.training_cache import feature_fingerprint
+from ranking.world import WorldSource
 
 
 def load_ltr_splits(

@@ -15,16 +15,9 @@ from features.config import FeatureStoreSettings
 from features.definitions import FEATURES
 from ranking.config import WorldSettings
 from ranking.errors import WorldDataError
-from ranking.world import (
-    UNSEEN,
-    USER_PREFIXES,
-    Slicer,
-    WorldSource,
-    data_signature,
-    day_split,
-    feature_fingerprint,
-    rows_between,
-)
+from ranking.eval_slices import UNSEEN, Slicer
+from ranking.training_cache import data_signature, feature_fingerprint, rows_between
+from ranking.world import USER_PREFIXES, WorldSource, day_split
 from ranking.world_eval import parse_world_models, truth_grades, world_metrics
 
 # The tiny world logs 4 days: 1 warm-up, 1 training, 1 validation, 1 test.

@@ -1,0 +1,133 @@
+"""Point-in-time training sets of a world's days, cached as Parquet under ``<world>/.cache/ranking/``.
+
+``features.dataset.build_training_set`` gives one row per shown (impression, block) with its features as of
+the request's time. Building it takes about a minute for the small world, so it is cached, keyed by the day
+range, a fingerprint of the feature definitions, the feature settings and the features package's code, the
+embedding settings, and the world's files (names, sizes, modification times).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from data.days import Progress, day_start_ms
+from data.layout import DataLayout
+from data.schemas import TIMESTAMP
+from features.config import FeatureStoreSettings
+from features.definitions import FEATURES
+from features.embeddings.config import EmbeddingSettings
+
+CACHE_DIR = Path(".cache") / "ranking"
+# Feature-store settings that only say how to connect: they cannot change a feature's value.
+_CONNECTION_FIELDS = {
+    "redis_url",
+    "cluster",
+    "embedded_dir",
+    "namespace",
+    "socket_timeout_s",
+    "stream_batch",
+    "stream_claim_idle_ms",
+    "stream_max_deliveries",
+}
+
+# Embedding settings that cannot change a point-in-time M3 vector.
+_EMBEDDING_IRRELEVANT = {"model_dir", "threads"}
+
+
+def feature_fingerprint(settings: FeatureStoreSettings) -> str:
+    """A hash of what decides feature values: the declarations, the value-relevant settings, the code."""
+    h = hashlib.sha256()
+    h.update(repr(FEATURES).encode())
+    relevant = {k: v for k, v in settings.model_dump(mode="json").items() if k not in _CONNECTION_FIELDS}
+    h.update(json.dumps(relevant, sort_keys=True).encode())
+    import features.definitions
+
+    for path in sorted(Path(features.definitions.__file__).parent.rglob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def data_signature(layout: DataLayout) -> str:
+    """A hash of the world's files (relative name, size, modification time): a rewritten world changes it."""
+    h = hashlib.sha256()
+    root = layout.root
+    files = [root / "world.json", *root.glob("blocks.*"), *root.glob("docs.*")]
+    files += sorted((root / "events").rglob("*")) if (root / "events").is_dir() else []
+    for path in files:
+        if path.is_file():
+            st = path.stat()
+            h.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def training_table(
+    layout: DataLayout,
+    start: date,
+    end: date,
+    settings: FeatureStoreSettings,
+    *,
+    cache: bool = True,
+    progress: Progress | None = None,
+    embeddings: EmbeddingSettings | None = None,
+) -> tuple[pa.Table, bool]:
+    """The point-in-time training set of days [start, end] and whether it came from the cache.
+
+    The M3 features come from models trained on earlier days only and user vectors as of each day's start
+    (``features.embeddings.asof``; ``embeddings.as_of = False`` leaves them missing). What was trained is
+    recorded in the table's schema metadata under ``m3_models``.
+
+    The cache file's name carries the range and a hash of the feature fingerprint, the embedding settings
+    and the world's files, so a changed feature definition, setting, features code or world builds afresh;
+    older entries for the same range are removed then.
+    """
+    from features.catalog import BlockCatalog
+    from features.dataset import build_training_set
+
+    embeddings = embeddings or EmbeddingSettings()
+    m3 = {k: v for k, v in embeddings.model_dump(mode="json").items() if k not in _EMBEDDING_IRRELEVANT}
+    key = hashlib.sha256(
+        f"{feature_fingerprint(settings)}|{json.dumps(m3, sort_keys=True)}|{data_signature(layout)}".encode()
+    ).hexdigest()
+    folder = layout.root / CACHE_DIR
+    path = folder / f"training_{start}_{end}_{key[:16]}.parquet"
+    if cache and path.is_file():
+        return pq.read_table(path), True
+    catalog = BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    vectors = None
+    if embeddings.as_of:
+        from features.embeddings.asof import train_daily_vectors
+
+        vectors = train_daily_vectors(layout, start, end, catalog.ids, embeddings, progress=progress)
+    table = build_training_set(
+        layout, start, end, settings, catalog=catalog, progress=progress, vectors=vectors
+    )
+    models = json.dumps(vectors.models if vectors else []).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"m3_models": models})
+    if cache:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(f"training_{start}_{end}_*.parquet"):
+                stale.unlink()
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)  # readers never see a half-written file
+        except OSError:
+            pass  # a read-only world folder: no cache, same result
+    return table, False
+
+
+def rows_between(table: pa.Table, start: date, end: date) -> pa.Table:
+    """The rows whose request falls on days [start, end]."""
+    lo = pa.scalar(day_start_ms(start), TIMESTAMP)
+    hi = pa.scalar(day_start_ms(end + timedelta(days=1)), TIMESTAMP)
+    ts = table["ts"].cast(TIMESTAMP)
+    return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
