@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.world.catalog import N_FACETS, N_GENRES, TOPIC
 from data.world.population import affinity
 from data.world.queries import AFFINITY_WEIGHT
 from data.world.scales import ClickModel
+from data.world.sim_catalog import N_FACETS, N_GENRES, TOPIC
 
 if TYPE_CHECKING:
     from data.world.state import World

@@ -19,10 +19,10 @@ from data.days import Progress
 from data.errors import ConfigError
 from data.io import write_table
 from data.layout import DataLayout
-from data.world.catalog import build_catalog, text_tables, truth_blocks
 from data.world.population import build_population, mean_affinity, truth_users
 from data.world.queries import build_query_book, truth_queries
 from data.world.scales import SCALES, WorldScale
+from data.world.sim_catalog import build_catalog, text_tables, truth_blocks
 from data.world.state import World
 from data.world.taxonomy import DOMAINS, GENRES
 from data.world.traffic import simulate_day

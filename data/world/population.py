@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from data.world.catalog import N_FACETS, N_GENRES
+from data.world.sim_catalog import N_FACETS, N_GENRES
 from data.world.taxonomy import DOMAINS
 
 AFFINITY_CLIP = np.log(4.0)

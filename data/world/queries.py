@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from data.world.catalog import GENRE, N_FACETS, N_GENRES, TOPIC, Catalog
+from data.world.sim_catalog import GENRE, N_FACETS, N_GENRES, TOPIC, SimCatalog
 from data.world.taxonomy import DOMAINS, GENRE_QUERY_WORDS, GENRES
 
 BROAD, TOPIC_Q, GENRE_Q, SPECIAL = 0, 1, 2, 3
@@ -46,7 +46,7 @@ class QueryBook:
     def n_keys(self) -> int:
         return len(self.key_entity)
 
-    def relevance(self, key: int, cat: Catalog, blocks: np.ndarray) -> np.ndarray:
+    def relevance(self, key: int, cat: SimCatalog, blocks: np.ndarray) -> np.ndarray:
         """Intent relevance in [0, 1] of ``blocks`` (all of the key's entity) to query key ``key``."""
         kind = self.key_kind[key]
         b_kind = cat.block_kind[blocks]
@@ -73,7 +73,7 @@ class QueryBook:
         return out
 
 
-def build_query_book(cat: Catalog) -> QueryBook:
+def build_query_book(cat: SimCatalog) -> QueryBook:
     n_ent = len(cat.entity_names)
     key_entity, key_kind, key_facet, key_genre, variants = [], [], [], [], []
 
@@ -138,7 +138,7 @@ def build_query_book(cat: Catalog) -> QueryBook:
     )
 
 
-def truth_queries(book: QueryBook, cat: Catalog) -> pa.Table:
+def truth_queries(book: QueryBook, cat: SimCatalog) -> pa.Table:
     keys = book.string_key
     ents = book.key_entity[keys]
     return pa.table(

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.world.catalog import N_FACETS, N_GENRES
 from data.world.queries import BROAD, GENRE_Q, SPECIAL, TOPIC_Q
+from data.world.sim_catalog import N_FACETS, N_GENRES
 
 if TYPE_CHECKING:
     from data.world.state import World

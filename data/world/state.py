@@ -10,16 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.world.catalog import Catalog
 from data.world.population import Population
 from data.world.queries import QueryBook
 from data.world.scales import WorldScale
+from data.world.sim_catalog import SimCatalog
 
 
 @dataclass
 class World:
     scale: WorldScale
-    catalog: Catalog
+    catalog: SimCatalog
     population: Population
     queries: QueryBook
     block_ids: np.ndarray

@@ -14,7 +14,6 @@ import pyarrow as pa
 
 from data.contracts import Interaction, SearchImpression
 from data.schemas import TIMESTAMP, arrow_schema
-from data.world.catalog import epoch_ms
 from data.world.clicks import (
     click_probability,
     draw_clicks,
@@ -26,6 +25,7 @@ from data.world.clicks import (
 )
 from data.world.queries import QueryBook
 from data.world.sessions import draw_queries, draw_sessions, draw_users
+from data.world.sim_catalog import epoch_ms
 from data.world.state import World
 
 LOGGING_POLICY = "logging-policy-v1"

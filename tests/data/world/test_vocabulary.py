@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from data.errors import DataError
-from data.world import catalog, generate, population, queries, taxonomy
+from data.world import generate, population, queries, sim_catalog, taxonomy
 from data.world.vocabulary import PACKAGED_VOCABULARY, load_vocabulary, parse_vocabulary, vocabulary
 
 Edit = Callable[[dict[str, Any]], None]
@@ -66,10 +66,10 @@ def test_the_packaged_file_loads_once_and_is_what_the_simulator_uses() -> None:
     assert taxonomy.GENRES is vocab.genres and taxonomy.ANGLES is vocab.angles
     assert taxonomy.GENRE_QUERY_WORDS is vocab.genre_query_words and taxonomy.DOMAINS is vocab.domains
     # The generators hold the very objects the loader built, not copies that could drift.
-    assert catalog.DOMAINS is queries.DOMAINS is population.DOMAINS is generate.DOMAINS is vocab.domains
-    assert catalog.ANGLES is vocab.angles and catalog.GENRE_LABELS is vocab.genre_labels
-    assert queries.GENRE_QUERY_WORDS is vocab.genre_query_words and catalog.GENRES is vocab.genres
-    assert max(len(domain.facets) for domain in vocab.domains) == catalog.N_FACETS
+    assert sim_catalog.DOMAINS is queries.DOMAINS is population.DOMAINS is generate.DOMAINS is vocab.domains
+    assert sim_catalog.ANGLES is vocab.angles and sim_catalog.GENRE_LABELS is vocab.genre_labels
+    assert queries.GENRE_QUERY_WORDS is vocab.genre_query_words and sim_catalog.GENRES is vocab.genres
+    assert max(len(domain.facets) for domain in vocab.domains) == sim_catalog.N_FACETS
     fresh = load_vocabulary(PACKAGED_VOCABULARY)
     assert fresh is not vocab and fresh == vocab
     taxonomy.check_taxonomy()

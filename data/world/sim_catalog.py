@@ -29,7 +29,7 @@ def epoch_ms(scale: WorldScale, day: int) -> int:
 
 
 @dataclass
-class Catalog:
+class SimCatalog:
     """Everything the traffic simulator needs to know about entities and blocks, as parallel arrays."""
 
     entity_names: list[str]
@@ -59,7 +59,7 @@ class Catalog:
         return np.array([f"d{i:07d}" for i in range(len(self.doc_genre))], dtype=object)
 
 
-def build_catalog(scale: WorldScale, rng: np.random.Generator) -> Catalog:
+def build_catalog(scale: WorldScale, rng: np.random.Generator) -> SimCatalog:
     names: list[str] = []
     domain_of: list[int] = []
     rank_of: list[int] = []
@@ -95,7 +95,7 @@ def build_catalog(scale: WorldScale, rng: np.random.Generator) -> Catalog:
     doc_genre = np.where(kind[doc_block] == GENRE, genre[doc_block], topic_doc_genre)
     order = np.argsort(ent, kind="stable")
     bounds = np.searchsorted(ent[order], np.arange(n_ent + 1))
-    return Catalog(
+    return SimCatalog(
         entity_names=names,
         entity_domain=np.array(domain_of),
         entity_rank=np.array(rank_of),
@@ -114,7 +114,7 @@ def build_catalog(scale: WorldScale, rng: np.random.Generator) -> Catalog:
     )
 
 
-def _intent_phrase(cat: Catalog, b: int) -> tuple[str, list[str]]:
+def _intent_phrase(cat: SimCatalog, b: int) -> tuple[str, list[str]]:
     """The block's intent as text, and the topical words that describe it."""
     domain = DOMAINS[cat.entity_domain[cat.block_entity[b]]]
     if cat.block_kind[b] == TOPIC:
@@ -124,7 +124,7 @@ def _intent_phrase(cat: Catalog, b: int) -> tuple[str, list[str]]:
     return GENRE_LABELS[GENRES[cat.block_genre[b]]], words
 
 
-def text_tables(cat: Catalog, rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
+def text_tables(cat: SimCatalog, rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
     """Docs and blocks as Arrow tables with generated English titles, bodies and keywords."""
     block_ids, doc_ids = cat.block_ids(), cat.doc_ids()
     b_title, b_keywords, b_docs = [], [], []
@@ -183,7 +183,7 @@ def text_tables(cat: Catalog, rng: np.random.Generator) -> tuple[pa.Table, pa.Ta
     return docs, blocks
 
 
-def truth_blocks(cat: Catalog) -> pa.Table:
+def truth_blocks(cat: SimCatalog) -> pa.Table:
     domain_names = [d.name for d in DOMAINS]
     return pa.table(
         {
