@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ from data.errors import ConfigError
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
 from features.batch import Snapshot, batch_snapshot
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
 from features.ops import Impression
@@ -37,8 +37,17 @@ from features.replay import Replayer, in_time_order
 if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
 
-# A retrieval replay: (query, request time in ms) -> the fused hits then, best first.
-CandidateSearch = Callable[[str, int], Sequence[ScoredCandidate]]
+
+
+class RetrievalReplay(Protocol):
+    """Fused retrieval as of a past request (``retrieval.asof.AsOfRetrieval`` is one)."""
+
+    @property
+    def key(self) -> str:
+        """What decides its answers (members, fusion, depth): part of a cached training set's key."""
+
+    def search(self, query: str, ts_ms: int) -> Sequence[ScoredCandidate]:
+        """The fused hits for ``query`` as of ``ts_ms``, best first."""
 
 
 
@@ -65,10 +74,10 @@ def build_training_set(
     end: date,
     settings: FeatureStoreSettings,
     *,
-    catalog: BlockCatalog | None = None,
+    catalog: BlockAttributes | None = None,
     progress: Progress | None = None,
     vectors: DailyVectors | None = None,
-    retrieval: CandidateSearch | None = None,
+    retrieval: RetrievalReplay | None = None,
     candidates: int = 0,
 ) -> pa.Table:
     """One row per shown (impression, block) for impressions on days [start, end], plus, with
@@ -80,7 +89,7 @@ def build_training_set(
     """
     if end < start:
         raise ConfigError(f"--to {end} is before --from {start}")
-    catalog = catalog or BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    catalog = catalog or BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     imps = layout.read_events("impressions", end=end)
     acts = layout.read_events("interactions", end=end)
     rows: list[np.ndarray] = []
@@ -112,13 +121,13 @@ def _shown_blocks(event: Impression) -> tuple[str, ...]:
 class _CandidateLists:
     """The shown blocks, then the retrieval's other top candidates of the request (known blocks only)."""
 
-    def __init__(self, retrieval: CandidateSearch, depth: int, catalog: BlockCatalog) -> None:
+    def __init__(self, retrieval: RetrievalReplay, depth: int, catalog: BlockAttributes) -> None:
         self.retrieval, self.depth, self.catalog = retrieval, depth, catalog
 
     def __call__(self, event: Impression) -> tuple[str, ...]:
         shown = _shown_blocks(event)
         seen = set(shown)
-        hits = self.retrieval(event.query, event.ts_ms)[: self.depth]
+        hits = self.retrieval.search(event.query, event.ts_ms)[: self.depth]
         extra = tuple(h.id for h in hits if h.id not in seen and h.id in self.catalog.index)
         return shown + extra
 
@@ -128,13 +137,13 @@ def point_in_time_rows(
     acts: pa.Table,
     start: date,
     end: date,
-    catalog: BlockCatalog,
+    catalog: BlockAttributes,
     settings: FeatureStoreSettings,
     blocks_for: Callable[[Impression], tuple[str, ...] | None],
     *,
     vectors: DailyVectors | None = None,
     progress: Progress | None = None,
-    retrieval: CandidateSearch | None = None,
+    retrieval: RetrievalReplay | None = None,
 ) -> Iterator[tuple[Impression, tuple[str, ...], np.ndarray]]:
     """The replay behind every point-in-time table: each impression on days [start, end] for which
     ``blocks_for`` names blocks (None: skipped), with those blocks' feature rows (``FEATURES`` order) as of
@@ -164,7 +173,7 @@ def point_in_time_rows(
                             snapshots[day].user.setdefault(key, {}).update(fields)
                 scores = None
                 if retrieval is not None:
-                    scores = RetrievalScores.align(retrieval(event.query, event.ts_ms), blocks)
+                    scores = RetrievalScores.align(retrieval.search(event.query, event.ts_ms), blocks)
                 req = Request(event.request_id, event.ts_ms, event.user_id, event.query, blocks, scores)
                 fetched = _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req))
                 # Read before the event is applied: the request never sees its own outcome.
@@ -176,7 +185,7 @@ def point_in_time_rows(
 
 
 def _snapshot_before(
-    imps: pa.Table, acts: pa.Table, cutoff_ms: int, catalog: BlockCatalog, replayer: Replayer, settings
+    imps: pa.Table, acts: pa.Table, cutoff_ms: int, catalog: BlockAttributes, replayer: Replayer, settings
 ) -> Snapshot:
     cutoff = pa.scalar(cutoff_ms, pa.int64()).cast(TIMESTAMP)
     return batch_snapshot(

@@ -135,6 +135,13 @@ class WorldSettings(BaseModel):
         default=10, ge=1, description="Clicks a query needs on the training days to get an entropy bucket."
     )
     cache: bool = Field(default=True, description="Reuse built training sets cached under the world folder.")
+    candidates: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Retrieval candidates per training list besides the shown page (0: the page only). "
+        "Unshown ones are label 0; clicks are weighted policy-aware (ranking.feedback).",
+    )
     # Click logs hold tens of thousands of lists: bigger batches and steps than the LTR defaults, few epochs.
     train: TorchTrainSettings = TorchTrainSettings(
         learning_rate=2e-3, lists_per_batch=256, max_epochs=20, patience=3, weight_decay=1e-5

@@ -13,6 +13,7 @@ import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +25,9 @@ from data.schemas import TIMESTAMP
 from features.config import FeatureStoreSettings
 from features.definitions import FEATURES
 from features.embeddings.config import EmbeddingSettings
+
+if TYPE_CHECKING:
+    from features.dataset import RetrievalReplay
 
 CACHE_DIR = Path(".cache") / "ranking"
 # Feature-store settings that only say how to connect: they cannot change a feature's value.
@@ -78,6 +82,8 @@ def training_table(
     cache: bool = True,
     progress: Progress | None = None,
     embeddings: EmbeddingSettings | None = None,
+    retrieval: RetrievalReplay | None = None,
+    candidates: int = 0,
 ) -> tuple[pa.Table, bool]:
     """The point-in-time training set of days [start, end] and whether it came from the cache.
 
@@ -87,28 +93,37 @@ def training_table(
 
     The cache file's name carries the range and a hash of the feature fingerprint, the embedding settings
     and the world's files, so a changed feature definition, setting, features code or world builds afresh;
-    older entries for the same range are removed then.
+    older entries for the same range are removed then. With ``retrieval`` (and ``candidates``), rows carry
+    the ``rel_*`` features and lists hold unshown candidates (``features.dataset``); both enter the key.
     """
-    from features.catalog import BlockCatalog
+    from features.block_attributes import BlockAttributes
     from features.dataset import build_training_set
 
     embeddings = embeddings or EmbeddingSettings()
     m3 = {k: v for k, v in embeddings.model_dump(mode="json").items() if k not in _EMBEDDING_IRRELEVANT}
-    key = hashlib.sha256(
-        f"{feature_fingerprint(settings)}|{json.dumps(m3, sort_keys=True)}|{data_signature(layout)}".encode()
-    ).hexdigest()
+    replay = f"{retrieval.key}|{candidates}" if retrieval is not None else "none"
+    parts = (feature_fingerprint(settings), json.dumps(m3, sort_keys=True), data_signature(layout), replay)
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()
     folder = layout.root / CACHE_DIR
     path = folder / f"training_{start}_{end}_{key[:16]}.parquet"
     if cache and path.is_file():
         return pq.read_table(path), True
-    catalog = BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     vectors = None
     if embeddings.as_of:
         from features.embeddings.asof import train_daily_vectors
 
         vectors = train_daily_vectors(layout, start, end, catalog.ids, embeddings, progress=progress)
     table = build_training_set(
-        layout, start, end, settings, catalog=catalog, progress=progress, vectors=vectors
+        layout,
+        start,
+        end,
+        settings,
+        catalog=catalog,
+        progress=progress,
+        vectors=vectors,
+        retrieval=retrieval,
+        candidates=candidates,
     )
     models = json.dumps(vectors.models if vectors else []).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"m3_models": models})

@@ -1,9 +1,11 @@
 """A world's logs as ``ListwiseData``: the day split, the adapter from training-set rows to lists, the source.
 
 The training set (``ranking.training_cache.training_table``) has one row per shown (impression, block) with
-its features as of the request's time. ``to_listwise`` turns it into lists (one impression = one list):
+its features as of the request's time, and, with a retrieval replay and ``candidates`` > 0, one per unshown
+retrieval candidate (``position`` 0). ``to_listwise`` turns it into lists (one impression = one list):
 
-- labels: the click (1/0); weights: inverse propensity of the logged placement, clipped at ``ips_clip``;
+- labels: the click (1/0); weights: inverse propensity of the logged placement, clipped at ``ips_clip``; on
+  lists with unshown candidates, the policy-aware weights of ``ranking.feedback`` instead;
 - dense: the non-categorical ``FEATURES`` in declaration order; categorical: ``block_kind``, ``block_genre``;
 - ``personalized=False`` drops every user-dependent feature (``user_*``, ``rt_*``, ``m3_*``);
 - list slices for evaluation (``ranking.eval_slices.Slicer``): the query's click-entropy bucket and the
@@ -18,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from data.days import DaySplit, NotEnoughDays, Progress, split_days
 from data.layout import DataLayout
@@ -32,7 +36,13 @@ from ranking.config import WorldSettings
 from ranking.dataset import ListwiseData
 from ranking.errors import WorldDataError
 from ranking.eval_slices import Slicer
+from ranking.feedback import policy_aware_weights
 from ranking.training_cache import rows_between, training_table
+
+if TYPE_CHECKING:
+    from features.dataset import RetrievalReplay
+
+UNSHOWN_ORDER = 1_000_000  # sorts unshown candidates after every shown position
 
 #: Feature-name prefixes that depend on the user; the non-personalized variants drop them.
 # The same groups an A/B variant with personalized: false switches off in serving.
@@ -77,7 +87,12 @@ def feature_columns(personalized: bool = True) -> tuple[list[str], list[tuple[st
 
 
 def to_listwise(
-    table: pa.Table, *, personalized: bool = True, ips_clip: float = 20.0, slicer: Slicer | None = None
+    table: pa.Table,
+    *,
+    personalized: bool = True,
+    ips_clip: float = 20.0,
+    slicer: Slicer | None = None,
+    examination: tuple[float, ...] = FeatureStoreSettings().position_prior,
 ) -> WorldLists:
     """Lists (one per impression) from a training-set table; see the module docstring.
 
@@ -86,6 +101,7 @@ def to_listwise(
         personalized: False drops the user-dependent features.
         ips_clip: largest weight 1 / propensity.
         slicer: adds ``list_meta`` "entropy_bucket" and, if it carries truth, "diversity_bucket".
+        examination: theta by position, for the policy-aware weights of candidate lists.
     """
     if table.num_rows == 0:
         raise WorldDataError("the training set has no rows for these days")
@@ -99,16 +115,35 @@ def to_listwise(
         raise WorldDataError(
             f"the training set lacks columns {missing}: rebuild it with this code's features"
         )
-    # Group each impression's rows together, in the logged order.
-    table = table.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("position", "ascending")])
+    # Group each impression's rows together, in the logged order; unshown candidates (position 0) last.
+    shown_last = pc.if_else(pc.equal(table["position"], 0), UNSHOWN_ORDER, table["position"])
+    table = table.append_column("_order", shown_last)
+    table = table.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("_order", "ascending")])
+    table = table.drop_columns(["_order"])
     req = table["request_id"].to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, req[1:] != req[:-1]])
     offsets = np.r_[starts, len(req)]
     if starts.size != len(set(req[starts].tolist())):
         raise WorldDataError("a request id appears at two different times in the training set")
     propensity = table["propensity"].to_numpy().astype(np.float64)
-    if not ((propensity > 0) & (propensity <= 1)).all():
-        raise WorldDataError("propensities must lie in (0, 1]")
+    positions = table["position"].to_numpy().astype(np.int64)
+    clicks = table["click"].to_numpy()
+    shown = positions > 0
+    if not ((propensity[shown] > 0) & (propensity[shown] <= 1)).all():
+        raise WorldDataError("propensities of shown blocks must lie in (0, 1]")
+    if (clicks[~shown] > 0).any():
+        raise WorldDataError("a block the page did not show (position 0) has a click")
+    if shown.all():
+        weights = np.minimum(1.0 / propensity, ips_clip)
+    else:
+        weights = policy_aware_weights(
+            clicks,
+            positions,
+            propensity,
+            examination=examination,
+            page_size=int(positions.max(initial=1)),
+            clip=ips_clip,
+        )
     dense = np.column_stack([table[n].to_numpy().astype(np.float32) for n in dense_names])
     meta: dict[str, np.ndarray] = {}
     if slicer is not None:
@@ -121,7 +156,7 @@ def to_listwise(
         labels=table["click"].to_numpy().astype(np.float32),
         offsets=offsets,
         feature_names=tuple(dense_names),
-        weights=np.minimum(1.0 / propensity, ips_clip),
+        weights=weights,
         categorical=np.column_stack([table[c].to_numpy().astype(np.int64) for c, _ in cats])
         if cats
         else None,
@@ -133,7 +168,7 @@ def to_listwise(
         data=data,
         request_ids=req[starts].astype(str),
         block_ids=table["block_id"].to_numpy(zero_copy_only=False).astype(str),
-        positions=table["position"].to_numpy().astype(np.int64),
+        positions=positions,
     )
 
 
@@ -150,8 +185,12 @@ class WorldSource:
         features: FeatureStoreSettings,
         progress: Progress | None = None,
         embeddings: EmbeddingSettings | None = None,
+        retrieval: RetrievalReplay | None = None,
     ) -> None:
+        """``retrieval`` (an as-of replay, ``retrieval.asof.AsOfRetrieval``) gives the rows their ``rel_*``
+        features and, with ``world.candidates`` > 0, the lists their unshown candidates."""
         self.layout = DataLayout(Path(root))
+        self.retrieval = retrieval
         self.world = world
         self.features = features
         self.embeddings = embeddings or EmbeddingSettings()
@@ -171,6 +210,8 @@ class WorldSource:
                 cache=self.world.cache,
                 progress=self.progress,
                 embeddings=self.embeddings,
+                retrieval=self.retrieval,
+                candidates=self.world.candidates if self.retrieval is not None else 0,
             )
         return self._table
 
@@ -187,16 +228,22 @@ class WorldSource:
         personalized: bool = True,
         slices: bool = False,
         with_truth: bool = False,
+        candidates: bool = True,
     ) -> WorldLists:
-        """The impressions of days [start, end] as lists; ``slices`` adds entropy (and truth) buckets."""
+        """The impressions of days [start, end] as lists; ``slices`` adds entropy (and truth) buckets;
+        ``candidates=False`` keeps the shown pages only (what truth grades and logged clicks judge)."""
         lo, hi = days
         if lo < self.split.first or hi > self.split.last or hi < lo:
             raise WorldDataError(
                 f"days {lo}..{hi} lie outside the world's usable range {self.split.first}..{self.split.last}"
             )
+        rows = rows_between(self.table(), lo, hi)
+        if not candidates or with_truth:
+            rows = rows.filter(pc.greater(rows["position"], 0))
         return to_listwise(
-            rows_between(self.table(), lo, hi),
+            rows,
             personalized=personalized,
             ips_clip=self.world.ips_clip,
             slicer=self.slicer(with_truth) if slices else None,
+            examination=self.features.position_prior,
         )

@@ -187,7 +187,7 @@ class SearchPipeline:
         lat["features"] = self._observe("features", t)
         return hits, rows
 
-    def candidates(self, query: str, user_id: str, depth: int) -> Candidates:
+    def gather_candidates(self, query: str, user_id: str, depth: int) -> Candidates:
         """What /search would rank for this request, neither ranked nor logged: retrieval's top ``depth``
         known blocks and their feature rows as of now. Offline evaluation scores rankers on exactly these."""
         reasons: list[str] = []

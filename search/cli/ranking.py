@@ -55,11 +55,10 @@ def _settings(threads: int | None = None, seed: int | None = None) -> RankingSet
 
 
 def _world_source(world: Path, settings: RankingSettings, progress: Any) -> WorldSource:
-    """The world's training lists under the process settings (features and M3 embeddings sections)."""
-    from ranking.world import WorldSource
+    """The world's training lists under the process settings (features, M3 and retrieval sections)."""
+    from search.jobs.training import world_source
 
-    root = state.settings()
-    return WorldSource(world, settings.world, root.features, progress=progress, embeddings=root.embeddings)
+    return world_source(state.settings(), world, settings, progress)
 
 
 def _registry(folder: Path | None) -> ModelRegistry:
@@ -222,7 +221,7 @@ def _print_utility_table(title: str, table: dict[str, Any], page: int) -> None:
     for metric in metrics:
         out.add_column(metric, justify="right")
     for name, row in table.get("systems", {}).items():
-        cells = [f"{row[m]['mean']:.3f} [{row[m]['ci95'][0]:.3f}, {row[m]['ci95'][1]:.3f}]" for m in metrics]
+        cells = [f"{row[m]['mean']:.3f} ±{(row[m]['ci95'][1] - row[m]['ci95'][0]) / 2:.3f}" for m in metrics]
         out.add_row(name, *cells)
     console.print(out)
 

@@ -2,7 +2,7 @@
 
 Sessions are planned by the world's session model (``traffic.plan_session``: a panel of users, their
 session tastes and queries). Each query goes through the serving pipeline in-process
-(``SearchPipeline.candidates``: the same retrieval, feature assembly and store as /search) to retrieval's top
+(``SearchPipeline.gather_candidates``: the same retrieval, feature assembly and store as /search) to retrieval's top
 ``depth`` candidates with their feature rows; every system then orders those same candidates, and each
 order is scored with the simulator's expected utility of each block for that session (``clicks.utility``,
 what ``score_page`` uses). Truth is read here only.
@@ -107,7 +107,7 @@ def evaluate_candidates(
         for query, key, kind in zip(plan.strings, plan.keys, plan.kind, strict=True):
             if len(log.session) >= options.queries:
                 break
-            cand = pipeline.candidates(query, user_id, options.depth)
+            cand = pipeline.gather_candidates(query, user_id, options.depth)
             if not cand.hits:
                 continue
             blocks = np.array([block_index[h.id] for h in cand.hits])

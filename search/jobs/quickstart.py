@@ -212,7 +212,7 @@ def default_ranker(settings: Settings, world: Path, progress: Progress | None = 
     """Train the default ranker and promote it when the line has no promoted model yet (else keep that)."""
     from ranking.pipeline import train_world_ranker
     from ranking.registry import ModelRegistry
-    from ranking.world import WorldSource
+    from search.jobs.training import world_source
 
     ranking = settings.ranking
     registry = ModelRegistry(
@@ -230,9 +230,7 @@ def default_ranker(settings: Settings, world: Path, progress: Progress | None = 
     )
     if plan.fitted:
         ranking = ranking.model_copy(update={"world": days.model_copy(update=plan.parts())})
-    source = WorldSource(
-        world, ranking.world, settings.features, progress=progress, embeddings=settings.embeddings
-    )
+    source = world_source(settings, world, ranking, progress)
     source.table()
     version, _ = train_world_ranker(DEFAULT_RANKER, source, ranking, registry, line=RANKER_LINE)
     # Nothing is promoted yet, so there is no current model to validate against.
