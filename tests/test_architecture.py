@@ -62,9 +62,7 @@ def _module_level_imports(body: list[ast.stmt]) -> list[ast.stmt]:
     for node in body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             found.append(node)
-        elif isinstance(node, ast.If):
-            found += _module_level_imports(node.body) + _module_level_imports(node.orelse)
-        elif isinstance(node, ast.Try):
+        elif isinstance(node, ast.If | ast.Try):
             found += _module_level_imports(node.body) + _module_level_imports(node.orelse)
     return found
 
