@@ -136,7 +136,7 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _code_lines(path: Path) -> int:
-    """Lines that are neither blank nor only a comment (docstrings count: they are part of the module)."""
+    """Lines neither blank nor only a comment (docstrings count: they are part of the module)."""
     return sum(1 for line in path.read_text().splitlines() if line.strip() and not line.strip().startswith("#"))
 
 

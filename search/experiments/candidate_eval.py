@@ -3,7 +3,8 @@
 Sessions are planned by the world's session model (``traffic.plan_session``: a panel of users, their
 session tastes and queries). Each query goes through the serving pipeline in-process
 (``SearchPipeline.gather_candidates``: the same retrieval, feature assembly and store as /search) to
-retrieval's top ``depth`` candidates with their feature rows; every system then orders those same candidates, and each
+retrieval's top ``depth`` candidates with their feature rows; every system then orders those same
+candidates, and each
 order is scored with the simulator's expected utility of each block for that session (``clicks.utility``,
 what ``score_page`` uses). Truth is read here only.
 
