@@ -24,8 +24,8 @@ import numpy as np
 import redis
 
 from data.layout import DataLayout
+from features.block_attributes import BlockAttributes
 from features.build import build_online_features
-from features.catalog import BlockCatalog
 from features.config import FeatureStoreSettings
 from features.definitions import Request, compute, plan
 from features.embeddings.store import write_vectors
@@ -58,7 +58,7 @@ def local_settings(namespace: str) -> FeatureStoreSettings:
 
 
 def bench_assembly(
-    store: RedisFeatureStore, layout: DataLayout, catalog: BlockCatalog, n: int, k: int
+    store: RedisFeatureStore, layout: DataLayout, catalog: BlockAttributes, n: int, k: int
 ) -> dict:
     imps = layout.read_events("impressions", start=layout.days("impressions")[-1], validate_rows=False)
     rng = random.Random(0)
@@ -180,7 +180,7 @@ def main() -> None:
         report["build_small"] = {
             k: build[k] for k in ("events", "seconds", "replay_events_per_s", "build_events_per_s")
         }
-        catalog = BlockCatalog.from_tables(
+        catalog = BlockAttributes.from_tables(
             layout.read_blocks(validate_rows=False), layout.read_docs(validate_rows=False)
         )
         users = layout.read_events("impressions", validate_rows=False)["user_id"].unique().to_pylist()

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from data.logstats import click_counts, co_query_counts, query_click_entropy
 from data.metrics import entropy_bits
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.keys import Keys
 from features.packing import pack_profile, split_blob
@@ -64,7 +64,7 @@ def co_queries(impressions: pa.Table, settings: FeatureStoreSettings) -> dict[st
 def batch_snapshot(
     impressions: pa.Table,
     interactions: pa.Table,
-    catalog: BlockCatalog,
+    catalog: BlockAttributes,
     keys: Keys,
     settings: FeatureStoreSettings,
     *,
@@ -105,7 +105,7 @@ def batch_snapshot(
 
 
 def _user_taste(
-    clicks: pa.Table, catalog: BlockCatalog, keys: Keys, settings: FeatureStoreSettings, snapshot: Snapshot
+    clicks: pa.Table, catalog: BlockAttributes, keys: Keys, settings: FeatureStoreSettings, snapshot: Snapshot
 ) -> None:
     genres: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(catalog.genre_mix.shape[1]))
     words: dict[str, Counter[str]] = defaultdict(Counter)

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 from data.days import Progress
 from data.layout import DataLayout
 from features.batch import batch_snapshot
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
 
@@ -20,7 +20,7 @@ def build_online_features(
     """Rebuild the namespace from scratch (a rebuild never adds to stale counts); return build stats."""
     report = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
-    catalog = BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     imps = layout.read_events("impressions")
     acts = layout.read_events("interactions")
     loaded = time.perf_counter()

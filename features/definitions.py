@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from data.days import DAY_MS
-from features.catalog import MIXED_GENRE, BlockCatalog
+from features.block_attributes import MIXED_GENRE, BlockAttributes
 from features.config import FeatureStoreSettings
 from features.keys import Keys, digest
 from features.ops import QUERY_FIELD, STATS_WIDTH
@@ -153,7 +153,7 @@ def _counters(hashes: list[dict], block_ids: tuple[str, ...]) -> tuple[np.ndarra
 
 
 def compute(
-    req: Request, fetched: list[dict], catalog: BlockCatalog, settings: FeatureStoreSettings
+    req: Request, fetched: list[dict], catalog: BlockAttributes, settings: FeatureStoreSettings
 ) -> np.ndarray:
     """Feature rows (n_blocks, len(FEATURES)) for one request from the hashes ``plan`` named."""
     qb, qd, user, *shards = fetched
@@ -242,7 +242,7 @@ def compute(
     return out
 
 
-def _m3(out: np.ndarray, user: dict, catalog: BlockCatalog, rows: np.ndarray) -> None:
+def _m3(out: np.ndarray, user: dict, catalog: BlockAttributes, rows: np.ndarray) -> None:
     """M3 similarity of the user's stored vector with each block's vector of the same model version.
 
     The user hash names the version its vector came from; the catalogue holds block vectors per version.

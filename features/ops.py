@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from features.catalog import tokens
+from features.block_attributes import tokens
 from features.config import FeatureStoreSettings
 from features.keys import Keys
 from features.packing import add_recent, chunk_fields, join_blob, keyword_id, pack_vector, split_blob

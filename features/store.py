@@ -22,7 +22,7 @@ from redis.cluster import RedisCluster
 from data.contracts import Interaction as InteractionRecord
 from data.contracts import SearchImpression
 from features.batch import Snapshot
-from features.catalog import BlockCatalog, BlockVectors
+from features.block_attributes import BlockAttributes, BlockVectors
 from features.config import FeatureStoreSettings
 from features.connection import RedisClient
 from features.connection import connect as connect_client
@@ -158,7 +158,7 @@ class FeatureStore(ABC):
         """Bulk write; ``replace`` swaps each hash atomically instead of merging; ``ttl_s`` sets expiries."""
 
     @abstractmethod
-    def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+    def assemble(self, req: Request, catalog: BlockAttributes) -> np.ndarray:
         """All features of one request's candidate blocks (one row per block), read in one round trip."""
 
     @abstractmethod
@@ -177,7 +177,7 @@ class FeatureStore(ABC):
                 out[r] = ctx
         return out
 
-    def defaults(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+    def defaults(self, req: Request, catalog: BlockAttributes) -> np.ndarray:
         """Rows from the catalogue and each feature's declared default: what a request gets without a store.
 
         ``compute`` over empty hashes is exactly the cold-start row, so no second definition exists.
@@ -301,7 +301,7 @@ class RedisFeatureStore(FeatureStore):
                 out.append({f: v for f, v in zip(fields, got, strict=True) if v is not None})
         return out
 
-    def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+    def assemble(self, req: Request, catalog: BlockAttributes) -> np.ndarray:
         """All features of one request's candidate blocks, read in one pipelined round trip.
 
         Block vectors are not read per request: the first request whose user vector names a model version
@@ -313,7 +313,7 @@ class RedisFeatureStore(FeatureStore):
             self.block_vectors(catalog, version.decode())
         return compute(req, fetched, catalog, self.settings)
 
-    def block_vectors(self, catalog: BlockCatalog, version: str) -> BlockVectors | None:
+    def block_vectors(self, catalog: BlockAttributes, version: str) -> BlockVectors | None:
         """The catalogue's block vectors of ``version``, loaded from the store when not in memory yet (or
         when an earlier load was incomplete and ``_VECTOR_RETRY_S`` has passed); None when not loaded.
 

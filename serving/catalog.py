@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from data.layout import DataLayout
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class BlockView:
 
 @dataclass(frozen=True)
 class ServingCatalog:
-    features: BlockCatalog  # what feature computation needs
+    features: BlockAttributes  # what feature computation needs
     blocks: dict[str, BlockView]
     users: tuple[str, ...]  # most active first
 
@@ -51,4 +51,4 @@ class ServingCatalog:
         }
         counts = Counter(layout.read_events("impressions", validate_rows=False)["user_id"].to_pylist())
         users = tuple(u for u, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-        return cls(BlockCatalog.from_tables(blocks, docs), views, users)
+        return cls(BlockAttributes.from_tables(blocks, docs), views, users)

@@ -19,7 +19,7 @@ import redis
 
 from data.contracts import Interaction as InteractionRecord
 from data.contracts import SearchImpression
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.connection import RedisClient, StoreUnavailable, connect, embedded_socket
 from features.definitions import Request
@@ -100,7 +100,7 @@ class GuardedStore(FeatureStore):
     ) -> None:
         self._call(lambda: self.store.write_hashes(hashes, replace=replace, ttl_s=ttl_s))
 
-    def assemble(self, req: Request, catalog: BlockCatalog) -> np.ndarray:
+    def assemble(self, req: Request, catalog: BlockAttributes) -> np.ndarray:
         return self._call(lambda: self.store.assemble(req, catalog))
 
     def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:

@@ -29,7 +29,7 @@ import torch
 
 from data.days import DAY_MS, Progress, day_start_ms
 from data.layout import DataLayout
-from features.catalog import BlockVectors
+from features.block_attributes import BlockVectors
 from features.definitions import VECTOR_DTYPE, VECTOR_FIELD, VERSION_FIELD
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import latest_user_vectors

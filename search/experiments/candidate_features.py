@@ -29,11 +29,11 @@ def candidate_features(
     the blocks differ: ``blocks_of[request_id]`` instead of the blocks shown. Position is the block's place
     in that list; propensity and click are placeholders (this table is only scored).
     """
-    from features.catalog import BlockCatalog
+    from features.block_attributes import BlockAttributes
     from features.dataset import feature_arrays, point_in_time_rows
     from features.definitions import FEATURES
 
-    catalog = BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     imps = layout.read_events("impressions", end=end, validate_rows=False)
     acts = layout.read_events("interactions", end=end, validate_rows=False)
     rows: list[np.ndarray] = []

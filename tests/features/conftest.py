@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from data.layout import DataLayout
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 
 
 @pytest.fixture(scope="session")
-def tiny_catalog(tiny_world: Path) -> BlockCatalog:
+def tiny_catalog(tiny_world: Path) -> BlockAttributes:
     layout = DataLayout(tiny_world)
-    return BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    return BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import Request, compute, plan
 from features.replay import Replayer, in_time_order
@@ -114,7 +114,7 @@ def _wait(check: Callable[[], object], timeout: float = 10.0) -> None:
 
 
 def test_store_and_stream_work_unchanged_on_a_cluster(
-    cluster: list[int], tiny_world: Path, tiny_catalog: BlockCatalog
+    cluster: list[int], tiny_world: Path, tiny_catalog: BlockAttributes
 ) -> None:
     settings = FeatureStoreSettings(
         redis_url=f"redis://127.0.0.1:{cluster[0]}", cluster=True, namespace="ct", socket_timeout_s=5

@@ -19,7 +19,7 @@ from data.days import day_start_ms
 from data.io import write_table
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
-from features.catalog import BlockCatalog, BlockVectors
+from features.block_attributes import BlockAttributes, BlockVectors
 from features.config import FeatureStoreSettings
 from features.dataset import build_training_set
 from features.definitions import DEFAULTS, INDEX, Request, compute, plan
@@ -52,14 +52,14 @@ def _m3(table: pa.Table) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def vectors(tiny_world: Path, tiny_catalog: BlockCatalog) -> DailyVectors:
+def vectors(tiny_world: Path, tiny_catalog: BlockAttributes) -> DailyVectors:
     days = _days(tiny_world)
     return train_daily_vectors(DataLayout(tiny_world), days[2], days[3], tiny_catalog.ids, FAST)
 
 
 @pytest.fixture(scope="module")
 def training(
-    tiny_world: Path, tiny_catalog: BlockCatalog, vectors: DailyVectors, redis_base_settings
+    tiny_world: Path, tiny_catalog: BlockAttributes, vectors: DailyVectors, redis_base_settings
 ) -> pa.Table:
     days = _days(tiny_world)
     return build_training_set(
@@ -123,15 +123,15 @@ def test_offline_and_online_values_agree(
     assert version in catalog.vectors and catalog.vectors[version].complete
 
 
-def store_catalog(world: Path) -> BlockCatalog:
+def store_catalog(world: Path) -> BlockAttributes:
     layout = DataLayout(world)
-    return BlockCatalog.from_tables(layout.read_blocks(), layout.read_docs())
+    return BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
 
 
 def test_no_event_at_or_after_the_day_start_reaches_a_row(
     tiny_world: Path,
     tmp_path: Path,
-    tiny_catalog: BlockCatalog,
+    tiny_catalog: BlockAttributes,
     vectors: DailyVectors,
     training: pa.Table,
     redis_base_settings: FeatureStoreSettings,
@@ -183,7 +183,7 @@ def test_no_event_at_or_after_the_day_start_reaches_a_row(
     assert not np.array_equal(_m3(training)[later], _m3(after)[later])
 
 
-def test_missing_vectors_give_the_defaults(tiny_catalog: BlockCatalog) -> None:
+def test_missing_vectors_give_the_defaults(tiny_catalog: BlockAttributes) -> None:
     keys = Keys("t")
     ids = tuple(tiny_catalog.ids[:4])
     req = Request("r1", 1_800_000_000_000, "u1", "jeju", ids)
@@ -191,7 +191,7 @@ def test_missing_vectors_give_the_defaults(tiny_catalog: BlockCatalog) -> None:
     matrix = rng.standard_normal((len(tiny_catalog.ids), 8)).astype(np.float16).astype(np.float32)
     present = np.ones(len(tiny_catalog.ids), dtype=bool)
     present[1] = False  # block 1 has no vector of this model
-    catalog = BlockCatalog(
+    catalog = BlockAttributes(
         **{**vars(tiny_catalog), "vectors": {"m-a": BlockVectors.from_rows("m-a", matrix, present)}}
     )
     user_vec = rng.standard_normal(8).astype(np.float16)
@@ -216,9 +216,9 @@ def test_missing_vectors_give_the_defaults(tiny_catalog: BlockCatalog) -> None:
 
 
 def test_served_user_vector_without_stored_blocks_gives_the_defaults(
-    store: RedisFeatureStore, tiny_catalog: BlockCatalog
+    store: RedisFeatureStore, tiny_catalog: BlockAttributes
 ) -> None:
-    catalog = BlockCatalog(**{**vars(tiny_catalog), "vectors": {}})
+    catalog = BlockAttributes(**{**vars(tiny_catalog), "vectors": {}})
     write_vectors(store, "m3-gone", users={"u1": np.ones(8, np.float32)})  # its blocks were never written
     req = Request("r1", 1_800_000_000_000, "u1", "jeju", tuple(catalog.ids[:5]))
     got = store.assemble(req, catalog)[:, [INDEX[c] for c in M3_COLUMNS]]
@@ -227,12 +227,12 @@ def test_served_user_vector_without_stored_blocks_gives_the_defaults(
 
 
 def test_a_failed_block_vector_load_serves_the_defaults_and_waits_to_retry(
-    store: RedisFeatureStore, tiny_catalog: BlockCatalog, monkeypatch: pytest.MonkeyPatch
+    store: RedisFeatureStore, tiny_catalog: BlockAttributes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slow or failing bulk read (a serving client's short timeout) must not fail the request."""
     import redis
 
-    catalog = BlockCatalog(**{**vars(tiny_catalog), "vectors": {}})
+    catalog = BlockAttributes(**{**vars(tiny_catalog), "vectors": {}})
     write_vectors(store, "m3-x", users={"u1": np.ones(8, np.float32)}, blocks={catalog.ids[0]: np.ones(8)})
     calls = []
 

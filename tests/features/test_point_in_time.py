@@ -19,7 +19,7 @@ from data.io import iter_records, write_table
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
 from features.batch import batch_snapshot
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 from features.dataset import build_training_set
 from features.definitions import NAMES, Request
 from features.store import RedisFeatureStore
@@ -88,7 +88,7 @@ def test_a_planted_future_event_does_not_leak(
 
 
 def test_served_values_equal_the_training_rows(
-    tiny_world: Path, training: pa.Table, store: RedisFeatureStore, tiny_catalog: BlockCatalog
+    tiny_world: Path, training: pa.Table, store: RedisFeatureStore, tiny_catalog: BlockAttributes
 ) -> None:
     """Replay the logs through the real stream into Redis, then serve three last-day requests."""
     layout = DataLayout(tiny_world)

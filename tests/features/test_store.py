@@ -10,7 +10,7 @@ import pytest
 from redis.connection import UnixDomainSocketConnection
 
 from data.layout import DataLayout
-from features.catalog import BlockCatalog
+from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.connection import StoreUnavailable, connect
 from features.definitions import DEFAULTS, FEATURES, INDEX, Request
@@ -49,7 +49,7 @@ def test_redis_applies_the_replay_operations_exactly_once(store: RedisFeatureSto
 
 
 def test_assembly_defaults_and_missing_indicators(
-    store: RedisFeatureStore, tiny_catalog: BlockCatalog
+    store: RedisFeatureStore, tiny_catalog: BlockAttributes
 ) -> None:
     blocks = tuple(tiny_catalog.ids[:5])
     rows = store.assemble(
@@ -64,7 +64,7 @@ def test_assembly_defaults_and_missing_indicators(
     assert set(rows[:, INDEX["block_kind"]]) <= {0.0, 1.0}
 
 
-def test_assembly_is_one_round_trip(store: RedisFeatureStore, tiny_catalog: BlockCatalog) -> None:
+def test_assembly_is_one_round_trip(store: RedisFeatureStore, tiny_catalog: BlockAttributes) -> None:
     from features.definitions import plan
 
     req = Request("r", 1_767_600_000_000, "u1", "jeju island", tuple(tiny_catalog.ids[:100]))

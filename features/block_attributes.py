@@ -43,7 +43,7 @@ class BlockVectors:
 
 
 @dataclass
-class BlockCatalog:
+class BlockAttributes:
     ids: list[str]
     index: dict[str, int]
     kind: np.ndarray  # (B,) 0 topic, 1 genre
@@ -60,7 +60,7 @@ class BlockCatalog:
     vectors: dict[str, BlockVectors] = field(default_factory=dict)
 
     @classmethod
-    def from_tables(cls, blocks: pa.Table, docs: pa.Table) -> BlockCatalog:
+    def from_tables(cls, blocks: pa.Table, docs: pa.Table) -> BlockAttributes:
         doc_genre = {
             d: GENRES.index(g) for d, g in zip(docs["id"].to_pylist(), docs["genre"].to_pylist(), strict=True)
         }
