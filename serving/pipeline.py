@@ -28,7 +28,7 @@ from retrieval.base import BaseRetriever, Hit
 from retrieval.cache import LruCache
 from retrieval.fusion import FusedRetriever
 from retrieval.query import check_query, normalise
-from serving.catalog import BlockView, ServingCatalog
+from serving.block_views import BlockView, BlockViews
 from serving.config import ServingSettings
 from serving.errors import NotReady
 from serving.experiments.assignment import Assigner, Treatment
@@ -76,7 +76,7 @@ class SearchPipeline:
     def __init__(
         self,
         retriever: BaseRetriever,
-        catalog: ServingCatalog,
+        catalog: BlockViews,
         store: FeatureStore,
         registry: ModelRegistry,
         settings: ServingSettings,

@@ -15,7 +15,7 @@ from features.store import RedisFeatureStore
 from ranking.registry import ModelRegistry
 from retrieval.base import BaseRetriever
 from serving.background import Background
-from serving.catalog import ServingCatalog
+from serving.block_views import BlockViews
 from serving.config import ServingSettings, StageSettings
 from serving.metrics import Metrics
 from serving.pipeline import SearchPipeline
@@ -26,15 +26,15 @@ from serving.store import GuardedStore, serving_client
 class Parts:
     world: Path
     retriever: BaseRetriever
-    catalog: ServingCatalog
+    catalog: BlockViews
 
 
 def load_parts(settings: StageSettings, world: Path) -> Parts:
-    """Load the world's fused retriever (indexes must be built: `smartblock index build`) and catalogue."""
+    """Load the world's fused retriever (indexes must be built: `smartblock index build`) and block views."""
     from retrieval.system import load_world
 
     retriever = load_world(world, settings.retrieval)["fused"]
-    return Parts(Path(world), retriever, ServingCatalog.load(DataLayout(Path(world))))
+    return Parts(Path(world), retriever, BlockViews.load(DataLayout(Path(world))))
 
 
 @dataclass

@@ -110,11 +110,11 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory, redis_features: Feat
 def parts(tiny_world: Path, base_settings: Settings) -> Parts:
     from data.layout import DataLayout
     from retrieval.system import load_world
-    from serving.catalog import ServingCatalog
+    from serving.block_views import BlockViews
     from serving.runtime import Parts
 
     fused = load_world(tiny_world, base_settings.retrieval, build_missing=True)["fused"]
-    return Parts(tiny_world, fused, ServingCatalog.load(DataLayout(tiny_world)))
+    return Parts(tiny_world, fused, BlockViews.load(DataLayout(tiny_world)))
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,15 @@ class BlockView:
 
 
 @dataclass(frozen=True)
-class ServingCatalog:
+class BlockViews:
+    """What the API shows (blocks, the user ids it offers) and the block attributes the features need."""
+
     features: BlockAttributes  # what feature computation needs
     blocks: dict[str, BlockView]
     users: tuple[str, ...]  # most active first
 
     @classmethod
-    def load(cls, layout: DataLayout, docs_per_block: int = 10) -> ServingCatalog:
+    def load(cls, layout: DataLayout, docs_per_block: int = 10) -> BlockViews:
         blocks, docs = layout.read_blocks(validate_rows=False), layout.read_docs(validate_rows=False)
         doc_view = {
             d: DocView(d, t, g)
