@@ -78,6 +78,17 @@ def nonpersonal_utility(
     return relevance * cat.block_quality[blocks] * (1 + average)
 
 
+def oracle_page_utility(
+    world: World, key: int, kind: int, facet_taste: np.ndarray, genre_taste: np.ndarray, k: int
+) -> float:
+    """Mean true utility of the best ``k`` blocks of the whole catalogue for this session and query: the
+    ceiling of utility@k (only the query entity's blocks are relevant, so only they are scored)."""
+    blocks = world.catalog.entity_blocks[world.queries.key_entity[key]]
+    rel = page_relevance(world, key, blocks)[None, :]
+    u = utility(world, blocks[None, :], rel, np.array([kind]), facet_taste[None, :], genre_taste[None, :])[0]
+    return float(np.sort(u)[::-1][:k].sum()) / k
+
+
 def realize(cm: ClickModel, expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The utility this reader gets this time: the expectation plus per-(page, block) noise."""
     return expected + rng.normal(0, cm.noise_sd, expected.shape)

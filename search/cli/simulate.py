@@ -106,7 +106,7 @@ def _print(result: TrafficReport) -> None:
     k = result.page_size
     table = Table(title="per variant; util: the true utility of the shown pages (the simulator knows it)")
     # Short headers: the table must stay readable in an 80-column terminal.
-    for col in ("exp", "variant", "ranker", "searches", "clicks", "ctr", f"util@{k}", "examined"):
+    for col in ("exp", "variant", "ranker", "searches", "clicks", "ctr", f"util@{k}", "examined", "gain"):
         table.add_column(col, justify="right")
     for v in result.variants:
         table.add_row(
@@ -118,5 +118,6 @@ def _print(result: TrafficReport) -> None:
             f"{v.ctr:.4f}",
             f"{v.utility:.4f}",
             f"{v.examined_utility:.4f}",
+            "-" if v.gain_captured is None else f"{v.gain_captured:.3f}",
         )
     console.print(table)

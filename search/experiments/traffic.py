@@ -33,6 +33,7 @@ from data.world.clicks import (
     click_probability,
     draw_clicks,
     dwell_ms,
+    oracle_page_utility,
     page_relevance,
     pick_docs,
     realize,
@@ -42,6 +43,7 @@ from data.world.generate import build_world
 from data.world.scales import SCALES
 from data.world.sessions import draw_queries, draw_sessions
 from data.world.state import World
+from serving.experiments.config import RETRIEVAL_ORDER
 
 # Random stream purposes under one run seed: the user panel, a session's plan, a session's clicks.
 _PANEL, _PLAN, _CLICKS = 0, 1, 2
@@ -66,7 +68,7 @@ class TrafficOptions:
     timeout_s: float = 30.0  # per HTTP request
 
 
-def load_world(root: Path | str) -> World:
+def rebuild_world(root: Path | str) -> World:
     """Rebuild a generated world from its manifest (scale and seed), refusing folders it cannot rebuild."""
     layout = DataLayout(Path(root))
     if not layout.manifest.is_file():
@@ -163,6 +165,7 @@ class _Arm:
     clicks: int = 0
     clicked_searches: int = 0
     utility_at_k: float = 0.0
+    oracle_at_k: float = 0.0  # the best k blocks of the catalogue for the same sessions and queries
     examined_utility: float = 0.0
     ranker_versions: set[str] = field(default_factory=set)
 
@@ -202,6 +205,7 @@ class _Tally:
             mine.clicks += arm.clicks
             mine.clicked_searches += arm.clicked_searches
             mine.utility_at_k += arm.utility_at_k
+            mine.oracle_at_k += arm.oracle_at_k
             mine.examined_utility += arm.examined_utility
             mine.ranker_versions |= arm.ranker_versions
 
@@ -351,6 +355,9 @@ class ClosedLoop:
         if key is None:
             tally.unknown_queries += 1
             return
+        arm.oracle_at_k += oracle_page_utility(
+            world, key, int(world.queries.key_kind[key]), plan.facet_taste, plan.genre_taste, self.k
+        )
         if not known:
             return
         positions = np.array([p for p, _ in known])
@@ -411,8 +418,11 @@ class ClosedLoop:
                     "clicked_share": round(arm.clicked_searches / n, 4),
                     f"utility@{self.k}": round(arm.utility_at_k / n, 4),
                     "examined_utility": round(arm.examined_utility / n, 4),
+                    "oracle_utility": round(arm.oracle_at_k / n, 4),
+                    "oracle_share": round(arm.utility_at_k / arm.oracle_at_k, 4) if arm.oracle_at_k else None,
                 }
             )
+        _gain_captured(variants)
         return {
             "url": self.options.url,
             "run_id": self.run_id,
@@ -437,8 +447,22 @@ class ClosedLoop:
         }
 
 
+def _gain_captured(variants: list[dict[str, Any]]) -> None:
+    """Each variant's gain captured against a retrieval-order variant of the same experiment, from their
+    shares of the oracle (variants serve different sessions): (share - base) / (1 - base), else None."""
+    base = {
+        v["experiment"]: v["oracle_share"]
+        for v in variants
+        if v["ranker_versions"] == [RETRIEVAL_ORDER] and v["oracle_share"] is not None
+    }
+    for v in variants:
+        b = base.get(v["experiment"])
+        ok = b is not None and v["oracle_share"] is not None and b < 1
+        v["gain_captured"] = round((v["oracle_share"] - b) / (1 - b), 4) if ok else None
+
+
 def simulate_traffic(
     world_dir: Path | str, options: TrafficOptions, progress: Progress | None = None
 ) -> dict:
     """Rebuild the world in ``world_dir`` and play its users against the API at ``options.url``."""
-    return ClosedLoop(load_world(world_dir), options).run(progress)
+    return ClosedLoop(rebuild_world(world_dir), options).run(progress)

@@ -157,6 +157,11 @@ class VariantTraffic(BaseModel):
     k: int
     utility: float
     examined_utility: float
+    # The best k blocks of the catalogue for the same sessions (client-side truth), the share of it the
+    # variant's pages got, and the gain captured against a retrieval-order variant of the same experiment.
+    oracle_utility: float | None = None
+    oracle_share: float | None = None
+    gain_captured: float | None = None
 
     @model_validator(mode="before")
     @classmethod
