@@ -29,7 +29,7 @@ from retrieval.base import BaseRetriever, Hit
 from retrieval.config import RetrievalSettings
 from retrieval.corpus import BeirCollection, load_beir
 from retrieval.fusion import fuse, tune
-from retrieval.system import build_text_indexes, load_world
+from retrieval.system import build_text_indexes, load_world_retrievers
 
 WORLD_KS = (10, 50, 100)
 
@@ -91,7 +91,9 @@ def evaluate_world(world: Path, settings: RetrievalSettings, *, progress: Progre
         )
     eval_days = days[-n_eval:]
     queries, relevant = world_relevance(layout, eval_days, settings.eval.min_grade)
-    retrievers = load_world(world, settings, before=eval_days[0], build_missing=True, progress=progress)
+    retrievers = load_world_retrievers(
+        world, settings, before=eval_days[0], build_missing=True, progress=progress
+    )
     unique = sorted(set(queries))
     position = {q: i for i, q in enumerate(unique)}
     k = max(WORLD_KS)

@@ -90,7 +90,7 @@ def build_world_index(
     return report
 
 
-def load_world(
+def load_world_retrievers(
     world: Path,
     settings: RetrievalSettings,
     *,

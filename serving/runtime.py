@@ -31,9 +31,9 @@ class Parts:
 
 def load_parts(settings: StageSettings, world: Path) -> Parts:
     """Load the world's fused retriever (indexes must be built: `smartblock index build`) and block views."""
-    from retrieval.system import load_world
+    from retrieval.system import load_world_retrievers
 
-    retriever = load_world(world, settings.retrieval)["fused"]
+    retriever = load_world_retrievers(world, settings.retrieval)["fused"]
     return Parts(Path(world), retriever, BlockViews.load(DataLayout(Path(world))))
 
 

@@ -109,11 +109,11 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory, redis_features: Feat
 @pytest.fixture(scope="session")
 def parts(tiny_world: Path, base_settings: Settings) -> Parts:
     from data.layout import DataLayout
-    from retrieval.system import load_world
+    from retrieval.system import load_world_retrievers
     from serving.block_views import BlockViews
     from serving.runtime import Parts
 
-    fused = load_world(tiny_world, base_settings.retrieval, build_missing=True)["fused"]
+    fused = load_world_retrievers(tiny_world, base_settings.retrieval, build_missing=True)["fused"]
     return Parts(tiny_world, fused, BlockViews.load(DataLayout(tiny_world)))
 
 

@@ -71,10 +71,10 @@ def retrieve(
 ) -> None:
     """Fused candidate blocks for a query, with each retriever's score (needs `index build` first)."""
     _offline()
-    from retrieval.system import load_world
+    from retrieval.system import load_world_retrievers
 
     world = _world(world)
-    retrievers = load_world(world, state.settings().retrieval)
+    retrievers = load_world_retrievers(world, state.settings().retrieval)
     hits = retrievers["fused"].search(query, k)
     members = [n for n in retrievers if n != "fused"]
     if as_json:

@@ -320,7 +320,7 @@ def run_candidate_eval(
     from features.build import build_online_features
     from features.store import RedisFeatureStore
     from ranking.world import Slicer
-    from search.experiments.traffic import load_world
+    from search.experiments.traffic import rebuild_world
     from serving.metrics import Metrics
     from serving.ranker import ServedModel
     from serving.runtime import load_parts
@@ -336,7 +336,7 @@ def run_candidate_eval(
             )
         version = version or registry.current(line) or registry.versions(line)[-1]
         models[spec] = ServedModel.from_registry(registry, line, version).score
-    world = load_world(world_dir)
+    world = rebuild_world(world_dir)
     layout = DataLayout(world_dir)
     parts = load_parts(settings, world_dir)
     scratch = settings.features.model_copy(update={"namespace": f"{settings.features.namespace}-eval"})

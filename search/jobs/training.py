@@ -2,8 +2,8 @@
 feature and M3 settings, and the retrieval replay that gives each row its ``rel_*`` features.
 
 The replay needs the world's retrieval indexes (``smartblock index build``): it is the serving retrieval
-(``retrieval.system.load_world``) answering as of each logged request (``retrieval.asof``), so a ranker
-learns from the relevance signals it is served with.
+(``retrieval.system.load_world_retrievers``) answering as of each logged request (``retrieval.asof``), so a
+ranker learns from the relevance signals it is served with.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from search.settings import Settings
 
 def retrieval_replay(settings: Settings, world: Path) -> AsOfRetrieval:
     """The world's fused retrieval, replayable as of any logged request, warmed on its logged queries."""
-    from retrieval.system import load_world
+    from retrieval.system import load_world_retrievers
 
-    fused = load_world(world, settings.retrieval)["fused"]
+    fused = load_world_retrievers(world, settings.retrieval)["fused"]
     layout = DataLayout(world)
     imps = layout.read_events("impressions", validate_rows=False)
     acts = layout.read_events("interactions", validate_rows=False)

@@ -26,7 +26,7 @@ from search.experiments.traffic import (
     ApiUnreachable,
     ClosedLoop,
     TrafficOptions,
-    load_world,
+    rebuild_world,
     score_page,
 )
 
@@ -52,7 +52,7 @@ def test_closed_loop_scores_logged_pages_like_the_day_simulator(tiny_world: Path
     """Replay day 0's sessions (same random stream as simulate_day), score each logged page with the closed
     loop's click model and compare with what the day simulator wrote: the same utilities, the documented PBM
     click probabilities, and as many expected clicks as were logged."""
-    world = load_world(tiny_world)
+    world = rebuild_world(tiny_world)
     scale = world.scale
     rng = np.random.default_rng([SEED, 0])
     sessions = draw_sessions(world, rng, draw_users(world, rng, math.ceil(scale.impressions_per_day / 2.5)))
@@ -94,8 +94,8 @@ def test_closed_loop_scores_logged_pages_like_the_day_simulator(tiny_world: Path
 
 def test_bad_inputs_are_clean_errors(tiny_world: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"world\.json"):
-        load_world(tmp_path)
-    world = load_world(tiny_world)
+        rebuild_world(tmp_path)
+    world = rebuild_world(tiny_world)
     with pytest.raises(ConfigError, match="--users"):
         ClosedLoop(world, TrafficOptions(url="http://127.0.0.1:9", users=world.population.n_users + 1))
     with pytest.raises(ConfigError, match="--page-size"):
@@ -151,7 +151,7 @@ def test_short_closed_loop_over_http_reaches_the_live_features(
     tiny_world: Path, isolated_api: tuple[str, object]
 ) -> None:
     url, store = isolated_api
-    strings = load_world(tiny_world).queries.strings
+    strings = rebuild_world(tiny_world).queries.strings
     before = _query_clicks(store, strings)
     args = [
         "simulate",

@@ -45,6 +45,6 @@ def world_retrievers(
     tiny_world: Path, retrieval_settings: RetrievalSettings, last_day: date
 ) -> dict[str, BaseRetriever]:
     """Every member plus ``fused``; the behavioural member learns from days before the last one."""
-    from retrieval.system import load_world
+    from retrieval.system import load_world_retrievers
 
-    return load_world(tiny_world, retrieval_settings, before=last_day, build_missing=True)
+    return load_world_retrievers(tiny_world, retrieval_settings, before=last_day, build_missing=True)
