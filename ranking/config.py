@@ -114,7 +114,7 @@ class DASALCSettings(BaseModel):
         return self
 
 
-class WorldSettings(BaseModel):
+class WorldTrainingSettings(BaseModel):
     """How a world's (or a portal's own) logs become training, validation and test lists."""
 
     model_config = ConfigDict(extra="forbid")
@@ -186,7 +186,7 @@ class RankingSettings(BaseModel):
     lgbm_trees: int = Field(default=300, ge=1)
     lgbm_learning_rate: float = Field(default=0.05, gt=0)
     lgbm_leaves: int = Field(default=31, ge=2)
-    world: WorldSettings = WorldSettings()
+    world: WorldTrainingSettings = WorldTrainingSettings()
 
     def for_world(self) -> RankingSettings:
         """These settings with the world's overrides (training schedule, DASALC inputs) in place."""

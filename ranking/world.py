@@ -32,7 +32,7 @@ from features.config import FeatureStoreSettings
 from features.definitions import FEATURES
 from features.embeddings.config import EmbeddingSettings
 from features.groups import PERSONAL_GROUPS
-from ranking.config import WorldSettings
+from ranking.config import WorldTrainingSettings
 from ranking.dataset import ListwiseData
 from ranking.errors import WorldDataError
 from ranking.eval_slices import Slicer
@@ -52,7 +52,7 @@ USER_PREFIXES = tuple(f"{g}_" for g in PERSONAL_GROUPS)
 # Day split --------------------------------------------------------------------------------------------------
 
 
-def day_split(layout: DataLayout, cfg: WorldSettings) -> DaySplit:
+def day_split(layout: DataLayout, cfg: WorldTrainingSettings) -> DaySplit:
     """The split of the world's logged days: ``warmup_days`` skipped, then train, valid, test (the last)."""
     try:
         return split_days(
@@ -181,7 +181,7 @@ class WorldSource:
     def __init__(
         self,
         root: Path | str,
-        world: WorldSettings,
+        world: WorldTrainingSettings,
         features: FeatureStoreSettings,
         progress: Progress | None = None,
         embeddings: EmbeddingSettings | None = None,

@@ -34,7 +34,7 @@ Scale = Literal["tiny", "small", "large"]
 _config_file: ContextVar[Path | None] = ContextVar("smartblock_config_file", default=None)
 
 
-class WorldSettings(BaseModel):
+class WorldGenSettings(BaseModel):
     """Defaults for ``smartblock world generate``."""
 
     scale: Scale = "small"
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SMARTBLOCK_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Field(default=Path("worlds"), description="Where generated worlds and indexes live.")
-    world: WorldSettings = WorldSettings()
+    world: WorldGenSettings = WorldGenSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
     embeddings: EmbeddingSettings = EmbeddingSettings()

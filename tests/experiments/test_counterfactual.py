@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from data.layout import DataLayout
-from ranking.config import RankingSettings, WorldSettings
+from ranking.config import RankingSettings, WorldTrainingSettings
 from search.experiments.counterfactual import estimate
 from search.experiments.estimators import Target, estimate_target
 from search.experiments.logged_pages import Pages, greedy_pages, logged_pages
@@ -26,7 +26,7 @@ def settings(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Sett
     from ranking.registry import ModelRegistry
     from ranking.world import WorldSource
 
-    world = WorldSettings(test_days=1)
+    world = WorldTrainingSettings(test_days=1)
     s = Settings(
         ranking=RankingSettings(registry_dir=tmp_path_factory.mktemp("models"), world=world, threads=1)
     )

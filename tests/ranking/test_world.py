@@ -13,7 +13,7 @@ from data.layout import DataLayout
 from data.logstats import click_counts, query_click_entropy
 from features.config import FeatureStoreSettings
 from features.definitions import FEATURES
-from ranking.config import WorldSettings
+from ranking.config import WorldTrainingSettings
 from ranking.errors import WorldDataError
 from ranking.eval_slices import UNSEEN, Slicer
 from ranking.training_cache import data_signature, feature_fingerprint, rows_between
@@ -21,7 +21,7 @@ from ranking.world import USER_PREFIXES, WorldSource, day_split
 from ranking.world_eval import parse_world_models, truth_grades, world_metrics
 
 # The tiny world logs 4 days: 1 warm-up, 1 training, 1 validation, 1 test.
-TINY = WorldSettings(test_days=1, ips_clip=10.0)
+TINY = WorldTrainingSettings(test_days=1, ips_clip=10.0)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_day_split(source: WorldSource, tiny_world: Path) -> None:
     assert split.train == (days[1], days[1]) and split.valid == (days[2], days[2])
     assert split.test == (days[3], days[3])
     with pytest.raises(WorldDataError, match="4 logged days, need at least 5"):
-        day_split(DataLayout(tiny_world), WorldSettings())
+        day_split(DataLayout(tiny_world), WorldTrainingSettings())
 
 
 def test_adapter_shapes_labels_and_weights(source: WorldSource) -> None:
