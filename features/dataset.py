@@ -30,7 +30,7 @@ from features.batch import Snapshot, batch_snapshot
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
-from features.ops import Impression
+from features.ops import ImpressionEvent
 from features.relevance import RetrievalScores, ScoredCandidate
 from features.replay import Replayer, in_time_order
 
@@ -93,7 +93,7 @@ def build_training_set(
     imps = layout.read_events("impressions", end=end)
     acts = layout.read_events("interactions", end=end)
     rows: list[np.ndarray] = []
-    meta: list[tuple[Impression, tuple[str, ...]]] = []
+    meta: list[tuple[ImpressionEvent, tuple[str, ...]]] = []
     blocks_for = _shown_blocks
     if retrieval is not None and candidates > 0:
         blocks_for = _CandidateLists(retrieval, candidates, catalog)
@@ -114,7 +114,7 @@ def build_training_set(
     return _assemble(rows, meta, imps, acts)
 
 
-def _shown_blocks(event: Impression) -> tuple[str, ...]:
+def _shown_blocks(event: ImpressionEvent) -> tuple[str, ...]:
     return tuple(s.block_id for s in event.shown)
 
 
@@ -124,7 +124,7 @@ class _CandidateLists:
     def __init__(self, retrieval: RetrievalReplay, depth: int, catalog: BlockAttributes) -> None:
         self.retrieval, self.depth, self.catalog = retrieval, depth, catalog
 
-    def __call__(self, event: Impression) -> tuple[str, ...]:
+    def __call__(self, event: ImpressionEvent) -> tuple[str, ...]:
         shown = _shown_blocks(event)
         seen = set(shown)
         hits = self.retrieval.search(event.query, event.ts_ms)[: self.depth]
@@ -139,12 +139,12 @@ def point_in_time_rows(
     end: date,
     catalog: BlockAttributes,
     settings: FeatureStoreSettings,
-    blocks_for: Callable[[Impression], tuple[str, ...] | None],
+    blocks_for: Callable[[ImpressionEvent], tuple[str, ...] | None],
     *,
     vectors: DailyVectors | None = None,
     progress: Progress | None = None,
     retrieval: RetrievalReplay | None = None,
-) -> Iterator[tuple[Impression, tuple[str, ...], np.ndarray]]:
+) -> Iterator[tuple[ImpressionEvent, tuple[str, ...], np.ndarray]]:
     """The replay behind every point-in-time table: each impression on days [start, end] for which
     ``blocks_for`` names blocks (None: skipped), with those blocks' feature rows (``FEATURES`` order) as of
     the request's time. Training sets take the shown blocks; offline estimates take the blocks another
@@ -159,7 +159,7 @@ def point_in_time_rows(
     lo, hi = day_start_ms(start), day_start_ms(end) + DAY_MS
     total = imps.num_rows + acts.num_rows
     for i, event in enumerate(in_time_order(imps, acts)):
-        if isinstance(event, Impression) and lo <= event.ts_ms < hi:
+        if isinstance(event, ImpressionEvent) and lo <= event.ts_ms < hi:
             blocks = blocks_for(event)
             if blocks is not None:
                 day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
@@ -198,7 +198,10 @@ def _snapshot_before(
 
 
 def _assemble(
-    rows: list[np.ndarray], meta: list[tuple[Impression, tuple[str, ...]]], imps: pa.Table, acts: pa.Table
+    rows: list[np.ndarray],
+    meta: list[tuple[ImpressionEvent, tuple[str, ...]]],
+    imps: pa.Table,
+    acts: pa.Table,
 ) -> pa.Table:
     features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)))
     shown_info = {

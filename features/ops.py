@@ -37,7 +37,7 @@ class Shown:
 
 
 @dataclass(frozen=True)
-class Impression:
+class ImpressionEvent:
     request_id: str
     ts_ms: int
     user_id: str
@@ -50,7 +50,7 @@ class Impression:
 
 
 @dataclass(frozen=True)
-class Interaction:
+class InteractionEvent:
     request_id: str
     ts_ms: int
     user_id: str
@@ -85,7 +85,7 @@ class RequestContext:
             query=fields["q"], user_id=fields.get("u", ""), shown=shown, clicked=clicked, skipped=skipped
         )
 
-    def note(self, ev: Interaction) -> None:
+    def note(self, ev: InteractionEvent) -> None:
         """Record what a click did to this request, as its ops record it in the stored context."""
         if ev.type == "click":
             self.skipped.update(p for p in self.shown if p < ev.position and p not in self.clicked)
@@ -104,7 +104,7 @@ class OpBuilder:
     def examination(self, position: int) -> float:
         return self.prior[min(position, len(self.prior)) - 1]
 
-    def impression(self, imp: Impression) -> list[Op]:
+    def impression(self, imp: ImpressionEvent) -> list[Op]:
         k = self.keys
         qb = k.query_blocks(imp.query)
         ctx = k.request_context(imp.request_id)
@@ -128,7 +128,7 @@ class OpBuilder:
         ops.append(("x", user, self.user_ttl_s, imp.ts_ms / 1000.0))
         return ops
 
-    def interaction(self, ev: Interaction, ctx: RequestContext) -> list[Op]:
+    def interaction(self, ev: InteractionEvent, ctx: RequestContext) -> list[Op]:
         k = self.keys
         qb = k.query_blocks(ctx.query)
         bs = k.block_stats(ev.block_id)

@@ -14,17 +14,17 @@ import pyarrow as pa
 from data.errors import DataError
 from features.config import FeatureStoreSettings
 from features.keys import Keys
-from features.ops import Impression, Interaction, MemoryState, OpBuilder, RequestContext, Shown
+from features.ops import ImpressionEvent, InteractionEvent, MemoryState, OpBuilder, RequestContext, Shown
 
 
 def _ms(col: pa.ChunkedArray) -> np.ndarray:
     return col.cast(pa.int64()).to_numpy()
 
 
-def impressions_of(table: pa.Table) -> list[Impression]:
+def impressions_of(table: pa.Table) -> list[ImpressionEvent]:
     shown = table["shown"].to_pylist()
     return [
-        Impression(r, int(ts), u, q, tuple(Shown(s["block_id"], s["position"]) for s in items))
+        ImpressionEvent(r, int(ts), u, q, tuple(Shown(s["block_id"], s["position"]) for s in items))
         for r, ts, u, q, items in zip(
             table["request_id"].to_pylist(),
             _ms(table["ts"]),
@@ -36,9 +36,9 @@ def impressions_of(table: pa.Table) -> list[Impression]:
     ]
 
 
-def interactions_of(table: pa.Table) -> list[Interaction]:
+def interactions_of(table: pa.Table) -> list[InteractionEvent]:
     return [
-        Interaction(r, int(ts), u, b, p, t, d)
+        InteractionEvent(r, int(ts), u, b, p, t, d)
         for r, ts, u, b, p, t, d in zip(
             table["request_id"].to_pylist(),
             _ms(table["ts"]),
@@ -52,7 +52,9 @@ def interactions_of(table: pa.Table) -> list[Interaction]:
     ]
 
 
-def in_time_order(impressions: pa.Table, interactions: pa.Table) -> Iterator[Impression | Interaction]:
+def in_time_order(
+    impressions: pa.Table, interactions: pa.Table
+) -> Iterator[ImpressionEvent | InteractionEvent]:
     """All events sorted by time; at equal times an impression comes before the clicks it caused."""
     imps, acts = impressions_of(impressions), interactions_of(interactions)
     ts = np.concatenate([[e.ts_ms for e in imps], [e.ts_ms for e in acts]]).astype(np.int64)
@@ -73,8 +75,8 @@ class Replayer:
         # Live request contexts, kept as objects: rebuilding them from the stored hash per click is slow.
         self._contexts: dict[str, RequestContext] = {}
 
-    def apply(self, event: Impression | Interaction) -> None:
-        if isinstance(event, Impression):
+    def apply(self, event: ImpressionEvent | InteractionEvent) -> None:
+        if isinstance(event, ImpressionEvent):
             self.state.apply(self.ops.impression(event))
             self._contexts[event.request_id] = RequestContext(
                 event.query, event.user_id, {s.position: s.block_id for s in event.shown}

@@ -19,8 +19,7 @@ import numpy as np
 import redis
 from redis.cluster import RedisCluster
 
-from data.contracts import Interaction as InteractionRecord
-from data.contracts import SearchImpression
+from data.contracts import Interaction, SearchImpression
 from features.batch import Snapshot
 from features.block_attributes import BlockAttributes, BlockVectors
 from features.config import FeatureStoreSettings
@@ -162,7 +161,7 @@ class FeatureStore(ABC):
         """All features of one request's candidate blocks (one row per block), read in one round trip."""
 
     @abstractmethod
-    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
+    def publish(self, records: Iterable[SearchImpression | Interaction]) -> list[str]:
         """Append impressions and interactions to the event stream the consumer applies; their entry ids."""
 
     def contexts(self, request_ids: list[str]) -> dict[str, RequestContext]:
@@ -261,7 +260,7 @@ class RedisFeatureStore(FeatureStore):
         if pending:
             pipe.execute()
 
-    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
+    def publish(self, records: Iterable[SearchImpression | Interaction]) -> list[str]:
         pipe = self.client.pipeline(transaction=False)
         for rec in records:
             kind = "impression" if isinstance(rec, SearchImpression) else "interaction"

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 import redis
 from pydantic import ValidationError
 
-from data.contracts import Interaction as InteractionRecord
-from data.contracts import SearchImpression
+from data.contracts import Interaction, SearchImpression
 from features.config import FeatureStoreSettings
 from features.connection import block_ms_within_timeout
-from features.ops import Impression, Interaction, OpBuilder, RequestContext, Shown
+from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestContext, Shown
 from features.store import RedisFeatureStore
 
 GROUP = "features"
@@ -35,11 +34,11 @@ def default_consumer_name(group: str = GROUP) -> str:
     return f"{socket.gethostname()}-{group}"
 
 
-def to_event(kind: str, data: str) -> Impression | Interaction:
+def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent:
     """Parse and validate one stream payload against its contract."""
     if kind == "impression":
         imp = SearchImpression.model_validate_json(data)
-        return Impression(
+        return ImpressionEvent(
             imp.request_id,
             int(imp.ts.timestamp() * 1000),
             imp.user_id,
@@ -47,8 +46,8 @@ def to_event(kind: str, data: str) -> Impression | Interaction:
             tuple(Shown(s.block_id, s.position) for s in imp.shown),
         )
     if kind == "interaction":
-        ev = InteractionRecord.model_validate_json(data)
-        return Interaction(
+        ev = Interaction.model_validate_json(data)
+        return InteractionEvent(
             ev.request_id,
             int(ev.ts.timestamp() * 1000),
             ev.user_id,
@@ -137,18 +136,18 @@ class StreamConsumer:
         return [(i, f) for _, items in got for i, f in items if f] if got else []
 
     def _process(self, entries: list) -> None:
-        parsed: list[tuple[bytes, Impression | Interaction]] = []
+        parsed: list[tuple[bytes, ImpressionEvent | InteractionEvent]] = []
         for entry_id, fields in entries:
             try:
                 parsed.append((entry_id, to_event(fields[b"kind"].decode(), fields[b"data"].decode())))
             except (KeyError, ValueError, ValidationError) as exc:
                 self._dead(entry_id, fields, f"malformed event: {exc}")
-        need = [e.request_id for _, e in parsed if isinstance(e, Interaction)]
+        need = [e.request_id for _, e in parsed if isinstance(e, InteractionEvent)]
         contexts = self.store.contexts(list(dict.fromkeys(need))) if need else {}
         ready: list[tuple[str, list]] = []
         done: list[bytes] = []
         for entry_id, event in parsed:
-            if isinstance(event, Impression):
+            if isinstance(event, ImpressionEvent):
                 contexts[event.request_id] = RequestContext(
                     event.query, event.user_id, {s.position: s.block_id for s in event.shown}
                 )
@@ -168,7 +167,7 @@ class StreamConsumer:
         if done:
             self.stats.acked += self.client.xack(self.stream, GROUP, *done)
 
-    def _wait_or_dead(self, entry_id: bytes, event: Interaction) -> None:
+    def _wait_or_dead(self, entry_id: bytes, event: InteractionEvent) -> None:
         info = self.client.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1)
         deliveries = info[0]["times_delivered"] if info else 1
         if deliveries >= self.settings.stream_max_deliveries:

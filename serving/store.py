@@ -17,8 +17,7 @@ from typing import TypeVar
 import numpy as np
 import redis
 
-from data.contracts import Interaction as InteractionRecord
-from data.contracts import SearchImpression
+from data.contracts import Interaction, SearchImpression
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.connection import RedisClient, StoreUnavailable, connect, embedded_socket
@@ -103,5 +102,5 @@ class GuardedStore(FeatureStore):
     def assemble(self, req: Request, catalog: BlockAttributes) -> np.ndarray:
         return self._call(lambda: self.store.assemble(req, catalog))
 
-    def publish(self, records: Iterable[SearchImpression | InteractionRecord]) -> list[str]:
+    def publish(self, records: Iterable[SearchImpression | Interaction]) -> list[str]:
         return self._call(lambda: self.store.publish(records))
