@@ -42,7 +42,15 @@ class WorldGenSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SMARTBLOCK_", env_nested_delimiter="__", extra="forbid")
+    # Partial update: one nested value (SMARTBLOCK_RANKING__DASALC__DROPOUT, or a file's [ranking.dasalc])
+    # changes that field only; without it pydantic-settings rebuilds the nested model from its class defaults,
+    # dropping tuned defaults such as ranking.dasalc's quantile transform.
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTBLOCK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
 
     data_dir: Path = Field(default=Path("worlds"), description="Where generated worlds and indexes live.")
     world: WorldGenSettings = WorldGenSettings()

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from data.errors import ConfigError
+from ranking.config import RankingSettings
 from search.settings import load_settings
 
 
@@ -53,3 +54,20 @@ def test_unknown_file_type(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(ConfigError, match=r"\.yaml, \.yml or \.toml"):
         load_settings(path)
+
+
+def test_one_nested_env_var_keeps_its_siblings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ranking.dasalc's default is tuned (quantile inputs, more noise), not DASALCSettings' class defaults.
+    tuned = RankingSettings().dasalc
+    monkeypatch.setenv("SMARTBLOCK_RANKING__DASALC__DROPOUT", "0.1")
+    monkeypatch.setenv("SMARTBLOCK_RANKING__WORLD__TRAIN__PATIENCE", "5")
+    s = load_settings()
+    assert s.ranking.dasalc == tuned.model_copy(update={"dropout": 0.1})
+    assert s.ranking.world.train == RankingSettings().world.train.model_copy(update={"patience": 5})
+
+
+def test_one_nested_file_value_keeps_its_siblings_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[ranking.dasalc]\nnoise_std = 0.25\n")
+    expected = RankingSettings().dasalc.model_copy(update={"noise_std": 0.25})
+    assert load_settings(path).ranking.dasalc == expected
