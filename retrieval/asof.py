@@ -12,7 +12,6 @@ In: the world's fused retriever (members and fusion settings) and its event logs
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
@@ -33,12 +32,6 @@ class AsOfRetrieval:
         self._day: date | None = None
         self._behavioural: tuple[str, BehaviouralRetriever] | None = None
         self._day_cache: dict[str, list[Hit]] = {}
-
-    @property
-    def key(self) -> str:
-        """What decides the answers besides the logs and the block texts: members, fusion, depth."""
-        members = {name: type(m).__name__ for name, m in sorted(self.fused.members.items())}
-        return json.dumps([members, self.fused.settings.model_dump(mode="json"), self.k], sort_keys=True)
 
     def warm(self, queries: list[str]) -> None:
         """Run the text members over many queries at once (their batched path) before replaying."""

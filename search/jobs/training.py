@@ -8,6 +8,7 @@ ranker learns from the relevance signals it is served with.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -17,7 +18,11 @@ from data.layout import DataLayout
 from ranking.config import RankingSettings
 from ranking.world import WorldSource
 from retrieval.asof import AsOfRetrieval
+from retrieval.base import Hit
 from search.settings import Settings
+
+# The retrieval settings that decide a fused candidate list (not caches, threads or evaluation options).
+SHAPING = {"members", "candidates", "splade", "dense", "behavioural", "bm25", "fusion"}
 
 
 def retrieval_replay(settings: Settings, world: Path) -> AsOfRetrieval:
@@ -33,6 +38,29 @@ def retrieval_replay(settings: Settings, world: Path) -> AsOfRetrieval:
     return replay
 
 
+class LazyReplay:
+    """``retrieval_replay`` loaded on the first search: a cached training set needs no indexes or encoders.
+
+    ``key`` names what decides the answers besides the world's files (which the training-set cache already
+    fingerprints): the retrieval settings that shape the fused list.
+    """
+
+    def __init__(self, settings: Settings, world: Path) -> None:
+        self.settings, self.world = settings, world
+        self._replay: AsOfRetrieval | None = None
+
+    @property
+    def key(self) -> str:
+        r = self.settings.retrieval
+        shaping = r.model_dump(mode="json", include=SHAPING)
+        return json.dumps(shaping, sort_keys=True)
+
+    def search(self, query: str, ts_ms: int) -> list[Hit]:
+        if self._replay is None:
+            self._replay = retrieval_replay(self.settings, self.world)
+        return self._replay.search(query, ts_ms)
+
+
 def world_source(
     settings: Settings, world: Path, ranking: RankingSettings | None = None, progress: Progress | None = None
 ) -> WorldSource:
@@ -44,5 +72,5 @@ def world_source(
         settings.features,
         progress=progress,
         embeddings=settings.embeddings,
-        retrieval=retrieval_replay(settings, world),
+        retrieval=LazyReplay(settings, world),
     )
