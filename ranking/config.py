@@ -135,6 +135,11 @@ class WorldTrainingSettings(BaseModel):
         default=10, ge=1, description="Clicks a query needs on the training days to get an entropy bucket."
     )
     cache: bool = Field(default=True, description="Reuse built training sets cached under the world folder.")
+    relevance: bool = Field(
+        default=True,
+        description="Rows carry the rel_* features from a replay of the world's retrieval (needs its indexes, "
+        "`smartblock index build`); false: rankers train and serve without them.",
+    )
     candidates: int = Field(
         default=0,
         ge=0,

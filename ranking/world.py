@@ -42,6 +42,7 @@ from ranking.training_cache import rows_between, training_table
 if TYPE_CHECKING:
     from features.dataset import RetrievalReplay
 
+RELEVANCE_PREFIX = "rel_"
 UNSHOWN_ORDER = 1_000_000  # sorts unshown candidates after every shown position
 
 #: Feature-name prefixes that depend on the user; the non-personalized variants drop them.
@@ -78,9 +79,17 @@ class WorldLists:
     positions: np.ndarray  # (N,) int, the logged position (the logging policy's order)
 
 
-def feature_columns(personalized: bool = True) -> tuple[list[str], list[tuple[str, int]]]:
-    """(dense names, [(categorical name, cardinality)]) in ``FEATURES`` order."""
-    keep = [f for f in FEATURES if personalized or not f.name.startswith(USER_PREFIXES)]
+def feature_columns(
+    personalized: bool = True, relevance: bool = True
+) -> tuple[list[str], list[tuple[str, int]]]:
+    """(dense names, [(categorical name, cardinality)]) in ``FEATURES`` order; ``relevance=False`` drops the
+    ``rel_*`` features (a training set built without a retrieval replay holds only their defaults)."""
+    keep = [
+        f
+        for f in FEATURES
+        if (personalized or not f.name.startswith(USER_PREFIXES))
+        and (relevance or not f.name.startswith(RELEVANCE_PREFIX))
+    ]
     return [f.name for f in keep if not f.categorical], [
         (f.name, f.categorical) for f in keep if f.categorical
     ]
@@ -93,6 +102,7 @@ def to_listwise(
     ips_clip: float = 20.0,
     slicer: Slicer | None = None,
     examination: tuple[float, ...] = FeatureStoreSettings().position_prior,
+    relevance: bool = True,
 ) -> WorldLists:
     """Lists (one per impression) from a training-set table; see the module docstring.
 
@@ -102,12 +112,13 @@ def to_listwise(
         ips_clip: largest weight 1 / propensity.
         slicer: adds ``list_meta`` "entropy_bucket" and, if it carries truth, "diversity_bucket".
         examination: theta by position, for the policy-aware weights of candidate lists.
+        relevance: False drops the ``rel_*`` features.
     """
     if table.num_rows == 0:
         raise WorldDataError("the training set has no rows for these days")
     if ips_clip < 1:
         raise WorldDataError(f"ips_clip must be >= 1 (inverse propensities are), got {ips_clip}")
-    dense_names, cats = feature_columns(personalized)
+    dense_names, cats = feature_columns(personalized, relevance)
     missing = [
         n for n in [*dense_names, *(c for c, _ in cats), "propensity", "click"] if n not in table.schema.names
     ]
@@ -246,4 +257,5 @@ class WorldSource:
             ips_clip=self.world.ips_clip,
             slicer=self.slicer(with_truth) if slices else None,
             examination=self.features.position_prior,
+            relevance=self.retrieval is not None,
         )

@@ -72,5 +72,5 @@ def world_source(
         settings.features,
         progress=progress,
         embeddings=settings.embeddings,
-        retrieval=LazyReplay(settings, world),
+        retrieval=LazyReplay(settings, world) if ranking.world.relevance else None,
     )

@@ -16,6 +16,8 @@ ENV = {
     "SMARTBLOCK_RANKING__THREADS": "1",
     "SMARTBLOCK_RANKING__WORLD__TEST_DAYS": "1",
     "SMARTBLOCK_RANKING__WORLD__TRAIN__MAX_EPOCHS": "3",
+    # Training replays the world's retrieval for the rel_* features: indexes that build in seconds.
+    "SMARTBLOCK_RETRIEVAL__MEMBERS": '["bm25", "behavioural"]',
 }
 
 
@@ -33,6 +35,8 @@ def world(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A private copy: the commands write their training-set cache under the world folder.
     out = tmp_path_factory.mktemp("cli") / "tiny"
     shutil.copytree(tiny_world, out, ignore=shutil.ignore_patterns(".cache"))
+    built = run("index", "build", "--world", str(out))
+    assert built.returncode == 0, built.stderr
     return out
 
 

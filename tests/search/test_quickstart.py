@@ -38,8 +38,14 @@ def test_fit_day_plan_refuses_fewer_than_three_days() -> None:
         fit_day_plan(2, warmup_days=1, valid_days=1, test_days=2)
 
 
-def test_default_ranker_trains_on_the_tiny_world_then_keeps_it(tiny_world: Path, tmp_path: Path) -> None:
-    settings = Settings(ranking=RankingSettings(registry_dir=tmp_path / "models", threads=1, lgbm_trees=20))
+def test_default_ranker_trains_on_the_tiny_world_then_keeps_it(
+    tiny_world: Path, tmp_path: Path, base_settings: Settings, parts: object
+) -> None:
+    # ``parts`` built the tiny world's retrieval indexes, which training replays for the rel_* features.
+    settings = Settings(
+        retrieval=base_settings.retrieval,
+        ranking=RankingSettings(registry_dir=tmp_path / "models", threads=1, lgbm_trees=20),
+    )
     first = default_ranker(settings, tiny_world)
     assert first.trained and first.model == "lgbm"
     assert first.plan == DayPlan(4, warmup_days=1, valid_days=1, test_days=1, fitted=True)
