@@ -137,8 +137,8 @@ class WorldTrainingSettings(BaseModel):
     cache: bool = Field(default=True, description="Reuse built training sets cached under the world folder.")
     relevance: bool = Field(
         default=True,
-        description="Rows carry the rel_* features from a replay of the world's retrieval (needs its indexes, "
-        "`smartblock index build`); false: rankers train and serve without them.",
+        description="Rows carry the rel_* features from a replay of the world's retrieval (needs its "
+        "indexes, `smartblock index build`); false: rankers train and serve without them.",
     )
     candidates: int = Field(
         default=0,
