@@ -30,6 +30,7 @@ from features.batch import Snapshot, batch_snapshot
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
+from features.keys import digest
 from features.ops import ImpressionEvent
 from features.relevance import RetrievalScores, ScoredCandidate
 from features.replay import Replayer, in_time_order
@@ -119,17 +120,26 @@ def _shown_blocks(event: ImpressionEvent) -> tuple[str, ...]:
 
 
 class _CandidateLists:
-    """The shown blocks, then the retrieval's other top candidates of the request (known blocks only)."""
+    """The shown blocks, then ``n`` of the request's unshown retrieval candidates drawn uniformly from the
+    whole candidate list (seeded by the request id).
 
-    def __init__(self, retrieval: RetrievalReplay, depth: int, catalog: BlockAttributes) -> None:
-        self.retrieval, self.depth, self.catalog = retrieval, depth, catalog
+    Uniformly, not the top ``n``: served rankers order every candidate, and a list cut at rank ``n`` would
+    hold unshown blocks only above that rank, so rank alone would tell a model which blocks were shown.
+    """
+
+    def __init__(self, retrieval: RetrievalReplay, n: int, catalog: BlockAttributes) -> None:
+        self.retrieval, self.n, self.catalog = retrieval, n, catalog
 
     def __call__(self, event: ImpressionEvent) -> tuple[str, ...]:
         shown = _shown_blocks(event)
         seen = set(shown)
-        hits = self.retrieval.search(event.query, event.ts_ms)[: self.depth]
-        extra = tuple(h.id for h in hits if h.id not in seen and h.id in self.catalog.index)
-        return shown + extra
+        hits = self.retrieval.search(event.query, event.ts_ms)
+        unshown = [h.id for h in hits if h.id not in seen and h.id in self.catalog.index]
+        if len(unshown) > self.n:
+            rng = np.random.default_rng(int(digest(event.request_id), 16))
+            keep = np.sort(rng.choice(len(unshown), size=self.n, replace=False))
+            unshown = [unshown[i] for i in keep]
+        return shown + tuple(unshown)
 
 
 def point_in_time_rows(

@@ -144,8 +144,9 @@ class WorldTrainingSettings(BaseModel):
         default=0,
         ge=0,
         le=1000,
-        description="Retrieval candidates per training list besides the shown page (0: the page only). "
-        "Unshown ones are label 0; clicks are weighted policy-aware (ranking.feedback).",
+        description="Unshown retrieval candidates per training list besides the shown page, drawn from the "
+        "whole candidate list (0: the page only). They are label 0; clicks are weighted policy-aware "
+        "(ranking.feedback).",
     )
     # Click logs hold tens of thousands of lists: bigger batches and steps than the LTR defaults, few epochs.
     train: TorchTrainSettings = TorchTrainSettings(

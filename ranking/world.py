@@ -251,6 +251,10 @@ class WorldSource:
         rows = rows_between(self.table(), lo, hi)
         if not candidates or with_truth:
             rows = rows.filter(pc.greater(rows["position"], 0))
+        elif self.retrieval is not None and self.world.candidates > 0:
+            # Candidate lists hold what serving can rank: a shown block retrieval did not return (the
+            # logging policy's own candidates reach further) is never a served candidate.
+            rows = rows.filter(pc.equal(rows["rel_missing"], 0.0))
         return to_listwise(
             rows,
             personalized=personalized,
