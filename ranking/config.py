@@ -141,7 +141,7 @@ class WorldTrainingSettings(BaseModel):
         "indexes, `smartblock index build`); false: rankers train and serve without them.",
     )
     candidates: int = Field(
-        default=0,
+        default=24,
         ge=0,
         le=1000,
         description="Unshown retrieval candidates per training list besides the shown page, drawn from the "

@@ -151,7 +151,12 @@ def train_world_ranker(
             f"training must end before the validation day {split.valid[0]}; got {first}..{last}"
         )
     train = source.lists((first, last), personalized=personalized)
-    valid = source.lists(split.valid, personalized=personalized)
+    valid: ListwiseData | None = source.lists(split.valid, personalized=personalized).data
+    if name == "lgbm" and source.candidate_lists:
+        # LightGBM's validation NDCG reads the raw click labels and not the policy-aware weights: on
+        # candidate lists it rewards copying the logged page and stopped after one tree (measured), so
+        # LightGBM trains its configured trees there instead.
+        valid = None
     world_settings = settings.for_world()
     metadata = {
         "data_range": {
@@ -168,7 +173,7 @@ def train_world_ranker(
         },
     }
     return train_and_register(
-        name, train.data, valid.data, world_settings, registry, line, warm_start, metadata=metadata
+        name, train.data, valid, world_settings, registry, line, warm_start, metadata=metadata
     )
 
 

@@ -211,6 +211,11 @@ class WorldSource:
         self._slicers: dict[bool, Slicer] = {}
         self.from_cache: bool | None = None
 
+    @property
+    def candidate_lists(self) -> bool:
+        """Whether training lists hold unshown retrieval candidates besides the shown page."""
+        return self.retrieval is not None and self.world.candidates > 0
+
     def table(self) -> pa.Table:
         if self._table is None:
             self._table, self.from_cache = training_table(
@@ -222,7 +227,7 @@ class WorldSource:
                 progress=self.progress,
                 embeddings=self.embeddings,
                 retrieval=self.retrieval,
-                candidates=self.world.candidates if self.retrieval is not None else 0,
+                candidates=self.world.candidates if self.candidate_lists else 0,
             )
         return self._table
 
@@ -251,7 +256,7 @@ class WorldSource:
         rows = rows_between(self.table(), lo, hi)
         if not candidates or with_truth:
             rows = rows.filter(pc.greater(rows["position"], 0))
-        elif self.retrieval is not None and self.world.candidates > 0:
+        elif self.candidate_lists:
             # Candidate lists hold what serving can rank: a shown block retrieval did not return (the
             # logging policy's own candidates reach further) is never a served candidate.
             rows = rows.filter(pc.equal(rows["rel_missing"], 0.0))

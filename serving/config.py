@@ -43,11 +43,11 @@ class ServingSettings(BaseModel):
     max_k: int = Field(default=50, ge=1, le=200, description="Most blocks one /search may ask for.")
     max_events: int = Field(default=100, ge=1, description="Most events in one POST /events batch.")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
-    # Measured in the closed loop on the small world (true utility@8 of the pages): LightGBM re-ordering the
-    # best 100 candidates .357, the best 16 .429, the retrieval order alone .416; DASALC .448 vs .458.
-    # The rankers learn from logged pages, which hold the policy's best candidates, not the long tail.
+    # Rankers trained on candidate lists (ranking.world.candidates) gain more the more candidates they order:
+    # on the small world DCN re-ordering all 100 captured 0.105 of the oracle's gain, the best 16 0.056
+    # (`evaluate --candidates`, docs/ranking.md). Shown-page rankers needed a cap of 16 to do no harm.
     rerank_depth: int = Field(
-        default=16,
+        default=100,
         ge=1,
         le=1000,
         description="The ranker re-orders this many of the best retrieval candidates (a cascade); deeper "

@@ -47,7 +47,7 @@ def test_default_ranker_trains_on_the_tiny_world_then_keeps_it(
         ranking=RankingSettings(registry_dir=tmp_path / "models", threads=1, lgbm_trees=20),
     )
     first = default_ranker(settings, tiny_world)
-    assert first.trained and first.model == "lgbm"
+    assert first.trained and first.model == "dcn"
     assert first.plan == DayPlan(4, warmup_days=1, valid_days=1, test_days=1, fitted=True)
     assert ModelRegistry(tmp_path / "models").current("ranker") == first.version
     again = default_ranker(settings, tiny_world)
