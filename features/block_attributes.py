@@ -58,6 +58,13 @@ class BlockAttributes:
     # Block vectors by embedding model version (M3). Filled by the training-set builder with the models it
     # trained, and online by ``RedisFeatureStore`` from the store, once per version a user vector names.
     vectors: dict[str, BlockVectors] = field(default_factory=dict)
+    # Catalogue row by the hash of a block id (how the user hash keeps recent clicks); filled on first use.
+    hashed_rows: dict[int, int] = field(default_factory=dict)
+
+    def row_of_hash(self, block_hash: int) -> int | None:
+        if not self.hashed_rows:
+            self.hashed_rows.update({keyword_id(b): i for i, b in enumerate(self.ids)})
+        return self.hashed_rows.get(block_hash)
 
     @classmethod
     def from_tables(cls, blocks: pa.Table, docs: pa.Table) -> BlockAttributes:

@@ -16,7 +16,7 @@ from data.days import DAY_MS
 from features.block_attributes import MIXED_GENRE, BlockAttributes
 from features.config import FeatureStoreSettings
 from features.keys import Keys, digest
-from features.ops import QUERY_FIELD, STATS_WIDTH
+from features.ops import CLICKS_FIELD, QUERY_FIELD, STATS_WIDTH
 from features.packing import chunk_fields, join_blob, read_recent, unpack_profile
 from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns
 
@@ -26,7 +26,9 @@ Source = Literal["stream", "batch", "static", "request"]  # request: what retrie
 # The user hash: recent interest and long-term profile (each in chunks), the M3 vector and its model version.
 VECTOR_FIELD, VERSION_FIELD = "v", "m"
 VECTOR_DTYPE = np.dtype("<f2")  # stored user and block vectors: little-endian float16
-USER_FIELDS = [*chunk_fields("r"), *chunk_fields("p"), *chunk_fields(VECTOR_FIELD), VERSION_FIELD]
+USER_FIELDS = [
+    *chunk_fields("r"), *chunk_fields("p"), *chunk_fields(VECTOR_FIELD), VERSION_FIELD, CLICKS_FIELD
+]
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0
@@ -78,6 +80,10 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("rt_keyword_share", "user_block", "stream", 0.0, "rt_keyword_score / all recent interest"),
     Feature("rt_missing", "user", "stream", 1.0, "1 when the user searched nothing recently"),
+    Feature(
+        "rt_click_score", "user_block", "stream", 0.0, "decayed recent clicks x keyword overlap with block"
+    ),
+    Feature("rt_click_missing", "user", "stream", 1.0, "1 when the user clicked nothing recently"),
     Feature(
         "m3_similarity", "user_block", "batch", 0.0, "cosine of the user's M3 vector and the block's vector"
     ),
@@ -228,6 +234,7 @@ def compute(
         out[:, col["rt_keyword_share"]] = scores / total if total > 0 else 0.0
         out[:, col["rt_missing"]] = 0.0
 
+    _recent_clicks(out, user, catalog, rows, req.ts_ms / 1000.0, tau)
     _m3(out, user, catalog, rows)
 
     relevance = relevance_columns(req.retrieval, n)
@@ -240,6 +247,26 @@ def compute(
     out[:, col["block_kind"]] = catalog.kind[rows]
     out[:, col["block_genre"]] = catalog.main_genre[rows]
     return out
+
+
+def _recent_clicks(
+    out: np.ndarray, user: dict, catalog: BlockAttributes, rows: np.ndarray, now_s: float, tau_s: float
+) -> None:
+    """In-session interest in what was read: each recent click, decayed to now, times the keyword-token
+    overlap (Jaccard) of the clicked block and the candidate; clicks on unknown blocks count 0."""
+    clicked = read_recent(user.get(CLICKS_FIELD), now_s, tau_s)
+    if not clicked:
+        return
+    score = np.zeros(len(rows))
+    for block_hash, weight in clicked.items():
+        row = catalog.row_of_hash(block_hash)
+        if row is None:
+            continue
+        seen = catalog.token_ids[row]
+        overlap = [len(seen & catalog.token_ids[r]) / max(len(seen | catalog.token_ids[r]), 1) for r in rows]
+        score += weight * np.asarray(overlap)
+    out[:, INDEX["rt_click_score"]] = score
+    out[:, INDEX["rt_click_missing"]] = 0.0
 
 
 def _m3(out: np.ndarray, user: dict, catalog: BlockAttributes, rows: np.ndarray) -> None:

@@ -27,6 +27,7 @@ Op = tuple
 STATS_WIDTH = 6
 SHOWN, EXAMINED, CLICKS, SKIPS, DWELL_MS, DWELLS = range(STATS_WIDTH)
 QUERY_FIELD, QUERY_WIDTH = "_", 2
+CLICKS_FIELD = "c"  # user hash: recently clicked blocks (hashes of their ids), decayed
 SEARCHES, QUERY_CLICKS = range(QUERY_WIDTH)
 
 
@@ -143,6 +144,16 @@ class OpBuilder:
             ("v", qb, b, STATS_WIDTH, CLICKS, 1.0),
             ("v", qb, QUERY_FIELD, QUERY_WIDTH, QUERY_CLICKS, 1.0),
             ("v", bs, b, STATS_WIDTH, CLICKS, 1.0),
+            # Recent clicks, decayed like recent query keywords: in-session interest in what was read.
+            (
+                "t",
+                k.user(ev.user_id),
+                CLICKS_FIELD,
+                ev.ts_ms / 1000.0,
+                self.tau_s,
+                self.recent_cap,
+                keyword_id(b),
+            ),
         ]
         ctx_key = k.request_context(ev.request_id)
         # A skip: shown above a click and not clicked before it (cascade reading); once per request.

@@ -105,6 +105,23 @@ def predict(net: ScoringNet, data: TensorLists, lists_per_batch: int = 512) -> n
     return out
 
 
+@torch.no_grad()
+def _validation_score(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> float:
+    """Higher is better: NDCG@eval_k of the labels, or minus the weighted listwise loss."""
+    if cfg.stop_on == "ndcg":
+        scores = predict(net, valid)
+        return float(per_list_metrics(valid.data, scores, ks=[cfg.eval_k])[f"ndcg@{cfg.eval_k}"].mean())
+    net.eval()
+    total, lists = 0.0, 0
+    for start in range(0, valid.data.n_lists, 512):
+        chunk = np.arange(start, min(start + 512, valid.data.n_lists))
+        b = valid.batch(chunk)
+        loss = listwise_softmax_loss(net(b.dense, b.cats, b.vecs, b.mask), b.labels, b.weights, b.mask)
+        total += float(loss) * chunk.size
+        lists += chunk.size
+    return -total / max(lists, 1)
+
+
 def train_net(
     net: ScoringNet, train: TensorLists, valid: TensorLists | None, cfg: TorchTrainSettings, seed: int
 ) -> dict:
@@ -114,7 +131,7 @@ def train_net(
     optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
     lists = np.flatnonzero(sums > 0)
-    metric = f"ndcg@{cfg.eval_k}"
+    metric = f"ndcg@{cfg.eval_k}" if cfg.stop_on == "ndcg" else "loss"
     best, best_epoch, best_state, stale = -np.inf, 0, None, 0
     started = time.perf_counter()
     seen = 0
@@ -134,7 +151,7 @@ def train_net(
             seen += chunk.size
         if valid is None:
             continue
-        value = float(per_list_metrics(valid.data, predict(net, valid), ks=[cfg.eval_k])[metric].mean())
+        value = _validation_score(net, valid, cfg)
         if value > best + 1e-6:
             best, best_epoch, stale = value, epoch, 0
             best_state = copy.deepcopy(net.state_dict())
@@ -148,7 +165,8 @@ def train_net(
     return {
         "epochs": epoch,
         "best_epoch": best_epoch if valid is not None else epoch,
-        f"valid_{metric}": round(best, 6) if valid is not None else None,
+        # Reported as measured: the loss is minimised, the score maximised its negative.
+        f"valid_{metric}": round(best if cfg.stop_on == "ndcg" else -best, 6) if valid is not None else None,
         "train_lists": int(lists.size),
         "seconds": round(seconds, 3),
         "lists_per_second": round(seen / seconds, 1) if seconds > 0 else None,
