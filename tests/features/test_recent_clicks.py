@@ -28,7 +28,8 @@ def test_a_click_raises_blocks_sharing_its_keywords(tiny_catalog: BlockAttribute
     ids = (tiny_catalog.ids[similar], tiny_catalog.ids[unrelated])
     replayer = Replayer(FeatureStoreSettings())
     before = _rows(replayer, tiny_catalog, ids, T0)
-    assert (before[:, INDEX["rt_click_missing"]] == 1).all() and (before[:, INDEX["rt_click_score"]] == 0).all()
+    assert (before[:, INDEX["rt_click_missing"]] == 1).all()
+    assert (before[:, INDEX["rt_click_score"]] == 0).all()
 
     replayer.apply(ImpressionEvent("r1", T0, "u1", "q", (Shown(clicked, 1),)))
     replayer.apply(InteractionEvent("r1", T0 + 1000, "u1", clicked, 1, "click"))
