@@ -32,6 +32,7 @@ USER_FIELDS = [
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0
+NEGLIGIBLE_INTEREST = 1e-3  # decayed recent-click weight below which a click no longer counts
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,8 @@ def _recent_clicks(
         return
     score = np.zeros(len(rows))
     for block_hash, weight in clicked.items():
+        if weight < NEGLIGIBLE_INTEREST:
+            continue  # a click from an earlier session: its overlaps would add less than this
         row = catalog.row_of_hash(block_hash)
         if row is None:
             continue

@@ -21,13 +21,15 @@ def candidate_features(
     end: date,
     settings: Any,
     progress: Progress | None = None,
+    retrieval: Any = None,
 ) -> pa.Table:
     """Point-in-time features (as ``features.dataset.build_training_set`` computes them) of the given
     blocks of each request in ``blocks_of``, in the training-set layout ``ranking.world.to_listwise`` reads.
 
     The replay is the training set's own (live state before the request, batch snapshot of its day); only
     the blocks differ: ``blocks_of[request_id]`` instead of the blocks shown. Position is the block's place
-    in that list; propensity and click are placeholders (this table is only scored).
+    in that list; propensity and click are placeholders (this table is only scored). ``retrieval`` (a
+    ``features.dataset.RetrievalReplay``) gives the rows their ``rel_*`` features, as training did.
     """
     from features.block_attributes import BlockAttributes
     from features.dataset import feature_arrays, point_in_time_rows
@@ -44,7 +46,7 @@ def candidate_features(
         return tuple(found) if found is not None else None
 
     for event, blocks, features in point_in_time_rows(
-        imps, acts, start, end, catalog, settings, blocks_for, progress=progress
+        imps, acts, start, end, catalog, settings, blocks_for, progress=progress, retrieval=retrieval
     ):
         rows.append(features)
         for k, b in enumerate(blocks, start=1):

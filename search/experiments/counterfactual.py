@@ -160,7 +160,8 @@ def _ranker_target(
     it reads the user features."""
     from ranking.base import read_manifest
     from ranking.registry import ModelRegistry
-    from ranking.world import to_listwise
+    from ranking.world import RELEVANCE_PREFIX, to_listwise
+    from search.jobs.training import LazyReplay
     from serving.experiments.config import split_ranker
 
     line, version = split_ranker(model)
@@ -175,8 +176,11 @@ def _ranker_target(
         (read_manifest(reg.path(line, version))["metadata"].get("features") or {}).get("personalized", True)
     )
     blocks_of = {r: t for r, t in zip(pages.request_ids.tolist(), pages_of, strict=True) if t is not None}
-    table = candidate_features(layout, blocks_of, start, end, settings.features, progress)
-    lists = to_listwise(table, personalized=personalized)
+    # A model trained with the rel_* features is scored on them as training computed them (the replay).
+    relevance = any(n.startswith(RELEVANCE_PREFIX) for n in ranker.schema_.feature_names)
+    replay = LazyReplay(settings, layout.root) if relevance else None
+    table = candidate_features(layout, blocks_of, start, end, settings.features, progress, retrieval=replay)
+    lists = to_listwise(table, personalized=personalized, relevance=relevance)
     scores = ranker.score(lists.data)
     ranks: dict[str, dict[str, int]] = {}
     offsets = lists.data.offsets
