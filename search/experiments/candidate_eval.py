@@ -28,20 +28,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from data.contracts import Interaction, InteractionType, SearchImpression, ShownBlock
 from data.days import Progress
 from data.errors import ConfigError
-from data.world.clicks import nonpersonal_utility, page_relevance, utility
+from data.world.clicks import dwell_ms, nonpersonal_utility, page_relevance, utility
 from data.world.queries import KIND_NAMES
 from data.world.state import World
 from features.stream import StreamConsumer
 from ranking.registry import ModelRegistry
-from search.experiments.traffic import plan_session, sample_panel, score_page
+from search.experiments.traffic import SessionPlan, plan_session, sample_panel, score_page
 from serving.pipeline import Candidates, SearchPipeline
+
+if TYPE_CHECKING:
+    from search.settings import Settings
 
 REFERENCES = ("retrieval", "oracle", "nonpersonal-oracle")
 _CLICKS = 7  # random stream of this evaluation's clicks (apart from the traffic run's streams)
@@ -170,7 +173,7 @@ def _feed_back(
     pipeline: SearchPipeline,
     consumer: StreamConsumer,
     world: World,
-    plan: Any,
+    plan: SessionPlan,
     cand: Candidates,
     user_id: str,
     number: int,
@@ -202,7 +205,10 @@ def _feed_back(
             ranker_version="candidate-eval",
         )
     ]
-    for j in np.flatnonzero(outcome.clicked):
+    hit = np.flatnonzero(outcome.clicked)
+    # The click model's own dwell times, as the traffic simulator sends them.
+    dwell = dwell_ms(world.scale.click_model, outcome.realized[hit], rng)
+    for j, ms in zip(hit, dwell, strict=True):
         common = {
             "request_id": cand.request_id,
             "ts": cand.ts,
@@ -211,7 +217,7 @@ def _feed_back(
             "position": int(positions[j]),
         }
         records.append(Interaction(**common, type=InteractionType.CLICK))
-        records.append(Interaction(**common, type=InteractionType.DWELL, dwell_ms=20_000))
+        records.append(Interaction(**common, type=InteractionType.DWELL, dwell_ms=int(ms)))
     pipeline.store.publish(records)
     consumer.run(until_idle=True)
 
@@ -304,7 +310,7 @@ def _ci(point: float, draws: np.ndarray) -> dict[str, float]:
 
 
 def run_candidate_eval(
-    settings: Any,
+    settings: Settings,
     world_dir: Path,
     specs: list[str],
     options: CandidateEvalOptions = CandidateEvalOptions(),
