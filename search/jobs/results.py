@@ -103,13 +103,7 @@ class MethodScores(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _recall_at_k(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "recall" in data:
-            return data
-        keys = [key for key in data if isinstance(key, str) and key.startswith("recall@")]
-        if len(keys) != 1:
-            raise ValueError(f"expected one recall@k key, got {sorted(data)}")
-        rest = {key: v for key, v in data.items() if key != keys[0]}
-        return {**rest, "k": int(keys[0].removeprefix("recall@")), "recall": data[keys[0]]}
+        return _split_at_k(data, "recall")
 
     @model_serializer
     def _as_logged(self) -> dict[str, Any]:
@@ -166,13 +160,7 @@ class VariantTraffic(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _utility_at_k(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "utility" in data:
-            return data
-        keys = [key for key in data if isinstance(key, str) and key.startswith("utility@")]
-        if len(keys) != 1:
-            raise ValueError(f"expected one utility@k key, got {sorted(data)}")
-        rest = {key: v for key, v in data.items() if key != keys[0]}
-        return {**rest, "k": int(keys[0].removeprefix("utility@")), "utility": data[keys[0]]}
+        return _split_at_k(data, "utility")
 
     @model_serializer
     def _as_logged(self) -> dict[str, Any]:
@@ -264,3 +252,14 @@ class Analysis(JobResult):
     events: str
     impressions: int
     experiments: list[ExperimentAnalysis]
+
+
+def _split_at_k(data: Any, metric: str) -> Any:
+    """``{"<metric>@<k>": v, ...}`` as logged -> ``{"k": k, "<metric>": v, ...}`` (other input unchanged)."""
+    if not isinstance(data, dict) or metric in data:
+        return data
+    keys = [key for key in data if isinstance(key, str) and key.startswith(f"{metric}@")]
+    if len(keys) != 1:
+        raise ValueError(f"expected one {metric}@k key, got {sorted(data)}")
+    rest = {key: v for key, v in data.items() if key != keys[0]}
+    return {**rest, "k": int(keys[0].removeprefix(f"{metric}@")), metric: data[keys[0]]}
