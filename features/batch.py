@@ -86,6 +86,18 @@ def batch_snapshot(
         strict=True,
     ):
         per_query[q][b] = c
+    for q, blocks in per_query.items():
+        # Which intents the query's searchers click: a block never shown for the query still inherits its
+        # intent's share.
+        by_intent: Counter[str] = Counter()
+        for b, c in blocks.items():
+            row = catalog.index.get(b)
+            if row is not None and catalog.intent[row]:
+                by_intent[catalog.intent_labels[catalog.intent[row]]] += c
+        total = sum(blocks.values())
+        h = snapshot.query[keys.query_batch(q)]
+        for label, c in by_intent.items():
+            h[f"i|{label}"] = c / total
     for q, neighbours in co_queries(impressions, settings).items():
         h = snapshot.query[keys.query_batch(q)]
         h["ncoq"] = float(len(neighbours))
@@ -109,6 +121,7 @@ def _user_taste(
 ) -> None:
     genres: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(catalog.genre_mix.shape[1]))
     words: dict[str, Counter[str]] = defaultdict(Counter)
+    intents: dict[str, Counter[int]] = defaultdict(Counter)
     for u, b, d in zip(
         clicks["user_id"].to_pylist(),
         clicks["block_id"].to_pylist(),
@@ -123,6 +136,8 @@ def _user_taste(
         else:
             genres[u] += catalog.genre_mix[row]
         words[u].update(catalog.keywords[row])
+        if catalog.intent[row]:
+            intents[u][int(catalog.intent[row])] += 1
     for u, counts in words.items():
         n_clicks = genres[u].sum()
         total = sum(counts.values())
@@ -136,5 +151,13 @@ def _user_taste(
             (kw, c / total)
             for kw, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.user_keywords]
         ]
-        profile = pack_profile(list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top)
+        # The intents the user clicked most, as shares of their clicks, ride in the same item list under
+        # their own keys (``intent_profile_id``), so the profile keeps one format.
+        top_intents = [
+            (f"intent:{catalog.intent_labels[i]}", c / max(n_clicks, 1e-12))
+            for i, c in sorted(intents[u].items(), key=lambda kv: (-kv[1], kv[0]))[: settings.user_intents]
+        ]
+        profile = pack_profile(
+            list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top + top_intents
+        )
         snapshot.user[keys.user(u)] = split_blob("p", profile)

@@ -18,6 +18,18 @@ GENRES = [g.value for g in Genre]
 MIXED_GENRE = len(GENRES)  # categorical id of a block whose docs span several genres
 
 
+def intent_label(keywords: list[str]) -> str:
+    """The block's intent (its topic or genre label, e.g. "restaurants", "videos"), shared by the blocks of
+    that intent across entities. By the blocks table's convention (docs/data.md) the keywords list the entity
+    first and the intent second; a block with fewer keywords has no intent ("")."""
+    return keywords[1].lower() if len(keywords) > 1 else ""
+
+
+def intent_profile_id(label: str) -> int:
+    """The key of an intent's click share in the user's long-term profile (apart from keyword keys)."""
+    return keyword_id(f"intent:{label}")
+
+
 def tokens(text: str) -> list[str]:
     """Lower-cased word tokens; the one tokenizer for queries and keywords alike."""
     return [t for t in "".join(c if c.isalnum() else " " for c in text.lower()).split() if len(t) > 1]
@@ -55,6 +67,10 @@ class BlockAttributes:
     created_ms: np.ndarray  # (B,)
     n_docs: np.ndarray  # (B,)
     doc_genre: dict[str, int]
+    intent: np.ndarray  # (B,) id of the block's intent label (index into intent_labels; 0 = none)
+    intent_labels: list[str]  # "" first
+    intent_token_ids: list[frozenset[int]]  # per intent id: hashes of its label's word tokens
+    intent_profile_ids: list[int]  # per intent id: its key in the user profile
     # Block vectors by embedding model version (M3). Filled by the training-set builder with the models it
     # trained, and online by ``RedisFeatureStore`` from the store, once per version a user vector names.
     vectors: dict[str, BlockVectors] = field(default_factory=dict)
@@ -83,6 +99,8 @@ class BlockAttributes:
         main = np.where(mix.max(axis=1) >= 0.999, mix.argmax(axis=1), MIXED_GENRE)
         keywords = blocks["keywords"].to_pylist()
         created = blocks["created_at"].cast(pa.int64()).to_numpy()
+        labels = ["", *sorted({intent_label(kws) for kws in keywords} - {""})]
+        label_index = {label: i for i, label in enumerate(labels)}
         return cls(
             ids=ids,
             index={b: i for i, b in enumerate(ids)},
@@ -95,6 +113,10 @@ class BlockAttributes:
             created_ms=created,
             n_docs=n_docs,
             doc_genre=doc_genre,
+            intent=np.array([label_index[intent_label(kws)] for kws in keywords], dtype=np.int64),
+            intent_labels=labels,
+            intent_token_ids=[frozenset(keyword_id(t) for t in tokens(label)) for label in labels],
+            intent_profile_ids=[intent_profile_id(label) for label in labels],
         )
 
     def rows(self, block_ids: list[str]) -> np.ndarray:

@@ -33,7 +33,11 @@ class FeatureStoreSettings(BaseModel):
     )
     coquery_neighbours: int = Field(default=20, ge=1, description="Co-queries kept per query.")
     coquery_min_sessions: int = Field(default=2, ge=1, description="Sessions a query pair needs to count.")
-    user_keywords: int = Field(default=24, ge=1, le=255, description="Long-term keywords kept per user.")
+    # Bounded so the packed profile (11 + 6 bytes per item) fits the user hash's four 64-byte chunks.
+    user_keywords: int = Field(default=24, ge=1, le=32, description="Long-term keywords kept per user.")
+    user_intents: int = Field(
+        default=8, ge=0, le=8, description="Long-term intents (block topic or genre labels) kept per user."
+    )
     recent_keywords: int = Field(default=16, ge=1, le=255, description="Recent query keywords kept per user.")
     stream_batch: int = Field(default=256, ge=1)
     stream_claim_idle_ms: int = Field(

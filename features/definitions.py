@@ -67,11 +67,17 @@ FEATURES: tuple[Feature, ...] = (
     Feature("query_click_entropy", "query", "batch", 0.0, "entropy (bits) of the query's clicked blocks"),
     Feature("query_entropy_missing", "query", "batch", 1.0, "1 when the query has no clicks yet"),
     Feature("coquery_assoc", "query_block", "batch", 0.0, "click share of the block among the co-queries"),
+    Feature(
+        "query_intent_share", "query_block", "batch", 0.0, "share of the query's clicks on the block's intent"
+    ),
     Feature("coquery_count_log", "query", "batch", 0.0, "log(1 + co-queries kept)"),
     Feature("coquery_missing", "query", "batch", 1.0, "1 when the query has no co-queries"),
     Feature("user_genre_affinity", "user_block", "batch", 0.0, "user's click share in the block's genres"),
     Feature(
         "user_keyword_affinity", "user_block", "batch", 0.0, "user's click share on the block's keywords"
+    ),
+    Feature(
+        "user_intent_share", "user_block", "batch", 0.0, "share of the user's clicks on the block's intent"
     ),
     Feature("user_diversity", "user", "batch", 0.0, "normalized entropy of the user's clicked keywords"),
     Feature("user_clicks_log", "user", "batch", 0.0, "log(1 + the user's clicks)"),
@@ -85,6 +91,13 @@ FEATURES: tuple[Feature, ...] = (
         "rt_click_score", "user_block", "stream", 0.0, "decayed recent clicks x keyword overlap with block"
     ),
     Feature("rt_click_missing", "user", "stream", 1.0, "1 when the user clicked nothing recently"),
+    Feature(
+        "rt_intent_click", "user_block", "stream", 0.0, "decayed recent clicks on blocks of the same intent"
+    ),
+    Feature("rt_intent_click_share", "user_block", "stream", 0.0, "rt_intent_click / all recent clicks"),
+    Feature(
+        "rt_intent_query", "user_block", "stream", 0.0, "share of recent-query interest in the intent's words"
+    ),
     Feature(
         "m3_similarity", "user_block", "batch", 0.0, "cosine of the user's M3 vector and the block's vector"
     ),
@@ -206,6 +219,10 @@ def compute(
     out[:, col["query_impressions_log"]] = math.log1p(searches)
     out[:, col["query_clicks_per_search"]] = q_clicks / (searches + 1)
     out[:, col["coquery_assoc"]] = [float(qd.get(f"a|{b}", 0.0)) for b in req.block_ids]
+    intents = catalog.intent[rows].tolist()
+    out[:, col["query_intent_share"]] = [
+        float(qd.get(f"i|{catalog.intent_labels[i]}", 0.0)) if i else 0.0 for i in intents
+    ]
     if "ent" in qd:
         out[:, col["query_click_entropy"]] = float(qd["ent"])
         out[:, col["query_entropy_missing"]] = 0.0
@@ -221,6 +238,9 @@ def compute(
         out[:, col["user_keyword_affinity"]] = [
             sum(profile.keyword_share.get(k, 0.0) for k in catalog.keyword_ids[r]) for r in rows
         ]
+        out[:, col["user_intent_share"]] = [
+            profile.keyword_share.get(catalog.intent_profile_ids[i], 0.0) for i in catalog.intent[rows]
+        ]
         out[:, col["user_diversity"]] = profile.diversity
         out[:, col["user_clicks_log"]] = math.log1p(profile.clicks)
         out[:, col["user_missing"]] = 0.0
@@ -233,6 +253,12 @@ def compute(
         scores = np.array([sum(interest.get(t, 0.0) for t in catalog.token_ids[r]) for r in rows])
         out[:, col["rt_keyword_score"]] = scores
         out[:, col["rt_keyword_share"]] = scores / total if total > 0 else 0.0
+        if total > 0:
+            share = {
+                i: sum(interest.get(t, 0.0) for t in catalog.intent_token_ids[i]) / total
+                for i in set(intents) - {0}
+            }
+            out[:, col["rt_intent_query"]] = [share.get(i, 0.0) for i in intents]
         out[:, col["rt_missing"]] = 0.0
 
     _recent_clicks(out, user, catalog, rows, req.ts_ms / 1000.0, tau)
@@ -259,6 +285,7 @@ def _recent_clicks(
     if not clicked:
         return
     score = np.zeros(len(rows))
+    by_intent = np.zeros(len(catalog.intent_labels))
     for block_hash, weight in clicked.items():
         if weight < NEGLIGIBLE_INTEREST:
             continue  # a click from an earlier session: its overlaps would add less than this
@@ -268,8 +295,13 @@ def _recent_clicks(
         seen = catalog.token_ids[row]
         overlap = [len(seen & catalog.token_ids[r]) / max(len(seen | catalog.token_ids[r]), 1) for r in rows]
         score += weight * np.asarray(overlap)
+        by_intent[catalog.intent[row]] += weight
+    by_intent[0] = 0.0  # blocks without an intent share none
     out[:, INDEX["rt_click_score"]] = score
     out[:, INDEX["rt_click_missing"]] = 0.0
+    total = sum(w for w in clicked.values() if w >= NEGLIGIBLE_INTEREST)
+    out[:, INDEX["rt_intent_click"]] = by_intent[catalog.intent[rows]]
+    out[:, INDEX["rt_intent_click_share"]] = by_intent[catalog.intent[rows]] / total if total > 0 else 0.0
 
 
 def _m3(out: np.ndarray, user: dict, catalog: BlockAttributes, rows: np.ndarray) -> None:
