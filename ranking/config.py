@@ -182,6 +182,12 @@ class RankingSettings(BaseModel):
         le=64,
         description="torch / LightGBM threads; the machines here are small and shared.",
     )
+    trial_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A version's trial load in a child process (before promote, hot swap, start-up) that "
+        "runs longer is refused.",
+    )
     train: TorchTrainSettings = TorchTrainSettings()
     # Picked by 5-fold cross-validation over the LightGBM example's *training* lists (early stopping on lists
     # carved from each fold's training part; rank.test never used): its 300 features are mostly 0 with thin

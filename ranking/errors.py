@@ -27,6 +27,11 @@ class PromotionRefused(RegistryError):
     """Promotion was refused: the candidate is unvalidated, or it regresses beyond the tolerance."""
 
 
+class ModelRefused(ModelFormatError, RankingError):
+    """A saved version may not be loaded: its files differ from its manifest, or its trial load in a child
+    process crashed, failed or scored nonsense (``ranking.trial``). A ``ModelFormatError`` too: it is one."""
+
+
 class ParameterError(RankingError):
     """A ranker's constructor parameter is invalid (checked in ``fit``, as scikit-learn does)."""
 

@@ -9,11 +9,17 @@ Under the registry root, each model line (e.g. ``ranker``) is a ``data.artifacts
 promoted only after ``validate`` compared it with the model current at that time on a holdout and found no
 drop of the promotion metric beyond the tolerance (or with ``force``). ``validation.json`` is written after
 the version and is not among its checksummed files.
+
+Nothing loads a version in this process before it passed its checksums and a trial load in a child process
+(``ranking.trial``): ``load``, ``validate`` and ``promote`` (even with ``force``) refuse a version that fails
+either with ``ModelRefused``, so a model file that crashes native code kills a throwaway child, not the
+caller. Listing never loads: a version whose manifest cannot be read is listed with ``broken`` set.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -24,8 +30,11 @@ from typing import Any
 from data.artifacts import VERSIONS, ArtifactStore, write_json_atomic
 from ranking.base import Ranker, read_manifest
 from ranking.dataset import ListwiseData
-from ranking.errors import PromotionRefused, RegistryError
+from ranking.errors import ModelFormatError, ModelRefused, PromotionRefused, RegistryError
 from ranking.evaluate import evaluate_scores
+from ranking.trial import cached_verdict, trial
+
+log = logging.getLogger("smartblock.ranking")
 
 VALIDATION = "validation.json"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -49,10 +58,17 @@ class ValidationReport:
 class ModelRegistry:
     """Versioned rankers under ``root``; see the module docstring for layout and rules."""
 
-    def __init__(self, root: Path | str, tolerance: float = 0.005, metric: str = "ndcg@10") -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        tolerance: float = 0.005,
+        metric: str = "ndcg@10",
+        trial_timeout_s: float = 120.0,
+    ) -> None:
         self.root = Path(root)
         self.tolerance = tolerance
         self.metric = metric
+        self.trial_timeout_s = trial_timeout_s
 
     # Reading ---------------------------------------------------------------------------------------------
 
@@ -67,26 +83,37 @@ class ModelRegistry:
     def current(self, line: str) -> str | None:
         return self._store(line).current()
 
+    def history(self, line: str) -> list[str]:
+        """The versions made current, oldest first (the last is current)."""
+        return self._store(line).history()
+
     def describe(self, line: str) -> list[dict[str, Any]]:
-        """One row per version: model type, when saved, metrics, validation outcome, whether current."""
+        """One row per version: model type, when saved, metrics, validation outcome, whether current, and
+        ``broken``: why it cannot be used (an unreadable manifest, or a trial this process saw fail), else
+        None. One broken version never hides the others."""
         current = self.current(line)
         rows = []
         for v in self.versions(line):
             folder = self.path(line, v)
-            manifest = read_manifest(folder)
-            validation = self._validation(line, v)
-            rows.append(
-                {
-                    "version": v,
-                    "model": manifest["kind"],
-                    "saved_at": manifest["created"],
-                    "metrics": manifest["metadata"].get("metrics", {}),
-                    "data_range": manifest["metadata"].get("data_range"),
-                    "parent": manifest["metadata"].get("parent"),
-                    "validated": None if validation is None else validation["passed"],
-                    "current": v == current,
-                }
+            row: dict[str, Any] = {"version": v, "model": None, "saved_at": None, "metrics": {}}
+            row.update(validated=None, current=v == current, broken=None)
+            try:
+                manifest = read_manifest(folder)
+                validation = self._validation(line, v)
+            except (ModelFormatError, RegistryError) as exc:
+                rows.append({**row, "broken": str(exc)})
+                continue
+            verdict = cached_verdict(folder)
+            row.update(
+                model=manifest["kind"],
+                saved_at=manifest["created"],
+                metrics=manifest["metadata"].get("metrics", {}),
+                data_range=manifest["metadata"].get("data_range"),
+                parent=manifest["metadata"].get("parent"),
+                validated=None if validation is None else validation["passed"],
+                broken=verdict.reason if verdict is not None and not verdict.ok else None,
             )
+            rows.append(row)
         return rows
 
     def path(self, line: str, version: str) -> Path:
@@ -97,13 +124,30 @@ class ModelRegistry:
         return store.folder(version)
 
     def load(self, line: str, version: str | None = None) -> Ranker:
-        """The given version, or the current one."""
+        """The given version, or the current one, after its trial (``ModelRefused`` if it fails)."""
         from ranking.models import load_ranker
 
         version = version or self.current(line)
         if version is None:
             raise RegistryError(f"model line '{line}' has no current model; promote a version first")
+        self.trial(line, version)
         return load_ranker(self.path(line, version))
+
+    def trial(self, line: str, version: str) -> None:
+        """Check ``version``'s manifest and checksums here, then load it and score a few rows in a child
+        process (once per content, see ``ranking.trial``); ``ModelRefused`` with the reason if either fails.
+        """
+        folder = self.path(line, version)
+        try:
+            read_manifest(folder, verified=True)  # JSON and hashing only: safe in this process
+        except ModelFormatError as exc:
+            log.warning("model %s/%s refused: %s", line, version, exc)
+            raise ModelRefused(f"{line}/{version} refused: {exc}") from exc
+        verdict = trial(folder, self.trial_timeout_s)
+        if not verdict.ok:
+            if not verdict.cached:  # one line per refused content, however often it is asked for
+                log.warning("model %s/%s refused: %s", line, version, verdict.reason)
+            raise ModelRefused(f"{line}/{version} refused: {verdict.reason}")
 
     # Writing ---------------------------------------------------------------------------------------------
 
@@ -153,7 +197,8 @@ class ModelRegistry:
         return report
 
     def promote(self, line: str, version: str, force: bool = False) -> str:
-        """Make ``version`` current; refused unless its validation passed against today's current model."""
+        """Make ``version`` current; refused unless its validation passed against today's current model, and
+        always unless it passes its trial (``force`` skips the metric comparison, never the trial)."""
         self.path(line, version)
         current = self.current(line)
         if current == version:
@@ -173,6 +218,7 @@ class ModelRegistry:
                     f"({validation['candidate_value']:.4f} vs {validation['baseline_value']:.4f}), "
                     f"beyond the tolerance {validation['tolerance']}"
                 )
+        self.trial(line, version)
         self._store(line).make_current(version)
         return version
 
@@ -196,4 +242,9 @@ class ModelRegistry:
 
     def _validation(self, line: str, version: str) -> dict[str, Any] | None:
         path = self.path(line, version) / VALIDATION
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # cut short or edited by hand: say which file
+            raise RegistryError(f"{path}: unreadable ({exc}); validate the version again") from None

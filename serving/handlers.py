@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from data.errors import ConfigError, DataError, SmartblockError
 from features.connection import StoreUnavailable
-from ranking.errors import PromotionRefused, RegistryError
+from ranking.errors import ModelRefused, PromotionRefused, RegistryError
 from retrieval.errors import QueryError
 from serving.errors import ModelIncompatible, NotReady
 
@@ -20,6 +20,7 @@ log = logging.getLogger("smartblock.serving")
 STATUS: tuple[tuple[type[SmartblockError], int], ...] = (
     (QueryError, 422),
     (DataError, 422),
+    (ModelRefused, 422),  # the named version's files or trial load failed: unusable as asked
     (PromotionRefused, 409),
     (ModelIncompatible, 409),
     (RegistryError, 409),

@@ -15,14 +15,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from data.errors import ConfigError, ModelFormatError
-from ranking.errors import RankingError, RegistryError
+from ranking.errors import ModelRefused, RankingError, RegistryError
 from ranking.registry import ModelRegistry
 from serving.config import ServingSettings
+from serving.errors import ServingError
 from serving.experiments.assignment import Assigner
 from serving.experiments.config import RETRIEVAL_ORDER, ExperimentConfig, load_config, split_ranker
 from serving.ranker import ServedModel
 
 log = logging.getLogger("smartblock.serving")
+
+
+def _name(model: ServedModel | None) -> str:
+    return f"{model.line}/{model.version}" if model else "retrieval order"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class Served:
 
     model: ServedModel | None = None  # the served line's current version: everyone's default
     model_error: str | None = None
+    # The line's current version when it was refused (trial or load failed), and what serves instead.
+    refused_version: str | None = None
+    degraded: str | None = None
     # Rankers the experiments name (registry line or line@version) besides the default.
     models: dict[str, ServedModel] = field(default_factory=dict)
     assigner: Assigner = field(default_factory=lambda: Assigner(ExperimentConfig()))
@@ -55,30 +63,79 @@ class ServedState:
     def reload_model(self) -> ServedModel | None:
         """Load the line's current version (if it changed) and swap it in; returns what is now served.
 
+        A current version that fails its trial or its load (``ServedModel.from_registry``) is refused: the
+        served model stays, or, with nothing served yet (start-up), the last version of the line's history
+        that loads is served instead (else retrieval order); ``refused_version`` and ``degraded`` say so
+        until another version becomes current. A refused version is not retried while it stays current.
+
         The experiments' rankers that follow a line's current version are refreshed in the same swap; one
         that fails to load keeps its loaded version (logged), so a broken experiment line never blocks the
         default's promotion.
         """
         with self._lock:
             served = self.current
-            model, error = served.model, None
+            model, error, refused, degraded = served.model, None, None, None
             line = self.settings.model_line
             try:
                 current = self.registry.current(line)
             except RegistryError as exc:  # no such line yet: serve retrieval order until one is promoted
                 model, error = None, str(exc)
+            except ModelFormatError as exc:  # an unreadable state.json: keep what serves, say why
+                error = str(exc)
+                if served.model_error != error:
+                    log.warning("model registry unreadable, keeping %s: %s", _name(model), exc)
             else:
                 if current is None:
                     model, error = None, f"model line '{line}' has no promoted version"
+                elif current == served.refused_version:  # refused before: the same files, the same answer
+                    error, refused, degraded = served.model_error, current, served.degraded
                 elif model is None or model.version != current:
-                    model = ServedModel.from_registry(self.registry, line, current)
+                    try:
+                        model = ServedModel.from_registry(self.registry, line, current)
+                    except (RankingError, ModelFormatError, ServingError, OSError) as exc:
+                        if not isinstance(exc, ModelRefused):  # the registry logged its refusals
+                            log.warning("model %s/%s cannot be served: %s", line, current, exc)
+                        model, error, degraded = self._refused(line, current, model, str(exc))
+                        refused = current
             try:
                 models = self._load_rankers(served.assigner.config, served.models)
             except ConfigError as exc:
                 log.warning("experiment rankers not refreshed, keeping the loaded ones: %s", exc)
                 models = served.models
-            self.current = replace(served, model=model, model_error=error, models=models)
+            self.current = replace(
+                served,
+                model=model,
+                model_error=error,
+                models=models,
+                refused_version=refused,
+                degraded=degraded,
+            )
             return model
+
+    def _refused(
+        self, line: str, version: str, serving: ServedModel | None, reason: str
+    ) -> tuple[ServedModel | None, str | None, str]:
+        """(model, error, degraded) after ``version`` was refused: keep what serves; with nothing served
+        (start-up), fall back along the line's history to the last version that loads."""
+        fallback, error = serving, None
+        if serving is None:
+            try:
+                earlier = [v for v in reversed(self.registry.history(line)) if v != version]
+            except (RegistryError, ModelFormatError):
+                earlier = []
+            for v in dict.fromkeys(earlier):
+                try:
+                    fallback = ServedModel.from_registry(self.registry, line, v)
+                    break
+                except (RankingError, ModelFormatError, ServingError, OSError) as exc:
+                    log.warning("fallback %s/%s refused too: %s", line, v, exc)
+            if fallback is None:
+                error = f"{line}/{version} refused ({reason}); no earlier version loads: retrieval order"
+            instead = f"serving {line}/{fallback.version}" if fallback else "serving retrieval order"
+            log.warning("current model %s/%s refused, nothing else loaded: %s", line, version, instead)
+        reason = reason.removeprefix(f"{line}/{version} refused: ")  # ModelRefused names the version
+        degraded = f"current model {line}/{version} refused ({reason}); serving {_name(fallback)}"
+        return fallback, error, degraded
 
     def reload_experiments(self) -> Assigner:
         """Read the experiment file; if its text changed, check it, load its rankers, then swap it in whole.

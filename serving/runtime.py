@@ -60,7 +60,10 @@ class Runtime:
         )
         ranking = settings.ranking
         registry = ModelRegistry(
-            ranking.registry_dir, tolerance=ranking.tolerance, metric=ranking.promotion_metric
+            ranking.registry_dir,
+            tolerance=ranking.tolerance,
+            metric=ranking.promotion_metric,
+            trial_timeout_s=ranking.trial_timeout_s,
         )
         pipeline = SearchPipeline(
             parts.retriever,

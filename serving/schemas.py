@@ -86,6 +86,12 @@ class ReadyOut(BaseModel):
     model: bool
     ranker_version: str | None
     detail: dict[str, str]
+    degraded: str | None = Field(
+        default=None,
+        description="Set when the line's current model was refused (failed its trial or load) and an "
+        "earlier version or retrieval order serves instead.",
+    )
+    refused_version: str | None = Field(default=None, description="The refused current version.")
 
 
 class UsersOut(BaseModel):
@@ -95,16 +101,20 @@ class UsersOut(BaseModel):
 
 class ModelOut(BaseModel):
     version: str
-    model: str
+    model: str | None
     saved_at: str | None
     metrics: dict[str, Any]
     validated: bool | None
     current: bool
+    broken: str | None = Field(
+        default=None, description="Why this version cannot be used (unreadable manifest, failed trial)."
+    )
 
 
 class ModelsOut(BaseModel):
     line: str
     served: str | None
+    degraded: str | None = Field(default=None, description="As in /readyz: the current model was refused.")
     versions: list[ModelOut]
 
 

@@ -66,7 +66,10 @@ def _registry(folder: Path | None) -> ModelRegistry:
 
     settings = state.settings().ranking
     return ModelRegistry(
-        folder or settings.registry_dir, tolerance=settings.tolerance, metric=settings.promotion_metric
+        folder or settings.registry_dir,
+        tolerance=settings.tolerance,
+        metric=settings.promotion_metric,
+        trial_timeout_s=settings.trial_timeout_s,
     )
 
 
@@ -335,7 +338,7 @@ def list_models(
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every version of every model line, with its metrics and which one is current."""
+    """Every version of every model line, with its metrics, which one is current and which are broken."""
     reg = _registry(registry)
     result = {name: reg.describe(name) for name in ([line] if line else reg.lines())}
     if as_json:
@@ -343,15 +346,16 @@ def list_models(
         return
     for name, rows in result.items():
         table = Table(title=f"{name} ({reg.root / name})")
-        for col in ("version", "model", "saved at", "validated", "current"):
+        for col in ("version", "model", "saved at", "validated", "current", "broken"):
             table.add_column(col)
         for row in rows:
             table.add_row(
                 row["version"],
-                row["model"],
+                str(row["model"]),
                 str(row["saved_at"]),
                 str(row["validated"]),
                 "*" if row["current"] else "",
+                row["broken"] or "",
             )
         console.print(table)
 
@@ -370,7 +374,10 @@ def validate(
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare a candidate with the current model on a holdout; promotion needs this to pass."""
+    """Compare a candidate with the current model on a holdout; promotion needs this to pass.
+
+    Both models are trial-loaded in a child process first: a broken one exits 2 with the reason.
+    """
     from dataclasses import asdict
     from functools import partial
 
@@ -415,7 +422,7 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Promote without a passing validation.")] = False,
     registry: RegistryOpt = None,
 ) -> None:
-    """Make a validated version the current model."""
+    """Make a validated version the current model (trial-loaded in a child first, even with --force)."""
     _registry(registry).promote(line, version, force=force)
     console.print(f"{line}: current is now {version}")
 

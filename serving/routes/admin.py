@@ -22,12 +22,14 @@ def list_models(pipeline: PipelineDep) -> ModelsOut:
     served = pipeline.model.version if pipeline.model else None
     keep = set(ModelOut.model_fields)
     versions = [ModelOut(**{k: r.get(k) for k in keep}) for r in rows]
-    return ModelsOut(line=line, served=served, versions=versions)
+    return ModelsOut(line=line, served=served, degraded=pipeline.served.degraded, versions=versions)
 
 
 @router.post("/models/promote", response_model=ModelChangeOut)
 def promote(body: PromoteIn, pipeline: PipelineDep) -> ModelChangeOut:
-    """Promote a version and swap it in; loaded first, so a model serving cannot use is refused (409)."""
+    """Promote a version and swap it in. It is trial-loaded in a child process, then loaded here first: a
+    model that crashes, fails to load or scores nonsense is refused (422), one serving cannot use (409), and
+    the served model stays."""
     line = pipeline.settings.model_line
     ServedModel.from_registry(pipeline.registry, line, body.version)
     current = pipeline.registry.promote(line, body.version, force=body.force)

@@ -18,7 +18,8 @@ def healthz() -> HealthOut:
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 def readyz(runtime: RuntimeDep) -> ReadyOut | JSONResponse:
-    """200 when every part is loaded and Redis answers, else 503 with what is missing."""
+    """200 when every part is loaded and Redis answers, else 503 with what is missing; ``degraded`` names a
+    refused current model and what serves instead (200 when an earlier version serves)."""
     pipeline = runtime.pipeline
     indexes = pipeline.retriever.is_built
     store = runtime.store.ping()
@@ -37,5 +38,7 @@ def readyz(runtime: RuntimeDep) -> ReadyOut | JSONResponse:
         model=model is not None,
         ranker_version=model.version if model else None,
         detail=detail,
+        degraded=pipeline.served.degraded,
+        refused_version=pipeline.served.refused_version,
     )
     return out if out.ready else JSONResponse(out.model_dump(), status_code=503)
