@@ -11,6 +11,8 @@ and have their own conformance tests in tests/retrieval).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import threading
@@ -213,3 +215,52 @@ def free_port_fixture() -> Callable[[], int]:
 def live_server() -> Callable[[FastAPI], LiveServer]:
     # A fixture returning the class: conftest modules are not importable under --import-mode=importlib.
     return LiveServer
+
+
+class ModelDamage:
+    """Real faults of a saved model version, made on disk (no mocks): what an operator found in issue 14."""
+
+    @staticmethod
+    def flip_byte(folder: Path, name: str = "model.txt") -> None:
+        """One byte changed in place, the length kept: only the manifest's sha256 can tell."""
+        path = folder / name
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        path.write_bytes(bytes(raw))
+
+    @staticmethod
+    def truncate_resealed(folder: Path, keep: float = 0.5, name: str = "model.txt") -> None:
+        """The file cut short and its manifest entry recomputed, as when a model is saved onto a full disk:
+        the checksums pass, and LightGBM dies in native code (abort or SIGSEGV) parsing it."""
+        path = folder / name
+        raw = path.read_bytes()
+        path.write_bytes(raw[: int(len(raw) * keep)])
+        manifest_path = folder / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        data = path.read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+
+    @staticmethod
+    def break_manifest(folder: Path) -> None:
+        """manifest.json cut off mid-object: not valid JSON."""
+        path = folder / "manifest.json"
+        path.write_text(path.read_text()[:40])
+
+    @staticmethod
+    def copy_version(line_dir: Path, source: str, target: str) -> Path:
+        """A copy of a saved version under a new name (its manifest's ``version`` updated)."""
+        import shutil
+
+        folder = line_dir / "versions" / target
+        shutil.copytree(line_dir / "versions" / source, folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["version"] = target
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return folder
+
+
+@pytest.fixture(scope="session")
+def damage() -> type[ModelDamage]:
+    # A fixture returning the class: conftest modules are not importable under --import-mode=importlib.
+    return ModelDamage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -83,3 +84,50 @@ def test_train_validate_promote_rollback(ltr_files: tuple[Path, Path], tmp_path:
     assert back.returncode == 0 and "v0001" in back.stderr
     listing = json.loads(run("models", "list", "--json", registry=reg).stdout)
     assert [r["current"] for r in listing["ranker"]] == [True, False]
+
+
+@pytest.fixture(scope="module")
+def one_lgbm(ltr_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with one LightGBM version trained by the CLI, validated and promoted (copied per test)."""
+    train, test = ltr_files
+    reg = tmp_path_factory.mktemp("one-lgbm") / "models"
+    trained = run("train", "ranker", "--model", "lgbm", "--ltr-train", str(train), registry=reg)
+    assert trained.returncode == 0, trained.stderr
+    checked = run("models", "validate", "ranker", "v0001", "--ltr-holdout", str(test), registry=reg)
+    assert checked.returncode == 0, checked.stderr
+    assert run("models", "promote", "ranker", "v0001", registry=reg).returncode == 0
+    return reg
+
+
+def test_a_model_that_crashes_native_code_exits_2_with_the_reason(
+    one_lgbm: Path, ltr_files: tuple[Path, Path], tmp_path: Path, damage: type
+) -> None:
+    """`models validate` on a model.txt cut short (checksums recomputed) used to die of a signal (139)."""
+    _, test = ltr_files
+    reg = tmp_path / "models"
+    shutil.copytree(one_lgbm, reg)
+    damage.truncate_resealed(damage.copy_version(reg / "ranker", "v0001", "v0002"))
+    check = run("models", "validate", "ranker", "v0002", "--ltr-holdout", str(test), registry=reg)
+    assert check.returncode == 2, (check.returncode, check.stderr)
+    assert "ranker/v0002 refused: the trial process died of SIG" in check.stderr
+    forced = run("models", "promote", "ranker", "v0002", "--force", registry=reg)
+    assert forced.returncode == 2 and "refused" in forced.stderr, (forced.returncode, forced.stderr)
+    listing = json.loads(run("models", "list", "--json", registry=reg).stdout)
+    assert [r["current"] for r in listing["ranker"]] == [True, False]
+
+
+def test_a_broken_manifest_is_listed_as_broken(one_lgbm: Path, tmp_path: Path, damage: type) -> None:
+    """One manifest.json cut short: `models list` lists it with the reason beside the others (it used to
+    fail whole), and validating or promoting it exits 2 naming the file."""
+    reg = tmp_path / "models"
+    shutil.copytree(one_lgbm, reg)
+    damage.break_manifest(damage.copy_version(reg / "ranker", "v0001", "v0002"))
+    listed = run("models", "list", "--json", registry=reg)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["version"]: r for r in json.loads(listed.stdout)["ranker"]}
+    assert rows["v0001"]["model"] == "lgbm" and rows["v0001"]["broken"] is None
+    assert "v0002/manifest.json: not valid JSON" in rows["v0002"]["broken"] and rows["v0002"]["model"] is None
+    table = run("models", "list", registry=reg)
+    assert table.returncode == 0 and "not valid JSON" in table.stderr, table.stderr
+    forced = run("models", "promote", "ranker", "v0002", "--force", registry=reg)
+    assert forced.returncode == 2 and "manifest.json: not valid JSON" in forced.stderr, forced.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from ranking.config import RankingSettings
 from ranking.dataset import ListwiseData
-from ranking.errors import ModelFormatError, PromotionRefused, RegistryError
+from ranking.errors import ModelFormatError, ModelRefused, PromotionRefused, RegistryError
 from ranking.lgbm import LightGBMRanker
 from ranking.pipeline import train_and_register
 from ranking.registry import ModelRegistry
@@ -138,3 +139,27 @@ def test_a_model_saved_by_the_old_code_is_refused_clearly(tmp_path: Path) -> Non
     (tmp_path / "ranker" / "state.json").write_text('{"current": "v0001", "history": ["v0001"]}')
     with pytest.raises(ModelFormatError, match=r"older smartblock \(manifest format 1.* model again"):
         ModelRegistry(tmp_path).load("ranker")
+
+
+def test_a_model_that_crashes_native_code_is_refused_in_a_child(
+    tmp_path: Path, synthetic: tuple[ListwiseData, ...], damage: type
+) -> None:
+    """A model.txt cut short after which its checksums were recomputed: LightGBM dies parsing it (abort or
+    SIGSEGV). The trial child dies instead of this process, promotion is refused even with force, the
+    current model stays, and the verdict is remembered (no second child for the same content)."""
+    train, valid, holdout = synthetic
+    reg = ModelRegistry(tmp_path)
+    good = reg.register(small_lgbm().fit(train, valid), "ranker")
+    reg.promote("ranker", good, force=True)
+    bad = reg.register(small_lgbm().fit(valid), "ranker")
+    damage.truncate_resealed(reg.path("ranker", bad))
+    with pytest.raises(ModelRefused, match=rf"ranker/{bad} refused: the trial process died of SIG\w+"):
+        reg.promote("ranker", bad, force=True)
+    assert reg.current("ranker") == good
+    started = time.monotonic()
+    with pytest.raises(ModelRefused, match="native crash"):
+        reg.load("ranker", bad)
+    assert time.monotonic() - started < 1.0  # cached: a child takes longer than this to import LightGBM
+    rows = {r["version"]: r for r in reg.describe("ranker")}
+    assert "native crash" in rows[bad]["broken"] and rows[good]["broken"] is None
+    assert reg.load("ranker").score(holdout).shape == (holdout.n_rows,)
