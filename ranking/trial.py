@@ -128,8 +128,9 @@ def _last_json_line(stdout: str) -> dict:
 
 
 def _tail(text: str, lines: int = 3) -> str:
-    kept = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
-    return " | ".join(kept)[-400:]
+    """The last distinct lines of a child's stderr: native code repeats its fatal message per thread."""
+    kept = list(dict.fromkeys(line.strip() for line in text.strip().splitlines() if line.strip()))
+    return " | ".join(kept[-lines:])[-400:]
 
 
 # The child --------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ class ServedState:
             if fallback is None:
                 error = f"{line}/{version} refused ({reason}); no earlier version loads: retrieval order"
             instead = f"serving {line}/{fallback.version}" if fallback else "serving retrieval order"
-            log.warning("current model %s/%s refused, nothing else loaded: %s", line, version, instead)
+            log.warning("current model %s/%s not servable, nothing else loaded: %s", line, version, instead)
         reason = reason.removeprefix(f"{line}/{version} refused: ")  # ModelRefused names the version
         degraded = f"current model {line}/{version} refused ({reason}); serving {_name(fallback)}"
         return fallback, error, degraded
