@@ -81,7 +81,7 @@ class ServedState:
             except RegistryError as exc:  # no such line yet: serve retrieval order until one is promoted
                 model, error = None, str(exc)
             except ModelFormatError as exc:  # an unreadable state.json: keep what serves, say why
-                error = str(exc)
+                error, refused, degraded = str(exc), served.refused_version, served.degraded
                 if served.model_error != error:
                     log.warning("model registry unreadable, keeping %s: %s", _name(model), exc)
             else:
