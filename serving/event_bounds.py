@@ -32,6 +32,11 @@ class EventBounds:
     max_ahead: timedelta  # clock skew allowed to a client's ts
 
 
+def reject(index: int, field: str | None, why: str) -> Rejection:
+    """A rejection whose reason also names the field, for a reader of the bare reason (logs, clients)."""
+    return Rejection(index=index, field=field, reason=f"{field}: {why}" if field else why)
+
+
 def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
@@ -43,10 +48,9 @@ def parse(index: int, raw: dict[str, JsonValue]) -> EventIn | Rejection:
     try:
         event = EventIn.model_validate(raw)
     except ValidationError as exc:
-        field, reason = _first_error(exc)
-        return Rejection(index=index, field=field, reason=reason)
+        return reject(index, *_first_error(exc))
     if event.type.value == "dwell" and event.dwell_ms is None:
-        return Rejection(index=index, field="dwell_ms", reason="a dwell interaction needs dwell_ms")
+        return reject(index, "dwell_ms", "a dwell interaction needs dwell_ms")
     return event
 
 
@@ -97,5 +101,5 @@ def against_contexts(
         if refused is None:
             accepted.append(rec)
         else:
-            rejections.append(Rejection(index=index, field=refused[0], reason=refused[1]))
+            rejections.append(reject(index, *refused))
     return accepted, rejections

@@ -9,7 +9,14 @@ from fastapi.exceptions import RequestValidationError
 
 from data.contracts import Interaction
 from serving.deps import RuntimeDep, WriteKey
-from serving.event_bounds import EventBounds, against_contexts, out_of_bounds, parse, to_interaction
+from serving.event_bounds import (
+    EventBounds,
+    against_contexts,
+    out_of_bounds,
+    parse,
+    reject,
+    to_interaction,
+)
 from serving.schemas import EventsIn, EventsOut, Rejection
 
 router = APIRouter(prefix="/events", tags=["events"], dependencies=[WriteKey])
@@ -54,7 +61,7 @@ def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
             continue
         broken = out_of_bounds(parsed, bounds, now)
         if broken is not None:
-            rejections.append(Rejection(index=i, field=broken[0], reason=broken[1]))
+            rejections.append(reject(i, *broken))
         else:
             candidates.append((i, to_interaction(parsed, now)))
     # One read for the batch's stored request contexts (StoreUnavailable -> 503: nothing was accepted).
