@@ -47,18 +47,22 @@ def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent:
             tuple(Shown(s.block_id, s.position) for s in imp.shown),
         )
     if kind == "interaction":
-        ev = Interaction.model_validate_json(data)
-        return InteractionEvent(
-            ev.request_id,
-            int(ev.ts.timestamp() * 1000),
-            ev.user_id,
-            ev.block_id,
-            ev.position,
-            ev.type.value,
-            ev.dwell_ms,
-            ev.event_id,
-        )
+        return interaction_event(Interaction.model_validate_json(data))
     raise ValueError(f"unknown event kind {kind!r}")
+
+
+def interaction_event(ev: Interaction) -> InteractionEvent:
+    """The light form the operations are built from (and ``RequestContext.refusal`` checks)."""
+    return InteractionEvent(
+        ev.request_id,
+        int(ev.ts.timestamp() * 1000),
+        ev.user_id,
+        ev.block_id,
+        ev.position,
+        ev.type.value,
+        ev.dwell_ms,
+        ev.event_id,
+    )
 
 
 @dataclass

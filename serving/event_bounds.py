@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from pydantic import JsonValue, ValidationError
 
 from data.contracts import Interaction
-from features.ops import InteractionEvent, RequestContext
+from features.ops import RequestContext
+from features.stream import interaction_event
 from serving.schemas import EventIn, Rejection
 
 
@@ -75,20 +76,6 @@ def to_interaction(event: EventIn, now: datetime) -> Interaction:
     return Interaction.model_validate({"ts": now, **data})
 
 
-def as_op_event(rec: Interaction) -> InteractionEvent:
-    """The light form ``RequestContext.refusal`` checks (the same the stream consumer builds)."""
-    return InteractionEvent(
-        rec.request_id,
-        int(rec.ts.timestamp() * 1000),
-        rec.user_id,
-        rec.block_id,
-        rec.position,
-        rec.type.value,
-        rec.dwell_ms,
-        rec.event_id,
-    )
-
-
 def against_contexts(
     candidates: list[tuple[int, Interaction]], contexts: dict[str, RequestContext]
 ) -> tuple[list[Interaction], list[Rejection]]:
@@ -97,7 +84,7 @@ def against_contexts(
     rejections: list[Rejection] = []
     for index, rec in candidates:
         ctx = contexts.get(rec.request_id)
-        refused = ctx.refusal(as_op_event(rec)) if ctx is not None else None
+        refused = ctx.refusal(interaction_event(rec)) if ctx is not None else None
         if refused is None:
             accepted.append(rec)
         else:
