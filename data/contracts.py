@@ -111,6 +111,9 @@ class Interaction(Record):
     position: Annotated[int, Field(ge=1)]
     type: InteractionType
     dwell_ms: Annotated[int, Field(ge=0)] | None = None
+    # The client's id of this event: a retry of the same event carries the same id and is applied once
+    # (features.ops.InteractionEvent.event_id); None in logs that have no such id.
+    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
     @model_validator(mode="after")
     def _dwell_has_duration(self) -> Interaction:

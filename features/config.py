@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class FeatureStoreSettings(BaseModel):
@@ -24,7 +24,17 @@ class FeatureStoreSettings(BaseModel):
     request_ttl_hours: int = Field(
         default=24, ge=1, description="How long a request's context waits for clicks."
     )
-    dedup_ttl_hours: int = Field(default=48, ge=1, description="How long applied-event markers are kept.")
+    dedup_ttl_hours: int = Field(
+        default=48,
+        ge=1,
+        description="How long applied-event markers are kept: the window in which a repeated event id "
+        "(a client retry) is counted once.",
+    )
+    live_ttl_days: int = Field(
+        default=90,
+        ge=1,
+        description="Live query and block counters expire after this long without an event touching them.",
+    )
     # Examination prior by position (1-based) for clicks-over-expected-clicks; the default is the DCG
     # discount 1/log2(k+1). Replace it with an estimate from a randomization experiment when you have one.
     position_prior: tuple[float, ...] = (1.0, 0.631, 0.5, 0.431, 0.387, 0.356, 0.333, 0.315, 0.301, 0.289)
@@ -46,3 +56,11 @@ class FeatureStoreSettings(BaseModel):
     stream_max_deliveries: int = Field(
         default=5, ge=1, description="Then an event goes to the dead-letter stream."
     )
+
+    @model_validator(mode="after")
+    def _dedup_covers_requests(self) -> FeatureStoreSettings:
+        # Events are accepted while their request's context lives (request_ttl_hours); a retry inside that
+        # time must still find its applied-event marker, or it would count twice.
+        if self.dedup_ttl_hours < self.request_ttl_hours:
+            raise ValueError("dedup_ttl_hours must be at least request_ttl_hours")
+        return self

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
 
 
-
 class RetrievalReplay(Protocol):
     """Fused retrieval as of a past request (``retrieval.asof.AsOfRetrieval`` is one)."""
 
@@ -49,7 +48,6 @@ class RetrievalReplay(Protocol):
 
     def search(self, query: str, ts_ms: int) -> Sequence[ScoredCandidate]:
         """The fused hits for ``query`` as of ``ts_ms``, best first."""
-
 
 
 class _Layered:

@@ -27,7 +27,11 @@ Source = Literal["stream", "batch", "static", "request"]  # request: what retrie
 VECTOR_FIELD, VERSION_FIELD = "v", "m"
 VECTOR_DTYPE = np.dtype("<f2")  # stored user and block vectors: little-endian float16
 USER_FIELDS = [
-    *chunk_fields("r"), *chunk_fields("p"), *chunk_fields(VECTOR_FIELD), VERSION_FIELD, CLICKS_FIELD
+    *chunk_fields("r"),
+    *chunk_fields("p"),
+    *chunk_fields(VECTOR_FIELD),
+    VERSION_FIELD,
+    CLICKS_FIELD,
 ]
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations

@@ -59,9 +59,15 @@ class InteractionEvent:
     position: int
     type: str  # click | dwell
     dwell_ms: int | None = None
+    client_id: str | None = None  # the client's event id (Interaction.event_id), when it sent one
 
     @property
     def event_id(self) -> str:
+        """The id the applied-event markers dedupe on: the client's id when given, so a retry (with the
+        server's receive time as its ts) is the same event; scoped to the request, so one client's ids
+        cannot suppress another request's events."""
+        if self.client_id is not None:
+            return f"{self.type}:{self.request_id}:id:{self.client_id}"
         return f"{self.type}:{self.request_id}:{self.block_id}:{self.position}:{self.ts_ms}"
 
 
@@ -86,6 +92,21 @@ class RequestContext:
             query=fields["q"], user_id=fields.get("u", ""), shown=shown, clicked=clicked, skipped=skipped
         )
 
+    def refusal(self, ev: InteractionEvent) -> tuple[str, str] | None:
+        """(field, reason) when the event does not fit what this request served, else None.
+
+        Only blocks the request showed, at the position it showed them, to the user it served, may be
+        counted: anything else would plant counters for ids nobody was shown.
+        """
+        shown = self.shown.get(ev.position)
+        if shown is None:
+            return "position", f"request {ev.request_id!r} showed no block at position {ev.position}"
+        if shown != ev.block_id:
+            return "block_id", f"request {ev.request_id!r} showed another block at position {ev.position}"
+        if self.user_id and ev.user_id != self.user_id:
+            return "user_id", f"request {ev.request_id!r} was served to another user"
+        return None
+
     def note(self, ev: InteractionEvent) -> None:
         """Record what a click did to this request, as its ops record it in the stored context."""
         if ev.type == "click":
@@ -100,6 +121,7 @@ class OpBuilder:
         self.tau_s = settings.interest_half_life_hours * 3600 / math.log(2)
         self.user_ttl_s = settings.user_ttl_days * 86_400
         self.request_ttl_s = settings.request_ttl_hours * 3600
+        self.live_ttl_s = settings.live_ttl_days * 86_400
         self.recent_cap = settings.recent_keywords
 
     def examination(self, position: int) -> float:
@@ -127,19 +149,30 @@ class OpBuilder:
         if ids:
             ops.append(("t", user, "r", imp.ts_ms / 1000.0, self.tau_s, self.recent_cap, *ids))
         ops.append(("x", user, self.user_ttl_s, imp.ts_ms / 1000.0))
-        return ops
+        return self._expiring(ops, imp.ts_ms / 1000.0)
+
+    def _expiring(self, ops: list[Op], ts_s: float) -> list[Op]:
+        """``ops`` plus an expiry (``live_ttl_s``, refreshed by each event) for every key they write that
+        has none of its own: nothing an event creates, whatever ids a client sends, stays for good."""
+        timed = {op[1] for op in ops if op[0] == "x"}
+        written = dict.fromkeys(op[1] for op in ops if op[0] != "x" and op[1] not in timed)
+        return ops + [("x", key, self.live_ttl_s, ts_s) for key in written]
 
     def interaction(self, ev: InteractionEvent, ctx: RequestContext) -> list[Op]:
         k = self.keys
         qb = k.query_blocks(ctx.query)
         bs = k.block_stats(ev.block_id)
         b = ev.block_id
+        ts_s = ev.ts_ms / 1000.0
         if ev.type == "dwell":
             ms = float(ev.dwell_ms or 0)
-            return [
-                ("v", qb, b, STATS_WIDTH, DWELL_MS, ms, DWELLS, 1.0),
-                ("v", bs, b, STATS_WIDTH, DWELL_MS, ms, DWELLS, 1.0),
-            ]
+            return self._expiring(
+                [
+                    ("v", qb, b, STATS_WIDTH, DWELL_MS, ms, DWELLS, 1.0),
+                    ("v", bs, b, STATS_WIDTH, DWELL_MS, ms, DWELLS, 1.0),
+                ],
+                ts_s,
+            )
         ops: list[Op] = [
             ("v", qb, b, STATS_WIDTH, CLICKS, 1.0),
             ("v", qb, QUERY_FIELD, QUERY_WIDTH, QUERY_CLICKS, 1.0),
@@ -149,7 +182,7 @@ class OpBuilder:
                 "t",
                 k.user(ev.user_id),
                 CLICKS_FIELD,
-                ev.ts_ms / 1000.0,
+                ts_s,
                 self.tau_s,
                 self.recent_cap,
                 keyword_id(b),
@@ -165,7 +198,12 @@ class OpBuilder:
                 ]
                 ops.append(("s", ctx_key, f"k|{pos}", "1"))
         ops.append(("s", ctx_key, f"c|{ev.position}", "1"))
-        return ops
+        # A context that expired between its read and this write must not come back without a TTL.
+        ops += [
+            ("x", ctx_key, self.request_ttl_s, ts_s),
+            ("x", k.user(ev.user_id), self.user_ttl_s, ts_s),
+        ]
+        return self._expiring(ops, ts_s)
 
 
 def _stored(value: object) -> str | bytes:

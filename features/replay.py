@@ -37,9 +37,11 @@ def impressions_of(table: pa.Table) -> list[ImpressionEvent]:
 
 
 def interactions_of(table: pa.Table) -> list[InteractionEvent]:
+    # Tables built before interactions carried a client event id have no such column: all None.
+    ids = table["event_id"].to_pylist() if "event_id" in table.column_names else [None] * table.num_rows
     return [
-        InteractionEvent(r, int(ts), u, b, p, t, d)
-        for r, ts, u, b, p, t, d in zip(
+        InteractionEvent(r, int(ts), u, b, p, t, d, e)
+        for r, ts, u, b, p, t, d, e in zip(
             table["request_id"].to_pylist(),
             _ms(table["ts"]),
             table["user_id"].to_pylist(),
@@ -47,6 +49,7 @@ def interactions_of(table: pa.Table) -> list[InteractionEvent]:
             table["position"].to_pylist(),
             table["type"].to_pylist(),
             table["dwell_ms"].to_pylist(),
+            ids,
             strict=True,
         )
     ]
@@ -74,6 +77,9 @@ class Replayer:
         self.events = 0
         # Live request contexts, kept as objects: rebuilding them from the stored hash per click is slow.
         self._contexts: dict[str, RequestContext] = {}
+        # Event ids of applied events that carried a client id: an archived client retry counts once here
+        # as it did online (the store's applied-event markers). Logs without client ids add nothing.
+        self._applied: set[str] = set()
 
     def apply(self, event: ImpressionEvent | InteractionEvent) -> None:
         if isinstance(event, ImpressionEvent):
@@ -88,6 +94,10 @@ class Replayer:
                     f"interaction of request {event.request_id!r} has no impression before it",
                     field="request_id",
                 )
+            if event.client_id is not None:
+                if event.event_id in self._applied:
+                    return
+                self._applied.add(event.event_id)
             self.state.apply(self.ops.interaction(event, ctx))
             ctx.note(event)
         self.events += 1

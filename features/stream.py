@@ -24,6 +24,7 @@ from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestCo
 from features.store import RedisFeatureStore
 
 GROUP = "features"
+_DEAD_MAXLEN = 100_000  # dead letters kept (newest); each names its reason, for a look, not for replay
 
 
 def default_consumer_name(group: str = GROUP) -> str:
@@ -46,17 +47,22 @@ def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent:
             tuple(Shown(s.block_id, s.position) for s in imp.shown),
         )
     if kind == "interaction":
-        ev = Interaction.model_validate_json(data)
-        return InteractionEvent(
-            ev.request_id,
-            int(ev.ts.timestamp() * 1000),
-            ev.user_id,
-            ev.block_id,
-            ev.position,
-            ev.type.value,
-            ev.dwell_ms,
-        )
+        return interaction_event(Interaction.model_validate_json(data))
     raise ValueError(f"unknown event kind {kind!r}")
+
+
+def interaction_event(ev: Interaction) -> InteractionEvent:
+    """The light form the operations are built from (and ``RequestContext.refusal`` checks)."""
+    return InteractionEvent(
+        ev.request_id,
+        int(ev.ts.timestamp() * 1000),
+        ev.user_id,
+        ev.block_id,
+        ev.position,
+        ev.type.value,
+        ev.dwell_ms,
+        ev.event_id,
+    )
 
 
 @dataclass
@@ -157,6 +163,12 @@ class StreamConsumer:
                 if ctx is None:
                     self._wait_or_dead(entry_id, event)
                     continue
+                refused = ctx.refusal(event)
+                if refused is not None:
+                    # /events checks this when the context is already stored; an event that came before
+                    # its impression was applied is checked here, before it can write anything.
+                    self._dead(entry_id, None, f"{refused[0]}: {refused[1]}")
+                    continue
                 ready.append((event.event_id, self.ops.interaction(event, ctx)))
                 ctx.note(event)
             done.append(entry_id)
@@ -186,7 +198,8 @@ class StreamConsumer:
             payload["fields"] = json.dumps(
                 {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
             )
-        self.client.xadd(self.store.keys.dead_letters, payload)
+        # Bounded like the event stream: a flood of refused events must not grow Redis without end.
+        self.client.xadd(self.store.keys.dead_letters, payload, maxlen=_DEAD_MAXLEN, approximate=True)
         self.client.xack(self.stream, GROUP, entry_id)
         self.stats.dead += 1
         self.stats.dead_reasons.append(reason)

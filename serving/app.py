@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serving import handlers
 from serving.config import ServingSettings, StageSettings, serving_settings
-from serving.middleware import BodyLimit, CountRequests
+from serving.middleware import BodyGuard, CountRequests
 from serving.routes import admin, events, health, metrics, page, search, users
 from serving.runtime import Parts, Runtime, load_parts
 
@@ -55,7 +55,7 @@ def create_app(
         app.include_router(router)
     app.include_router(page.router)
     handlers.install(app)
-    # Outermost last: the body limit runs before anything reads the body.
+    # Outermost last: the body guard runs before anything reads the body.
     app.add_middleware(CountRequests, metrics=lambda: getattr(app.state.runtime, "metrics", None))
-    app.add_middleware(BodyLimit, limit=serving.max_body_bytes)
+    app.add_middleware(BodyGuard, limit=serving.max_body_bytes, timeout_s=serving.body_timeout_s)
     return app

@@ -26,6 +26,11 @@ class ServingSettings(BaseModel):
         description=f"Key for /admin (header X-API-Key), at least {MIN_API_KEY_CHARS} characters; "
         "unset: the admin API refuses every call.",
     )
+    write_key: SecretStr | None = Field(
+        default=None,
+        description=f"Key for POST /events (header X-Write-Key), at least {MIN_API_KEY_CHARS} characters; "
+        "unset: /events takes events from anyone (the search page posts its clicks this way).",
+    )
     model_line: str = Field(
         default="ranker", pattern=r"^[A-Za-z0-9_-]+$", description="Registry line served."
     )
@@ -42,7 +47,24 @@ class ServingSettings(BaseModel):
     max_query_chars: int = Field(default=256, ge=1, le=4096)
     max_k: int = Field(default=50, ge=1, le=200, description="Most blocks one /search may ask for.")
     max_events: int = Field(default=100, ge=1, description="Most events in one POST /events batch.")
-    max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger request bodies get 413.")
+    max_body_bytes: int = Field(
+        default=65_536, ge=1024, description="Larger request bodies get 413, chunked or not."
+    )
+    body_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="A request body not fully received this long after the request started gets 408 and "
+        "its connection is closed (a slow or short body cannot hold a worker).",
+    )
+    # Bounds of one event (POST /events); the past bound is features.request_ttl_hours, after which the
+    # request's context, which a click is applied against, is gone.
+    max_dwell_ms: int = Field(
+        default=1_800_000, ge=1, description="Longest dwell accepted (ms); the world's dwell cap is 30 min."
+    )
+    event_future_s: float = Field(
+        default=300.0, ge=0, description="An event's ts may be ahead of the server clock by this much."
+    )
     # Rankers trained on candidate lists (ranking.world.candidates) gain more the more candidates they order:
     # on the small world DCN re-ordering all 100 captured 0.105 of the oracle's gain, the best 16 0.056
     # (`evaluate --candidates`, docs/ranking.md). Shown-page rankers needed a cap of 16 to do no harm.
@@ -69,11 +91,11 @@ class ServingSettings(BaseModel):
     )
     torch_threads: int = Field(default=1, ge=1, le=64, description="Per worker; requests run in parallel.")
 
-    @field_validator("api_key")
+    @field_validator("api_key", "write_key")
     @classmethod
     def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
         if key is not None and len(key.get_secret_value()) < MIN_API_KEY_CHARS:
-            raise ValueError(f"api_key must have at least {MIN_API_KEY_CHARS} characters")
+            raise ValueError(f"a key must have at least {MIN_API_KEY_CHARS} characters")
         return key
 
 

@@ -4,8 +4,10 @@ stack trace (unexpected errors are logged here and answered with a generic 500).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from data.errors import ConfigError, DataError, SmartblockError
@@ -34,7 +36,29 @@ def status_of(exc: SmartblockError) -> int:
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
 
 
+def safe_text(value: object) -> str:
+    """``value`` as text any UTF-8 encoder takes: a lone surrogate becomes its escape (``\\ud800``)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def validation_detail(errors: Any) -> list[dict[str, Any]]:
+    """Where, what and why of each validation error, and nothing the client sent: echoing the input would
+    fail to encode on a lone surrogate (a 500 from the error handler itself) and repeat junk back."""
+    return [
+        {
+            "loc": [p if isinstance(p, int) else safe_text(p) for p in e.get("loc", ())],
+            "msg": safe_text(e.get("msg", "")),
+            "type": safe_text(e.get("type", "")),
+        }
+        for e in errors
+    ]
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
+
     @app.exception_handler(SmartblockError)
     async def _smartblock(request: Request, exc: SmartblockError) -> JSONResponse:
         code = status_of(exc)

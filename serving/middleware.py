@@ -1,7 +1,9 @@
-"""Pure ASGI middleware (no per-request task overhead): body-size limit and per-route request counts."""
+"""Pure ASGI middleware (no per-request task overhead): the request body guard and per-route request
+counts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -9,29 +11,50 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.metrics import Metrics
 
-
-class _TooLarge(Exception):
-    pass
+_JSON_TYPES = (b"application/json", b"+json")
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"error": f"request body larger than {limit} bytes"}).encode()
+async def _refuse(send: Send, status: int, error: str) -> None:
+    """An error answer that also closes the connection: the rest of an unread body would otherwise be
+    parsed as the next request of a keep-alive connection, and a client holding it open keeps a slot."""
+    body = json.dumps({"error": error}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimit:
-    """413 for a body over ``limit`` bytes: from Content-Length before reading, or counted while streaming
-    (a chunked upload has no length to check up front)."""
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            return kind == _JSON_TYPES[0] or kind.endswith(_JSON_TYPES[1])
+    return False
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+
+class BodyGuard:
+    """Reads the whole request body before the app sees it, and refuses it when it is:
+
+    - over ``limit`` bytes: 413, from Content-Length before reading or counted while reading (a chunked
+      upload has no length up front; raising from inside the app's read became the framework's 400);
+    - not complete ``timeout_s`` after the request started: 408 (a slow client, or a Content-Length larger
+      than what it sends, would otherwise hold the connection until the client gives up);
+    - JSON that is not UTF-8: 400 with the offending byte (the JSON parser's own error was a bare 400).
+
+    Bodies here are small (64 KB by default), so holding one in memory costs nothing the app would not
+    spend anyway, and the app then reads it without waiting.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,30 +62,44 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _send_413(send, self.limit)
+            await _refuse(send, 413, f"request body larger than {self.limit} bytes")
             return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await _send_413(send, self.limit)
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client is gone: nobody to answer
+                    chunk = message.get("body", b"")
+                    seen += len(chunk)
+                    if seen > self.limit:
+                        await _refuse(send, 413, f"request body larger than {self.limit} bytes")
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _refuse(send, 408, f"request body not received within {self.timeout_s:g} s")
+            return
+        body = b"".join(chunks)
+        if body and _is_json(scope):
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                await _refuse(send, 400, f"request body is not valid UTF-8 (byte {exc.start}: {exc.reason})")
+                return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only a disconnect can come
+
+        await self.app(scope, replay, send)
 
 
 class CountRequests:

@@ -4,17 +4,55 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from data.contracts import InteractionType
 
 # Hard limits of the schema; settings may only tighten them (checked in the routes).
 MAX_QUERY_CHARS = 4096
 MAX_K = 200
 MAX_EVENTS = 1000
+MAX_DWELL_MS = 86_400_000  # a day
+# Printable ASCII only: no control characters (NUL), no spaces, nothing a log line or a key could trip on.
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+
+
+def unencodable(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where in a decoded JSON value a string (or a key) holds a lone surrogate, or None.
+
+    ``json`` decodes the escape ``"\\ud800"`` into a str that no UTF-8 encoder takes: it would fail later,
+    in a Redis key, the event stream or the error answer itself, as a 500.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unencodable(key, (*path, "<key>")) or unencodable(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = unencodable(item, (*path, i))
+            if found is not None:
+                return found
+    return None
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        where = unencodable(data)
+        if where is not None:
+            at = ".".join(str(p) for p in where) or "body"
+            raise ValueError(f"{at}: a string holds a lone surrogate (not valid Unicode text)")
+        return data
 
 
 class SearchIn(_In):
@@ -58,14 +96,34 @@ class SearchOut(BaseModel):
     latency_ms: dict[str, float] | None = Field(default=None, description="Per stage, with explain=true.")
 
 
+class EventIn(_In):
+    """One click or dwell as a client sends it; serving.events adds the bounds of the settings and of the
+    request it belongs to."""
+
+    request_id: Id
+    user_id: Id
+    block_id: Id
+    doc_id: Id | None = None
+    position: Annotated[int, Field(ge=1, le=MAX_K)]
+    type: InteractionType
+    dwell_ms: Annotated[int, Field(ge=0, le=MAX_DWELL_MS)] | None = None
+    ts: AwareDatetime | None = Field(default=None, description="Left out: the server's receive time.")
+    event_id: Id | None = Field(
+        default=None,
+        description="The client's id of this event: a retry with the same id (same request) is "
+        "acknowledged and counted once.",
+    )
+
+
 class EventsIn(_In):
-    # Items are checked one by one against data.contracts.Interaction, so one bad event is rejected with its
-    # reason instead of failing the whole batch.
+    # Items are checked one by one against EventIn, so one bad event is rejected with its reason instead of
+    # failing the whole batch.
     events: Annotated[list[dict[str, JsonValue]], Field(min_length=1, max_length=MAX_EVENTS)]
 
 
 class Rejection(BaseModel):
-    index: int
+    index: int = Field(description="Of the event in the batch.")
+    field: str | None = Field(default=None, description="The first field at fault; None: the whole event.")
     reason: str
 
 

@@ -217,6 +217,7 @@ def _interactions_table(
                 pa.int64(),
                 mask=both([np.ones(n, bool), np.zeros(n, bool)]),
             ),
+            pa.nulls(2 * n, pa.string()),  # event_id: simulated clients do not retry
         ],
         schema=arrow_schema(Interaction),
     )

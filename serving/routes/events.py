@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from data.contracts import Interaction
-from serving.deps import RuntimeDep
+from serving.deps import RuntimeDep, WriteKey
+from serving.event_bounds import (
+    EventBounds,
+    against_contexts,
+    out_of_bounds,
+    parse,
+    reject,
+    to_interaction,
+)
 from serving.schemas import EventsIn, EventsOut, Rejection
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = APIRouter(prefix="/events", tags=["events"], dependencies=[WriteKey])
 
 
-def _reason(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors())
+def _bounds(runtime: RuntimeDep) -> EventBounds:
+    serving = runtime.serving
+    return EventBounds(
+        known_blocks=runtime.parts.catalog.blocks,
+        max_position=serving.max_k,
+        max_dwell_ms=serving.max_dwell_ms,
+        max_age=timedelta(hours=runtime.settings.features.request_ttl_hours),
+        max_ahead=timedelta(seconds=serving.event_future_s),
+    )
 
 
 @router.post("", response_model=EventsOut, status_code=status.HTTP_202_ACCEPTED)
 def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
-    """Accept the valid events of a batch (202); each invalid one is listed with its reason.
+    """Accept the valid events of a batch (202); each invalid one is listed with its field and reason.
 
-    ``ts`` may be left out: the server's receive time is used then.
+    ``ts`` may be left out: the server's receive time is used then. An ``event_id`` makes a retry safe: the
+    same id for the same request is acknowledged again and counted once.
     """
     if len(body.events) > runtime.serving.max_events:
         raise RequestValidationError(
@@ -36,15 +51,26 @@ def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
             ]
         )
     now = datetime.now(UTC)
-    accepted: list[Interaction] = []
+    bounds = _bounds(runtime)
+    candidates: list[tuple[int, Interaction]] = []
     rejections: list[Rejection] = []
     for i, raw in enumerate(body.events):
-        try:
-            accepted.append(Interaction.model_validate({"ts": now, **raw}))
-        except ValidationError as exc:
-            rejections.append(Rejection(index=i, reason=_reason(exc)))
+        parsed = parse(i, raw)
+        if isinstance(parsed, Rejection):
+            rejections.append(parsed)
+            continue
+        broken = out_of_bounds(parsed, bounds, now)
+        if broken is not None:
+            rejections.append(reject(i, *broken))
+        else:
+            candidates.append((i, to_interaction(parsed, now)))
+    # One read for the batch's stored request contexts (StoreUnavailable -> 503: nothing was accepted).
+    request_ids = list(dict.fromkeys(rec.request_id for _, rec in candidates))
+    contexts = runtime.store.contexts(request_ids) if request_ids else {}
+    accepted, refused = against_contexts(candidates, contexts)
+    rejections = sorted(rejections + refused, key=lambda r: r.index)
     if accepted:
-        runtime.store.publish(list(accepted))  # StoreUnavailable -> 503: nothing was accepted
+        runtime.store.publish(accepted)  # StoreUnavailable -> 503: nothing was accepted
     metrics = runtime.metrics.events
     metrics.labels("accepted").inc(len(accepted))
     metrics.labels("rejected").inc(len(rejections))

@@ -35,6 +35,10 @@ def test_search_page_click_reranks(app_factory: Callable[..., FastAPI], live_ser
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             page = browser.new_page()
+            # The page's Content-Security-Policy admits its own inline script and style by hash: any
+            # violation (a stale hash) shows on the console and would stop the page.
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
             page.goto(live.url + "/")
             page.wait_for_function("document.querySelectorAll('#user option').length > 0")
             page.select_option("#user", index=1)
@@ -73,5 +77,6 @@ def test_search_page_click_reranks(app_factory: Callable[..., FastAPI], live_ser
                 time.sleep(0.3)
             # The ranking reacted: the clicked block scores differently now (or left the top 10).
             assert score_now() != before
+            assert not [m for m in console if "Content Security Policy" in m], console
         finally:
             browser.close()
