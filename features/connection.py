@@ -40,6 +40,11 @@ _DEADLINE: ContextVar[float | None] = ContextVar("smartblock_redis_deadline", de
 _MIN_READ_S = 0.001  # a read past the deadline still goes through the socket, so its timeout path cleans up
 
 
+def embedded_folder(settings: FeatureStoreSettings) -> Path | None:
+    """The embedded server's folder when the settings use it (no redis_url, no REDIS_URL), else None."""
+    return None if settings.redis_url or os.environ.get("REDIS_URL") else settings.embedded_dir
+
+
 def embedded_socket(folder: Path) -> str:
     """Start (unless running) the embedded Redis keeping its data in ``folder``; return its socket path."""
     return ensure_server(folder)

@@ -158,7 +158,7 @@ def serving_config() -> ServingSettings:
 
     # The tests' Redis may be the embedded server on a busy machine: a generous timeout, except where the
     # outage test sets its own.
-    return ServingSettings(api_key=API_KEY, redis_timeout_s=1.0, model_poll_s=0.5)
+    return ServingSettings(api_key=API_KEY, redis_deadline_ms=1000, model_poll_s=0.5)
 
 
 @pytest.fixture(scope="session")

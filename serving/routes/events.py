@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from data.contracts import Interaction
+from features.connection import redis_deadline
 from serving.deps import RuntimeDep
 from serving.schemas import EventsIn, EventsOut, Rejection
 
@@ -44,7 +45,9 @@ def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
         except ValidationError as exc:
             rejections.append(Rejection(index=i, reason=_reason(exc)))
     if accepted:
-        runtime.store.publish(list(accepted))  # StoreUnavailable -> 503: nothing was accepted
+        # The request's one Redis deadline; StoreUnavailable -> 503: nothing was accepted.
+        with redis_deadline(runtime.serving.redis_deadline_ms / 1000):
+            runtime.store.publish(list(accepted))
     metrics = runtime.metrics.events
     metrics.labels("accepted").inc(len(accepted))
     metrics.labels("rejected").inc(len(rejections))
