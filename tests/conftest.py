@@ -76,6 +76,23 @@ def redis_base_settings(tmp_path_factory: pytest.TempPathFactory) -> FeatureStor
 
 
 @pytest.fixture
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder whose embedded Redis (``features.embedded``: unix socket, AOF) is this test's own to freeze,
+    kill and restart; whatever server runs there at the end is stopped (never the shared one on :6379)."""
+    import signal
+
+    from features.embedded import ensure_server, server_pid
+
+    folder = tmp_path_factory.mktemp("embedded")
+    ensure_server(folder)
+    yield folder
+    pid = server_pid(folder)
+    if pid is not None:
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
 def store(redis_base_settings: FeatureStoreSettings) -> Iterator[RedisFeatureStore]:
     """A feature store in a namespace of the test's own, cleared afterwards."""
     from features.store import RedisFeatureStore
