@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -177,12 +178,17 @@ class StreamConsumer:
         return len(entries)
 
     def run(
-        self, *, until_idle: bool = False, block_ms: int = 1000, max_seconds: float | None = None
+        self,
+        *,
+        until_idle: bool = False,
+        block_ms: int = 1000,
+        max_seconds: float | None = None,
+        stop: threading.Event | None = None,
     ) -> ConsumerStats:
         self.ensure_group()
         started = time.monotonic()
         block_ms = block_ms_within_timeout(self.client, block_ms)
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 handled = self.step(block_ms=0 if until_idle else block_ms)
             except (redis.TimeoutError, redis.ConnectionError):
@@ -198,6 +204,7 @@ class StreamConsumer:
                 return self.stats
             if max_seconds is not None and time.monotonic() - started > max_seconds:
                 return self.stats
+        return self.stats
 
     def _read(self, start: str, count: int, block: int | None) -> list:
         got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)
