@@ -35,8 +35,6 @@ class StoreUnavailable(SmartblockError):
 
 RedisClient = redis.Redis | RedisCluster
 
-# Monotonic time by which the current request's Redis work must end; None outside a request.
-_DEADLINE: ContextVar[float | None] = ContextVar("smartblock_redis_deadline", default=None)
 _MIN_READ_S = 0.001  # a read past the deadline still goes through the socket, so its timeout path cleans up
 
 
@@ -50,23 +48,56 @@ def embedded_socket(folder: Path) -> str:
     return ensure_server(folder)
 
 
+class _Budget:
+    """What is left of one request's Redis time: spent by its Redis calls only, not by the work between
+    them (retrieval and ranking run between the features read and the impression write)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left_s = seconds
+        self.call_started: float | None = None  # monotonic start of the call in progress
+
+    def left(self) -> float:
+        if self.call_started is None:
+            return self.left_s
+        return self.left_s - (time.monotonic() - self.call_started)
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("smartblock_redis_budget", default=None)
+
+
 @contextlib.contextmanager
 def redis_deadline(seconds: float) -> Iterator[None]:
-    """Within the block, every read of a ``hot_path_client`` ends by ``seconds`` from now, all reads together.
+    """Within the block, the Redis calls made under ``redis_call`` take ``seconds`` at most, all together:
+    each read of a ``hot_path_client`` waits no longer than what is left.
 
     A context variable, so it follows the request into its worker thread and never leaks into another one.
     """
-    token = _DEADLINE.set(time.monotonic() + seconds)
+    token = _BUDGET.set(_Budget(seconds))
     try:
         yield
     finally:
-        _DEADLINE.reset(token)
+        _BUDGET.reset(token)
+
+
+@contextlib.contextmanager
+def redis_call() -> Iterator[None]:
+    """One Redis call (a command or a pipeline) of the current request: its time comes off the budget."""
+    budget = _BUDGET.get()
+    if budget is None or budget.call_started is not None:  # outside a request, or nested in a call
+        yield
+        return
+    budget.call_started = time.monotonic()
+    try:
+        yield
+    finally:
+        budget.left_s = budget.left()
+        budget.call_started = None
 
 
 def deadline_left() -> float | None:
-    """Seconds left of the current request's Redis deadline (None outside one)."""
-    end = _DEADLINE.get()
-    return None if end is None else end - time.monotonic()
+    """Seconds left of the current request's Redis time (None outside a request)."""
+    budget = _BUDGET.get()
+    return None if budget is None else budget.left()
 
 
 class _DeadlineReads:

@@ -1,8 +1,9 @@
 """The feature store as serving uses it: one deadline, a circuit breaker, and defaults when Redis is away.
 
-Search must answer within its budget whether or not Redis does. The client never retries and every read
-ends by the request's deadline (``redis_deadline_ms``, ``features.connection.redis_deadline``), on TCP and
-unix sockets alike, so every call here either succeeds or raises ``StoreUnavailable`` in time. After a
+Search must answer within its budget whether or not Redis does. The client never retries, and a request's
+Redis calls together take at most its deadline (``redis_deadline_ms``; ``features.connection.redis_deadline``
+counts Redis time only, not the retrieval and ranking between the calls), on TCP and unix sockets alike, so
+every call here either succeeds or raises ``StoreUnavailable`` in time. After a
 failure the breaker skips Redis for ``breaker_cooldown_s`` (an outage costs one timeout per cooldown, not one
 per request); then it is half-open: ONE call probes Redis while the others keep failing fast, and the probe's
 outcome closes the breaker or opens it for another cooldown. Recovery needs no restart.
@@ -21,7 +22,13 @@ import redis
 from data.contracts import Interaction, SearchImpression
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
-from features.connection import RedisClient, StoreUnavailable, hot_path_client
+from features.connection import (
+    RedisClient,
+    StoreUnavailable,
+    deadline_left,
+    hot_path_client,
+    redis_call,
+)
 from features.definitions import Request
 from features.ops import Op
 from features.store import FeatureStore, RedisFeatureStore
@@ -67,9 +74,14 @@ class GuardedStore(FeatureStore):
             return True
 
     def _call(self, fn: Callable[[], T]) -> T:
+        left = deadline_left()
+        if left is not None and left <= 0:
+            # This request spent its Redis time on earlier calls: skip, without blaming Redis for it.
+            raise StoreUnavailable("the request's Redis deadline is spent")
         probe = self._admit()
         try:
-            result = fn()
+            with redis_call():
+                result = fn()
         except (redis.RedisError, OSError) as exc:
             with self._lock:
                 self._failed, self._probing = True, False

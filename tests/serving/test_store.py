@@ -121,15 +121,21 @@ def test_a_frozen_unix_socket_redis_costs_one_deadline_and_one_probe_per_cooldow
 
 
 def test_one_request_deadline_bounds_all_its_calls(embedded_redis: Path) -> None:
-    """Two calls in one request share the deadline: the second gets what the first left, not a fresh one."""
+    """The calls of one request share its deadline (the second gets what the first left, not a fresh one),
+    and only Redis time counts: the work between calls (retrieval, ranking) does not spend it."""
     import os
     import signal
 
-    from features.connection import hot_path_client, redis_deadline
+    from features.connection import hot_path_client, redis_call, redis_deadline
     from features.embedded import server_pid
 
     client = hot_path_client(FeatureStoreSettings(embedded_dir=embedded_redis), timeout_s=0.08)
-    client.ping()
+    with redis_deadline(0.05):
+        with redis_call():
+            client.set("k", "v")
+        time.sleep(0.1)  # longer than the deadline, but no Redis time
+        with redis_call():
+            assert client.get("k") == b"v"
     pid = server_pid(embedded_redis)
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
@@ -139,7 +145,8 @@ def test_one_request_deadline_bounds_all_its_calls(embedded_redis: Path) -> None
         with redis_deadline(0.1):
             for _ in range(3):
                 try:
-                    client.get("k")
+                    with redis_call():
+                        client.get("k")
                 except redis.TimeoutError:
                     errors += 1
     finally:
