@@ -294,7 +294,12 @@ def read_archive(out: Path) -> tuple[pa.Table, pa.Table]:
             tables.append(layout.read_events(kind, validate_rows=False))
         else:  # e.g. no click has happened yet
             tables.append(arrow_schema(contract).empty_table())
-    return _first_of(tables[0], ["request_id"]), _first_of(tables[1], INTERACTION_KEY)
+    return dedupe_events(tables[0], tables[1])
+
+
+def dedupe_events(imps: pa.Table, acts: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """The first of each impression (by request id) and interaction (by ``INTERACTION_KEY``)."""
+    return _first_of(imps, ["request_id"]), _first_of(acts, INTERACTION_KEY)
 
 
 def _first_of(table: pa.Table, keys: list[str]) -> pa.Table:

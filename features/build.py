@@ -1,13 +1,21 @@
-"""``features build``: replay a data folder's logs into the online store, plus the latest batch snapshot."""
+"""``features build``: replay a data folder's logs into the online store, plus the latest batch snapshot.
+
+``features rebuild`` is the same replay over the logs plus archived live events (``events export``): the
+online state rebuilt from the offline record, as after losing Redis beyond what its AOF kept.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.days import Progress
 from data.layout import DataLayout
+from features.archive import dedupe_events, read_archive
 from features.batch import batch_snapshot
 from features.block_attributes import BlockAttributes
 from features.replay import Replayer, in_time_order
@@ -15,14 +23,28 @@ from features.store import RedisFeatureStore
 
 
 def build_online_features(
-    layout: DataLayout, store: RedisFeatureStore, *, progress: Progress | None = None
+    layout: DataLayout,
+    store: RedisFeatureStore,
+    *,
+    archives: Sequence[Path] = (),
+    progress: Progress | None = None,
 ) -> dict:
-    """Rebuild the namespace from scratch (a rebuild never adds to stale counts); return build stats."""
+    """Rebuild the namespace from scratch (a rebuild never adds to stale counts); return build stats.
+
+    ``archives``: folders written by ``events export``, replayed with the layout's own logs; an event found
+    twice (at-least-once export, or an archive inside the layout) counts once.
+    """
     report = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     imps = layout.read_events("impressions")
     acts = layout.read_events("interactions")
+    if archives:
+        parts = [read_archive(folder) for folder in archives]
+        imps, acts = dedupe_events(
+            pa.concat_tables([imps, *(p[0] for p in parts)], promote_options="default"),
+            pa.concat_tables([acts, *(p[1] for p in parts)], promote_options="default"),
+        )
     loaded = time.perf_counter()
     replayer = Replayer(store.settings, store.keys)
     total = imps.num_rows + acts.num_rows
@@ -48,6 +70,7 @@ def build_online_features(
         "manifest": layout.read_manifest() if layout.manifest.is_file() else None,
         "as_of": last_ts.isoformat() if last_ts else None,
         "events": total,
+        "archives": [str(a) for a in archives],
         "live_keys": len(live),
         "batch_keys": len(snapshot.query) + len(snapshot.user),
     }

@@ -23,7 +23,7 @@ from data.contracts import Interaction, SearchImpression
 from features.batch import Snapshot
 from features.block_attributes import BlockAttributes, BlockVectors
 from features.config import FeatureStoreSettings
-from features.connection import RedisClient
+from features.connection import RedisClient, deadline_left
 from features.connection import connect as connect_client
 from features.definitions import (
     USER_SLOT,
@@ -322,6 +322,15 @@ class RedisFeatureStore(FeatureStore):
         have = catalog.vectors.get(version)
         if not self._vectors_stale(have, version) or not self._vector_lock.acquire(blocking=False):
             return have
+        if deadline_left() is not None:
+            # Under a serving request's Redis deadline a bulk read of every block would never fit: load
+            # beside the requests (a new thread runs outside the deadline), which get the defaults till then.
+            threading.Thread(target=self._load_vectors, args=(catalog, version), daemon=True).start()
+            return have
+        return self._load_vectors(catalog, version)
+
+    def _load_vectors(self, catalog: BlockAttributes, version: str) -> BlockVectors | None:
+        """Load (called holding ``_vector_lock``, which it releases) unless another load just did."""
         try:
             have = catalog.vectors.get(version)
             if not self._vectors_stale(have, version):

@@ -5,12 +5,17 @@ Delivery is at least once; application is idempotent (``RedisFeatureStore.apply`
 hash tag), so a redelivered event counts once. A consumer keeps its name across restarts and first finishes
 its own pending events; events a dead consumer left pending are reclaimed with XAUTOCLAIM once idle for
 ``stream_claim_idle_ms``. An event that keeps failing goes to a dead-letter stream with its reason.
+
+A Redis that comes back without the group (restarted empty, or with the group lost) answers NOGROUP: the
+consumer creates the group again from the start of the stream and goes on (the per-tag markers make any
+event it had already applied count once), rather than dying and leaving clicks unapplied.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -73,7 +78,65 @@ class ConsumerStats:
     dead: int = 0
     reclaimed: int = 0
     retries: int = 0  # reads retried after a Redis timeout or lost connection
+    groups_created: int = 0  # the group was missing (NOGROUP) and was created again
     dead_reasons: list[str] = field(default_factory=list)
+
+
+def is_nogroup(exc: redis.ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create ``group`` on ``stream`` (and the stream) reading from its first entry, unless it exists."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """What /readyz says about a consumer group: is someone consuming, and how far behind."""
+
+    exists: bool
+    consumers: int = 0
+    live: int = 0  # consumers that read within the staleness limit
+    idle_ms: int | None = None  # the most recent read by any consumer, ms ago
+    pending: int = 0  # delivered, not yet acknowledged
+    lag: int | None = None  # entries not yet delivered to the group (at least, when capped)
+
+
+def group_status(
+    client: redis.Redis, stream: str, group: str, *, stale_ms: int, lag_cap: int = 1000
+) -> GroupStatus:
+    """Liveness and lag of ``group`` from XINFO GROUPS / CONSUMERS (three cheap calls).
+
+    Redis 7 reports the lag itself; Redis 6.2 (the embedded server) does not, so the entries after the
+    group's last delivered id are counted, up to ``lag_cap``.
+    """
+    groups = {_text(g["name"]): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
+    info = groups.get(group)
+    if info is None:
+        return GroupStatus(exists=False)
+    consumers = client.xinfo_consumers(stream, group)
+    idle = [int(c["idle"]) for c in consumers]
+    lag = info.get("lag")
+    if lag is None:
+        last = _text(info["last-delivered-id"])
+        lag = len(client.xrange(stream, min=f"({last}", max="+", count=lag_cap))
+    return GroupStatus(
+        exists=True,
+        consumers=len(consumers),
+        live=sum(i < stale_ms for i in idle),
+        idle_ms=min(idle) if idle else None,
+        pending=int(info["pending"]),
+        lag=int(lag),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class StreamConsumer:
@@ -89,11 +152,14 @@ class StreamConsumer:
         self.stats = ConsumerStats()
 
     def ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        ensure_group(self.client, self.stream, GROUP)
+
+    def recreate_group_if_missing(self, exc: redis.ResponseError) -> None:
+        """After NOGROUP, create the group again (from the stream's start); re-raise any other error."""
+        if not is_nogroup(exc):
+            raise exc
+        self.ensure_group()
+        self.stats.groups_created += 1
 
     def step(self, *, block_ms: int = 0) -> int:
         """Process one batch: reclaimed, then own pending, then new events. Returns entries handled."""
@@ -118,12 +184,17 @@ class StreamConsumer:
         return len(entries)
 
     def run(
-        self, *, until_idle: bool = False, block_ms: int = 1000, max_seconds: float | None = None
+        self,
+        *,
+        until_idle: bool = False,
+        block_ms: int = 1000,
+        max_seconds: float | None = None,
+        stop: threading.Event | None = None,
     ) -> ConsumerStats:
         self.ensure_group()
         started = time.monotonic()
         block_ms = block_ms_within_timeout(self.client, block_ms)
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 handled = self.step(block_ms=0 if until_idle else block_ms)
             except (redis.TimeoutError, redis.ConnectionError):
@@ -132,10 +203,14 @@ class StreamConsumer:
                 self.stats.retries += 1
                 time.sleep(0.2)
                 continue
+            except redis.ResponseError as exc:
+                self.recreate_group_if_missing(exc)
+                continue
             if until_idle and handled == 0:
                 return self.stats
             if max_seconds is not None and time.monotonic() - started > max_seconds:
                 return self.stats
+        return self.stats
 
     def _read(self, start: str, count: int, block: int | None) -> list:
         got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)

@@ -34,14 +34,17 @@ class ServingSettings(BaseModel):
     model_line: str = Field(
         default="ranker", pattern=r"^[A-Za-z0-9_-]+$", description="Registry line served."
     )
-    redis_timeout_s: float = Field(
-        default=0.05,
+    redis_deadline_ms: float = Field(
+        default=50.0,
         gt=0,
-        le=5,
-        description="Socket and connect timeout of the serving Redis client: a slow store costs no more.",
+        le=5000,
+        description="One deadline for all the Redis work of one /search or /events request (also each "
+        "call's socket and connect timeout; the serving client never retries): a frozen store costs no more.",
     )
     breaker_cooldown_s: float = Field(
-        default=1.0, ge=0, description="After a store failure, skip Redis for this long, then try again."
+        default=1.0,
+        ge=0,
+        description="After a store failure, skip Redis for this long, then let one request probe it.",
     )
     budget_ms: float = Field(default=250.0, gt=0, description="Latency budget of one /search request.")
     max_query_chars: int = Field(default=256, ge=1, le=4096)
@@ -81,6 +84,21 @@ class ServingSettings(BaseModel):
     consume_events: bool = Field(
         default=True, description="Run a stream consumer in the server, so clicks change features live."
     )
+    require_consumer: bool = Field(
+        default=True,
+        description="/readyz answers 503 unless a consumer of the features group (this server's or an "
+        "external `features stream`) read the event stream within `consumer_stale_s`: clicks would wait.",
+    )
+    consumer_stale_s: float = Field(
+        default=5.0, gt=0, description="A stream consumer that has not read for this long counts as dead."
+    )
+    restart_backoff_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="`serve` restarts a dead stream consumer or embedded Redis after this, doubling per "
+        "quick failure up to `restart_backoff_max_s`.",
+    )
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
     model_poll_s: float = Field(
         default=5.0, gt=0, description="Seconds between checks of the registry for a promotion or rollback."
     )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from data.contracts import SearchImpression, ShownBlock, Team
-from features.connection import StoreUnavailable
+from features.connection import StoreUnavailable, redis_deadline
 from features.definitions import NAMES, Request
 from features.groups import PERSONAL_GROUPS, default_mask
 from features.relevance import RetrievalScores
@@ -205,6 +205,14 @@ class SearchPipeline:
         *,
         session_id: str | None = None,
         explain: bool = False,
+    ) -> SearchResult:
+        # One deadline for all of the request's Redis work (features read, impression logged): however Redis
+        # misbehaves, it costs a request at most this much.
+        with redis_deadline(self.settings.redis_deadline_ms / 1000):
+            return self._search(query, user_id, k, session_id=session_id, explain=explain)
+
+    def _search(
+        self, query: str, user_id: str, k: int, *, session_id: str | None, explain: bool
     ) -> SearchResult:
         started = time.perf_counter()
         lat: dict[str, float] = {}

@@ -137,12 +137,24 @@ class HealthOut(BaseModel):
     status: str
 
 
+class ConsumerOut(BaseModel):
+    """The event-stream consumer group ``features``, as /readyz sees it in Redis."""
+
+    alive: bool = Field(description="Some consumer of the group read the stream within consumer_stale_s.")
+    group: bool = Field(description="The consumer group exists.")
+    consumers: int = 0
+    idle_ms: int | None = Field(default=None, description="Since the most recent read by any consumer.")
+    pending: int = Field(default=0, description="Delivered, not yet acknowledged.")
+    lag: int | None = Field(default=None, description="Events not yet delivered (at least, past 1,000).")
+
+
 class ReadyOut(BaseModel):
     ready: bool
     indexes: bool
     store: bool
     model: bool
     ranker_version: str | None
+    consumer: ConsumerOut | None = None
     detail: dict[str, str]
     degraded: str | None = Field(
         default=None,

@@ -1,14 +1,16 @@
-"""The feature store as serving uses it: short timeouts, a circuit breaker, and defaults when Redis is away.
+"""The feature store as serving uses it: one deadline, a circuit breaker, and defaults when Redis is away.
 
-Search must answer within its budget whether or not Redis does. Every call here either succeeds or raises
-``StoreUnavailable`` within ``redis_timeout_s``; after a failure the breaker skips Redis for
-``breaker_cooldown_s`` (so an outage costs one timeout per cooldown, not one per request), then lets
-requests try again: recovery needs no restart.
+Search must answer within its budget whether or not Redis does. The client never retries, and a request's
+Redis calls together take at most its deadline (``redis_deadline_ms``; ``features.connection.redis_deadline``
+counts Redis time only, not the retrieval and ranking between the calls), on TCP and unix sockets alike, so
+every call here either succeeds or raises ``StoreUnavailable`` in time. After a
+failure the breaker skips Redis for ``breaker_cooldown_s`` (an outage costs one timeout per cooldown, not one
+per request); then it is half-open: ONE call probes Redis while the others keep failing fast, and the probe's
+outcome closes the breaker or opens it for another cooldown. Recovery needs no restart.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,32 +22,25 @@ import redis
 from data.contracts import Interaction, SearchImpression
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
-from features.connection import RedisClient, StoreUnavailable, connect, embedded_socket
+from features.connection import (
+    RedisClient,
+    StoreUnavailable,
+    deadline_left,
+    hot_path_client,
+    redis_call,
+)
 from features.definitions import Request
 from features.ops import Op
 from features.store import FeatureStore, RedisFeatureStore
+from features.stream import GROUP, GroupStatus, group_status
 from serving.config import ServingSettings
 
 T = TypeVar("T")
 
 
 def serving_client(features: FeatureStoreSettings, serving: ServingSettings) -> RedisClient:
-    """A Redis client whose socket and connect timeouts are the serving ones (not the batch jobs' ones).
-
-    Built without a ping: the server may be down at start-up, and the breaker handles that per request.
-    """
-    timeout = serving.redis_timeout_s
-    if features.redis_url or features.cluster:
-        return connect(features.model_copy(update={"socket_timeout_s": timeout}))
-
-    url = os.environ.get("REDIS_URL")
-    if url:
-        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    return redis.Redis(
-        unix_socket_path=embedded_socket(features.embedded_dir),
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
+    """The hot-path client: socket and connect timeouts of the request deadline, no retries."""
+    return hot_path_client(features, serving.redis_deadline_ms / 1000)
 
 
 class GuardedStore(FeatureStore):
@@ -59,6 +54,8 @@ class GuardedStore(FeatureStore):
         self.settings, self.keys = store.settings, store.keys
         self.cooldown_s = cooldown_s
         self._open_until = 0.0  # monotonic time before which Redis is not tried
+        self._failed = False  # the last outcome was a failure: past the cooldown, one probe goes first
+        self._probing = False  # a probe is in flight: the others fail fast until it ends
         self._lock = threading.Lock()
         self.last_error: str | None = None
 
@@ -66,17 +63,47 @@ class GuardedStore(FeatureStore):
     def is_open(self) -> bool:
         return time.monotonic() < self._open_until
 
+    def _admit(self) -> bool:
+        """Whether this call may go to Redis; True makes it the probe when the breaker is half-open."""
+        with self._lock:
+            if not self._failed:
+                return False
+            if self._probing or time.monotonic() < self._open_until:
+                raise StoreUnavailable(f"feature store skipped after a recent failure ({self.last_error})")
+            self._probing = True
+            return True
+
     def _call(self, fn: Callable[[], T]) -> T:
-        if self.is_open:
-            raise StoreUnavailable(f"feature store skipped after a recent failure ({self.last_error})")
+        left = deadline_left()
+        if left is not None and left <= 0:
+            # This request spent its Redis time on earlier calls: skip, without blaming Redis for it.
+            raise StoreUnavailable("the request's Redis deadline is spent")
+        probe = self._admit()
         try:
-            result = fn()
+            with redis_call():
+                result = fn()
         except (redis.RedisError, OSError) as exc:
             with self._lock:
+                self._failed, self._probing = True, False
                 self._open_until = time.monotonic() + self.cooldown_s
                 self.last_error = f"{type(exc).__name__}: {exc}"
             raise StoreUnavailable(f"feature store unavailable: {self.last_error}") from exc
+        except BaseException:
+            if probe:  # not Redis's fault: let the next call probe instead
+                with self._lock:
+                    self._probing = False
+            raise
+        if probe:
+            with self._lock:
+                self._failed = self._probing = False
         return result
+
+    def consumer_status(self, stale_s: float) -> GroupStatus:
+        """Liveness and lag of the features consumer group (``features.stream.group_status``)."""
+        stream = self.keys.events_stream
+        return self._call(
+            lambda: group_status(self.store.client, stream, GROUP, stale_ms=int(stale_s * 1000))
+        )
 
     def ping(self) -> bool:
         try:

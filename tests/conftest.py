@@ -78,6 +78,23 @@ def redis_base_settings(tmp_path_factory: pytest.TempPathFactory) -> FeatureStor
 
 
 @pytest.fixture
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder whose embedded Redis (``features.embedded``: unix socket, AOF) is this test's own to freeze,
+    kill and restart; whatever server runs there at the end is stopped (never the shared one on :6379)."""
+    import signal
+
+    from features.embedded import ensure_server, server_pid
+
+    folder = tmp_path_factory.mktemp("embedded")
+    ensure_server(folder)
+    yield folder
+    pid = server_pid(folder)
+    if pid is not None:
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
 def store(redis_base_settings: FeatureStoreSettings) -> Iterator[RedisFeatureStore]:
     """A feature store in a namespace of the test's own, cleared afterwards."""
     from features.store import RedisFeatureStore
@@ -160,7 +177,7 @@ def serving_config() -> ServingSettings:
 
     # The tests' Redis may be the embedded server on a busy machine: a generous timeout, except where the
     # outage test sets its own.
-    return ServingSettings(api_key=API_KEY, redis_timeout_s=1.0, model_poll_s=0.5)
+    return ServingSettings(api_key=API_KEY, redis_deadline_ms=1000, model_poll_s=0.5)
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,35 @@ def build(
 
 
 @app.command()
+def rebuild(
+    world: Annotated[Path, typer.Option("--world", help="Data folder (catalogue and logs).")],
+    events: Annotated[
+        list[Path], typer.Option("--events", help="Folder written by `events export` (repeatable).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print build stats as JSON.")] = False,
+) -> None:
+    """Restore the online state from the logs plus the archived live events (`events export`).
+
+    Clears the namespace (the event stream too) and replays everything in event time, as `build` does: drain
+    the stream into the archive first (`events export --out DIR`), and stop the server's writes meanwhile.
+    """
+    from data.errors import ConfigError
+    from data.layout import DataLayout
+    from features.build import build_online_features
+
+    missing = [str(e) for e in events if not (e / "events").is_dir()]
+    if missing:
+        raise ConfigError(f"not an `events export` folder (no events/ inside): {', '.join(missing)}")
+    store = _store()
+    with progress_bar(not as_json) as report:
+        stats = build_online_features(DataLayout(world), store, archives=events, progress=report)
+    if as_json:
+        print_json(stats)
+    else:
+        console.print(stats)
+
+
+@app.command()
 def dataset(
     world: Annotated[Path, typer.Option("--world", help="Data folder.")],
     start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")],

@@ -7,7 +7,6 @@ per process); the world folder and config file reach the workers through environ
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -55,7 +54,9 @@ def serve(
     """Serve /search, /events, /metrics and the search page at http://HOST:PORT/."""
     import uvicorn
 
+    from features.connection import embedded_folder
     from search.serve import WORLD_ENV
+    from serving.supervisor import Supervisor
 
     if not (world / "world.json").is_file():
         raise ConfigError(f"{world} is not a world folder (no world.json)")
@@ -72,21 +73,25 @@ def serve(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     console.print(f"serving {world} on http://{host}:{port}/ with {workers} worker(s)")
-    consumer = None
-    if state.settings().serving.consume_events:
-        # One stream consumer process beside the API workers: clicks change features live, and the workers
-        # keep their interpreter to themselves (an in-process consumer costs them ~15% throughput).
-        consumer = subprocess.Popen(
-            [sys.executable, "-m", "search.cli", "features", "stream"],
-            env=os.environ.copy(),
-            preexec_fn=_die_with_parent,  # only a prctl between fork and exec: no locks taken
-        )
+    settings = state.settings()
+    consume = settings.serving.consume_events
+    # The supervisor starts the embedded Redis (when that is the store) before anything connects to it, and
+    # one stream consumer process beside the API workers (clicks change features live, and the workers keep
+    # their interpreter to themselves: an in-process consumer costs them ~15% throughput); it restarts
+    # either when it dies.
+    supervisor = Supervisor(
+        settings.serving,
+        consumer_cmd=[sys.executable, "-m", "search.cli", "features", "stream"] if consume else None,
+        env=os.environ.copy(),
+        embedded_dir=embedded_folder(settings.features),
+        preexec_fn=_die_with_parent,  # only a prctl between fork and exec: no locks taken
+    )
+    supervisor.start()
+    if consume:
         os.environ["SMARTBLOCK_SERVING__CONSUME_EVENTS"] = "false"
     try:
         uvicorn.run(
             "search.serve:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
         )
     finally:
-        if consumer is not None:
-            consumer.terminate()
-            consumer.wait(timeout=10)
+        supervisor.stop()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 from fastapi.exceptions import RequestValidationError
 
 from data.contracts import Interaction
+from features.connection import redis_deadline
 from serving.deps import RuntimeDep, WriteKey
 from serving.event_bounds import (
     EventBounds,
@@ -64,13 +65,15 @@ def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
             rejections.append(reject(i, *broken))
         else:
             candidates.append((i, to_interaction(parsed, now)))
-    # One read for the batch's stored request contexts (StoreUnavailable -> 503: nothing was accepted).
-    request_ids = list(dict.fromkeys(rec.request_id for _, rec in candidates))
-    contexts = runtime.store.contexts(request_ids) if request_ids else {}
-    accepted, refused = against_contexts(candidates, contexts)
+    # The request's one Redis deadline covers the batch's context read and its write
+    # (StoreUnavailable -> 503: nothing was accepted).
+    with redis_deadline(runtime.serving.redis_deadline_ms / 1000):
+        request_ids = list(dict.fromkeys(rec.request_id for _, rec in candidates))
+        contexts = runtime.store.contexts(request_ids) if request_ids else {}
+        accepted, refused = against_contexts(candidates, contexts)
+        if accepted:
+            runtime.store.publish(accepted)
     rejections = sorted(rejections + refused, key=lambda r: r.index)
-    if accepted:
-        runtime.store.publish(accepted)  # StoreUnavailable -> 503: nothing was accepted
     metrics = runtime.metrics.events
     metrics.labels("accepted").inc(len(accepted))
     metrics.labels("rejected").inc(len(rejections))

@@ -132,7 +132,7 @@ def test_search_degrades_and_recovers_when_redis_stops_under_traffic(
     settings = base_settings.model_copy(update={"features": features})
     budget_s = 0.25
     serving = ServingSettings(
-        redis_timeout_s=0.05, breaker_cooldown_s=0.5, budget_ms=budget_s * 1000, consume_events=False
+        redis_deadline_ms=50, breaker_cooldown_s=0.5, budget_ms=budget_s * 1000, consume_events=False
     )
     try:
         with live_server(app_factory(settings, serving)) as live, Traffic(live.url) as traffic:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
@@ -55,3 +56,100 @@ def test_guarded_store_fails_fast_while_redis_is_away(redis_base_settings: Featu
     with pytest.raises(StoreUnavailable, match="skipped after a recent failure"):
         guarded.publish([impression("r2")])
     assert time.monotonic() - started < 0.05 and not guarded.ping()
+
+
+def _frozen_calls(guarded: GuardedStore, callers: int) -> list[tuple[float, str]]:
+    """``callers`` threads call the store at once; each (seconds taken, outcome)."""
+    import threading
+
+    from features.connection import redis_deadline
+
+    out: list[tuple[float, str]] = []
+    barrier = threading.Barrier(callers)
+
+    def call() -> None:
+        barrier.wait()
+        started = time.monotonic()
+        try:
+            with redis_deadline(0.05):
+                guarded.fetch([("k", None)])
+            outcome = "ok"
+        except StoreUnavailable as exc:
+            outcome = "skipped" if "skipped" in str(exc) else "failed"
+        out.append((time.monotonic() - started, outcome))
+
+    threads = [threading.Thread(target=call) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_a_frozen_unix_socket_redis_costs_one_deadline_and_one_probe_per_cooldown(
+    embedded_redis: Path,
+) -> None:
+    """SIGSTOP of the embedded server (unix socket): each call ends within the 50 ms deadline (redis-py's
+    default retry made it ~5 s), and past the cooldown ONE request probes while the others skip."""
+    import os
+    import signal
+
+    from features.embedded import server_pid
+    from serving.config import ServingSettings
+    from serving.store import serving_client
+
+    settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace="frozen")
+    serving = ServingSettings(redis_deadline_ms=50, breaker_cooldown_s=0.3)
+    guarded = GuardedStore(RedisFeatureStore(serving_client(settings, serving), settings), cooldown_s=0.3)
+    assert guarded.ping()
+    pid = server_pid(embedded_redis)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        first = _frozen_calls(guarded, 1)
+        time.sleep(0.35)  # past the cooldown: half-open
+        burst = _frozen_calls(guarded, 8)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert first[0][1] == "failed" and first[0][0] < 0.05 + 0.04, first
+    probes = [c for c in burst if c[1] != "skipped"]
+    assert len(probes) == 1, burst  # one probe, not every waiting request
+    assert all(took < 0.05 + 0.04 for took, _ in burst), burst
+    time.sleep(0.35)
+    assert guarded.ping()  # thawed: the next probe closes the breaker
+    assert guarded.fetch([("k", None)]) == [{}]
+
+
+def test_one_request_deadline_bounds_all_its_calls(embedded_redis: Path) -> None:
+    """The calls of one request share its deadline (the second gets what the first left, not a fresh one),
+    and only Redis time counts: the work between calls (retrieval, ranking) does not spend it."""
+    import os
+    import signal
+
+    from features.connection import hot_path_client, redis_call, redis_deadline
+    from features.embedded import server_pid
+
+    client = hot_path_client(FeatureStoreSettings(embedded_dir=embedded_redis), timeout_s=0.08)
+    with redis_deadline(0.05):
+        with redis_call():
+            client.set("k", "v")
+        time.sleep(0.1)  # longer than the deadline, but no Redis time
+        with redis_call():
+            assert client.get("k") == b"v"
+    pid = server_pid(embedded_redis)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    errors = 0
+    try:
+        with redis_deadline(0.1):
+            for _ in range(3):
+                try:
+                    with redis_call():
+                        client.get("k")
+                except redis.TimeoutError:
+                    errors += 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    took = time.monotonic() - started
+    assert errors == 3 and took < 0.1 + 0.04, took
