@@ -41,6 +41,12 @@ class FeatureStoreSettings(BaseModel):
     interest_half_life_hours: float = Field(
         default=2.0, gt=0, description="Decay of real-time keyword interest."
     )
+    session_half_life_minutes: float = Field(
+        default=30.0, gt=0, description="Decay of a session's own query and click tallies."
+    )
+    session_ttl_hours: float = Field(
+        default=2.0, gt=0, description="A session's tallies expire this long after its last event."
+    )
     coquery_neighbours: int = Field(default=20, ge=1, description="Co-queries kept per query.")
     coquery_min_sessions: int = Field(default=2, ge=1, description="Sessions a query pair needs to count.")
     # Bounded so the packed profile (11 + 6 bytes per item) fits the user hash's four 64-byte chunks.

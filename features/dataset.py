@@ -182,7 +182,15 @@ def point_in_time_rows(
                 scores = None
                 if retrieval is not None:
                     scores = RetrievalScores.align(retrieval.search(event.query, event.ts_ms), blocks)
-                req = Request(event.request_id, event.ts_ms, event.user_id, event.query, blocks, scores)
+                req = Request(
+                    event.request_id,
+                    event.ts_ms,
+                    event.user_id,
+                    event.query,
+                    blocks,
+                    scores,
+                    event.session_id,
+                )
                 fetched = _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req))
                 # Read before the event is applied: the request never sees its own outcome.
                 yield event, blocks, compute(req, fetched, catalog, settings)

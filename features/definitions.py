@@ -15,12 +15,15 @@ import numpy as np
 from data.days import DAY_MS
 from features.block_attributes import MIXED_GENRE, BlockAttributes
 from features.config import FeatureStoreSettings
+from features.interest import click_interest, query_interest
 from features.keys import Keys, digest
 from features.ops import CLICKS_FIELD, QUERY_FIELD, STATS_WIDTH
 from features.packing import chunk_fields, join_blob, read_recent, unpack_profile
 from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns
 
-Entity = Literal["query_block", "block", "query", "user", "user_block", "request_block"]
+Entity = Literal[
+    "query_block", "block", "query", "user", "user_block", "session", "session_block", "request_block"
+]
 Source = Literal["stream", "batch", "static", "request"]  # request: what retrieval said of it
 
 # The user hash: recent interest and long-term profile (each in chunks), the M3 vector and its model version.
@@ -31,12 +34,12 @@ USER_FIELDS = [
     *chunk_fields("p"),
     *chunk_fields(VECTOR_FIELD),
     VERSION_FIELD,
-    CLICKS_FIELD,
+    *chunk_fields(CLICKS_FIELD),
 ]
+SESSION_FIELDS = [*chunk_fields("r"), *chunk_fields(CLICKS_FIELD), QUERY_FIELD]
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0
-NEGLIGIBLE_INTEREST = 1e-3  # decayed recent-click weight below which a click no longer counts
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,20 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "rt_intent_query", "user_block", "stream", 0.0, "share of recent-query interest in the intent's words"
     ),
+    # The same tallies for this session alone (the request's session_id): what this session is after.
+    Feature("session_searches_log", "session", "stream", 0.0, "log(1 + earlier searches in this session)"),
+    Feature("session_missing", "session", "stream", 1.0, "1 when this session searched nothing before"),
+    Feature("session_keyword_score", "session_block", "stream", 0.0, "session query words in block keywords"),
+    Feature("session_keyword_share", "session_block", "stream", 0.0, "session_keyword_score / all its words"),
+    Feature(
+        "session_intent_query", "session_block", "stream", 0.0, "share of session query words on the intent"
+    ),
+    Feature("session_click_score", "session_block", "stream", 0.0, "session clicks x keyword overlap"),
+    Feature("session_click_missing", "session", "stream", 1.0, "1 when this session clicked nothing yet"),
+    Feature("session_intent_click", "session_block", "stream", 0.0, "session clicks on blocks of the intent"),
+    Feature(
+        "session_intent_click_share", "session_block", "stream", 0.0, "session_intent_click / its clicks"
+    ),
     Feature(
         "m3_similarity", "user_block", "batch", 0.0, "cosine of the user's M3 vector and the block's vector"
     ),
@@ -143,6 +160,7 @@ class Request:
     block_ids: tuple[str, ...]
     # What retrieval scored each block (None: no retrieval behind the request, the rel_* defaults).
     retrieval: RetrievalScores | None = None
+    session_id: str = ""  # "" = the client named no session: the session_* defaults
 
 
 USER_SLOT = 2  # position of the user hash in ``plan``'s list
@@ -150,14 +168,16 @@ USER_SLOT = 2  # position of the user hash in ``plan``'s list
 
 def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
     """The hashes (and fields; None = all) to fetch for one request, in the order ``compute`` reads them:
-    the query's counters, its batch hash, the user hash, then the block-counter shards."""
+    the query's counters, its batch hash (all of it: co-query and intent fields), the user hash, the
+    session hash when the request names a session, then the block-counter shards."""
     shards: dict[str, list[str]] = {}
     for b in req.block_ids:
         shards.setdefault(keys.block_stats(b), []).append(b)
     return [
         (keys.query_blocks(req.query), [*req.block_ids, QUERY_FIELD]),
-        (keys.query_batch(req.query), ["ent", "ncoq", *(f"a|{b}" for b in req.block_ids)]),
+        (keys.query_batch(req.query), None),
         (keys.user(req.user_id), USER_FIELDS),
+        *([(keys.session(req.session_id), SESSION_FIELDS)] if req.session_id else []),
         *shards.items(),
     ]
 
@@ -181,6 +201,7 @@ def compute(
 ) -> np.ndarray:
     """Feature rows (n_blocks, len(FEATURES)) for one request from the hashes ``plan`` named."""
     qb, qd, user, *shards = fetched
+    session = shards.pop(0) if req.session_id else {}
     n = len(req.block_ids)
     out = np.tile(DEFAULTS, (n, 1))
     rows = catalog.rows(list(req.block_ids))
@@ -249,23 +270,24 @@ def compute(
         out[:, col["user_clicks_log"]] = math.log1p(profile.clicks)
         out[:, col["user_missing"]] = 0.0
 
-    # Real-time interest: recent query keywords, decayed to the request's time.
-    tau = settings.interest_half_life_hours * 3600 / math.log(2)
-    interest = read_recent(join_blob(user, "r"), req.ts_ms / 1000.0, tau)
-    if interest:
-        total = sum(interest.values())
-        scores = np.array([sum(interest.get(t, 0.0) for t in catalog.token_ids[r]) for r in rows])
-        out[:, col["rt_keyword_score"]] = scores
-        out[:, col["rt_keyword_share"]] = scores / total if total > 0 else 0.0
-        if total > 0:
-            share = {
-                i: sum(interest.get(t, 0.0) for t in catalog.intent_token_ids[i]) / total
-                for i in set(intents) - {0}
-            }
-            out[:, col["rt_intent_query"]] = [share.get(i, 0.0) for i in intents]
-        out[:, col["rt_missing"]] = 0.0
-
-    _recent_clicks(out, user, catalog, rows, req.ts_ms / 1000.0, tau)
+    # Short-range interest: the user's recent query words and clicks (decayed over hours), and the same
+    # tallies of this session alone.
+    now_s = req.ts_ms / 1000.0
+    for prefix, state, half_life_s in (
+        ("rt", user, settings.interest_half_life_hours * 3600),
+        ("session", session, settings.session_half_life_minutes * 60),
+    ):
+        tau = half_life_s / math.log(2)
+        queried = query_interest(read_recent(join_blob(state, "r"), now_s, tau), catalog, rows)
+        clicked = click_interest(read_recent(join_blob(state, CLICKS_FIELD), now_s, tau), catalog, rows)
+        for name, values in (queried | clicked).items():
+            out[:, col[f"{prefix}_{name}"]] = values
+        if queried:
+            out[:, col[f"{prefix}_missing"]] = 0.0
+        if clicked:
+            out[:, col[f"{prefix}_click_missing"]] = 0.0
+    searches, _ = np.frombuffer(session[QUERY_FIELD], dtype="<f8") if QUERY_FIELD in session else (0.0, 0.0)
+    out[:, col["session_searches_log"]] = math.log1p(searches)
     _m3(out, user, catalog, rows)
 
     relevance = relevance_columns(req.retrieval, n)
@@ -278,34 +300,6 @@ def compute(
     out[:, col["block_kind"]] = catalog.kind[rows]
     out[:, col["block_genre"]] = catalog.main_genre[rows]
     return out
-
-
-def _recent_clicks(
-    out: np.ndarray, user: dict, catalog: BlockAttributes, rows: np.ndarray, now_s: float, tau_s: float
-) -> None:
-    """In-session interest in what was read: each recent click, decayed to now, times the keyword-token
-    overlap (Jaccard) of the clicked block and the candidate; clicks on unknown blocks count 0."""
-    clicked = read_recent(user.get(CLICKS_FIELD), now_s, tau_s)
-    if not clicked:
-        return
-    score = np.zeros(len(rows))
-    by_intent = np.zeros(len(catalog.intent_labels))
-    for block_hash, weight in clicked.items():
-        if weight < NEGLIGIBLE_INTEREST:
-            continue  # a click from an earlier session: its overlaps would add less than this
-        row = catalog.row_of_hash(block_hash)
-        if row is None:
-            continue
-        seen = catalog.token_ids[row]
-        overlap = [len(seen & catalog.token_ids[r]) / max(len(seen | catalog.token_ids[r]), 1) for r in rows]
-        score += weight * np.asarray(overlap)
-        by_intent[catalog.intent[row]] += weight
-    by_intent[0] = 0.0  # blocks without an intent share none
-    out[:, INDEX["rt_click_score"]] = score
-    out[:, INDEX["rt_click_missing"]] = 0.0
-    total = sum(w for w in clicked.values() if w >= NEGLIGIBLE_INTEREST)
-    out[:, INDEX["rt_intent_click"]] = by_intent[catalog.intent[rows]]
-    out[:, INDEX["rt_intent_click_share"]] = by_intent[catalog.intent[rows]] / total if total > 0 else 0.0
 
 
 def _m3(out: np.ndarray, user: dict, catalog: BlockAttributes, rows: np.ndarray) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from features.definitions import FEATURES
 
 # Groups whose value depends on who is searching; off = a non-personal ranking.
-PERSONAL_GROUPS = ("user", "rt", "m3")
+PERSONAL_GROUPS = ("user", "rt", "session", "m3")
 
 
 def group_of(name: str) -> str:

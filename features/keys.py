@@ -46,6 +46,9 @@ class Keys:
     def request_tag(self, request_id: str) -> str:
         return f"r:{digest(request_id)}"
 
+    def session_tag(self, session_id: str) -> str:
+        return f"s:{digest(session_id)}"
+
     def key(self, tag: str, name: str) -> str:
         return f"{self.prefix}:{{{tag}}}:{name}"
 
@@ -67,6 +70,10 @@ class Keys:
 
     def request_context(self, request_id: str) -> str:
         return self.key(self.request_tag(request_id), "ctx")
+
+    def session(self, session_id: str) -> str:
+        """One short-lived hash per search session: its searches and clicks so far (fields as the user's)."""
+        return self.key(self.session_tag(session_id), "s")
 
     # Batch (daily) state.
     def query_batch(self, query: str) -> str:

@@ -44,10 +44,17 @@ class ImpressionEvent:
     user_id: str
     query: str
     shown: tuple[Shown, ...]
+    session_id: str = ""  # "" = not part of a session the client named
 
     @property
     def event_id(self) -> str:
         return f"imp:{self.request_id}"
+
+    @property
+    def tracked_session(self) -> str:
+        """The session whose tallies this search adds to; "" for none, or for the one-request session the API
+        logs when the client named none (it would never be read)."""
+        return self.session_id if self.session_id != self.request_id else ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,13 @@ class RequestContext:
     shown: dict[int, str]  # position -> block id
     clicked: set[int] = field(default_factory=set)
     skipped: set[int] = field(default_factory=set)
+    session_id: str = ""
+
+    @classmethod
+    def of(cls, imp: ImpressionEvent) -> RequestContext:
+        """The context an impression starts (what its ops store in the context hash)."""
+        shown = {s.position: s.block_id for s in imp.shown}
+        return cls(imp.query, imp.user_id, shown, session_id=imp.tracked_session)
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> RequestContext | None:
@@ -89,7 +103,12 @@ class RequestContext:
         clicked = {int(k[2:]) for k in fields if k.startswith("c|")}
         skipped = {int(k[2:]) for k in fields if k.startswith("k|")}
         return cls(
-            query=fields["q"], user_id=fields.get("u", ""), shown=shown, clicked=clicked, skipped=skipped
+            query=fields["q"],
+            user_id=fields.get("u", ""),
+            shown=shown,
+            clicked=clicked,
+            skipped=skipped,
+            session_id=fields.get("s", ""),
         )
 
     def refusal(self, ev: InteractionEvent) -> tuple[str, str] | None:
@@ -123,6 +142,8 @@ class OpBuilder:
         self.request_ttl_s = settings.request_ttl_hours * 3600
         self.live_ttl_s = settings.live_ttl_days * 86_400
         self.recent_cap = settings.recent_keywords
+        self.session_tau_s = settings.session_half_life_minutes * 60 / math.log(2)
+        self.session_ttl_s = int(settings.session_ttl_hours * 3600)  # EXPIRE takes whole seconds
 
     def examination(self, position: int) -> float:
         return self.prior[min(position, len(self.prior)) - 1]
@@ -149,6 +170,17 @@ class OpBuilder:
         if ids:
             ops.append(("t", user, "r", imp.ts_ms / 1000.0, self.tau_s, self.recent_cap, *ids))
         ops.append(("x", user, self.user_ttl_s, imp.ts_ms / 1000.0))
+        if imp.tracked_session:
+            # The session's own tallies: a heavy user's sessions interleave within the user's half-life, so
+            # only these say what *this* session is after.
+            session = k.session(imp.tracked_session)
+            ops += [
+                ("s", ctx, "s", imp.tracked_session),
+                ("v", session, QUERY_FIELD, QUERY_WIDTH, SEARCHES, 1.0),
+            ]
+            if ids:
+                ops.append(("t", session, "r", imp.ts_ms / 1000.0, self.session_tau_s, self.recent_cap, *ids))
+            ops.append(("x", session, self.session_ttl_s, imp.ts_ms / 1000.0))
         return self._expiring(ops, imp.ts_ms / 1000.0)
 
     def _expiring(self, ops: list[Op], ts_s: float) -> list[Op]:
@@ -188,6 +220,21 @@ class OpBuilder:
                 keyword_id(b),
             ),
         ]
+        if ctx.session_id:
+            session = k.session(ctx.session_id)
+            ops += [
+                ("v", session, QUERY_FIELD, QUERY_WIDTH, QUERY_CLICKS, 1.0),
+                (
+                    "t",
+                    session,
+                    CLICKS_FIELD,
+                    ev.ts_ms / 1000.0,
+                    self.session_tau_s,
+                    self.recent_cap,
+                    keyword_id(b),
+                ),
+                ("x", session, self.session_ttl_s, ev.ts_ms / 1000.0),
+            ]
         ctx_key = k.request_context(ev.request_id)
         # A skip: shown above a click and not clicked before it (cascade reading); once per request.
         for pos, other in ctx.shown.items():

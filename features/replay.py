@@ -24,13 +24,15 @@ def _ms(col: pa.ChunkedArray) -> np.ndarray:
 def impressions_of(table: pa.Table) -> list[ImpressionEvent]:
     shown = table["shown"].to_pylist()
     return [
-        ImpressionEvent(r, int(ts), u, q, tuple(Shown(s["block_id"], s["position"]) for s in items))
-        for r, ts, u, q, items in zip(
+        ImpressionEvent(r, int(ts), u, q, tuple(Shown(s["block_id"], s["position"]) for s in items), sid)
+        for r, ts, u, q, items, sid in zip(
             table["request_id"].to_pylist(),
             _ms(table["ts"]),
             table["user_id"].to_pylist(),
             table["query"].to_pylist(),
             shown,
+            # Tables without the column (a selection, older exports) replay without sessions.
+            table["session_id"].to_pylist() if "session_id" in table.column_names else [""] * table.num_rows,
             strict=True,
         )
     ]
@@ -84,9 +86,7 @@ class Replayer:
     def apply(self, event: ImpressionEvent | InteractionEvent) -> None:
         if isinstance(event, ImpressionEvent):
             self.state.apply(self.ops.impression(event))
-            self._contexts[event.request_id] = RequestContext(
-                event.query, event.user_id, {s.position: s.block_id for s in event.shown}
-            )
+            self._contexts[event.request_id] = RequestContext.of(event)
         else:
             ctx = self._contexts.get(event.request_id)
             if ctx is None:

@@ -50,6 +50,7 @@ def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent:
             imp.user_id,
             imp.query,
             tuple(Shown(s.block_id, s.position) for s in imp.shown),
+            imp.session_id,
         )
     if kind == "interaction":
         return interaction_event(Interaction.model_validate_json(data))
@@ -229,9 +230,7 @@ class StreamConsumer:
         done: list[bytes] = []
         for entry_id, event in parsed:
             if isinstance(event, ImpressionEvent):
-                contexts[event.request_id] = RequestContext(
-                    event.query, event.user_id, {s.position: s.block_id for s in event.shown}
-                )
+                contexts[event.request_id] = RequestContext.of(event)
                 ready.append((event.event_id, self.ops.impression(event)))
             else:
                 ctx = contexts.get(event.request_id)

@@ -162,6 +162,7 @@ class SearchPipeline:
         now: datetime,
         text: str,
         user_id: str,
+        session_id: str,
         depth: int,
         weights: dict[str, float] | None,
         reasons: list[str],
@@ -177,7 +178,7 @@ class SearchPipeline:
             return hits, np.zeros((0, len(NAMES)))
         t = time.perf_counter()
         relevance = RetrievalScores.align(hits, ids)
-        req = Request(request_id, int(now.timestamp() * 1000), user_id, text, ids, relevance)
+        req = Request(request_id, int(now.timestamp() * 1000), user_id, text, ids, relevance, session_id)
         try:
             rows = self.store.assemble(req, self.catalog.features)
         except StoreUnavailable:
@@ -187,14 +188,16 @@ class SearchPipeline:
         lat["features"] = self._observe("features", t)
         return hits, rows
 
-    def gather_candidates(self, query: str, user_id: str, depth: int) -> Candidates:
+    def gather_candidates(
+        self, query: str, user_id: str, depth: int, session_id: str | None = None
+    ) -> Candidates:
         """What /search would rank for this request, neither ranked nor logged: retrieval's top ``depth``
         known blocks and their feature rows as of now. Offline evaluation scores rankers on exactly these."""
         reasons: list[str] = []
         lat: dict[str, float] = {}
         text = normalise(check_query(query, self.retriever.limits))
         request_id, now = uuid.uuid4().hex, datetime.now(UTC)
-        hits, rows = self._gather(request_id, now, text, user_id, depth, None, reasons, lat)
+        hits, rows = self._gather(request_id, now, text, user_id, session_id or "", depth, None, reasons, lat)
         return Candidates(request_id, now, text, hits, rows, reasons)
 
     def search(
@@ -227,7 +230,9 @@ class SearchPipeline:
         reasons: list[str] = []
 
         depth = max(k, variant.rerank_depth or self.settings.rerank_depth)
-        hits, rows = self._gather(request_id, now, text, user_id, depth, variant.fusion_weights, reasons, lat)
+        hits, rows = self._gather(
+            request_id, now, text, user_id, session_id or "", depth, variant.fusion_weights, reasons, lat
+        )
         ids = tuple(h.id for h in hits)
         if not ids:
             lat["total"] = self._observe("total", started)

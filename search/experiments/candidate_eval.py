@@ -111,7 +111,7 @@ def evaluate_candidates(
         for query, key, kind in zip(plan.strings, plan.keys, plan.kind, strict=True):
             if len(log.session) >= options.queries:
                 break
-            cand = pipeline.gather_candidates(query, user_id, options.depth)
+            cand = pipeline.gather_candidates(query, user_id, options.depth, _session_id(number))
             if not cand.hits:
                 continue
             blocks = np.array([block_index[h.id] for h in cand.hits])
@@ -133,6 +133,10 @@ def evaluate_candidates(
             report("queries", len(log.session), options.queries)
         number += 1
     return _summary(log, options, driver, number)
+
+
+def _session_id(number: int) -> str:
+    return f"eval-{number:07d}"
 
 
 def _orders(
@@ -187,7 +191,7 @@ def _feed_back(
     shown = blocks[page]
     positions = np.arange(1, len(page) + 1)
     outcome = score_page(world, plan.facet_taste, plan.genre_taste, key, shown, positions, rng)
-    session_id = f"eval-{number:07d}"
+    session_id = _session_id(number)
     records: list[SearchImpression | Interaction] = [
         SearchImpression(
             request_id=cand.request_id,

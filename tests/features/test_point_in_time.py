@@ -127,7 +127,12 @@ def test_served_values_equal_the_training_rows(
         consumer.run(until_idle=True)
         block_ids = tuple(s.block_id for s in target.shown)
         req = Request(
-            target.request_id, int(target.ts.timestamp() * 1000), target.user_id, target.query, block_ids
+            target.request_id,
+            int(target.ts.timestamp() * 1000),
+            target.user_id,
+            target.query,
+            block_ids,
+            session_id=target.session_id,  # as /search passes the client's session
         )
         served = store.assemble(req, tiny_catalog).astype(np.float32)
         rows = np.flatnonzero(request_ids == target.request_id)

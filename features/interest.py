@@ -1,0 +1,60 @@
+"""Short-range interest: what a person searched and read lately, matched against each candidate block.
+
+Two tallies feed it, with one set of functions: the user's recent query words and clicks (decayed over
+hours, ``rt_*``) and the current session's own (``session_*``), which interleaved sessions cannot blur.
+Each function returns columns without their prefix; ``features.definitions`` names them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.block_attributes import BlockAttributes
+
+NEGLIGIBLE_INTEREST = 1e-3  # decayed recent-click weight below which a click no longer counts
+
+
+def query_interest(
+    interest: dict[int, float], catalog: BlockAttributes, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Recent query words (hash -> decayed count) against each block's keyword tokens and intent words."""
+    total = sum(interest.values())
+    if total <= 0:
+        return {}
+    scores = np.array([sum(interest.get(t, 0.0) for t in catalog.token_ids[r]) for r in rows])
+    intents = catalog.intent[rows].tolist()
+    share = {
+        i: sum(interest.get(t, 0.0) for t in catalog.intent_token_ids[i]) / total for i in set(intents) - {0}
+    }
+    return {
+        "keyword_score": scores,
+        "keyword_share": scores / total,
+        "intent_query": np.array([share.get(i, 0.0) for i in intents]),
+    }
+
+
+def click_interest(
+    clicked: dict[int, float], catalog: BlockAttributes, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Recent clicks (block-id hash -> decayed weight): each click times the keyword-token overlap (Jaccard)
+    of the clicked block and the candidate, and the weight of clicks on blocks of the candidate's intent.
+    Clicks on blocks the catalogue does not know count 0."""
+    score = np.zeros(len(rows))
+    by_intent = np.zeros(len(catalog.intent_labels))
+    total = 0.0
+    for block_hash, weight in clicked.items():
+        if weight < NEGLIGIBLE_INTEREST:
+            continue  # a click from long ago: its overlaps would add less than this
+        total += weight
+        row = catalog.row_of_hash(block_hash)
+        if row is None:
+            continue
+        seen = catalog.token_ids[row]
+        overlap = [len(seen & catalog.token_ids[r]) / max(len(seen | catalog.token_ids[r]), 1) for r in rows]
+        score += weight * np.asarray(overlap)
+        by_intent[catalog.intent[row]] += weight
+    if total <= 0:
+        return {}
+    by_intent[0] = 0.0  # blocks without an intent share none
+    mine = by_intent[catalog.intent[rows]]
+    return {"click_score": score, "intent_click": mine, "intent_click_share": mine / total}
