@@ -57,7 +57,13 @@ def wait_for(check: Callable[[], bool], seconds: float = 30.0) -> None:
 
 @pytest.fixture
 def serving() -> ServingSettings:
-    return ServingSettings(api_key=API_KEY, consume_events=False, model_poll_s=0.2, redis_deadline_ms=1000)
+    return ServingSettings(
+        api_key=API_KEY,
+        consume_events=False,
+        require_consumer=False,
+        model_poll_s=0.2,
+        redis_deadline_ms=1000,
+    )
 
 
 def test_admin_refuses_damaged_candidates_and_lists_a_broken_manifest(
@@ -159,7 +165,12 @@ class ServeProcess:
 
     def __init__(self, settings: Settings, world: Path, port: int, folder: Path) -> None:
         config = settings.model_dump(mode="json")
-        config["serving"] = {"consume_events": False, "model_poll_s": 0.3, "redis_deadline_ms": 1000}
+        config["serving"] = {
+            "consume_events": False,
+            "require_consumer": False,
+            "model_poll_s": 0.3,
+            "redis_deadline_ms": 1000,
+        }
         self.config = folder / "settings.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{port}"
