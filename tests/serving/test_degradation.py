@@ -9,14 +9,11 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from fastapi import FastAPI
@@ -24,7 +21,7 @@ from fastapi import FastAPI
 from search.settings import Settings
 from serving.config import ServingSettings
 
-QUERIES = ["jeju island", "jeju island restaurants", "seoul", "iphone 16", "galbi jjim"]
+from .helpers import Traffic
 
 
 class RedisServer:
@@ -61,58 +58,6 @@ class RedisServer:
             self.proc.wait(timeout=10)
 
 
-@dataclass
-class Answer:
-    at: float
-    status: int
-    degraded: bool
-    seconds: float
-
-
-class Traffic:
-    """Two client threads searching continuously, recording every answer."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(2)]
-
-    def _run(self, n: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            i = n
-            while not self._stop.is_set():
-                started = time.monotonic()
-                res = client.get("/search", params={"q": QUERIES[i % len(QUERIES)], "user_id": f"u{i % 7}"})
-                took = time.monotonic() - started
-                degraded = res.status_code == 200 and res.json()["degraded"]
-                self.answers.append(Answer(started, res.status_code, degraded, took))
-                i += 1
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    def since(self, t: float) -> list[Answer]:
-        return [a for a in self.answers if a.at >= t]
-
-    def wait_for(self, degraded: bool, after: float, timeout: float = 10.0) -> float:
-        """The time of the first answer after ``after`` with this degraded flag."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            hit = next((a for a in self.since(after) if a.degraded == degraded), None)
-            if hit is not None:
-                return hit.at
-            time.sleep(0.05)
-        raise AssertionError(f"no answer with degraded={degraded} within {timeout} s")
-
-
 @pytest.mark.slow
 def test_search_degrades_and_recovers_when_redis_stops_under_traffic(
     app_factory: Callable[..., FastAPI],
@@ -135,7 +80,7 @@ def test_search_degrades_and_recovers_when_redis_stops_under_traffic(
         redis_deadline_ms=50, breaker_cooldown_s=0.5, budget_ms=budget_s * 1000, consume_events=False
     )
     try:
-        with live_server(app_factory(settings, serving)) as live, Traffic(live.url) as traffic:
+        with live_server(app_factory(settings, serving)) as live, Traffic(live.url, timeout_s=10) as traffic:
             up = time.monotonic()
             time.sleep(1.0)
             healthy = traffic.since(up)

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,7 +33,8 @@ from features.embedded import server_pid, socket_path
 from search.settings import Settings
 from serving.config import ServingSettings
 
-QUERIES = ["jeju island", "jeju island restaurants", "seoul", "iphone 16", "galbi jjim"]
+from .helpers import QUERIES, Answer, Traffic
+
 DEADLINE_MS = 50.0
 MARGIN_S = 0.06  # the serve process, the test's two clients and the consumer share two busy cores
 
@@ -174,48 +174,6 @@ def test_a_killed_consumer_is_restarted_and_readyz_says_so(served: Served) -> No
         assert body["consumer"]["alive"] and body["consumer"]["group"], body
         _until(applied, 20, "the click posted while the consumer was dead was never applied")
     print(f"consumer SIGKILL -> ready again after {back:.1f} s")
-
-
-@dataclass
-class Answer:
-    at: float
-    status: int
-    degraded: bool
-    seconds: float
-
-
-class Traffic:
-    """Two client threads searching continuously, recording every answer."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(2)]
-
-    def _run(self, n: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            i = n
-            while not self._stop.is_set():
-                started = time.monotonic()
-                res = client.get("/search", params={"q": QUERIES[i % len(QUERIES)], "user_id": f"u{i % 7}"})
-                took = time.monotonic() - started
-                degraded = res.status_code == 200 and res.json()["degraded"]
-                self.answers.append(Answer(started, res.status_code, degraded, took))
-                i += 1
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    def between(self, start: float, end: float) -> list[Answer]:
-        return [a for a in self.answers if start <= a.at < end]
 
 
 def _p99(answers: list[Answer]) -> float:
