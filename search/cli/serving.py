@@ -57,6 +57,7 @@ def serve(
     from features.connection import embedded_folder
     from search.serve import WORLD_ENV
     from serving.supervisor import Supervisor
+    from serving.transport import HTTP_PROTOCOL
 
     if not (world / "world.json").is_file():
         raise ConfigError(f"{world} is not a world folder (no world.json)")
@@ -90,8 +91,16 @@ def serve(
     if consume:
         os.environ["SMARTBLOCK_SERVING__CONSUME_EVENTS"] = "false"
     try:
+        # TCP_NODELAY on every connection: with --workers > 1 uvicorn's own listener leaves Nagle on, and each
+        # keep-alive response then waited ~40 ms for the client's delayed ACK (serving/transport.py).
         uvicorn.run(
-            "search.serve:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+            "search.serve:factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            http=HTTP_PROTOCOL,
         )
     finally:
         supervisor.stop()
