@@ -96,11 +96,13 @@ async def drive(
 
 
 async def warm(url: str, search: list[tuple[str, dict]], workers: int) -> dict:
-    """Every query once per worker (each worker has its own caches, encoders and Redis connections), over
-    fresh connections so that every worker gets some of them."""
+    """Every query through every worker's query caches (each worker has its own caches, encoders and Redis
+    connections): one pass with one worker; with several, 4 passes per worker over fresh connections, which
+    the kernel hands to a worker at random, so a query misses a given worker with probability ~e^-4."""
+    passes = 1 if workers == 1 else 4 * workers
     limits = httpx.Limits(max_connections=8, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        done = await drive(client, search, 8, len(search) * workers, 600)
+        done = await drive(client, search, 8, len(search) * passes, 600)
     return {k: v for k, v in done.items() if k not in ("latencies_ms", "wall_s")}
 
 
@@ -204,6 +206,7 @@ def main() -> None:
     args.rounds = args.rounds or (1 if len(workers) == 1 else 4)
 
     queries, users = workload(args.world, args.queries, 200)
+    loads = [[round(x, 2) for x in os.getloadavg()]]  # before our servers start: the machine's own load
     servers: dict[int, tuple[subprocess.Popen, str]] = {}
     try:
         # One at a time: both load the JVM and the indexes, and the second must find the embedded Redis up.
@@ -216,7 +219,14 @@ def main() -> None:
             proc.terminate()
         for proc, _ in servers.values():
             proc.wait(timeout=30)
-    result = {"world": str(args.world), "rounds": args.rounds, "servers": result}
+    result = {
+        "world": str(args.world),
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "load_before": loads[0],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "servers": result,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -229,6 +239,10 @@ def print_table(result: dict, workers: list[int]) -> None:
     print(
         f"world {result['world']}, {first['n_candidates']} candidates, ranker {first['ranker_version']}, "
         f"degraded={first['degraded']}, {result['rounds']} interleaved round(s) per level"
+    )
+    print(
+        f"{result['cpus']} CPUs; load average (1, 5, 15 min) before {result['load_before']}, after "
+        f"{result['load_after']}: the load generator and any other job share these cores"
     )
     head = f"{'workers':>7} {'endpoint':<9}{'conc':>5}{'requests':>10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
     print(f"{head}  errors")

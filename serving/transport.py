@@ -16,6 +16,13 @@ https://github.com/Kludex/uvicorn/issues/3149 (open in uvicorn 0.54).
 
 Setting the option per connection here fixes every listener path (workers, a pre-bound socket or file
 descriptor from a process manager) whatever uvicorn version runs, and is a no-op on unix sockets.
+
+``listener`` is the socket each API worker of ``serve --workers N`` binds for itself: TCP (``proto`` 6) and
+SO_REUSEPORT. uvicorn's supervisor shares ONE listening socket between its workers instead, and asyncio's
+accept loop takes every pending connection on each wake-up (up to the backlog): a client that opens its 8
+keep-alive connections at once had all 8 accepted by whichever worker woke first, and the other worker idled
+(seen with ``ss -tnp``: 8 connections on one worker's pid). With a socket per worker and SO_REUSEPORT the
+kernel hashes each new connection to one of the listeners, so connections spread over the workers.
 """
 
 from __future__ import annotations
@@ -39,6 +46,25 @@ def set_nodelay(transport: asyncio.BaseTransport) -> bool:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return True
     return False
+
+
+def listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A bound (not yet listening) TCP socket, ``proto`` IPPROTO_TCP, with SO_REUSEPORT when asked."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def reuse_port_supported() -> bool:
+    return hasattr(socket, "SO_REUSEPORT")
 
 
 class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
