@@ -135,6 +135,7 @@ class EventsOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
+    worker: int = Field(description="Process id of the API worker that answered (several share the port).")
 
 
 class ConsumerOut(BaseModel):

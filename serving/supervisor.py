@@ -1,11 +1,17 @@
-"""What ``smartblock serve`` keeps alive beside its API workers: the stream consumer process and the
-embedded Redis.
+"""What ``smartblock serve`` keeps alive: the stream consumer process, the embedded Redis and, with
+``--workers`` above 1, the API worker processes.
 
 Either may die (a SIGKILL, the OOM killer, a crash). Before this, nothing restarted them: clicks posted to
 /events waited unapplied, or every Redis call failed, until an operator noticed. The supervisor is a thread
 of the ``serve`` process (the parent of the consumer and the starter of the embedded server) that looks at
 both a few times a second and starts a dead one again, after a backoff that doubles while restarts keep
 failing quickly (so a broken install does not spin) and resets once a child has stayed up.
+
+API workers (``python -m search.serve``, one per ``--workers``) each listen on a socket of their own bound to
+the same port with SO_REUSEPORT, so the kernel spreads new connections over them (see ``search.serve``); a
+worker that exits is started again like the consumer. One that exits with uvicorn's start-up failure code
+(3: the app, or the bind, is broken and would fail the same way again) stops the supervisor instead, as
+uvicorn's own supervisor does, and ``failure`` says why.
 
 A frozen (SIGSTOPped) Redis is not dead and is not restarted: a second server on the same files would
 corrupt them. The serving client's deadline and circuit breaker cover that case (``serving.store``).
@@ -17,7 +23,7 @@ import logging
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from serving.config import ServingSettings
 log = logging.getLogger("smartblock.supervisor")
 
 STABLE_S = 30.0  # a child up this long has recovered: the next restart waits the shortest backoff again
+STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start (import, lifespan or bind)
 
 
 @dataclass
@@ -55,8 +62,21 @@ class Restarts:
         self.count += 1
 
 
+@dataclass
+class Child:
+    """One supervised process: its command, environment and restart bookkeeping."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    restarts: Restarts
+    stop_on_startup_failure: bool = False
+    proc: subprocess.Popen | None = None
+
+
 class Supervisor:
-    """Starts the embedded Redis (when the store is the embedded one) and the consumer, then keeps both up."""
+    """Starts the embedded Redis (when the store is the embedded one), the consumer and the API workers,
+    then keeps them up."""
 
     def __init__(
         self,
@@ -67,12 +87,20 @@ class Supervisor:
         embedded_dir: Path | None,
         preexec_fn: Callable[[], None] | None = None,
         poll_s: float = 0.2,
+        worker_cmds: Sequence[list[str]] = (),
+        worker_env: Mapping[str, str] | None = None,
     ) -> None:
-        self.consumer_cmd, self.env, self.embedded_dir = consumer_cmd, dict(env), embedded_dir
-        self.preexec_fn, self.poll_s = preexec_fn, poll_s
+        self.embedded_dir, self.preexec_fn, self.poll_s = embedded_dir, preexec_fn, poll_s
         first, cap = serving.restart_backoff_s, serving.restart_backoff_max_s
-        self.redis, self.consumer = Restarts(first, cap), Restarts(first, cap)
-        self.proc: subprocess.Popen | None = None
+        self.redis = Restarts(first, cap)
+        self.children: list[Child] = []
+        if consumer_cmd is not None:
+            self.children.append(Child("stream consumer", consumer_cmd, dict(env), Restarts(first, cap)))
+        for i, cmd in enumerate(worker_cmds):
+            wenv = dict(worker_env if worker_env is not None else env)
+            self.children.append(Child(f"API worker {i}", cmd, wenv, Restarts(first, cap), True))
+        self.failure: str | None = None  # why the supervisor gave up (a worker that cannot start)
+        self.failed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="smartblock-supervisor", daemon=True)
 
@@ -84,18 +112,22 @@ class Supervisor:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for proc in running:
+            proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in running:
             try:
-                self.proc.wait(timeout=10)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
+                proc.wait()
 
     def _run(self) -> None:
-        # The consumer starts from this thread: its parent-death signal (prctl) follows the creating thread,
+        # Children start from this thread: their parent-death signal (prctl) follows the creating thread,
         # and this one lives as long as the server does.
-        if self.consumer_cmd is not None:
-            self._spawn_consumer()
+        for child in self.children:
+            self._spawn(child)
         while not self._stop.wait(self.poll_s):
             try:
                 self._check()
@@ -110,13 +142,21 @@ class Supervisor:
                 log.warning("embedded Redis in %s is gone: starting it again", self.embedded_dir)
                 self.redis.restarted(now)  # a failed start counts as a quick death: the backoff grows
                 ensure_server(self.embedded_dir)
-        if self.proc is not None and self.proc.poll() is not None:
-            self.consumer.died(now)
-            if self.consumer.due(now):
-                log.warning("stream consumer exited (%s): starting it again", self.proc.returncode)
-                self.consumer.restarted(now)
-                self._spawn_consumer()
+        for child in self.children:
+            if child.proc is None or child.proc.poll() is None or self._stop.is_set():
+                continue
+            code = child.proc.returncode
+            if child.stop_on_startup_failure and code == STARTUP_FAILURE:
+                self.failure = f"{child.name} failed to start (exit code {code}): see its log above"
+                log.error("%s", self.failure)
+                self._stop.set()
+                self.failed.set()
+                return
+            child.restarts.died(now)
+            if child.restarts.due(now):
+                log.warning("%s exited (%s): starting it again", child.name, code)
+                child.restarts.restarted(now)
+                self._spawn(child)
 
-    def _spawn_consumer(self) -> None:
-        assert self.consumer_cmd is not None
-        self.proc = subprocess.Popen(self.consumer_cmd, env=self.env, preexec_fn=self.preexec_fn)
+    def _spawn(self, child: Child) -> None:
+        child.proc = subprocess.Popen(child.cmd, env=child.env, preexec_fn=self.preexec_fn)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from data.errors import ConfigError
 from search.cli.common import console, state
+
+if TYPE_CHECKING:
+    from serving.supervisor import Supervisor
 
 
 def _die_with_parent() -> None:
@@ -57,6 +60,7 @@ def serve(
     from features.connection import embedded_folder
     from search.serve import WORLD_ENV
     from serving.supervisor import Supervisor
+    from serving.transport import HTTP_PROTOCOL, reuse_port_supported
 
     if not (world / "world.json").is_file():
         raise ConfigError(f"{world} is not a world folder (no world.json)")
@@ -75,23 +79,75 @@ def serve(
     console.print(f"serving {world} on http://{host}:{port}/ with {workers} worker(s)")
     settings = state.settings()
     consume = settings.serving.consume_events
+    worker_env = dict(os.environ)
+    if consume:  # the workers leave the events to the consumer process
+        worker_env["SMARTBLOCK_SERVING__CONSUME_EVENTS"] = "false"
+    # With several workers, each is a process of its own on a SO_REUSEPORT listener (the kernel spreads
+    # connections over them); uvicorn's supervisor shares one socket, and the first worker to wake took every
+    # pending connection (serving/transport.py). One worker runs in this process, as uvicorn.run does.
+    own_workers = workers > 1 and reuse_port_supported()
+    worker_cmds = []
+    if own_workers:
+        _check_port_free(host, port)
+        worker = [sys.executable, "-m", "search.serve", "--host", host, "--port", str(port)]
+        worker_cmds = [[*worker, "--log-level", log_level] for _ in range(workers)]
     # The supervisor starts the embedded Redis (when that is the store) before anything connects to it, and
     # one stream consumer process beside the API workers (clicks change features live, and the workers keep
-    # their interpreter to themselves: an in-process consumer costs them ~15% throughput); it restarts
-    # either when it dies.
+    # their interpreter to themselves: an in-process consumer costs them ~15% throughput), and the API worker
+    # processes; it restarts any of them when it dies.
     supervisor = Supervisor(
         settings.serving,
         consumer_cmd=[sys.executable, "-m", "search.cli", "features", "stream"] if consume else None,
         env=os.environ.copy(),
         embedded_dir=embedded_folder(settings.features),
         preexec_fn=_die_with_parent,  # only a prctl between fork and exec: no locks taken
+        worker_cmds=worker_cmds,
+        worker_env=worker_env,
     )
     supervisor.start()
+    if own_workers:
+        try:
+            _wait_for_signal(supervisor)
+        finally:
+            supervisor.stop()
+        if supervisor.failure:
+            raise typer.Exit(3)
+        return
     if consume:
         os.environ["SMARTBLOCK_SERVING__CONSUME_EVENTS"] = "false"
     try:
+        # TCP_NODELAY on every connection: with --workers > 1 uvicorn's own listener leaves Nagle on, and each
+        # keep-alive response then waited ~40 ms for the client's delayed ACK (serving/transport.py).
         uvicorn.run(
-            "search.serve:factory", factory=True, host=host, port=port, workers=workers, log_level=log_level
+            "search.serve:factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            http=HTTP_PROTOCOL,
         )
     finally:
         supervisor.stop()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail now, once, when something else listens on the port (each worker would fail to bind)."""
+    from serving.transport import listener
+
+    try:
+        listener(host, port, reuse_port=False).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def _wait_for_signal(supervisor: Supervisor) -> None:
+    """Block until SIGINT / SIGTERM (or the supervisor gives up); the workers get SIGTERM from ``stop``."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5) and not supervisor.failed.is_set():
+        pass

@@ -3,6 +3,8 @@ event-stream consumer: with none alive, /events would accept clicks that wait un
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -16,7 +18,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=HealthOut)
 def healthz() -> HealthOut:
-    return HealthOut(status="ok")
+    return HealthOut(status="ok", worker=os.getpid())
 
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -150,7 +151,7 @@ def test_clicks_reach_the_live_features(client: TestClient, user: str) -> None:
 
 
 def test_health_ready_users_metrics(client: TestClient, trained_versions: list[str]) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "worker": os.getpid()}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["ranker_version"] == trained_versions[0]
