@@ -69,7 +69,7 @@ class ServingSettings(BaseModel):
         default=300.0, ge=0, description="An event's ts may be ahead of the server clock by this much."
     )
     # Rankers trained on candidate lists (ranking.world.candidates) gain more the more candidates they order:
-    # on the small world DCN re-ordering all 100 captured 0.105 of the oracle's gain, the best 16 0.056
+    # on the small world DCN re-ordering all 100 captured 0.249 of the oracle's gain, the best 16 0.117
     # (`evaluate --candidates`, docs/ranking.md). Shown-page rankers needed a cap of 16 to do no harm.
     rerank_depth: int = Field(
         default=100,
