@@ -38,8 +38,16 @@ class ServingSettings(BaseModel):
         default=50.0,
         gt=0,
         le=5000,
-        description="One deadline for all the Redis work of one /search or /events request (also each "
-        "call's socket and connect timeout; the serving client never retries): a frozen store costs no more.",
+        description="One deadline for all the Redis work of one /search request (the serving client never "
+        "retries, and no read waits longer than what is left): a frozen store costs a search no more.",
+    )
+    events_deadline_ms: float = Field(
+        default=500.0,
+        gt=0,
+        le=5000,
+        description="The same for one POST /events (its context read and stream write). A write may wait "
+        "longer than a search read: refused, it costs the client a resend (503), and under load the 50 ms of "
+        "a search refused a few real batches (simulate traffic, 1,000 users, 2 cores).",
     )
     breaker_cooldown_s: float = Field(
         default=1.0,

@@ -39,8 +39,9 @@ T = TypeVar("T")
 
 
 def serving_client(features: FeatureStoreSettings, serving: ServingSettings) -> RedisClient:
-    """The hot-path client: socket and connect timeouts of the request deadline, no retries."""
-    return hot_path_client(features, serving.redis_deadline_ms / 1000)
+    """The hot-path client: no retries; socket and connect timeouts of the longest request deadline (each
+    read is bounded by its own request's deadline too)."""
+    return hot_path_client(features, max(serving.redis_deadline_ms, serving.events_deadline_ms) / 1000)
 
 
 class GuardedStore(FeatureStore):

@@ -67,7 +67,7 @@ def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
             candidates.append((i, to_interaction(parsed, now)))
     # The request's one Redis deadline covers the batch's context read and its write
     # (StoreUnavailable -> 503: nothing was accepted).
-    with redis_deadline(runtime.serving.redis_deadline_ms / 1000):
+    with redis_deadline(runtime.serving.events_deadline_ms / 1000):
         request_ids = list(dict.fromkeys(rec.request_id for _, rec in candidates))
         contexts = runtime.store.contexts(request_ids) if request_ids else {}
         accepted, refused = against_contexts(candidates, contexts)
