@@ -150,6 +150,34 @@ def test_clicks_reach_the_live_features(client: TestClient, user: str) -> None:
     raise AssertionError("the click never reached the features")
 
 
+def test_a_sessions_click_reaches_its_own_session_features_only(client: TestClient, user: str) -> None:
+    """/search passes its session_id to the features: a click in session A shows in A's next search as
+    session interest in the clicked block's intent, and not in a search of session B."""
+    session_a, session_b = f"sess-a-{user}-{time.monotonic_ns()}", f"sess-b-{user}-{time.monotonic_ns()}"
+    first = client.post("/search", json={"query": QUERY, "user_id": user, "k": 10, "session_id": session_a})
+    target = first.json()["blocks"][0]
+    click = {
+        "request_id": first.json()["request_id"],
+        "user_id": user,
+        "block_id": target["block_id"],
+        "position": 1,
+        "type": "click",
+    }
+    assert client.post("/events", json={"events": [click]}).json()["accepted"] == 1
+
+    def session_click(session: str) -> float:
+        payload = {"query": QUERY, "user_id": user, "k": 50, "explain": True, "session_id": session}
+        blocks = client.post("/search", json=payload).json()["blocks"]
+        mine = [b for b in blocks if b["block_id"] == target["block_id"]]
+        return mine[0]["features"]["session_intent_click"]
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and session_click(session_a) == 0:
+        time.sleep(0.2)
+    assert session_click(session_a) > 0.9  # one click, seconds old (half-life 30 min)
+    assert session_click(session_b) == 0.0
+
+
 def test_health_ready_users_metrics(client: TestClient, trained_versions: list[str]) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "worker": os.getpid()}
     ready = client.get("/readyz")
