@@ -15,13 +15,14 @@ import numpy as np
 from pydantic import Field, PositiveInt
 from safetensors.torch import load_file, save_file
 
+from data.threads import torch_threads
 from ranking.base import Ranker
 from ranking.config import DASALCSettings, RankerConfig, TorchTrainSettings
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, ParameterError
 from ranking.nn.layers import DenseTransform, InputEncoder
 from ranking.nn.nets import DASALCNet, DCNv2Net, LinearNet, MLPNet, ScoringNet, build_encoder
-from ranking.nn.train import TensorLists, predict, torch_threads, train_net
+from ranking.nn.train import TensorLists, predict, train_net
 
 WEIGHTS = "model.safetensors"
 

@@ -117,7 +117,13 @@ class RetrievalSettings(BaseModel):
         default_factory=lambda: ["splade", "dense", "behavioural"], description="Retrievers that are fused."
     )
     cache_size: int = Field(default=10_000, ge=0, description="Query encodings kept (LRU); 0 disables.")
-    torch_threads: int = Field(default=1, ge=1, le=64)
+    torch_threads: int = Field(default=1, ge=1, le=64, description="torch threads of a query's encoding.")
+    index_threads: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="torch threads while encoding passages for an index (a batch job); 0: every core.",
+    )
     java_threads: int = Field(default=1, ge=1, le=64, description="Threads for Lucene batch search/indexing.")
     candidates: int = Field(default=100, ge=1, description="Blocks returned by the fused retriever.")
     splade: SpladeSettings = SpladeSettings()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from data.days import Progress
 from data.layout import DataLayout
+from data.threads import all_cores
 from retrieval.base import BaseRetriever, Passage
 from retrieval.behavioural import BehaviouralRetriever
 from retrieval.config import RetrievalSettings
@@ -35,14 +36,22 @@ def text_retriever(name: str, root: Path, settings: RetrievalSettings) -> BaseRe
     """An unbuilt text retriever whose index lives in ``root/<name>``."""
     s = settings
     if name == "splade":
-        encoder = SpladeEncoder(s.splade, cache_size=s.cache_size, threads=s.torch_threads)
+        encoder = SpladeEncoder(
+            s.splade, cache_size=s.cache_size, threads=s.torch_threads, index_threads=_index_threads(s)
+        )
         return SpladeRetriever(root / "splade", encoder, limits=s.query, threads=s.java_threads)
     if name == "dense":
-        dense_encoder = DenseEncoder(s.dense, cache_size=s.cache_size, threads=s.torch_threads)
+        dense_encoder = DenseEncoder(
+            s.dense, cache_size=s.cache_size, threads=s.torch_threads, index_threads=_index_threads(s)
+        )
         return DenseRetriever(root / "dense", dense_encoder, s.dense, limits=s.query, threads=s.torch_threads)
     if name == "bm25":
         return Bm25Retriever(root / "bm25", s.bm25, limits=s.query, threads=s.java_threads)
     raise ValueError(f"no text retriever named {name!r} (expected one of {', '.join(TEXT_MEMBERS)})")
+
+
+def _index_threads(settings: RetrievalSettings) -> int:
+    return settings.index_threads or all_cores()
 
 
 def build_text_indexes(

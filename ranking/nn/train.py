@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,17 +19,6 @@ from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
 from ranking.evaluate import per_list_metrics
 from ranking.nn.nets import ScoringNet
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads, restoring the process setting afterwards (the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from data.days import Progress
+from data.threads import torch_threads
 from retrieval.cache import LruCache
 from retrieval.config import DenseSettings
 from retrieval.encoders.loading import default_dense_path, load_pretrained, model_identity, resolve
@@ -18,10 +19,13 @@ from retrieval.errors import NotBuiltError
 
 
 class DenseEncoder:
-    def __init__(self, settings: DenseSettings, *, cache_size: int = 0, threads: int = 1) -> None:
+    def __init__(
+        self, settings: DenseSettings, *, cache_size: int = 0, threads: int = 1, index_threads: int = 1
+    ) -> None:
         self.settings = settings
         self.cache_size = cache_size
-        self.threads = threads
+        self.threads = threads  # a query: one worker's share of the machine
+        self.index_threads = index_threads  # encode_documents: a batch job
         self._tokenizer: Any = None
         self._model: Any = None
         self.cache: LruCache[str, np.ndarray] = LruCache(cache_size)
@@ -75,9 +79,10 @@ class DenseEncoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         bs = self.settings.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            out[idx] = self._encode([texts[i] for i in idx])
-            if progress:
-                progress("dense encode", min(start + bs, len(texts)), len(texts))
+        with torch_threads(self.index_threads):
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                out[idx] = self._encode([texts[i] for i in idx])
+                if progress:
+                    progress("dense encode", min(start + bs, len(texts)), len(texts))
         return out

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from data.days import Progress
+from data.threads import torch_threads
 from retrieval.cache import LruCache
 from retrieval.config import SpladeSettings
 from retrieval.encoders.loading import default_splade_path, load_pretrained, model_identity, resolve
@@ -22,10 +23,13 @@ SparseVector = dict[str, int]
 class SpladeEncoder:
     """Encodes queries and documents into ``{term: int weight}``; documents keep their top terms only."""
 
-    def __init__(self, settings: SpladeSettings, *, cache_size: int = 0, threads: int = 1) -> None:
+    def __init__(
+        self, settings: SpladeSettings, *, cache_size: int = 0, threads: int = 1, index_threads: int = 1
+    ) -> None:
         self.settings = settings
         self.cache_size = cache_size
-        self.threads = threads
+        self.threads = threads  # a query: one worker's share of the machine
+        self.index_threads = index_threads  # encode_documents: a batch job
         self._tokenizer: Any = None
         self._model: Any = None
         self._vocab: list[str] = []
@@ -109,11 +113,12 @@ class SpladeEncoder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out: list[SparseVector] = [{}] * len(texts)
         bs = self.settings.batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            weights = self._weights([texts[i] for i in idx])
-            for row, i in enumerate(idx):
-                out[i] = self._to_sparse(weights[row], self.settings.doc_max_terms)
-            if progress:
-                progress("splade encode", min(start + bs, len(texts)), len(texts))
+        with torch_threads(self.index_threads):
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                weights = self._weights([texts[i] for i in idx])
+                for row, i in enumerate(idx):
+                    out[i] = self._to_sparse(weights[row], self.settings.doc_max_terms)
+                if progress:
+                    progress("splade encode", min(start + bs, len(texts)), len(texts))
         return out
