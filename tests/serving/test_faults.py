@@ -47,8 +47,15 @@ class Served:
     log: Path
 
     def consumer_pids(self) -> list[int]:
-        kids = psutil.Process(self.proc.pid).children(recursive=True)
-        return [k.pid for k in kids if "stream" in k.cmdline() and "features" in k.cmdline()]
+        pids = []
+        for kid in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                cmd = kid.cmdline()
+            except psutil.Error:  # gone, or a zombie the supervisor has not reaped yet: not a live consumer
+                continue
+            if "stream" in cmd and "features" in cmd:
+                pids.append(kid.pid)
+        return pids
 
     def redis(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(socket_path(self.folder)), socket_timeout=5)
