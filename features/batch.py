@@ -19,8 +19,10 @@ from data.logstats import click_counts, co_query_counts, query_click_entropy
 from data.metrics import entropy_bits
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
+from features.intent_lift import intent_lifts
 from features.keys import Keys
-from features.packing import pack_profile, split_blob
+from features.ops import LIFT_FIELD
+from features.packing import chunk_fields, pack_lifts, pack_profile, split_blob
 
 
 @dataclass
@@ -112,8 +114,34 @@ def batch_snapshot(
         for b, v in assoc.most_common(assoc_blocks):
             h[f"a|{b}"] = v
     _user_taste(clicks_with_requests(impressions, interactions), catalog, keys, settings, snapshot)
+    _lifts(impressions, interactions, catalog, keys, settings, snapshot)
     snapshot.query = dict(snapshot.query)
     return snapshot
+
+
+def _lifts(
+    impressions: pa.Table,
+    interactions: pa.Table,
+    catalog: BlockAttributes,
+    keys: Keys,
+    settings: FeatureStoreSettings,
+    snapshot: Snapshot,
+) -> None:
+    """Intent click lifts: the query's in its batch hash (``l|<label>``), the user's in field ``l``."""
+    lifts = intent_lifts(
+        impressions, interactions, catalog, settings.position_prior, settings.lift_prior_clicks
+    )
+    for q, by_intent in lifts.query.items():
+        h = snapshot.query[keys.query_batch(q)]
+        for i, v in by_intent.items():
+            h[f"l|{catalog.intent_labels[i]}"] = v
+    if not settings.user_intent_lifts:
+        return
+    for u, by_intent in lifts.user.items():
+        evidence = lifts.evidence_user[u]
+        kept = sorted(by_intent, key=lambda i: (-evidence[i], i))[: settings.user_intent_lifts]
+        blob = pack_lifts([(catalog.intent_profile_ids[i], by_intent[i]) for i in kept])
+        snapshot.user.setdefault(keys.user(u), {}).update(_whole_blob(LIFT_FIELD, blob))
 
 
 def _user_taste(
@@ -160,4 +188,10 @@ def _user_taste(
         profile = pack_profile(
             list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top + top_intents
         )
-        snapshot.user[keys.user(u)] = split_blob("p", profile)
+        snapshot.user.setdefault(keys.user(u), {}).update(_whole_blob("p", profile))
+
+
+def _whole_blob(name: str, blob: bytes) -> dict[str, bytes]:
+    """The blob's chunk fields with the unused ones empty: a user hash is updated field by field, so a
+    shorter blob than yesterday's must overwrite the chunks it no longer fills."""
+    return {f: b"" for f in chunk_fields(name)} | split_blob(name, blob)

@@ -54,7 +54,23 @@ class FeatureStoreSettings(BaseModel):
     user_intents: int = Field(
         default=8, ge=0, le=8, description="Long-term intents (block topic or genre labels) kept per user."
     )
+    user_intent_lifts: int = Field(
+        default=16,
+        ge=0,
+        le=40,
+        description="Intents whose click lift is kept per user (those with the most evidence; 6 bytes each).",
+    )
+    lift_prior_clicks: float = Field(
+        default=2.0,
+        gt=0,
+        description="Intent lifts are shrunk towards the user's overall lift (or 1 for a query) by this many "
+        "expected clicks.",
+    )
     recent_keywords: int = Field(default=16, ge=1, le=255, description="Recent query keywords kept per user.")
+    # Bounded so a session's shown-block tally (8 + 8 bytes per block) fits its four 64-byte chunks.
+    session_shown_blocks: int = Field(
+        default=24, ge=1, le=31, description="Blocks a session was shown, kept (decayed) per session."
+    )
     stream_batch: int = Field(default=256, ge=1)
     stream_claim_idle_ms: int = Field(
         default=30_000, ge=1, description="Reclaim a dead consumer's events after."

@@ -15,10 +15,10 @@ import numpy as np
 from data.days import DAY_MS
 from features.block_attributes import MIXED_GENRE, BlockAttributes
 from features.config import FeatureStoreSettings
-from features.interest import click_interest, query_interest
+from features.interest import click_interest, query_interest, shown_interest
 from features.keys import Keys, digest
-from features.ops import CLICKS_FIELD, QUERY_FIELD, STATS_WIDTH
-from features.packing import chunk_fields, join_blob, read_recent, unpack_profile
+from features.ops import CLICKS_FIELD, LIFT_FIELD, QUERY_FIELD, SHOWN_FIELD, STATS_WIDTH
+from features.packing import chunk_fields, join_blob, read_recent, unpack_lifts, unpack_profile
 from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns
 
 Entity = Literal[
@@ -35,11 +35,13 @@ USER_FIELDS = [
     *chunk_fields(VECTOR_FIELD),
     VERSION_FIELD,
     *chunk_fields(CLICKS_FIELD),
+    *chunk_fields(LIFT_FIELD),
 ]
-SESSION_FIELDS = [*chunk_fields("r"), *chunk_fields(CLICKS_FIELD), QUERY_FIELD]
+SESSION_FIELDS = [*chunk_fields("r"), *chunk_fields(CLICKS_FIELD), *chunk_fields(SHOWN_FIELD), QUERY_FIELD]
 COEC_PRIOR_MEAN = 0.2  # attractiveness a block has before any evidence
 COEC_PRIOR_WEIGHT = 5.0  # worth this many examinations
 UCB_Z = 1.0
+LIFT_FLOOR = 1 / 64  # log lifts are bounded below: a lift of 0 (stored rounding) is "never clicks it"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "query_intent_share", "query_block", "batch", 0.0, "share of the query's clicks on the block's intent"
     ),
+    Feature(
+        "query_intent_lift", "query_block", "batch", 0.0, "log click lift of the block's intent for the query"
+    ),
     Feature("coquery_count_log", "query", "batch", 0.0, "log(1 + co-queries kept)"),
     Feature("coquery_missing", "query", "batch", 1.0, "1 when the query has no co-queries"),
     Feature("user_genre_affinity", "user_block", "batch", 0.0, "user's click share in the block's genres"),
@@ -85,6 +90,9 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature(
         "user_intent_share", "user_block", "batch", 0.0, "share of the user's clicks on the block's intent"
+    ),
+    Feature(
+        "user_intent_lift", "user_block", "batch", 0.0, "log of the user's click lift on the block's intent"
     ),
     Feature("user_diversity", "user", "batch", 0.0, "normalized entropy of the user's clicked keywords"),
     Feature("user_clicks_log", "user", "batch", 0.0, "log(1 + the user's clicks)"),
@@ -118,6 +126,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("session_intent_click", "session_block", "stream", 0.0, "session clicks on blocks of the intent"),
     Feature(
         "session_intent_click_share", "session_block", "stream", 0.0, "session_intent_click / its clicks"
+    ),
+    Feature("session_block_shown", "session_block", "stream", 0.0, "times this session was shown the block"),
+    Feature(
+        "session_intent_shown", "session_block", "stream", 0.0, "blocks of the intent this session was shown"
     ),
     Feature(
         "m3_similarity", "user_block", "batch", 0.0, "cosine of the user's M3 vector and the block's vector"
@@ -248,6 +260,10 @@ def compute(
     out[:, col["query_intent_share"]] = [
         float(qd.get(f"i|{catalog.intent_labels[i]}", 0.0)) if i else 0.0 for i in intents
     ]
+    out[:, col["query_intent_lift"]] = [
+        math.log(max(float(qd.get(f"l|{catalog.intent_labels[i]}", 1.0)), LIFT_FLOOR)) if i else 0.0
+        for i in intents
+    ]
     if "ent" in qd:
         out[:, col["query_click_entropy"]] = float(qd["ent"])
         out[:, col["query_entropy_missing"]] = 0.0
@@ -270,6 +286,13 @@ def compute(
         out[:, col["user_clicks_log"]] = math.log1p(profile.clicks)
         out[:, col["user_missing"]] = 0.0
 
+    lifts = unpack_lifts(join_blob(user, LIFT_FIELD))
+    if lifts:
+        out[:, col["user_intent_lift"]] = [
+            math.log(max(lifts.get(catalog.intent_profile_ids[i], 1.0), LIFT_FLOOR)) if i else 0.0
+            for i in catalog.intent[rows]
+        ]
+
     # Short-range interest: the user's recent query words and clicks (decayed over hours), and the same
     # tallies of this session alone.
     now_s = req.ts_ms / 1000.0
@@ -286,6 +309,10 @@ def compute(
             out[:, col[f"{prefix}_missing"]] = 0.0
         if clicked:
             out[:, col[f"{prefix}_click_missing"]] = 0.0
+    session_tau = settings.session_half_life_minutes * 60 / math.log(2)
+    seen = shown_interest(read_recent(join_blob(session, SHOWN_FIELD), now_s, session_tau), catalog, rows)
+    for name, values in seen.items():
+        out[:, col[f"session_{name}"]] = values
     searches, _ = np.frombuffer(session[QUERY_FIELD], dtype="<f8") if QUERY_FIELD in session else (0.0, 0.0)
     out[:, col["session_searches_log"]] = math.log1p(searches)
     _m3(out, user, catalog, rows)

@@ -58,3 +58,24 @@ def click_interest(
     by_intent[0] = 0.0  # blocks without an intent share none
     mine = by_intent[catalog.intent[rows]]
     return {"click_score": score, "intent_click": mine, "intent_click_share": mine / total}
+
+
+def shown_interest(
+    shown: dict[int, float], catalog: BlockAttributes, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Blocks shown earlier (block-id hash -> decayed count): how often each candidate itself and blocks of
+    its intent were put before the reader. Beside the clicks, they tell what was seen and left."""
+    block = np.zeros(len(rows))
+    by_intent = np.zeros(len(catalog.intent_labels))
+    index = {int(r): j for j, r in enumerate(rows)}
+    for block_hash, weight in shown.items():
+        row = catalog.row_of_hash(block_hash)
+        if row is None or weight < NEGLIGIBLE_INTEREST:
+            continue
+        by_intent[catalog.intent[row]] += weight
+        if row in index:
+            block[index[row]] += weight
+    if not by_intent.any() and not block.any():
+        return {}
+    by_intent[0] = 0.0
+    return {"block_shown": block, "intent_shown": by_intent[catalog.intent[rows]]}

@@ -28,6 +28,8 @@ STATS_WIDTH = 6
 SHOWN, EXAMINED, CLICKS, SKIPS, DWELL_MS, DWELLS = range(STATS_WIDTH)
 QUERY_FIELD, QUERY_WIDTH = "_", 2
 CLICKS_FIELD = "c"  # user hash: recently clicked blocks (hashes of their ids), decayed
+SHOWN_FIELD = "e"  # session hash: blocks the session was shown (hashes of their ids), decayed
+LIFT_FIELD = "l"  # user hash: long-term click lift per intent (daily batch, features.intent_lift)
 SEARCHES, QUERY_CLICKS = range(QUERY_WIDTH)
 
 
@@ -143,6 +145,7 @@ class OpBuilder:
         self.live_ttl_s = settings.live_ttl_days * 86_400
         self.recent_cap = settings.recent_keywords
         self.session_tau_s = settings.session_half_life_minutes * 60 / math.log(2)
+        self.shown_cap = settings.session_shown_blocks
         self.session_ttl_s = int(settings.session_ttl_hours * 3600)  # EXPIRE takes whole seconds
 
     def examination(self, position: int) -> float:
@@ -180,6 +183,20 @@ class OpBuilder:
             ]
             if ids:
                 ops.append(("t", session, "r", imp.ts_ms / 1000.0, self.session_tau_s, self.recent_cap, *ids))
+            # What the session was shown: a block or intent it saw and left says as much as a click.
+            shown = [keyword_id(s.block_id) for s in imp.shown]
+            if shown:
+                ops.append(
+                    (
+                        "t",
+                        session,
+                        SHOWN_FIELD,
+                        imp.ts_ms / 1000.0,
+                        self.session_tau_s,
+                        self.shown_cap,
+                        *shown,
+                    )
+                )
             ops.append(("x", session, self.session_ttl_s, imp.ts_ms / 1000.0))
         return self._expiring(ops, imp.ts_ms / 1000.0)
 

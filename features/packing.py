@@ -93,6 +93,29 @@ def unpack_profile(blob: bytes) -> Profile:
     return Profile(tuple(g / 255 for g in genres), div / 255, clicks, words)
 
 
+LIFT_ITEM = struct.Struct("<IH")  # intent key, lift / LIFT_MAX (1/65535)
+LIFT_MAX = 4.0  # lifts above are stored as this (a 4x taste is already the simulator's and a reader's edge)
+
+
+def pack_lifts(lifts: list[tuple[int, float]]) -> bytes:
+    """Intent lifts (key, lift >= 0) as fixed-point items: 6 bytes each."""
+    return b"".join(
+        LIFT_ITEM.pack(key, min(65535, round(min(max(v, 0.0), LIFT_MAX) / LIFT_MAX * 65535)))
+        for key, v in lifts
+    )
+
+
+def unpack_lifts(blob: bytes | None) -> dict[int, float]:
+    if not blob:
+        return {}
+    return {
+        key: q / 65535 * LIFT_MAX
+        for key, q in (
+            LIFT_ITEM.unpack_from(blob, j) for j in range(0, len(blob) - LIFT_ITEM.size + 1, LIFT_ITEM.size)
+        )
+    }
+
+
 # Redis keeps a small hash compact (listpack) only while every value fits in 64 bytes, so longer blobs are
 # stored as numbered chunks: name, name1, name2, ...
 CHUNK_BYTES = 64

@@ -212,7 +212,7 @@ def _evaluate_candidates(
         f"{result['oracle_top_below_rerank']} per query"
     )
     _print_utility_table("overall", result["overall"], result["page"])
-    for key in ("by_entropy", "by_kind"):
+    for key in ("by_entropy", "by_kind", "by_step"):
         for segment, table in result[key].items():
             _print_utility_table(f"{key.removeprefix('by_')} = {segment}", table, result["page"])
 

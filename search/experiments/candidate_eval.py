@@ -10,10 +10,12 @@ what ``score_page`` uses). Truth is read here only.
 
 Systems: ``retrieval`` (the fused order), each model over all candidates and re-ordering only retrieval's
 top ``rerank`` (the serving cascade), and the reference rows ``oracle`` (the candidates sorted by true
-utility) and ``nonpersonal-oracle`` (sorted by the utility under the population's average taste: the best
-order without knowing the person). The session then goes on as it would on the site: the driver system's
-page is logged as an impression, the click model draws clicks on it, both go through the event stream and
-the stream consumer into the store, so in-session features see the session's earlier queries and clicks.
+utility), ``nonpersonal-oracle`` (sorted by the utility under the population's average taste: the best
+order without knowing the person) and ``longterm-oracle`` (under the user's long-term taste: the best order
+that knows the person but not what this session is after). The session then goes on as it would on the
+site: the driver system's page is logged as an impression, the click model draws clicks on it, both go
+through the event stream and the stream consumer into the store, so in-session features see the session's
+earlier queries and clicks.
 All systems are judged on the same requests (a paired comparison).
 
 Per query: utility@k (mean true utility of the k slots), examined utility (sum of theta_k x utility, what a
@@ -46,7 +48,7 @@ from serving.pipeline import Candidates, SearchPipeline
 if TYPE_CHECKING:
     from search.settings import Settings
 
-REFERENCES = ("retrieval", "oracle", "nonpersonal-oracle")
+REFERENCES = ("retrieval", "oracle", "nonpersonal-oracle", "longterm-oracle")
 _CLICKS = 7  # random stream of this evaluation's clicks (apart from the traffic run's streams)
 
 # Scores of one request's candidates (rows in NAMES order) -> (n,) scores.
@@ -76,6 +78,7 @@ class _Log:
     session: list[int] = field(default_factory=list)
     kind: list[str] = field(default_factory=list)
     entropy: list[str] = field(default_factory=list)
+    step: list[str] = field(default_factory=list)  # "first" query of its session, or "later"
     top_outside_rerank: list[int] = field(default_factory=list)  # oracle top-k blocks below rank `rerank`
 
 
@@ -93,7 +96,7 @@ def evaluate_candidates(
     systems = ["retrieval"]
     for name in models:
         systems += [name, f"{name}@{options.rerank}"]
-    systems += [f"oracle@{options.rerank}", "nonpersonal-oracle", "oracle"]
+    systems += [f"oracle@{options.rerank}", "nonpersonal-oracle", "longterm-oracle", "oracle"]
     driver = options.driver or (next(iter(models)) if models else "retrieval")
     if driver not in systems:
         raise ValueError(f"driver '{driver}' is not one of the systems {systems}")
@@ -108,7 +111,7 @@ def evaluate_candidates(
         plan = plan_session(world, panel, weights, options.seed, number)
         rng = np.random.default_rng([options.seed, _CLICKS, number])
         user_id = str(world.user_ids[plan.user])
-        for query, key, kind in zip(plan.strings, plan.keys, plan.kind, strict=True):
+        for step, (query, key, kind) in enumerate(zip(plan.strings, plan.keys, plan.kind, strict=True)):
             if len(log.session) >= options.queries:
                 break
             cand = pipeline.gather_candidates(query, user_id, options.depth, _session_id(number))
@@ -121,11 +124,21 @@ def evaluate_candidates(
                 world, blocks[None, :], rel, kinds, plan.facet_taste[None], plan.genre_taste[None]
             )[0]
             average = nonpersonal_utility(world, blocks[None, :], rel, kinds)[0]
-            orders = _orders(cand, models, true, average, options.rerank)
+            domain = world.catalog.entity_domain[world.queries.key_entity[int(key)]]
+            longterm = utility(
+                world,
+                blocks[None, :],
+                rel,
+                kinds,
+                world.population.facet_pref[plan.user, domain][None],
+                world.population.genre_pref[plan.user][None],
+            )[0]
+            orders = _orders(cand, models, true, average, longterm, options.rerank)
             _record(log, orders, true, theta, options.page)
             log.session.append(number)
             log.kind.append(KIND_NAMES[int(kind)])
             log.entropy.append(entropy_bucket(cand.query))
+            log.step.append("first" if step == 0 else "later")
             best = np.argsort(-true, kind="stable")[: options.page]
             log.top_outside_rerank.append(int((best >= options.rerank).sum()))
             page = orders[driver][: options.page]
@@ -140,7 +153,12 @@ def _session_id(number: int) -> str:
 
 
 def _orders(
-    cand: Candidates, models: Mapping[str, Scorer], true: np.ndarray, average: np.ndarray, rerank: int
+    cand: Candidates,
+    models: Mapping[str, Scorer],
+    true: np.ndarray,
+    average: np.ndarray,
+    longterm: np.ndarray,
+    rerank: int,
 ) -> dict[str, np.ndarray]:
     n = len(cand.hits)
     retrieval = np.arange(n)
@@ -155,6 +173,7 @@ def _orders(
     head = min(rerank, n)
     out[f"oracle@{rerank}"] = np.concatenate([np.argsort(-true[:head], kind="stable"), retrieval[head:]])
     out["nonpersonal-oracle"] = np.argsort(-average, kind="stable")
+    out["longterm-oracle"] = np.argsort(-longterm, kind="stable")
     out["oracle"] = np.argsort(-true, kind="stable")
     return out
 
@@ -235,6 +254,8 @@ def _summary(log: _Log, options: CandidateEvalOptions, driver: str, sessions: in
     segments: dict[str, dict[str, np.ndarray]] = {
         "by_entropy": {b: np.array(log.entropy) == b for b in sorted(set(log.entropy))},
         "by_kind": {k: np.array(log.kind) == k for k in KIND_NAMES if k in set(log.kind)},
+        # The first query of a session has only long-term and earlier sessions' evidence to go on.
+        "by_step": {k: np.array(log.step) == k for k in ("first", "later") if k in set(log.step)},
     }
     out: dict[str, Any] = {
         "queries": len(session),

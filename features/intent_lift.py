@@ -1,0 +1,114 @@
+"""How much more (or less) a user, or a query's searchers, click blocks of an intent than shown blocks of
+that intent are clicked on average: clicks over expected clicks per (user, intent) and (query, intent).
+
+In: the logged impressions (shown blocks and positions) and clicks before a cutoff, the block catalogue.
+Out: shrunk lifts per user and per query, for the daily batch snapshot (``features.batch``).
+
+Why a lift and not a click share: a share counts what the logging policy chose to show as much as what the
+person wanted (everyone's clicks lean to the intents shown most). Dividing by the clicks expected from the
+same exposures (each shown block weighted by the examination prior of its position and the intent's
+population click rate) leaves the person's own taste. Few exposures say little, so each lift is shrunk
+towards the user's overall lift (for a user) or 1 (for a query) by ``prior_clicks`` expected clicks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data.logstats import shown_rows
+from features.block_attributes import BlockAttributes
+
+
+@dataclass(frozen=True)
+class IntentLifts:
+    """Lifts (>= 0, 1 = as clicked as the average shown block of that intent) keyed by intent id."""
+
+    user: dict[str, dict[int, float]]
+    query: dict[str, dict[int, float]]
+    evidence_user: dict[str, dict[int, float]]  # expected clicks behind each user lift (to keep the best)
+
+
+def intent_lifts(
+    impressions: pa.Table,
+    interactions: pa.Table,
+    catalog: BlockAttributes,
+    position_prior: tuple[float, ...],
+    prior_clicks: float,
+) -> IntentLifts:
+    # One order whatever order the logs were read in (logs plus an archive, days in any order), so the
+    # float sums, and the stored bytes, are the same.
+    impressions = impressions.sort_by("request_id")
+    shown = shown_rows(impressions)
+    users = impressions["user_id"].take(pc.list_parent_indices(impressions["shown"]))
+    rows = np.array([catalog.index.get(b, -1) for b in shown["block_id"].to_pylist()], dtype=np.int64)
+    intent = np.where(rows >= 0, catalog.intent[np.maximum(rows, 0)], 0)
+    prior = np.asarray(position_prior, dtype=np.float64)
+    position = np.clip(shown["position"].to_numpy(zero_copy_only=False), 1, len(prior))
+    exam = prior[position - 1]
+    clicks = interactions.filter(pc.equal(interactions["type"], "click"))
+    clicked_pairs = set(zip(clicks["request_id"].to_pylist(), clicks["block_id"].to_pylist(), strict=True))
+    clicked = np.fromiter(
+        (
+            (r, b) in clicked_pairs
+            for r, b in zip(shown["request_id"].to_pylist(), shown["block_id"].to_pylist(), strict=True)
+        ),
+        dtype=bool,
+        count=len(rows),
+    )
+    keep = intent > 0
+    intent, exam, clicked = intent[keep], exam[keep], clicked[keep].astype(np.float64)
+    n_intents = len(catalog.intent_labels)
+    # Population click rate per examination of each intent: what an average person does with it.
+    rate = np.bincount(intent, clicked, n_intents) / np.maximum(np.bincount(intent, exam, n_intents), 1e-12)
+    expected = exam * rate[intent]
+    user_codes, user_names = _codes(users.filter(pa.array(keep)))
+    query_codes, query_names = _codes(shown["query"].filter(pa.array(keep)))
+
+    user_clicks, user_expected = _sums(user_codes, intent, clicked, expected, n_intents)
+    # A user's lift over all intents: how readily they click at all (the shrinkage target of their lifts).
+    overall = (user_clicks.sum(axis=1) + prior_clicks) / (user_expected.sum(axis=1) + prior_clicks)
+    user_lift = (user_clicks + prior_clicks * overall[:, None]) / (user_expected + prior_clicks)
+    query_clicks, query_expected = _sums(query_codes, intent, clicked, expected, n_intents)
+    # A query's searchers click some queries more than others: compare intents within the query.
+    q_rate = query_clicks.sum(axis=1) / np.maximum(query_expected.sum(axis=1), 1e-12)
+    q_expected = query_expected * q_rate[:, None]
+    query_lift = (query_clicks + prior_clicks) / (q_expected + prior_clicks)
+    return IntentLifts(
+        user=_by_name(user_names, user_lift, user_expected),
+        query=_by_name(query_names, query_lift, query_expected),
+        evidence_user=_by_name(user_names, user_expected, user_expected),
+    )
+
+
+def _codes(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    encoded = (
+        pc.dictionary_encode(values).combine_chunks()
+        if isinstance(values, pa.ChunkedArray)
+        else pc.dictionary_encode(values)
+    )
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _sums(
+    codes: np.ndarray, intent: np.ndarray, clicked: np.ndarray, expected: np.ndarray, n_intents: int
+) -> tuple[np.ndarray, np.ndarray]:
+    n = int(codes.max()) + 1 if len(codes) else 0
+    flat = codes * n_intents + intent
+    size = n * n_intents
+    return (
+        np.bincount(flat, clicked, size).reshape(n, n_intents),
+        np.bincount(flat, expected, size).reshape(n, n_intents),
+    )
+
+
+def _by_name(names: list[str], values: np.ndarray, exposure: np.ndarray) -> dict[str, dict[int, float]]:
+    """Per name, the value of every intent it was shown (a never-shown intent has no lift)."""
+    out: dict[str, dict[int, float]] = {}
+    for n, name in enumerate(names):
+        seen = np.flatnonzero(exposure[n] > 0)
+        out[name] = dict(zip(seen.tolist(), values[n, seen].tolist(), strict=True))
+    return out
