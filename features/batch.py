@@ -127,10 +127,12 @@ def _lifts(
     settings: FeatureStoreSettings,
     snapshot: Snapshot,
 ) -> None:
-    """Intent click lifts: the query's in its batch hash (``l|<label>``), the user's in field ``l``."""
+    """Intent click lifts: the query's in its batch hash (``l|<label>``), the user's in field ``l``; and each
+    intent's population click rate in the catalogue's intent hash."""
     lifts = intent_lifts(
         impressions, interactions, catalog, settings.position_prior, settings.lift_prior_clicks
     )
+    snapshot.query[keys.intent_batch] = {catalog.intent_labels[i]: v for i, v in lifts.rate.items()}
     for q, by_intent in lifts.query.items():
         h = snapshot.query[keys.query_batch(q)]
         for i, v in by_intent.items():

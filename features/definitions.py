@@ -136,6 +136,13 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("m3_score", "user_block", "batch", 0.0, "dot product of the two vectors: M3's next-block logit"),
     Feature("m3_missing", "user_block", "batch", 1.0, "1 when user or block has no vector of one model"),
+    Feature(
+        "intent_click_rate",
+        "block",
+        "batch",
+        COEC_PRIOR_MEAN,
+        "everyone's clicks per examination of the intent",
+    ),
     Feature("block_age_log_days", "block", "static", 0.0, "log(1 + days since the block was created)"),
     Feature("block_docs", "block", "static", 0.0, "number of docs in the block"),
     Feature("block_kind", "block", "static", 0.0, "0 topic, 1 genre", categorical=2),
@@ -181,7 +188,7 @@ USER_SLOT = 2  # position of the user hash in ``plan``'s list
 def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
     """The hashes (and fields; None = all) to fetch for one request, in the order ``compute`` reads them:
     the query's counters, its batch hash (all of it: co-query and intent fields), the user hash, the
-    session hash when the request names a session, then the block-counter shards."""
+    intents' batch hash, the session hash when the request names a session, then the block-counter shards."""
     shards: dict[str, list[str]] = {}
     for b in req.block_ids:
         shards.setdefault(keys.block_stats(b), []).append(b)
@@ -189,6 +196,7 @@ def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
         (keys.query_blocks(req.query), [*req.block_ids, QUERY_FIELD]),
         (keys.query_batch(req.query), None),
         (keys.user(req.user_id), USER_FIELDS),
+        (keys.intent_batch, None),
         *([(keys.session(req.session_id), SESSION_FIELDS)] if req.session_id else []),
         *shards.items(),
     ]
@@ -212,7 +220,7 @@ def compute(
     req: Request, fetched: list[dict], catalog: BlockAttributes, settings: FeatureStoreSettings
 ) -> np.ndarray:
     """Feature rows (n_blocks, len(FEATURES)) for one request from the hashes ``plan`` named."""
-    qb, qd, user, *shards = fetched
+    qb, qd, user, intent_rates, *shards = fetched
     session = shards.pop(0) if req.session_id else {}
     n = len(req.block_ids)
     out = np.tile(DEFAULTS, (n, 1))
@@ -263,6 +271,10 @@ def compute(
     out[:, col["query_intent_lift"]] = [
         math.log(max(float(qd.get(f"l|{catalog.intent_labels[i]}", 1.0)), LIFT_FLOOR)) if i else 0.0
         for i in intents
+    ]
+    rates = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in intent_rates.items()}
+    out[:, col["intent_click_rate"]] = [
+        rates.get(catalog.intent_labels[i], COEC_PRIOR_MEAN) if i else COEC_PRIOR_MEAN for i in intents
     ]
     if "ent" in qd:
         out[:, col["query_click_entropy"]] = float(qd["ent"])

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 from data.logstats import shown_rows
 from features.block_attributes import BlockAttributes
 
+RATE_PRIOR_EXAMS = 20.0
+
 
 @dataclass(frozen=True)
 class IntentLifts:
@@ -29,6 +31,7 @@ class IntentLifts:
 
     user: dict[str, dict[int, float]]
     query: dict[str, dict[int, float]]
+    rate: dict[int, float]  # per intent: clicks per examination over everyone (what an average person does)
     evidence_user: dict[str, dict[int, float]]  # expected clicks behind each user lift (to keep the best)
 
 
@@ -63,7 +66,11 @@ def intent_lifts(
     intent, exam, clicked = intent[keep], exam[keep], clicked[keep].astype(np.float64)
     n_intents = len(catalog.intent_labels)
     # Population click rate per examination of each intent: what an average person does with it.
-    rate = np.bincount(intent, clicked, n_intents) / np.maximum(np.bincount(intent, exam, n_intents), 1e-12)
+    intent_clicks, intent_exams = (
+        np.bincount(intent, clicked, n_intents),
+        np.bincount(intent, exam, n_intents),
+    )
+    rate = intent_clicks / np.maximum(intent_exams, 1e-12)
     expected = exam * rate[intent]
     user_codes, user_names = _codes(users.filter(pa.array(keep)))
     query_codes, query_names = _codes(shown["query"].filter(pa.array(keep)))
@@ -77,7 +84,11 @@ def intent_lifts(
     q_rate = query_clicks.sum(axis=1) / np.maximum(query_expected.sum(axis=1), 1e-12)
     q_expected = query_expected * q_rate[:, None]
     query_lift = (query_clicks + prior_clicks) / (q_expected + prior_clicks)
+    # Rarely shown intents lean to the all-intent rate (RATE_PRIOR_EXAMS examinations' worth).
+    overall_rate = intent_clicks.sum() / max(intent_exams.sum(), 1e-12)
+    shrunk = (intent_clicks + RATE_PRIOR_EXAMS * overall_rate) / (intent_exams + RATE_PRIOR_EXAMS)
     return IntentLifts(
+        rate={i: float(shrunk[i]) for i in np.flatnonzero(intent_exams > 0).tolist()},
         user=_by_name(user_names, user_lift, user_expected),
         query=_by_name(query_names, query_lift, query_expected),
         evidence_user=_by_name(user_names, user_expected, user_expected),

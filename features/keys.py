@@ -79,6 +79,11 @@ class Keys:
     def query_batch(self, query: str) -> str:
         return self.key(self.query_tag(query), "qd")
 
+    @property
+    def intent_batch(self) -> str:
+        """One hash for the catalogue: each intent's population click rate (field = intent label)."""
+        return self.key("intents", "id")
+
     def user_batch(self, user_id: str) -> str:
         return self.user(user_id)
 

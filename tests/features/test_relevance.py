@@ -39,7 +39,7 @@ def test_columns_follow_the_hits_whatever_the_block_order() -> None:
 def test_compute_fills_rel_columns_only_with_retrieval_scores(tiny_catalog) -> None:
     ids = tuple(tiny_catalog.ids[:3])
     hits = [Hit(b, 1.0 - i / 10, {"splade": 5.0 - i}) for i, b in enumerate(ids)]
-    empty: list[dict] = [{}, {}, {}]
+    empty: list[dict] = [{}, {}, {}, {}]
     plain = compute(Request("r", 1_767_600_000_000, "u", "q", ids), empty, tiny_catalog, _settings())
     scored = compute(
         Request("r", 1_767_600_000_000, "u", "q", ids, RetrievalScores.align(hits, ids)),

@@ -81,8 +81,9 @@ def test_assembly_is_one_round_trip(store: RedisFeatureStore, tiny_catalog: Bloc
         store.assemble(req, tiny_catalog)
     finally:
         store.client.pipeline = original  # type: ignore[method-assign]
-    # One pipeline: the query's two hashes, the user hash, and at most one command per block-counter shard.
-    assert len(calls) == 1 and len(plan(store.keys, req)) <= 3 + BLOCK_SHARDS
+    # One pipeline: the query's two hashes, the user hash, the intents' hash, and at most one command per
+    # block-counter shard.
+    assert len(calls) == 1 and len(plan(store.keys, req)) <= 4 + BLOCK_SHARDS
 
 
 def test_replace_swaps_a_hash_whole(store: RedisFeatureStore) -> None:
