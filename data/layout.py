@@ -7,6 +7,7 @@ A data folder (a simulated world or a portal's own export) looks like::
     blocks.parquet | blocks.jsonl
     events/impressions/day=YYYY-MM-DD/*.parquet|*.jsonl
     events/interactions/day=YYYY-MM-DD/*.parquet|*.jsonl
+    events/served/day=YYYY-MM-DD/*.parquet|*.jsonl      served feature rows (server logs only; optional)
     truth/                          simulator ground truth: evaluation only
 """
 
@@ -20,13 +21,17 @@ from typing import Literal
 
 import pyarrow as pa
 
-from data.contracts import Block, Doc, Interaction, Record, SearchImpression
+from data.contracts import Block, Doc, Interaction, Record, SearchImpression, ServedFeatures
 from data.errors import DataError
 from data.io import read_json, read_table
 from data.schemas import arrow_schema
 
-EventKind = Literal["impressions", "interactions"]
-EVENT_CONTRACTS: dict[str, type[Record]] = {"impressions": SearchImpression, "interactions": Interaction}
+EventKind = Literal["impressions", "interactions", "served"]
+EVENT_CONTRACTS: dict[str, type[Record]] = {
+    "impressions": SearchImpression,
+    "interactions": Interaction,
+    "served": ServedFeatures,
+}
 DATA_SUFFIXES = (".parquet", ".jsonl")
 
 

@@ -1,7 +1,8 @@
 """A sink from the server's event stream into the data layout: ``smartblock events export``.
 
 The server publishes every impression and interaction to a Redis Stream (``FeatureStore.publish``:
-fields ``kind`` = "impression" | "interaction" and ``data`` = the record as JSON). This module reads that
+fields ``kind`` = "impression" | "interaction" | "served" and ``data`` = the record as JSON; "served" is
+the feature rows a request was ranked on, ``data.contracts.ServedFeatures``). This module reads that
 stream with a consumer group of its own ("archive", independent of the features consumer) and writes the
 records as Parquet in the ``events/`` layout of ``data.layout.DataLayout``, partitioned by the day of each
 event's own timestamp (UTC), so ``smartblock experiment analyze`` and every offline job read them unchanged.
@@ -13,7 +14,8 @@ flush writes new part files, named by a digest of the stream entry ids they hold
 only once complete, so a re-delivered batch whose file already exists is acknowledged without writing a
 second copy. A re-delivery can still regroup entries differently (after a crash mid-way through a multi-day
 flush), so readers deduplicate: impressions by ``request_id``, interactions by
-``(request_id, block_id, type, ts)`` (``read_archive`` does).
+``(request_id, block_id, type, ts)`` (``read_archive`` does), served feature rows by
+``(request_id, block_id)`` (``features.served_dataset`` does).
 
 An entry that does not parse or validate is acknowledged and kept, with its reason, in
 ``rejected/part-*.jsonl`` beside ``events/``: it can never be archived, and leaving it pending would stall
@@ -39,9 +41,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from data.contracts import Interaction, Record, SearchImpression
+from data.contracts import Interaction, Record, SearchImpression, ServedFeatures
 from data.io import write_records
-from data.layout import DataLayout, EventKind
+from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
 from features.stream import default_consumer_name
 
@@ -49,6 +51,7 @@ GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
     "impression": ("impressions", SearchImpression),
     "interaction": ("interactions", Interaction),
+    "served": ("served", ServedFeatures),
 }
 INTERACTION_KEY = ["request_id", "block_id", "type", "ts"]
 
@@ -60,6 +63,7 @@ Entry = tuple[bytes, dict]  # a stream entry: id and fields
 class ExportStats:
     impressions: int = 0
     interactions: int = 0
+    served: int = 0  # served-feature records (one per logged request)
     rejected: int = 0
     files: int = 0
     skipped_files: int = 0  # already on disk from an earlier delivery of the same entries
@@ -229,18 +233,18 @@ class StreamArchiver:
             buffer.rejected.append(
                 {
                     "entry": entry_id.decode(),
-                    "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    "reason": _reason(exc),
                     "fields": json.dumps({k.decode(): v.decode(errors="replace") for k, v in fields.items()}),
                 }
             )
             return
-        day = record.ts.astimezone(UTC).date()  # both event contracts carry ts
+        day = record.ts.astimezone(UTC).date()  # every event contract carries ts
         buffer.records[(folder, day)].append((entry_id, record))
 
     def _flush(self, buffer: _Buffer, on_flush: Callable[[ExportStats], None] | None) -> _Buffer:
         if not buffer:
             return _Buffer()
-        for kind, _ in KINDS.values():  # both folders exist once anything is archived, as readers expect
+        for kind, _ in KINDS.values():  # every folder exists once anything is archived, as readers expect
             self.layout.events_dir(kind).mkdir(parents=True, exist_ok=True)
         for (kind, day), items in sorted(buffer.records.items()):
             _, contract = next(v for v in KINDS.values() if v[0] == kind)
@@ -271,6 +275,19 @@ class StreamArchiver:
         return _Buffer()
 
 
+def _reason(exc: Exception) -> str:
+    """Why an entry was rejected, naming the field at fault (a ValidationError's first line names neither
+    the field nor the reason)."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "data"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        return f"{exc.title}: {where}: {err['msg']}{more}"
+    if isinstance(exc, KeyError):
+        return f"unknown kind or missing field {exc}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _digest(entry_ids: list[bytes]) -> str:
     h = hashlib.sha256()
     for entry_id in entry_ids:
@@ -289,20 +306,21 @@ def read_archive(out: Path) -> tuple[pa.Table, pa.Table]:
     """(impressions, interactions) of an archive, without the duplicates at-least-once delivery can leave."""
     layout = DataLayout(Path(out))
     tables = []
-    for kind, contract in KINDS.values():
+    for kind in ("impressions", "interactions"):
         if layout.events_dir(kind).is_dir():
             tables.append(layout.read_events(kind, validate_rows=False))
         else:  # e.g. no click has happened yet
-            tables.append(arrow_schema(contract).empty_table())
+            tables.append(arrow_schema(EVENT_CONTRACTS[kind]).empty_table())
     return dedupe_events(tables[0], tables[1])
 
 
 def dedupe_events(imps: pa.Table, acts: pa.Table) -> tuple[pa.Table, pa.Table]:
     """The first of each impression (by request id) and interaction (by ``INTERACTION_KEY``)."""
-    return _first_of(imps, ["request_id"]), _first_of(acts, INTERACTION_KEY)
+    return first_of(imps, ["request_id"]), first_of(acts, INTERACTION_KEY)
 
 
-def _first_of(table: pa.Table, keys: list[str]) -> pa.Table:
+def first_of(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The first row of each distinct ``keys``, in the table's order."""
     if table.num_rows == 0:
         return table
     indexed = table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))

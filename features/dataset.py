@@ -30,10 +30,10 @@ from features.batch import Snapshot, batch_snapshot
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
-from features.keys import digest
 from features.ops import ImpressionEvent
 from features.relevance import RetrievalScores, ScoredCandidate
 from features.replay import Replayer, in_time_order
+from features.served import sample_unshown
 
 if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
@@ -119,11 +119,8 @@ def _shown_blocks(event: ImpressionEvent) -> tuple[str, ...]:
 
 class _CandidateLists:
     """The shown blocks, then ``n`` of the request's unshown retrieval candidates drawn uniformly from the
-    whole candidate list (seeded by the request id).
-
-    Uniformly, not the top ``n``: served rankers order every candidate, and a list cut at rank ``n`` would
-    hold unshown blocks only above that rank, so rank alone would tell a model which blocks were shown.
-    """
+    whole candidate list (seeded by the request id: ``features.served.sample_unshown``, the rule the served
+    log samples by too)."""
 
     def __init__(self, retrieval: RetrievalReplay, n: int, catalog: BlockAttributes) -> None:
         self.retrieval, self.n, self.catalog = retrieval, n, catalog
@@ -133,11 +130,7 @@ class _CandidateLists:
         seen = set(shown)
         hits = self.retrieval.search(event.query, event.ts_ms)
         unshown = [h.id for h in hits if h.id not in seen and h.id in self.catalog.index]
-        if len(unshown) > self.n:
-            rng = np.random.default_rng(int(digest(event.request_id), 16))
-            keep = np.sort(rng.choice(len(unshown), size=self.n, replace=False))
-            unshown = [unshown[i] for i in keep]
-        return shown + tuple(unshown)
+        return shown + tuple(unshown[i] for i in sample_unshown(event.request_id, len(unshown), self.n))
 
 
 def point_in_time_rows(
@@ -231,35 +224,8 @@ def _assemble(
             strict=True,
         )
     )
-    clicked: set[tuple[str, str]] = set()
-    dwell: dict[tuple[str, str], int] = {}
-    for r, b, t, d in zip(
-        acts["request_id"].to_pylist(),
-        acts["block_id"].to_pylist(),
-        acts["type"].to_pylist(),
-        acts["dwell_ms"].to_pylist(),
-        strict=True,
-    ):
-        if t == "click":
-            clicked.add((r, b))
-        elif d is not None:
-            dwell[(r, b)] = dwell.get((r, b), 0) + d
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "request_id",
-            "ts",
-            "user_id",
-            "session_id",
-            "query",
-            "block_id",
-            "position",
-            "propensity",
-            "n_candidates",
-            "click",
-            "dwell_ms",
-        )
-    }
+    clicked, dwell = outcome_labels(acts)
+    cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
     for event, blocks in meta:
         session, n_cand = extra[event.request_id]
         position = {s.block_id: s.position for s in event.shown}
@@ -277,9 +243,48 @@ def _assemble(
             cols["n_candidates"].append(n_cand)
             cols["click"].append(1 if key in clicked else 0)
             cols["dwell_ms"].append(dwell.get(key, 0))
-    arrays = {k: pa.array(v) for k, v in cols.items()}
-    arrays["ts"] = pa.array(cols["ts"], pa.int64()).cast(TIMESTAMP)
-    arrays["click"] = pa.array(cols["click"], pa.int8())
+    return training_table(cols, features)
+
+
+# A training table's columns before the features (one per ``FEATURES`` name, ``feature_arrays``).
+ROW_COLUMNS: dict[str, pa.DataType] = {
+    "request_id": pa.string(),
+    "ts": pa.int64(),  # ms since the epoch, stored as a UTC timestamp
+    "user_id": pa.string(),
+    "session_id": pa.string(),
+    "query": pa.string(),
+    "block_id": pa.string(),
+    "position": pa.int64(),  # 0: a candidate the page did not show
+    "propensity": pa.float64(),  # of the shown block at its position; 0 for an unshown candidate
+    "n_candidates": pa.int64(),
+    "click": pa.int8(),
+    "dwell_ms": pa.int64(),
+}
+
+
+def outcome_labels(acts: pa.Table) -> tuple[set[tuple[str, str]], dict[tuple[str, str], int]]:
+    """The (request, block) pairs clicked, and each pair's summed dwell (ms), from interactions."""
+    clicked: set[tuple[str, str]] = set()
+    dwell: dict[tuple[str, str], int] = {}
+    for r, b, t, d in zip(
+        acts["request_id"].to_pylist(),
+        acts["block_id"].to_pylist(),
+        acts["type"].to_pylist(),
+        acts["dwell_ms"].to_pylist(),
+        strict=True,
+    ):
+        if t == "click":
+            clicked.add((r, b))
+        elif d is not None:
+            dwell[(r, b)] = dwell.get((r, b), 0) + d
+    return clicked, dwell
+
+
+def training_table(cols: dict[str, list], features: np.ndarray) -> pa.Table:
+    """The training table of ``ROW_COLUMNS`` lists and their feature rows (``FEATURES`` order): the one
+    shape every builder writes (point in time here, served logs in ``features.served_dataset``)."""
+    arrays = {k: pa.array(cols[k], t) for k, t in ROW_COLUMNS.items()}
+    arrays["ts"] = arrays["ts"].cast(TIMESTAMP)
     return pa.table({**arrays, **feature_arrays(features)})
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import redis
 from redis.cluster import RedisCluster
 
-from data.contracts import Interaction, SearchImpression
+from data.contracts import Interaction, SearchImpression, ServedFeatures
 from features.batch import Snapshot
 from features.block_attributes import BlockAttributes, BlockVectors
 from features.config import FeatureStoreSettings
@@ -46,6 +46,17 @@ _VECTOR_VERSIONS_KEPT = 2
 # The event stream keeps about this many newest entries (XADD MAXLEN ~): consumers and the archive read it
 # long before, and a stopped consumer cannot make it grow without bound.
 _EVENTS_MAXLEN = 1_000_000
+
+# What the event stream carries: the ``kind`` field of each entry, by record. "served" (the feature rows a
+# request was ranked on) is a log, not a feature-state event: the features consumer acknowledges it and
+# applies nothing. Impressions and served features are the server's own; clients post interactions only.
+Published = SearchImpression | Interaction | ServedFeatures
+STREAM_KINDS: dict[type, str] = {
+    SearchImpression: "impression",
+    Interaction: "interaction",
+    ServedFeatures: "served",
+}
+SERVER_KINDS = frozenset({"impression", "served"})
 
 # Applies one event's operations on one hash tag exactly once: the marker (same tag) is set first, and a
 # redelivered event finds it and changes nothing. KEYS[1] marker, KEYS[2..] data keys; ARGV[1] marker TTL,
@@ -161,8 +172,8 @@ class FeatureStore(ABC):
         """All features of one request's candidate blocks (one row per block), read in one round trip."""
 
     @abstractmethod
-    def publish(self, records: Iterable[SearchImpression | Interaction]) -> list[str]:
-        """Append impressions and interactions to the event stream the consumer applies; their entry ids."""
+    def publish(self, records: Iterable[Published]) -> list[str]:
+        """Append records to the event stream (one pipelined round trip); their entry ids, in order."""
 
     def contexts(self, request_ids: list[str]) -> dict[str, RequestContext]:
         """The stored contexts of these requests (missing ones left out)."""
@@ -260,13 +271,12 @@ class RedisFeatureStore(FeatureStore):
         if pending:
             pipe.execute()
 
-    def publish(self, records: Iterable[SearchImpression | Interaction]) -> list[str]:
+    def publish(self, records: Iterable[Published]) -> list[str]:
         pipe = self.client.pipeline(transaction=False)
         for rec in records:
-            kind = "impression" if isinstance(rec, SearchImpression) else "interaction"
             pipe.xadd(
                 self.keys.events_stream,
-                {"kind": kind, "data": rec.model_dump_json()},
+                {"kind": STREAM_KINDS[type(rec)], "data": rec.model_dump_json()},
                 maxlen=_EVENTS_MAXLEN,
                 approximate=True,
             )

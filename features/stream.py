@@ -5,6 +5,8 @@ Delivery is at least once; application is idempotent (``RedisFeatureStore.apply`
 hash tag), so a redelivered event counts once. A consumer keeps its name across restarts and first finishes
 its own pending events; events a dead consumer left pending are reclaimed with XAUTOCLAIM once idle for
 ``stream_claim_idle_ms``. An event that keeps failing goes to a dead-letter stream with its reason.
+Entries of kind "served" (the feature rows a request was ranked on, logged beside its impression for the
+archive) change no feature state: they are acknowledged without being parsed.
 
 A Redis that comes back without the group (restarted empty, or with the group lost) answers NOGROUP: the
 consumer creates the group again from the start of the stream and goes on (the per-tag markers make any
@@ -40,8 +42,11 @@ def default_consumer_name(group: str = GROUP) -> str:
     return f"{socket.gethostname()}-{group}"
 
 
-def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent:
-    """Parse and validate one stream payload against its contract."""
+def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent | None:
+    """Parse and validate one stream payload against its contract; None for a log entry that changes no
+    feature state ("served": the rows a request was ranked on, for the archive), which is not even parsed."""
+    if kind == "served":
+        return None
     if kind == "impression":
         imp = SearchImpression.model_validate_json(data)
         return ImpressionEvent(
@@ -75,6 +80,7 @@ def interaction_event(ev: Interaction) -> InteractionEvent:
 class ConsumerStats:
     applied: int = 0
     acked: int = 0
+    logs: int = 0  # entries that change no state ("served" features), acknowledged as read
     waiting: int = 0  # interactions whose impression has not arrived yet
     dead: int = 0
     reclaimed: int = 0
@@ -219,15 +225,21 @@ class StreamConsumer:
 
     def _process(self, entries: list) -> None:
         parsed: list[tuple[bytes, ImpressionEvent | InteractionEvent]] = []
+        done: list[bytes] = []
         for entry_id, fields in entries:
             try:
-                parsed.append((entry_id, to_event(fields[b"kind"].decode(), fields[b"data"].decode())))
+                event = to_event(fields[b"kind"].decode(), fields[b"data"].decode())
             except (KeyError, ValueError, ValidationError) as exc:
                 self._dead(entry_id, fields, f"malformed event: {exc}")
+                continue
+            if event is None:
+                done.append(entry_id)  # a log for the archive: nothing to apply, nothing to check
+                self.stats.logs += 1
+            else:
+                parsed.append((entry_id, event))
         need = [e.request_id for _, e in parsed if isinstance(e, InteractionEvent)]
         contexts = self.store.contexts(list(dict.fromkeys(need))) if need else {}
         ready: list[tuple[str, list]] = []
-        done: list[bytes] = []
         for entry_id, event in parsed:
             if isinstance(event, ImpressionEvent):
                 contexts[event.request_id] = RequestContext.of(event)

@@ -86,6 +86,19 @@ class ServingSettings(BaseModel):
         description="The ranker re-orders this many of the best retrieval candidates (a cascade); deeper "
         "ones are not shown.",
     )
+    log_served_features: bool = Field(
+        default=True,
+        description="Log the feature rows each request was ranked on beside its impression (stream kind "
+        "'served'; archived by `events export` to events/served/), so training sets can be built from the "
+        "values actually served (`features dataset --served`).",
+    )
+    log_unshown_features: int = Field(
+        default=8,
+        ge=0,
+        le=1000,
+        description="With log_served_features: besides the shown blocks, the rows of this many unshown "
+        "candidates, drawn uniformly (seeded by the request id); 0 logs the shown blocks only.",
+    )
     retrieval_cache_size: int = Field(
         default=10_000, ge=0, description="Queries whose fused candidates are kept (LRU); 0 disables."
     )

@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import JsonValue, ValidationError
 
 from data.contracts import Interaction
 from features.ops import RequestContext
+from features.store import SERVER_KINDS
 from features.stream import interaction_event
 from serving.schemas import EventIn, Rejection
 
@@ -42,6 +44,29 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     return (loc[0] if loc else None), err["msg"]
+
+
+def server_only(events: list[dict[str, JsonValue]]) -> list[dict[str, Any]]:
+    """Validation errors (FastAPI's shape) for events that name a kind only the server writes.
+
+    Impressions and served feature rows go to the event stream from the search path alone; a batch that
+    carries one (as ``type``, or as the stream's ``kind`` field) is refused whole, not answered 202 with the
+    event among the rejections: it is a client writing the server's logs, not a malformed click to skip.
+    """
+    errors = []
+    for i, raw in enumerate(events):
+        for field in ("type", "kind"):
+            value = raw.get(field)
+            if isinstance(value, str) and value in SERVER_KINDS:
+                errors.append(
+                    {
+                        "loc": ("body", "events", i, field),
+                        "msg": f"'{value}' events are written by the server only; /events takes "
+                        "click and dwell",
+                        "type": "server_only_kind",
+                    }
+                )
+    return errors
 
 
 def parse(index: int, raw: dict[str, JsonValue]) -> EventIn | Rejection:

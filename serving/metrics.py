@@ -61,6 +61,12 @@ class Metrics:
         self.impressions_lost = Counter(
             "smartblock_impressions_unlogged", "Impressions not written (store down)", registry=self.registry
         )
+        self.served_lost = Counter(
+            "smartblock_served_features_unlogged",
+            "Served feature rows not written, by reason (store down; invalid: a non-finite value)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.over_budget = Counter(
             "smartblock_search_over_budget", "Searches slower than the budget", registry=self.registry
         )

@@ -4,6 +4,10 @@ Every part is loaded once at start-up. What a request ranks with (the default mo
 rankers and assignment) is one immutable snapshot that ``serving.reload.ServedState`` swaps on a promotion
 or a new experiment file; a request takes the snapshot once, so it finishes on what it started with.
 
+The impression is logged with the feature rows the ranker scored (its page and a sample of the unshown
+candidates, ``features.served``), in the same round trip: training sets built from served traffic then hold
+exactly the served values.
+
 Degradation: feature reads go through ``GuardedStore``; when Redis is down or slow the request is ranked on
 the rows every feature has without Redis (catalogue attributes and declared defaults) and marked degraded.
 """
@@ -17,11 +21,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from data.contracts import SearchImpression, ShownBlock, Team
+from data.contracts import SearchImpression, ServedFeatures, ShownBlock, Team
 from features.connection import StoreUnavailable, redis_deadline
 from features.definitions import NAMES, Request
 from features.groups import PERSONAL_GROUPS, default_mask
 from features.relevance import RetrievalScores
+from features.served import served_record
 from features.store import FeatureStore
 from ranking.registry import ModelRegistry
 from retrieval.base import BaseRetriever, Hit
@@ -273,8 +278,20 @@ class SearchPipeline:
         ]
         t = time.perf_counter()
         session = session_id or request_id  # no session given: a one-request session
+        served_rows = self._served(request_id, now, ids, rows, scores, order, treatment.interleave is None)
         self._log(
-            request_id, now, user_id, session, text, blocks, len(ids), treatment, version, propensity, teams
+            request_id,
+            now,
+            user_id,
+            session,
+            text,
+            blocks,
+            len(ids),
+            treatment,
+            version,
+            propensity,
+            teams,
+            served_rows,
         )
         lat["log"] = self._observe("log", t)
         lat["total"] = self._observe("total", started)
@@ -295,7 +312,9 @@ class SearchPipeline:
         version: str,
         propensity: np.ndarray,
         teams: list[Team] | None,
+        served_rows: ServedFeatures | None = None,
     ) -> None:
+        """Publish the impression, and beside it the served feature rows, in one round trip."""
         if not blocks:
             return
         impression = SearchImpression(
@@ -315,10 +334,47 @@ class SearchPipeline:
             teams=teams,
         )
         try:
-            self.store.publish([impression])
+            # One XADD more in the same pipeline: the served rows cost no round trip of their own, and share
+            # the impression's fate under the request's Redis deadline.
+            self.store.publish([impression] if served_rows is None else [impression, served_rows])
         except StoreUnavailable:
             # The answer matters more than its log line; the loss is counted.
             self.metrics.impressions_lost.inc()
+            if served_rows is not None:
+                self.metrics.served_lost.labels("store").inc()
+
+    def _served(
+        self,
+        request_id: str,
+        now: datetime,
+        ids: tuple[str, ...],
+        rows: np.ndarray,
+        scores: np.ndarray,
+        page: np.ndarray,
+        scored: bool,
+    ) -> ServedFeatures | None:
+        """The feature rows this request was ranked on (those of its page and a sample of the others), or
+        None when the log is off or the rows cannot be logged (a non-finite value: counted, never fatal).
+
+        ``rows`` are the ones the ranker scored (groups a variant switched off already at their defaults).
+        ``scored`` is False on an interleaved page, whose unshown candidates have no one ranker's score.
+        """
+        if not self.settings.log_served_features or not len(page):
+            return None
+        try:
+            return served_record(
+                request_id,
+                now,
+                ids,
+                rows,
+                scores,
+                page.tolist(),
+                self.settings.log_unshown_features,
+                score_unshown=scored,
+            )
+        except ValueError:  # a non-finite value: the contract would refuse the record
+            self.metrics.served_lost.labels("invalid").inc()
+            return None
 
     def _observe(self, stage: str, since: float) -> float:
         seconds = time.perf_counter() - since

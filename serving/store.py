@@ -19,7 +19,6 @@ from typing import TypeVar
 import numpy as np
 import redis
 
-from data.contracts import Interaction, SearchImpression
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.connection import (
@@ -31,7 +30,7 @@ from features.connection import (
 )
 from features.definitions import Request
 from features.ops import Op
-from features.store import FeatureStore, RedisFeatureStore
+from features.store import FeatureStore, Published, RedisFeatureStore
 from features.stream import GROUP, GroupStatus, group_status
 from serving.config import ServingSettings
 
@@ -130,5 +129,5 @@ class GuardedStore(FeatureStore):
     def assemble(self, req: Request, catalog: BlockAttributes) -> np.ndarray:
         return self._call(lambda: self.store.assemble(req, catalog))
 
-    def publish(self, records: Iterable[SearchImpression | Interaction]) -> list[str]:
+    def publish(self, records: Iterable[Published]) -> list[str]:
         return self._call(lambda: self.store.publish(records))

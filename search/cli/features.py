@@ -78,27 +78,59 @@ def rebuild(
 @app.command()
 def dataset(
     world: Annotated[Path, typer.Option("--world", help="Data folder.")],
-    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")],
-    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")],
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="First day, YYYY-MM-DD (optional with --served).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Last day, YYYY-MM-DD, inclusive (optional with --served).")
+    ] = None,
+    served: Annotated[
+        bool,
+        typer.Option(
+            "--served",
+            help="From the feature rows the server logged (events/served/ of an `events export` folder) "
+            "instead of the point-in-time replay: the values that were served, labelled with the clicks.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Write a point-in-time training set: features of each logged impression as of its request time."""
+    """Write a training set: features of each logged impression as of its request time (point-in-time
+    replay), or with --served the feature rows the server logged; the same columns either way."""
     import pyarrow.parquet as pq
 
     from data.errors import ConfigError
     from data.layout import DataLayout
-    from features.dataset import build_training_set
 
     try:
-        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        first = date.fromisoformat(start) if start else None
+        last = date.fromisoformat(end) if end else None
     except ValueError as exc:
         raise ConfigError(f"--from/--to must be YYYY-MM-DD: {exc}") from None
-    with progress_bar(not as_json) as report:
-        table = build_training_set(DataLayout(world), first, last, state.settings().features, progress=report)
+    summary: dict[str, object] = {}
+    if served:
+        from features.served_dataset import build_served_training_set
+
+        built = build_served_training_set(DataLayout(world), first, last)
+        table = built.table
+        summary["without_impression"] = built.without_impression
+    else:
+        from features.dataset import build_training_set
+
+        if first is None or last is None:
+            raise ConfigError("--from and --to are required without --served")
+        with progress_bar(not as_json) as report:
+            table = build_training_set(
+                DataLayout(world), first, last, state.settings().features, progress=report
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd")
-    summary = {"rows": table.num_rows, "requests": len(set(table["request_id"].to_pylist())), "out": str(out)}
+    summary = {
+        "rows": table.num_rows,
+        "requests": len(set(table["request_id"].to_pylist())),
+        **summary,
+        "out": str(out),
+    }
     if as_json:
         print_json(summary)
     else:

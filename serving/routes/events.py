@@ -16,6 +16,7 @@ from serving.event_bounds import (
     out_of_bounds,
     parse,
     reject,
+    server_only,
     to_interaction,
 )
 from serving.schemas import EventsIn, EventsOut, Rejection
@@ -39,7 +40,8 @@ def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
     """Accept the valid events of a batch (202); each invalid one is listed with its field and reason.
 
     ``ts`` may be left out: the server's receive time is used then. An ``event_id`` makes a retry safe: the
-    same id for the same request is acknowledged again and counted once.
+    same id for the same request is acknowledged again and counted once. A batch holding an event of a
+    kind only the server writes ("impression", "served") is refused whole (422).
     """
     if len(body.events) > runtime.serving.max_events:
         raise RequestValidationError(
@@ -51,6 +53,9 @@ def post_events(body: EventsIn, runtime: RuntimeDep) -> EventsOut:
                 }
             ]
         )
+    server_kinds = server_only(body.events)
+    if server_kinds:
+        raise RequestValidationError(server_kinds)
     now = datetime.now(UTC)
     bounds = _bounds(runtime)
     candidates: list[tuple[int, Interaction]] = []
