@@ -17,9 +17,7 @@ def test_every_system_is_judged_against_the_oracle(
     result = run_candidate_eval(base_settings, tiny_world, ["ranker"], options)
     assert result["queries"] == 80 and result["sessions"] >= 20
     systems = result["overall"]["systems"]
-    assert set(systems) == {
-        "retrieval", "ranker", "ranker@8", "oracle@8", "nonpersonal-oracle", "oracle"
-    }
+    assert set(systems) == {"retrieval", "ranker", "ranker@8", "oracle@8", "nonpersonal-oracle", "oracle"}
     best = systems["oracle"]["utility@8"]["mean"]
     for name, row in systems.items():
         assert row["utility@8"]["mean"] <= best + 1e-9, name

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from data.contracts import SearchImpression
+from data.contracts import SearchImpression, ServedFeatures
 from features.store import RedisFeatureStore
 
 
@@ -20,6 +20,16 @@ def impression_of(store: RedisFeatureStore, request_id: str) -> SearchImpression
             if imp.request_id == request_id:
                 return imp
     raise AssertionError(f"no impression {request_id} on the stream")
+
+
+def served_of(store: RedisFeatureStore, request_id: str) -> ServedFeatures | None:
+    """The served feature rows the server logged for a request (stream kind "served"), None if none."""
+    for _, fields in store.client.xrevrange(store.keys.events_stream, count=2000):
+        if fields[b"kind"] == b"served":
+            served = ServedFeatures.model_validate_json(fields[b"data"])
+            if served.request_id == request_id:
+                return served
+    return None
 
 
 QUERIES = ["jeju island", "jeju island restaurants", "seoul", "iphone 16", "galbi jjim"]
