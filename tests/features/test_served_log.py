@@ -8,6 +8,7 @@ namespace (``store``)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,22 @@ def test_a_click_labels_the_served_row(store: RedisFeatureStore, impressions: li
     assert clicked["block_id"].to_pylist() == [top.block_id]
     assert clicked["propensity"].to_pylist() == [top.propensity]
     assert set(table.filter(pc.equal(table["position"], 0))["propensity"].to_pylist()) == {0.0}
+
+
+def test_a_record_holds_the_page_then_the_sample_and_refuses_non_finite_values() -> None:
+    ids = tuple(f"b{i}" for i in range(30))
+    rows = np.arange(30 * len(NAMES), dtype=np.float64).reshape(30, len(NAMES)) / 7
+    scores = np.linspace(3, 0, 30)
+    page = [4, 0, 9]
+    record = served_record("r7", datetime.now(UTC), ids, rows, scores, page, 4, score_unshown=False)
+    assert ServedFeatures.model_validate_json(record.model_dump_json()) == record  # valid as built
+    rest = [i for i in range(30) if i not in page]
+    chosen = page + [rest[j] for j in sample_unshown("r7", len(rest), 4)]
+    assert [r.block_id for r in record.rows] == [ids[i] for i in chosen]
+    assert [r.position for r in record.rows] == [1, 2, 3, 0, 0, 0, 0]
+    # An interleaved page: its blocks keep the score that placed them, the unshown have none.
+    assert [r.score for r in record.rows] == [scores[i] for i in page] + [None] * 4
+    assert np.array_equal(unpack_rows([r.values for r in record.rows]), rows[chosen].astype(np.float32))
+    rows[9, 3] = np.inf
+    with pytest.raises(ValueError, match="not finite"):
+        served_record("r7", datetime.now(UTC), ids, rows, scores, page, 4)
