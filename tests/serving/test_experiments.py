@@ -7,19 +7,21 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from data.errors import ConfigError
-from features.definitions import FEATURES
+from features.definitions import FEATURES, INDEX
 from features.groups import PERSONAL_GROUPS, group_of
+from features.served import unpack_rows
 from features.store import RedisFeatureStore
 from serving.config import ServingSettings
 from serving.experiments.assignment import Assigner
 from serving.experiments.config import parse_config
 
-from .helpers import impression_of
+from .helpers import impression_of, served_of
 
 API_KEY = "test-admin-key-0123456789"
 QUERY = "jeju island"
@@ -90,6 +92,15 @@ def test_each_user_gets_the_assigned_variant_and_the_impression_says_so(
             body["ranker_version"],
         )
         seen.add((expected.experiment, expected.variant))
+        # The served feature rows: the page as shown and scored, then a sample of the other candidates
+        # (all of them when fewer than the 8 logged), whose score is none on an interleaved page.
+        served = served_of(feature_store, body["request_id"])
+        assert served is not None
+        shown = [r for r in served.rows if r.position]
+        assert [(r.block_id, r.score) for r in shown] == [(b["block_id"], b["score"]) for b in body["blocks"]]
+        unshown = [r for r in served.rows if not r.position]
+        assert len(unshown) == min(8, body["n_candidates"] - len(body["blocks"]))
+        assert all((r.score is None) == (body.get("teams") is not None) for r in unshown)
         variants = dict(expected.assignments)
         propensities = [s.propensity for s in imp.shown]
         if expected.holdback:
@@ -117,7 +128,9 @@ def test_each_user_gets_the_assigned_variant_and_the_impression_says_so(
     assert {v.split(",")[0] for e, v in seen if e == "ab,fusion"} == {"retrieval", "pinned", "explore"}
 
 
-def test_a_non_personal_variant_ranks_on_default_user_features(client: TestClient, config_text: str) -> None:
+def test_a_non_personal_variant_ranks_on_default_user_features(
+    client: TestClient, config_text: str, feature_store: RedisFeatureStore
+) -> None:
     assigner = Assigner(parse_config(config_text))
     user = next(
         f"np-{i}" for i in range(1000) if dict(assigner.assign(f"np-{i}").assignments).get("ab") == "pinned"
@@ -127,6 +140,12 @@ def test_a_non_personal_variant_ranks_on_default_user_features(client: TestClien
     assert personal
     for block in body["blocks"]:
         assert all(block["features"][f.name] == f.default for f in personal)
+    # What was logged is what was scored: the switched-off groups at their defaults, unshown rows too.
+    served = served_of(feature_store, body["request_id"])
+    assert served is not None and len(served.rows) > len(body["blocks"])
+    values = unpack_rows([r.values for r in served.rows])
+    for f in personal:
+        assert (values[:, INDEX[f.name]] == np.float32(f.default)).all(), f.name
 
 
 def test_the_server_follows_the_file_and_never_serves_a_broken_one(
