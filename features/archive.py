@@ -45,13 +45,14 @@ from data.contracts import Interaction, Record, SearchImpression, ServedFeatures
 from data.io import write_records
 from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
+from features.store import IMPRESSION, INTERACTION, SERVED
 from features.stream import default_consumer_name
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
-    "impression": ("impressions", SearchImpression),
-    "interaction": ("interactions", Interaction),
-    "served": ("served", ServedFeatures),
+    IMPRESSION: ("impressions", SearchImpression),
+    INTERACTION: ("interactions", Interaction),
+    SERVED: ("served", ServedFeatures),
 }
 INTERACTION_KEY = ["request_id", "block_id", "type", "ts"]
 

@@ -31,8 +31,8 @@ def sample_unshown(request_id: str, n_unshown: int, n: int) -> np.ndarray:
     Uniformly, not the top ``n``: a ranker orders every candidate, and a sample cut at a rank would tell a
     model, by rank alone, which blocks were shown.
     """
-    if n_unshown <= n:
-        return np.arange(n_unshown)
+    if n_unshown <= n or n <= 0:
+        return np.arange(min(n_unshown, max(n, 0)))
     rng = np.random.default_rng(int(digest(request_id), 16))
     return np.sort(rng.choice(n_unshown, size=n, replace=False))
 

@@ -51,12 +51,13 @@ _EVENTS_MAXLEN = 1_000_000
 # request was ranked on) is a log, not a feature-state event: the features consumer acknowledges it and
 # applies nothing. Impressions and served features are the server's own; clients post interactions only.
 Published = SearchImpression | Interaction | ServedFeatures
+IMPRESSION, INTERACTION, SERVED = "impression", "interaction", "served"
 STREAM_KINDS: dict[type, str] = {
-    SearchImpression: "impression",
-    Interaction: "interaction",
-    ServedFeatures: "served",
+    SearchImpression: IMPRESSION,
+    Interaction: INTERACTION,
+    ServedFeatures: SERVED,
 }
-SERVER_KINDS = frozenset({"impression", "served"})
+SERVER_KINDS = frozenset({IMPRESSION, SERVED})
 
 # Applies one event's operations on one hash tag exactly once: the marker (same tag) is set first, and a
 # redelivered event finds it and changes nothing. KEYS[1] marker, KEYS[2..] data keys; ARGV[1] marker TTL,

@@ -28,7 +28,7 @@ from data.contracts import Interaction, SearchImpression
 from features.config import FeatureStoreSettings
 from features.connection import block_ms_within_timeout
 from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestContext, Shown
-from features.store import RedisFeatureStore
+from features.store import IMPRESSION, INTERACTION, SERVED, RedisFeatureStore
 
 GROUP = "features"
 _DEAD_MAXLEN = 100_000  # dead letters kept (newest); each names its reason, for a look, not for replay
@@ -45,9 +45,9 @@ def default_consumer_name(group: str = GROUP) -> str:
 def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent | None:
     """Parse and validate one stream payload against its contract; None for a log entry that changes no
     feature state ("served": the rows a request was ranked on, for the archive), which is not even parsed."""
-    if kind == "served":
+    if kind == SERVED:
         return None
-    if kind == "impression":
+    if kind == IMPRESSION:
         imp = SearchImpression.model_validate_json(data)
         return ImpressionEvent(
             imp.request_id,
@@ -57,7 +57,7 @@ def to_event(kind: str, data: str) -> ImpressionEvent | InteractionEvent | None:
             tuple(Shown(s.block_id, s.position) for s in imp.shown),
             imp.session_id,
         )
-    if kind == "interaction":
+    if kind == INTERACTION:
         return interaction_event(Interaction.model_validate_json(data))
     raise ValueError(f"unknown event kind {kind!r}")
 
