@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.contracts import Interaction, ServedFeatures
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from data.io import read_table
 from data.layout import DataLayout
 from data.schemas import arrow_schema
@@ -57,7 +57,7 @@ def build_served_training_set(
 ) -> ServedTrainingSet:
     """The training table of the served-feature logs on days [start, end] (None: open ended)."""
     if start is not None and end is not None and end < start:
-        raise DataError(f"--to {end} is before --from {start}", path=layout.root)
+        raise ConfigError(f"--to {end} is before --from {start}")
     if not layout.events_dir("served").is_dir():
         raise DataError(
             "no served-feature logs (events/served/): this traffic was not logged with "
@@ -66,6 +66,7 @@ def build_served_training_set(
             path=layout.root,
         )
     impressions = _impressions(layout, start, end)
+    logged = pa.array(list(impressions), pa.string())
     parts: list[pa.Table] = []
     missing: set[str] = set()
     for day in layout.days("served"):
@@ -73,7 +74,7 @@ def build_served_training_set(
             continue
         for path in layout.day_files("served", day):
             part = _rows_of(path, impressions)
-            known = pc.is_in(part["request_id"], value_set=pa.array(list(impressions), pa.string()))
+            known = pc.is_in(part["request_id"], value_set=logged)
             missing.update(part.filter(pc.invert(known))["request_id"].to_pylist())
             parts.append(part.filter(known))
     rows = first_of(pa.concat_tables(parts) if parts else _empty_rows(), ["request_id", "block_id"])
