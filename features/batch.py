@@ -22,7 +22,7 @@ from features.config import FeatureStoreSettings
 from features.intent_lift import intent_lifts
 from features.keys import Keys
 from features.ops import LIFT_FIELD
-from features.packing import chunk_fields, pack_lifts, pack_profile, split_blob
+from features.packing import OVERALL_LIFT_KEY, chunk_fields, pack_lifts, pack_profile, split_blob
 
 
 @dataclass
@@ -142,7 +142,10 @@ def _lifts(
     for u, by_intent in lifts.user.items():
         evidence = lifts.evidence_user[u]
         kept = sorted(by_intent, key=lambda i: (-evidence[i], i))[: settings.user_intent_lifts]
-        blob = pack_lifts([(catalog.intent_profile_ids[i], by_intent[i]) for i in kept])
+        # The user's overall lift first: an intent not kept (little evidence) falls back to it, since every
+        # kept lift was shrunk towards it.
+        items = [(OVERALL_LIFT_KEY, lifts.user_overall[u])]
+        blob = pack_lifts(items + [(catalog.intent_profile_ids[i], by_intent[i]) for i in kept])
         snapshot.user.setdefault(keys.user(u), {}).update(_whole_blob(LIFT_FIELD, blob))
 
 

@@ -54,11 +54,13 @@ class FeatureStoreSettings(BaseModel):
     user_intents: int = Field(
         default=8, ge=0, le=8, description="Long-term intents (block topic or genre labels) kept per user."
     )
+    # 41 items of 6 bytes fill the field's four 64-byte chunks: the overall lift and 40 intents.
     user_intent_lifts: int = Field(
-        default=16,
+        default=40,
         ge=0,
         le=40,
-        description="Intents whose click lift is kept per user (those with the most evidence; 6 bytes each).",
+        description="Intents whose click lift is kept per user (those with the most evidence; 6 bytes each). "
+        "Heavy users are shown ~70 intents; 40 hold ~90% of their evidence on the small world.",
     )
     lift_prior_clicks: float = Field(
         default=2.0,

@@ -18,7 +18,14 @@ from features.config import FeatureStoreSettings
 from features.interest import click_interest, query_interest, shown_interest
 from features.keys import Keys, digest
 from features.ops import CLICKS_FIELD, LIFT_FIELD, QUERY_FIELD, SHOWN_FIELD, STATS_WIDTH
-from features.packing import chunk_fields, join_blob, read_recent, unpack_lifts, unpack_profile
+from features.packing import (
+    OVERALL_LIFT_KEY,
+    chunk_fields,
+    join_blob,
+    read_recent,
+    unpack_lifts,
+    unpack_profile,
+)
 from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns
 
 Entity = Literal[
@@ -300,8 +307,9 @@ def compute(
 
     lifts = unpack_lifts(join_blob(user, LIFT_FIELD))
     if lifts:
+        overall = lifts.get(OVERALL_LIFT_KEY, 1.0)
         out[:, col["user_intent_lift"]] = [
-            math.log(max(lifts.get(catalog.intent_profile_ids[i], 1.0), LIFT_FLOOR)) if i else 0.0
+            math.log(max(lifts.get(catalog.intent_profile_ids[i], overall), LIFT_FLOOR)) if i else 0.0
             for i in catalog.intent[rows]
         ]
 

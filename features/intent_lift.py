@@ -33,6 +33,7 @@ class IntentLifts:
     query: dict[str, dict[int, float]]
     rate: dict[int, float]  # per intent: clicks per examination over everyone (what an average person does)
     evidence_user: dict[str, dict[int, float]]  # expected clicks behind each user lift (to keep the best)
+    user_overall: dict[str, float]  # the user's lift over all intents: what an intent not kept falls back to
 
 
 def intent_lifts(
@@ -92,6 +93,7 @@ def intent_lifts(
         user=_by_name(user_names, user_lift, user_expected),
         query=_by_name(query_names, query_lift, query_expected),
         evidence_user=_by_name(user_names, user_expected, user_expected),
+        user_overall=dict(zip(user_names, overall.tolist(), strict=True)),
     )
 
 

@@ -94,6 +94,7 @@ def unpack_profile(blob: bytes) -> Profile:
 
 
 LIFT_ITEM = struct.Struct("<IH")  # intent key, lift / LIFT_MAX (1/65535)
+OVERALL_LIFT_KEY = 0  # the item holding the user's lift over all intents (intent keys are 32-bit hashes)
 LIFT_MAX = 4.0  # lifts above are stored as this (a 4x taste is already the simulator's and a reader's edge)
 
 

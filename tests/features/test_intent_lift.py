@@ -55,12 +55,13 @@ def _loop_lifts(imps, acts, catalog: BlockAttributes, settings: FeatureStoreSett
         per[u, i][0] += c
         per[u, i][1] += e * rate[i]
     a = settings.lift_prior_clicks
-    out = {}
+    out, overalls = {}, {}
     for u in {u for u, _ in per}:
         mine = {i: v for (v_u, i), v in per.items() if v_u == u}
         overall = (sum(c for c, _ in mine.values()) + a) / (sum(x for _, x in mine.values()) + a)
         out[u] = {i: (c + a * overall) / (x + a) for i, (c, x) in mine.items()}
-    return out
+        overalls[u] = overall
+    return out, overalls
 
 
 def test_user_intent_lift_is_clicks_over_expected_clicks_shrunk_to_the_users_own_rate(
@@ -70,7 +71,8 @@ def test_user_intent_lift_is_clicks_over_expected_clicks_shrunk_to_the_users_own
     imps = layout.read_events("impressions", validate_rows=False)
     acts = layout.read_events("interactions", validate_rows=False)
     settings = FeatureStoreSettings()
-    expected = _loop_lifts(imps, acts, tiny_catalog, settings)
+    settings = settings.model_copy(update={"user_intent_lifts": 16})  # fewer than the user's intents
+    expected, overalls = _loop_lifts(imps, acts, tiny_catalog, settings)
     user = max(expected, key=lambda u: (len(expected[u]), u))
     lifts = expected[user]
     assert max(lifts.values()) > 1.0 > min(lifts.values()), (
@@ -79,7 +81,7 @@ def test_user_intent_lift_is_clicks_over_expected_clicks_shrunk_to_the_users_own
     keys = Keys("t")
     snapshot = batch_snapshot(imps, acts, tiny_catalog, keys, settings)
     stored = unpack_lifts(join_blob(snapshot.user[keys.user(user)], LIFT_FIELD))
-    assert len(stored) == min(len(lifts), settings.user_intent_lifts)
+    assert len(stored) == min(len(lifts), settings.user_intent_lifts) + 1  # and the overall lift
     kept = [i for i in lifts if tiny_catalog.intent_profile_ids[i] in stored]
     dropped = [i for i in lifts if i not in kept]
     probe = kept + dropped[:1]
@@ -92,8 +94,9 @@ def test_user_intent_lift_is_clicks_over_expected_clicks_shrunk_to_the_users_own
     got = compute(req, fetched, tiny_catalog, settings)[:, INDEX["user_intent_lift"]]
     for j, i in enumerate(kept):  # stored as 16-bit fixed point over [0, 4]
         assert got[j] == pytest.approx(math.log(max(min(lifts[i], 4.0), 1 / 64)), abs=2e-3)
-    if dropped:
-        assert got[-1] == 0.0  # a lift not kept: no evidence either way
+    assert dropped, "the most active user has more intents than are kept"
+    # An intent not kept falls back to the user's overall lift, which every kept lift was shrunk towards.
+    assert got[-1] == pytest.approx(math.log(overalls[user]), abs=2e-3)
 
 
 def test_a_shown_and_skipped_intent_is_counted_for_the_session(tiny_catalog: BlockAttributes) -> None:
