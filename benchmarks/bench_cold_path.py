@@ -1,0 +1,189 @@
+"""First-seen queries end to end: what /search costs when no cache has seen the query (not a timed test).
+
+Retrieval results and query encodings are cached per query text, so a warm head hides the path most of a
+portal's distinct (rare) queries take. This starts ``smartblock serve`` (one worker by default) once per
+variant, sends every query of a set of distinct logged queries once (cold: the server process has never seen
+it), then the same queries again (warm), one request at a time (c=1), with ``explain=true`` so each answer
+carries the server's own stage timings (retrieval, features, ranking, log, total). Variants run side by side,
+query by query (A B A B ...), so background load falls on them alike; each variant's server is cold for its
+own process.
+
+    python benchmarks/bench_cold_path.py --world worlds/small --queries 300
+    B=SMARTBLOCK_RETRIEVAL; python benchmarks/bench_cold_path.py --world worlds/small \\
+        --variant torch:${B}__SPLADE__BACKEND=torch,${B}__DENSE__BACKEND=torch \\
+        --variant onnx:${B}__SPLADE__BACKEND=onnx,${B}__DENSE__BACKEND=onnx
+
+Prints per variant and pass p50 / p90 / p99 of the client-side latency and of each server stage, req/s, and
+the ratios of every variant against the first. The per-retriever breakdown (each encoder, each index
+search, fusion) is ``benchmarks/bench_retrieval.py``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+from bench_serving import start_server, wait_ready
+
+from data.layout import DataLayout
+
+STAGES = ("retrieval", "features", "ranking", "log", "total")
+
+
+def distinct_queries(world: Path, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """``n`` distinct logged queries in random order (mostly the tail, as real traffic's distinct queries
+    are) and the most active users to send them as."""
+    imps = DataLayout(world).read_events("impressions", validate_rows=False)
+    counts = Counter(imps["query"].to_pylist())
+    queries = sorted(counts)
+    random.Random(seed).shuffle(queries)
+    users = [u for u, _ in Counter(imps["user_id"].to_pylist()).most_common(200)]
+    return queries[:n], users
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, assignments = text.partition(":")
+    env = {}
+    for item in filter(None, assignments.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {text!r}: {item!r} is not KEY=VALUE")
+        env[key] = value
+    return name, env
+
+
+def summary(values: list[float]) -> dict[str, float | None]:
+    a = np.asarray(values, dtype=float)
+    if not a.size:
+        return {"p50": None, "p90": None, "p99": None}
+    return {p: round(float(np.percentile(a, q)), 2) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))}
+
+
+def measure(urls: dict[str, str], queries: list[str], users: list[str]) -> dict:
+    out: dict = {}
+    clients = {name: httpx.Client(base_url=url, timeout=30) for name, url in urls.items()}
+    try:
+        for phase in ("cold", "warm"):
+            client_ms: dict[str, list[float]] = {n: [] for n in urls}
+            stage_ms: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in urls}
+            errors: dict[str, Counter[str]] = {n: Counter() for n in urls}
+            walls = dict.fromkeys(urls, 0.0)
+            for i, q in enumerate(queries):
+                for name, client in clients.items():
+                    params = {"q": q, "user_id": users[i % len(users)], "k": 10, "explain": "true"}
+                    started = time.perf_counter()
+                    res = client.get("/search", params=params)
+                    elapsed = time.perf_counter() - started
+                    walls[name] += elapsed
+                    if res.status_code != 200:
+                        errors[name][str(res.status_code)] += 1
+                        continue
+                    client_ms[name].append(elapsed * 1000)
+                    for stage, ms in (res.json().get("latency_ms") or {}).items():
+                        if stage in stage_ms[name]:
+                            stage_ms[name][stage].append(float(ms))
+            for name in urls:
+                out.setdefault(name, {})[phase] = {
+                    "requests": len(client_ms[name]),
+                    "errors": dict(errors[name]),
+                    "rps": round(len(client_ms[name]) / max(walls[name], 1e-9), 1),
+                    "client_ms": summary(client_ms[name]),
+                    "stages_ms": {s: summary(v) for s, v in stage_ms[name].items()},
+                }
+    finally:
+        for client in clients.values():
+            client.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument(
+        "--queries", type=int, default=300, help="Distinct logged queries, each sent once cold."
+    )
+    parser.add_argument(
+        "--variant", action="append", default=[], help="NAME:KEY=VALUE,... (server environment)"
+    )
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    variants = [parse_variant(v) for v in args.variant] or [("default", {})]
+    queries, users = distinct_queries(args.world, args.queries, args.seed)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    servers = {}
+    saved = dict(os.environ)
+    try:
+        for name, env in variants:
+            os.environ.clear()
+            os.environ.update({**saved, **env})
+            servers[name] = start_server(args.world, args.workers)
+            wait_ready(*servers[name])
+        os.environ.clear()
+        os.environ.update(saved)
+        result = measure({n: url for n, (_, url) in servers.items()}, queries, users)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        for proc, _ in servers.values():
+            proc.terminate()
+        for proc, _ in servers.values():
+            proc.wait(timeout=30)
+    report = {
+        "world": str(args.world),
+        "queries": len(queries),
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "variants": {name: {"env": env, **result[name]} for name, env in variants},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print_report(report)
+
+
+def print_report(report: dict) -> None:
+    print(
+        f"world {report['world']}: {report['queries']} distinct logged queries, once cold then once warm, "
+        f"c=1, {report['workers']} worker(s); {report['cpus']} CPUs, load average before "
+        f"{report['load_before']}, after {report['load_after']}"
+    )
+    head = f"{'variant':<12}{'pass':<6}{'what':<11}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+    print(head)
+    variants = report["variants"]
+    for name, v in variants.items():
+        for phase in ("cold", "warm"):
+            r = v[phase]
+            rows = [("client", r["client_ms"])] + [(s, r["stages_ms"][s]) for s in STAGES]
+            for what, p in rows:
+                print(f"{name:<12}{phase:<6}{what:<11}{p['p50']!s:>9}{p['p90']!s:>9}{p['p99']!s:>9}")
+            print(f"{name:<12}{phase:<6}{'req/s':<11}{r['rps']:>9}   errors {r['errors'] or '-'}")
+    names = list(variants)
+    if len(names) < 2:
+        return
+    base = variants[names[0]]
+    print(f"\nratios against {names[0]} (lower is better)")
+    for name in names[1:]:
+        for phase in ("cold", "warm"):
+            for what in ("client", "retrieval"):
+                a = base[phase]["client_ms" if what == "client" else "stages_ms"]
+                b = variants[name][phase]["client_ms" if what == "client" else "stages_ms"]
+                a, b = (a if what == "client" else a[what]), (b if what == "client" else b[what])
+                print(
+                    f"{name} vs {names[0]} {phase} {what}: p50 x{b['p50'] / a['p50']:.2f}, "
+                    f"p99 x{b['p99'] / a['p99']:.2f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
