@@ -12,13 +12,30 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MemberName = Literal["bm25", "splade", "dense", "behavioural"]
+EncoderBackend = Literal["torch", "onnx"]
 
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SpladeSettings(_Config):
+class _TransformerConfig(_Config):
+    """How a transformer encoder runs; shared by SPLADE and dense, each with its own defaults.
+
+    ``torch`` is the reference (eager PyTorch fp32). ``onnx`` runs the same weights, exported once with the
+    pooling inside the graph and cached on disk (``RetrievalSettings.onnx_cache_dir``), on ONNX Runtime.
+    """
+
+    backend: EncoderBackend = Field(
+        default="onnx", description="torch: the reference; onnx: the exported graph on ONNX Runtime."
+    )
+    int8: bool = Field(
+        default=False,
+        description="onnx only: int8 dynamic quantisation of the matrix weights (per channel).",
+    )
+
+
+class SpladeSettings(_TransformerConfig):
     type: Literal["splade"] = "splade"
     model: str | None = Field(
         default=None,
@@ -33,7 +50,7 @@ class SpladeSettings(_Config):
     batch_size: int = Field(default=32, ge=1)
 
 
-class DenseSettings(_Config):
+class DenseSettings(_TransformerConfig):
     type: Literal["dense"] = "dense"
     model: str | None = Field(
         default=None,
@@ -117,12 +134,19 @@ class RetrievalSettings(BaseModel):
         default_factory=lambda: ["splade", "dense", "behavioural"], description="Retrievers that are fused."
     )
     cache_size: int = Field(default=10_000, ge=0, description="Query encodings kept (LRU); 0 disables.")
-    torch_threads: int = Field(default=1, ge=1, le=64, description="torch threads of a query's encoding.")
+    torch_threads: int = Field(
+        default=1, ge=1, le=64, description="Threads of a query's encoding (torch or ONNX Runtime intra-op)."
+    )
     index_threads: int = Field(
         default=0,
         ge=0,
         le=64,
-        description="torch threads while encoding passages for an index (a batch job); 0: every core.",
+        description="Encoder threads while encoding passages for an index (a batch job); 0: every core.",
+    )
+    onnx_cache_dir: Path | None = Field(
+        default=None,
+        description="Where exported ONNX encoders are cached, one folder per fingerprint; "
+        "None: $XDG_CACHE_HOME/smartblock/onnx (~/.cache/smartblock/onnx).",
     )
     java_threads: int = Field(default=1, ge=1, le=64, description="Threads for Lucene batch search/indexing.")
     candidates: int = Field(default=100, ge=1, description="Blocks returned by the fused retriever.")
