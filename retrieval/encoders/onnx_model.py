@@ -4,9 +4,10 @@ The cache holds one folder per fingerprint, ``<cache_dir>/<pooling>-<fp32|int8>-
 ``model.onnx`` and ``fingerprint.json`` (written last, as for the retrieval indexes: see
 ``retrieval.fingerprint``).
 The fingerprint names everything the file depends on: the checkpoint (``model_identity``), the pooling, the
-quantisation, the opset and optimisation level, the torch / onnx / onnxruntime versions and the machine type
-(ORT_ENABLE_ALL may save hardware-specific ops). It also records the model file's size and sha256: a file cut
-short or changed on disk is caught before ONNX Runtime reads it, logged, and exported again.
+code that exports it, the quantisation, the opset and optimisation level, the torch / onnx / onnxruntime
+versions and the machine type (ORT_ENABLE_ALL may save hardware-specific ops). It also records the model
+file's size and sha256: a file cut short or changed on disk is caught before ONNX Runtime reads it, logged,
+and exported again.
 
 Each session runs on a fixed number of intra-op threads (the encoder's ``threads`` for queries,
 ``index_threads`` for batch encoding), so a serving worker never takes more cores than it owns.
@@ -55,13 +56,22 @@ def _version(package: str) -> str:
         return "absent"
 
 
+def export_code() -> str:
+    """A digest of the code that writes the graph (pooling heads, export steps): changing it re-exports."""
+    digest = hashlib.sha256()
+    for module in ("pooling.py", "onnx_export.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_fingerprint(name_or_path: str, pooling: Pooling, int8: bool) -> dict:
-    """What an exported graph depends on; read from package metadata, so computing it imports no torch."""
+    """What an exported graph depends on; versions come from package metadata, so this imports no torch."""
     return {
         "format": FORMAT_VERSION,
         "kind": "onnx-encoder",
         "model": model_identity(name_or_path),
         "pooling": pooling,
+        "export_code": export_code(),
         "quantisation": QUANTISATION if int8 else None,
         "opset": OPSET,
         "optimisation": "ORT_ENABLE_ALL",

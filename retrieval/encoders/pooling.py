@@ -16,17 +16,43 @@ import torch
 
 
 class SpladePooling(torch.nn.Module):
-    """MLM logits -> SPLADE term weights. (B, L) ids and mask -> (B, V)."""
+    """MLM -> SPLADE term weights. (B, L) ids and mask -> (B, V).
+
+    For BERT-family heads (``cls.predictions``: a transform, then a linear decoder to the vocabulary) the
+    graph avoids every elementwise pass over the (B, L, V) logits but the max itself, which is what ONNX
+    Runtime spent most of its time on (an Add for the bias and a Where for the mask, each as large as the
+    matrix product):
+
+    - padding positions take the hidden state of their row's first token ([CLS]), a real token: their
+      logits repeat logits already in the max, so the max over all L positions is the max over real ones;
+    - the decoder's bias is added after the max (max_i (z_ij + b_j) = max_i z_ij + b_j).
+
+    Other MLMs take the plain route: full logits, padding masked to -inf.
+    """
 
     def __init__(self, mlm: torch.nn.Module) -> None:
         super().__init__()
         self.mlm = mlm
+        predictions = getattr(getattr(mlm, "cls", None), "predictions", None)
+        decoder = getattr(predictions, "decoder", None)
+        self.bert_head = isinstance(decoder, torch.nn.Linear) and hasattr(predictions, "transform")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, L, V)
-        padding = (attention_mask == 0).unsqueeze(-1)  # (B, L, 1)
+        real = attention_mask.unsqueeze(-1).bool()  # (B, L, 1)
+        if self.bert_head:
+            out = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask)
+            states = out.last_hidden_state  # (B, L, H)
+            states = torch.where(real, states, states[:, :1, :])  # padding repeats [CLS] (B, L, H)
+            head = self.mlm.cls.predictions
+            hidden = head.transform(states)  # (B, L, H)
+            logits = torch.matmul(hidden, head.decoder.weight.t())  # (B, L, V), no bias yet
+            best = logits.amax(dim=1)  # (B, V)
+            if head.decoder.bias is not None:
+                best = best + head.decoder.bias  # (B, V)
+        else:
+            logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, L, V)
+            best = logits.masked_fill(~real, float("-inf")).amax(dim=1)  # (B, V)
         # max_i log1p(relu(z_ij)) == log1p(relu(max_i z_ij)): both are monotone, so reduce first (B, V).
-        best = logits.masked_fill(padding, float("-inf")).amax(dim=1)  # (B, V)
         return torch.log1p(torch.relu(best))
 
 

@@ -1,0 +1,88 @@
+"""Retrieval quality holds on the ONNX backend: within 0.01 of the torch fp32 encoders.
+
+- Tiny world (every run): recall@100 of SPLADE and dense, each built and scored as ``evaluate_world`` does,
+  for ONNX fp32 and ONNX int8 against torch. The default settings' indexes are the ones the conformance
+  tests search (same folder, same fingerprint: built once per session).
+- CISI (``../shared/data``, skipped when absent; slow, so also gated by ``SMARTBLOCK_RUN_SLOW=1`` like
+  test_cisi.py): nDCG@10 and recall@100 on the test split against the torch values in cisi_expected.yaml.
+  Measured here (benchmarks/bench_encoder_quality.py): ONNX fp32 equal to torch to 4 decimals; int8 nDCG@10
+  -0.0006 (SPLADE) and +0.0009 (dense), recall@100 -0.0028 and -0.0052.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrieval.config import RetrievalSettings
+from retrieval.evaluate import evaluate_beir, evaluate_world
+
+TOLERANCE = 0.01
+ENCODERS = ("splade", "dense")
+BACKENDS = {
+    "torch": {"backend": "torch", "int8": False},
+    "onnx-fp32": {"backend": "onnx", "int8": False},
+    "onnx-int8": {"backend": "onnx", "int8": True},
+}
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+CISI = SHARED_DATA / "ir" / "cisi"
+
+
+def settings_for(label: str, index_dir: Path) -> RetrievalSettings:
+    """Both encoders on one backend; the default settings otherwise."""
+    base = RetrievalSettings()
+    return RetrievalSettings(
+        index_dir=index_dir,
+        members=list(ENCODERS),
+        splade=base.splade.model_copy(update=BACKENDS[label]),
+        dense=base.dense.model_copy(update=BACKENDS[label]),
+    )
+
+
+def _is_default(label: str) -> bool:
+    base = RetrievalSettings()
+    return all(getattr(s, k) == v for s in (base.splade, base.dense) for k, v in BACKENDS[label].items())
+
+
+@pytest.fixture(scope="module")
+def world_recall(
+    tiny_world: Path, index_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], dict]:
+    """recall@100 per encoder for a backend label, computed once per module."""
+    done: dict[str, dict] = {}
+
+    def recall(label: str) -> dict:
+        if label not in done:
+            # The default backend shares the session's index folder (the conformance tests' indexes).
+            folder = index_dir if _is_default(label) else tmp_path_factory.mktemp(f"quality-{label}")
+            result = evaluate_world(tiny_world, settings_for(label, folder))
+            done[label] = {name: result[name]["recall@100"] for name in ENCODERS}
+        return done[label]
+
+    return recall
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["onnx-fp32", "onnx-int8"])
+def test_world_recall_holds(label: str, world_recall: Callable[[str], dict]) -> None:
+    reference, measured = world_recall("torch"), world_recall(label)
+    for name in ENCODERS:
+        assert measured[name] == pytest.approx(reference[name], abs=TOLERANCE), (name, measured, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(not CISI.is_dir(), reason="../shared/data/ir/cisi is absent")
+@pytest.mark.skipif(os.environ.get("SMARTBLOCK_RUN_SLOW") != "1", reason="set SMARTBLOCK_RUN_SLOW=1")
+@pytest.mark.parametrize("label", ["onnx-fp32", "onnx-int8"])
+def test_cisi_ndcg_holds(label: str, tmp_path: Path) -> None:
+    expected = yaml.safe_load((Path(__file__).parent / "cisi_expected.yaml").read_text())["test_split"]
+    result = evaluate_beir(CISI, settings_for(label, tmp_path), tmp_path, members=ENCODERS)
+    for name in ENCODERS:
+        for metric in ("ndcg@10", "recall@100"):
+            measured, reference = result[name][metric], expected[name][metric]
+            assert measured == pytest.approx(reference, abs=TOLERANCE), (name, metric, measured, reference)

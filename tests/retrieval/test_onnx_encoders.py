@@ -1,0 +1,167 @@
+"""The ONNX Runtime encoder backend against the torch reference: same outputs, a cache that survives damage,
+bounded threads, and length batching that keeps the passages' order. Real models from the installed wheels.
+
+Retrieval quality per backend (tiny-world recall@100, CISI nDCG@10) is in test_encoder_quality.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.base import Passage
+from retrieval.config import DenseSettings, SpladeSettings
+from retrieval.encoders.batching import length_batches
+from retrieval.encoders.dense import DenseEncoder
+from retrieval.encoders.loading import default_splade_path, load_tokenizer
+from retrieval.encoders.onnx_model import MODEL_FILE, cache_fingerprint, cache_folder, damage
+from retrieval.encoders.splade import SpladeEncoder
+
+QUERIES = ["jeju island", "iphone 16 battery", "trench coat", "how to bake bread at home", "galbi jjim"]
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_passages: list[Passage]) -> list[str]:
+    """48 tiny-world blocks, shuffled so that lengths are mixed, plus a few queries."""
+    sample = [p.text for p in random.Random(0).sample(tiny_passages, 48)]
+    return sample + QUERIES
+
+
+def _splade(backend: str, int8: bool = False, **kw: object) -> SpladeEncoder:
+    return SpladeEncoder(SpladeSettings(backend=backend, int8=int8), index_threads=2, **kw).load()  # type: ignore[arg-type]
+
+
+def _dense(backend: str, int8: bool = False) -> DenseEncoder:
+    return DenseEncoder(DenseSettings(backend=backend, int8=int8), index_threads=2).load()  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def splade_torch() -> SpladeEncoder:
+    return _splade("torch")
+
+
+@pytest.fixture(scope="module")
+def dense_torch() -> DenseEncoder:
+    return _dense("torch")
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_dense_onnx_agrees_with_torch(int8: bool, dense_torch: DenseEncoder, texts: list[str]) -> None:
+    onnx = _dense("onnx", int8)
+    reference, vectors = dense_torch.encode_documents(texts), onnx.encode_documents(texts)
+    cosine = (reference * vectors).sum(axis=1)
+    if int8:
+        # Quantised weights move the vectors a little; retrieval quality is checked on its own.
+        assert cosine.mean() > 0.99 and cosine.min() > 0.97, cosine.min()
+    else:
+        assert cosine.min() > 0.999, cosine.min()
+        np.testing.assert_allclose(
+            onnx.encode_query(QUERIES[0]), dense_torch.encode_query(QUERIES[0]), atol=1e-5
+        )
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_splade_onnx_fp32_gives_the_torch_weights(splade_torch: SpladeEncoder, texts: list[str]) -> None:
+    onnx = _splade("onnx")
+    np.testing.assert_allclose(onnx.weights(texts[:8]), splade_torch.weights(texts[:8]), atol=1e-4)
+    pairs = zip(onnx.encode_documents(texts), splade_torch.encode_documents(texts), strict=True)
+    same = sum(a == b for a, b in pairs)
+    assert same >= len(texts) - 2  # a weight on a rounding edge may flip one integer impact
+
+
+def test_splade_onnx_int8_keeps_the_vast_majority_of_term_weights(
+    splade_torch: SpladeEncoder, texts: list[str]
+) -> None:
+    onnx = _splade("onnx", int8=True)
+    agree = total = 0
+    for a, b in zip(onnx.encode_documents(texts), splade_torch.encode_documents(texts), strict=True):
+        terms = set(a) | set(b)
+        total += len(terms)
+        # within 0.1 of the float weight (10 impact points at scale 100); a term missing on one side is 0
+        agree += sum(abs(a.get(t, 0) - b.get(t, 0)) <= 10 for t in terms)
+    assert agree / total > 0.95, agree / total
+
+
+def test_onnx_sessions_use_the_encoders_threads(texts: list[str]) -> None:
+    encoder = _splade("onnx")
+    model = encoder._onnx
+    assert model.session(encoder.threads).get_session_options().intra_op_num_threads == 1
+    encoder.encode_documents(texts)
+    # the batch job's session (index_threads) ran, then was let go: only the query session stays
+    assert list(model._sessions) == [(1, False)]
+    assert model.session(2, batch=True).get_session_options().intra_op_num_threads == 2
+
+
+def test_cache_is_reused_and_a_truncated_file_is_exported_again(
+    tmp_path: Path, texts: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="smartblock.retrieval")
+    first = _splade("onnx", onnx_cache_dir=tmp_path)
+    folder = first._onnx.path.parent
+    assert folder.parent == tmp_path and (folder / "fingerprint.json").is_file()
+    expected = first.weights(texts[:4])
+    written = (folder / MODEL_FILE).stat().st_mtime_ns
+    caplog.clear()
+
+    again = _splade("onnx", onnx_cache_dir=tmp_path)
+    assert again._onnx.path == first._onnx.path
+    assert (folder / MODEL_FILE).stat().st_mtime_ns == written  # reused, not written again
+    assert not any("export" in r.getMessage() for r in caplog.records)
+
+    model = folder / MODEL_FILE
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 3])  # a disk that filled up mid-write
+    healed = _splade("onnx", onnx_cache_dir=tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("damaged" in w and "bytes" in w for w in warnings), warnings
+    np.testing.assert_allclose(healed.weights(texts[:4]), expected, atol=1e-6)
+    assert damage(folder, cache_fingerprint(str(default_splade_path()), "splade", False)) is None
+
+
+def test_a_changed_byte_or_lost_fingerprint_counts_as_damage(tmp_path: Path) -> None:
+    path = str(default_splade_path())
+    expected = cache_fingerprint(path, "splade", False)
+    source = _splade("onnx")._onnx.path.parent  # the shared cache's export, copied: not re-exported here
+    folder = tmp_path / source.name
+    import shutil
+
+    shutil.copytree(source, folder)
+    assert damage(folder, expected) is None
+    raw = bytearray((folder / MODEL_FILE).read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (folder / MODEL_FILE).write_bytes(bytes(raw))
+    assert "sha256" in (damage(folder, expected) or "")
+    (folder / "fingerprint.json").unlink()
+    assert "fingerprint" in (damage(folder, expected) or "")
+
+
+def test_cache_key_changes_with_what_the_graph_depends_on() -> None:
+    path = str(default_splade_path())
+    fp32, int8 = cache_fingerprint(path, "splade", False), cache_fingerprint(path, "splade", True)
+    assert {"model", "export_code", "opset", "torch", "onnx", "onnxruntime", "machine"} <= set(fp32)
+    assert cache_folder(Path("c"), fp32) != cache_folder(Path("c"), int8)
+    assert cache_folder(Path("c"), fp32) != cache_folder(Path("c"), {**fp32, "onnxruntime": "0.0"})
+
+
+def test_length_batches_sort_by_tokens_and_cover_every_passage(texts: list[str]) -> None:
+    tokenizer = load_tokenizer(str(default_splade_path()))
+    seen: list[int] = []
+    for positions, ids, mask in length_batches(tokenizer, texts, max_length=64, batch_size=5):
+        lengths = mask.sum(axis=1)
+        assert list(lengths) == sorted(lengths, reverse=True)  # longest first: little padding per batch
+        assert ids.shape == mask.shape and ids.shape[1] == lengths.max() <= 64
+        assert (ids[mask == 0] == tokenizer.pad_token_id).all()
+        seen.extend(positions.tolist())
+    assert sorted(seen) == list(range(len(texts)))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_documents_come_back_in_their_order(backend: str, texts: list[str]) -> None:
+    """Sorted by length inside, restored outside: each row equals that text encoded alone."""
+    dense = _dense(backend)
+    batch = dense.encode_documents(texts)
+    for i in (0, 17, len(texts) - 1):
+        np.testing.assert_allclose(batch[i], dense.encode_query(texts[i]), atol=1e-5)
