@@ -9,8 +9,8 @@ versions and the machine type (ORT_ENABLE_ALL may save hardware-specific ops). I
 file's size and sha256: a file cut short or changed on disk is caught before ONNX Runtime reads it, logged,
 and exported again.
 
-Each session runs on a fixed number of intra-op threads (the encoder's ``threads`` for queries,
-``index_threads`` for batch encoding), so a serving worker never takes more cores than it owns.
+Each session runs on a fixed number of intra-op threads: a query on the encoder's ``threads``, so a serving
+worker never takes more cores than it owns; index encoding on ``index_threads`` one-thread runs at once.
 """
 
 from __future__ import annotations
@@ -164,14 +164,16 @@ def cached_model(
 
 
 class OnnxEncoderModel:
-    """One exported graph and its ONNX Runtime sessions, one per (threads, batch) (created on first use).
+    """One exported graph and its ONNX Runtime sessions, one per intra-op thread count (made on first use).
 
-    ``run(input_ids, attention_mask, threads)``: (B, L) int64 arrays -> (B, D) float32 vectors.
+    ``run(input_ids, attention_mask, threads)``: (B, L) int64 arrays -> (B, D) float32 vectors. A session
+    may run on several Python threads at once (ONNX Runtime allows it and releases the GIL): index encoding
+    runs ``index_threads`` one-thread runs side by side on the same session.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._sessions: dict[tuple[int, bool], Any] = {}
+        self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -190,15 +192,14 @@ class OnnxEncoderModel:
             model.session(threads)
         return model
 
-    def session(self, threads: int, *, batch: bool = False) -> Any:
-        """The session on ``threads`` intra-op threads; ``batch`` sessions let idle pool threads spin."""
-        key = (threads, batch)
+    def session(self, threads: int) -> Any:
+        """The session on ``threads`` intra-op threads (and no inter-op pool)."""
         with self._lock:
-            if key not in self._sessions:
-                self._sessions[key] = self._new_session(threads, spin=batch)
-            return self._sessions[key]
+            if threads not in self._sessions:
+                self._sessions[threads] = self._new_session(threads)
+            return self._sessions[threads]
 
-    def _new_session(self, threads: int, *, spin: bool) -> Any:
+    def _new_session(self, threads: int) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -207,18 +208,12 @@ class OnnxEncoderModel:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # The file is already optimised (ORT_ENABLE_ALL, saved at export): loading skips that work again.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        # Between queries, pool threads that spin would burn cores other workers need; a batch job owns its
-        # cores and gains from threads that stay awake between ops.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        # Pool threads (threads > 1) that spin between queries would burn cores other workers need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
             raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
-
-    def release(self, threads: int, *, batch: bool = True) -> None:
-        """Drop a session (its weights, arena and thread pool): a batch job's, once it is done."""
-        with self._lock:
-            self._sessions.pop((threads, batch), None)
 
     @property
     def dim(self) -> int:
@@ -226,8 +221,6 @@ class OnnxEncoderModel:
         session = next(iter(self._sessions.values()))
         return int(session.get_outputs()[0].shape[1])
 
-    def run(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, threads: int, *, batch: bool = False
-    ) -> np.ndarray:
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, threads: int) -> np.ndarray:
         feeds = dict(zip(INPUTS, (input_ids, attention_mask), strict=True))
-        return self.session(threads, batch=batch).run([OUTPUT], feeds)[0]
+        return self.session(threads).run([OUTPUT], feeds)[0]
