@@ -117,8 +117,15 @@ def damage(folder: Path, expected: dict) -> str | None:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock across processes (serving workers start together) and threads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = path.open("a")
+    except OSError as exc:
+        raise ModelLoadError(
+            f"the ONNX encoder cache {path.parent} is not writable ({exc}): set retrieval.onnx_cache_dir "
+            "or use the torch backend"
+        ) from exc
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

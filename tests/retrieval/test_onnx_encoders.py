@@ -20,6 +20,7 @@ from retrieval.encoders.dense import DenseEncoder
 from retrieval.encoders.loading import default_splade_path, load_tokenizer
 from retrieval.encoders.onnx_model import MODEL_FILE, cache_fingerprint, cache_folder, damage
 from retrieval.encoders.splade import SpladeEncoder
+from retrieval.errors import ModelLoadError
 
 QUERIES = ["jeju island", "iphone 16 battery", "trench coat", "how to bake bread at home", "galbi jjim"]
 
@@ -151,6 +152,13 @@ def test_a_changed_byte_or_lost_fingerprint_counts_as_damage(tmp_path: Path) -> 
     assert "sha256" in (damage(folder, expected) or "")
     (folder / "fingerprint.json").unlink()
     assert "fingerprint" in (damage(folder, expected) or "")
+
+
+def test_an_unwritable_cache_fails_clearly(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelLoadError, match="not writable"):
+        _splade("onnx", onnx_cache_dir=blocker / "cache")
 
 
 def test_cache_key_changes_with_what_the_graph_depends_on() -> None:
