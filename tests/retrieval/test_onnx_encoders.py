@@ -6,6 +6,8 @@ Retrieval quality per backend (tiny-world recall@100, CISI nDCG@10) is in test_e
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from pathlib import Path
@@ -135,6 +137,17 @@ def test_cache_is_reused_and_a_truncated_file_is_exported_again(
     assert any("damaged" in w and "bytes" in w for w in warnings), warnings
     np.testing.assert_allclose(healed.weights(texts[:4]), expected, atol=1e-6)
     assert damage(folder, cache_fingerprint(str(default_splade_path()), "splade", False)) is None
+
+    # Cut short and resealed (size and sha256 recomputed, as a save onto a full disk might leave it): the
+    # checksums pass, ONNX Runtime refuses the file, and it is exported once more.
+    model.write_bytes(model.read_bytes()[:4096])
+    found = json.loads((folder / "fingerprint.json").read_text())
+    found.update(model_bytes=4096, model_sha256=hashlib.sha256(model.read_bytes()).hexdigest())
+    (folder / "fingerprint.json").write_text(json.dumps(found))
+    caplog.clear()
+    resealed = _splade("onnx", onnx_cache_dir=tmp_path)
+    assert any("refused" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(resealed.weights(texts[:4]), expected, atol=1e-6)
 
 
 def test_a_changed_byte_or_lost_fingerprint_counts_as_damage(tmp_path: Path) -> None:
