@@ -28,6 +28,21 @@ class SpladePooling(torch.nn.Module):
     - the decoder's bias is added after the max (max_i (z_ij + b_j) = max_i z_ij + b_j).
 
     Other MLMs take the plain route: full logits, padding masked to -inf.
+
+    Example (a tiny random BERT; a padded row weighs terms as the same text alone):
+
+    >>> import transformers
+    >>> config = transformers.BertConfig(
+    ...     vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    ... )
+    >>> _ = torch.manual_seed(0)
+    >>> head = SpladePooling(transformers.BertForMaskedLM(config).eval())
+    >>> ids, mask = torch.tensor([[1, 5, 7, 2], [1, 9, 2, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    >>> weights = head(ids, mask)
+    >>> weights.shape
+    torch.Size([2, 50])
+    >>> torch.allclose(weights[1], head(ids[1:, :3], mask[1:, :3])[0], atol=1e-6)
+    True
     """
 
     def __init__(self, mlm: torch.nn.Module) -> None:
@@ -57,7 +72,18 @@ class SpladePooling(torch.nn.Module):
 
 
 class MeanPooling(torch.nn.Module):
-    """Token states -> mean over real tokens -> unit vector. (B, L) ids and mask -> (B, H)."""
+    """Token states -> mean over real tokens -> unit vector. (B, L) ids and mask -> (B, H).
+
+    >>> import transformers
+    >>> config = transformers.BertConfig(
+    ...     vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    ... )
+    >>> _ = torch.manual_seed(0)
+    >>> head = MeanPooling(transformers.BertModel(config).eval())
+    >>> vectors = head(torch.tensor([[1, 5, 2, 0]]), torch.tensor([[1, 1, 1, 0]]))
+    >>> vectors.shape, round(float(vectors.norm()), 4)
+    (torch.Size([1, 8]), 1.0)
+    """
 
     def __init__(self, encoder: torch.nn.Module) -> None:
         super().__init__()
