@@ -54,8 +54,8 @@ class SpladeSettings(_TransformerConfig):
     batch_size: int = Field(
         default=8,
         ge=1,
-        description="Passages per forward pass. Small, so the (batch x tokens x 30,522) logits stay small: "
-        "ONNX Runtime ran 32 at half the speed of 8; torch runs alike at 8 to 64.",
+        description="Passages per forward pass (torch, ONNX fp32; int8 runs one at a time). Small, so the "
+        "(batch x tokens x 30,522) logits stay small: ONNX Runtime ran 32 at half the speed of 8.",
     )
 
 
@@ -69,7 +69,8 @@ class DenseSettings(_TransformerConfig):
     batch_size: int = Field(
         default=16,
         ge=1,
-        description="Passages per forward pass; 16 ran 10-30% faster than 64 on both backends.",
+        description="Passages per forward pass (torch, ONNX fp32; int8 runs one at a time); 16 ran 10-30% "
+        "faster than 64 on both.",
     )
     flat_max_vectors: int = Field(
         default=100_000, ge=1, description="Exact (Flat) search up to this many blocks, HNSW above."
