@@ -36,14 +36,10 @@ def text_retriever(name: str, root: Path, settings: RetrievalSettings) -> BaseRe
     """An unbuilt text retriever whose index lives in ``root/<name>``."""
     s = settings
     if name == "splade":
-        encoder = SpladeEncoder(
-            s.splade, cache_size=s.cache_size, threads=s.torch_threads, index_threads=_index_threads(s)
-        )
+        encoder = SpladeEncoder(s.splade, **_encoder_options(s))
         return SpladeRetriever(root / "splade", encoder, limits=s.query, threads=s.java_threads)
     if name == "dense":
-        dense_encoder = DenseEncoder(
-            s.dense, cache_size=s.cache_size, threads=s.torch_threads, index_threads=_index_threads(s)
-        )
+        dense_encoder = DenseEncoder(s.dense, **_encoder_options(s))
         return DenseRetriever(root / "dense", dense_encoder, s.dense, limits=s.query, threads=s.torch_threads)
     if name == "bm25":
         return Bm25Retriever(root / "bm25", s.bm25, limits=s.query, threads=s.java_threads)
@@ -52,6 +48,16 @@ def text_retriever(name: str, root: Path, settings: RetrievalSettings) -> BaseRe
 
 def _index_threads(settings: RetrievalSettings) -> int:
     return settings.index_threads or all_cores()
+
+
+def _encoder_options(settings: RetrievalSettings) -> dict:
+    """What both transformer encoders take from the shared retrieval settings."""
+    return {
+        "cache_size": settings.cache_size,
+        "threads": settings.torch_threads,
+        "index_threads": _index_threads(settings),
+        "onnx_cache_dir": settings.onnx_cache_dir,
+    }
 
 
 def build_text_indexes(

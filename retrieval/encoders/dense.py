@@ -6,68 +6,69 @@ With unit vectors, inner product equals cosine similarity, so FAISS inner-produc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from data.days import Progress
-from data.threads import torch_threads
 from retrieval.cache import LruCache
 from retrieval.config import DenseSettings
-from retrieval.encoders.loading import default_dense_path, load_pretrained, model_identity, resolve
+from retrieval.encoders.backend import TransformerEncoder
+from retrieval.encoders.loading import default_dense_path, model_identity
+from retrieval.encoders.onnx_export import Pooling
 from retrieval.errors import NotBuiltError
 
 
-class DenseEncoder:
+class DenseEncoder(TransformerEncoder):
+    pooling: ClassVar[Pooling] = "mean"
+    torch_loader: ClassVar[str] = "AutoModel"
+    settings: DenseSettings
+
     def __init__(
-        self, settings: DenseSettings, *, cache_size: int = 0, threads: int = 1, index_threads: int = 1
+        self,
+        settings: DenseSettings,
+        *,
+        cache_size: int = 0,
+        threads: int = 1,
+        index_threads: int = 1,
+        onnx_cache_dir: Path | None = None,
     ) -> None:
-        self.settings = settings
-        self.cache_size = cache_size
-        self.threads = threads  # a query: one worker's share of the machine
-        self.index_threads = index_threads  # encode_documents: a batch job
-        self._tokenizer: Any = None
-        self._model: Any = None
+        super().__init__(
+            settings,
+            cache_size=cache_size,
+            threads=threads,
+            index_threads=index_threads,
+            onnx_cache_dir=onnx_cache_dir,
+        )
         self.cache: LruCache[str, np.ndarray] = LruCache(cache_size)
 
-    @property
-    def name_or_path(self) -> str:
-        return resolve(self.settings.model, default_dense_path())
+    def default_path(self) -> Path:
+        return default_dense_path()
 
     def identity(self) -> str:
-        return f"dense[{model_identity(self.name_or_path)};len={self.settings.max_length}]"
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> DenseEncoder:
-        self._tokenizer, self._model = load_pretrained(self.name_or_path, "AutoModel", self.threads)
-        return self
+        """What the index fingerprint records: checkpoint digest, length, and int8 weights when quantised."""
+        int8 = ";int8" if self.quantised else ""
+        return f"dense[{model_identity(self.name_or_path)};len={self.settings.max_length}{int8}]"
 
     @property
     def dim(self) -> int:
+        if self._onnx is not None:
+            return self._onnx.dim
         if self._model is None:
             raise NotBuiltError("DenseEncoder is not loaded: call load() first")
-        return int(self._model.config.hidden_size)
+        return int(self._model.encoder.config.hidden_size)
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _torch_module(self, model: Any) -> Any:
+        from retrieval.encoders.pooling import MeanPooling
+
+        return MeanPooling(model).eval()
+
+    def _torch_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
 
-        if self._model is None:
-            raise NotBuiltError("DenseEncoder is not loaded: call load() first")
-        enc = self._tokenizer(
-            list(texts),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.settings.max_length,
-        )
         with torch.inference_mode():
-            states = self._model(**enc).last_hidden_state  # (B, L, H)
-            mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)  # (B, L, 1)
-            pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # (B, H)
-            unit = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            unit = self._model(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))  # (B, H)
         return unit.numpy().astype(np.float32)
 
     def encode_query(self, query: str) -> np.ndarray:
@@ -75,14 +76,12 @@ class DenseEncoder:
         return self.cache.get_or_compute(query, lambda q: self._encode([q])[0])
 
     def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        """(N, H) unit vectors, in batches of similar length."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        """(N, H) unit vectors in the order of ``texts``, encoded in batches of similar token length."""
+        self._require_loaded()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        bs = self.settings.batch_size
-        with torch_threads(self.index_threads):
-            for start in range(0, len(order), bs):
-                idx = order[start : start + bs]
-                out[idx] = self._encode([texts[i] for i in idx])
-                if progress:
-                    progress("dense encode", min(start + bs, len(texts)), len(texts))
+
+        def sink(positions: np.ndarray, vectors: np.ndarray) -> None:
+            out[positions] = vectors
+
+        self._encode_batches(texts, sink, progress, "dense encode")
         return out

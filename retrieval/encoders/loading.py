@@ -60,16 +60,26 @@ def model_identity(name_or_path: str) -> str:
     return f"{path.name}:{digest.hexdigest()[:16]}"
 
 
+def load_tokenizer(name_or_path: str) -> Any:
+    """The checkpoint's tokenizer (what the ONNX backend needs: no torch model is loaded)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    try:
+        return transformers.AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a tokenizer from {name_or_path}: {exc}") from exc
+
+
 def load_pretrained(name_or_path: str, loader: str, threads: int) -> tuple[Any, Any]:
     """(tokenizer, model in eval mode) from transformers, with torch limited to ``threads`` threads."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     import transformers
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    tokenizer = load_tokenizer(name_or_path)
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
         model = getattr(transformers, loader).from_pretrained(name_or_path).eval()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {loader} from {name_or_path}: {exc}") from exc

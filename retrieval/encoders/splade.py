@@ -8,94 +8,95 @@ For a text with tokens t_1..t_L and MLM logits z (L, V), the weight of vocabular
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import ClassVar, Self
+
+import numpy as np
 
 from data.days import Progress
-from data.threads import torch_threads
 from retrieval.cache import LruCache
 from retrieval.config import SpladeSettings
-from retrieval.encoders.loading import default_splade_path, load_pretrained, model_identity, resolve
-from retrieval.errors import NotBuiltError
+from retrieval.encoders.backend import TransformerEncoder
+from retrieval.encoders.loading import default_splade_path, model_identity
+from retrieval.encoders.onnx_export import Pooling
 
 SparseVector = dict[str, int]
 
 
-class SpladeEncoder:
+class SpladeEncoder(TransformerEncoder):
     """Encodes queries and documents into ``{term: int weight}``; documents keep their top terms only."""
 
+    pooling: ClassVar[Pooling] = "splade"
+    torch_loader: ClassVar[str] = "AutoModelForMaskedLM"
+    settings: SpladeSettings
+
     def __init__(
-        self, settings: SpladeSettings, *, cache_size: int = 0, threads: int = 1, index_threads: int = 1
+        self,
+        settings: SpladeSettings,
+        *,
+        cache_size: int = 0,
+        threads: int = 1,
+        index_threads: int = 1,
+        onnx_cache_dir: Path | None = None,
     ) -> None:
-        self.settings = settings
-        self.cache_size = cache_size
-        self.threads = threads  # a query: one worker's share of the machine
-        self.index_threads = index_threads  # encode_documents: a batch job
-        self._tokenizer: Any = None
-        self._model: Any = None
+        super().__init__(
+            settings,
+            cache_size=cache_size,
+            threads=threads,
+            index_threads=index_threads,
+            onnx_cache_dir=onnx_cache_dir,
+        )
         self._vocab: list[str] = []
         self.cache: LruCache[str, SparseVector] = LruCache(cache_size)
 
-    @property
-    def name_or_path(self) -> str:
-        return resolve(self.settings.model, default_splade_path())
+    def default_path(self) -> Path:
+        return default_splade_path()
 
     def identity(self) -> str:
-        """What the index fingerprint records about this encoder (checkpoint digest and quantisation)."""
+        """What the index fingerprint records about this encoder (checkpoint digest and quantisation).
+
+        The backend itself is not recorded (torch and ONNX fp32 compute the same weights); int8 weights are.
+        """
         s = self.settings
         return (
             f"splade[{model_identity(self.name_or_path)};len={s.max_length};top={s.doc_max_terms};"
-            f"min={s.min_weight};scale={s.scale}]"
+            f"min={s.min_weight};scale={s.scale}{';int8' if self.quantised else ''}]"
         )
 
-    @property
-    def is_loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> SpladeEncoder:
-        self._tokenizer, self._model = load_pretrained(
-            self.name_or_path, "AutoModelForMaskedLM", self.threads
-        )
+    def load(self) -> Self:
+        super().load()
         vocab = self._tokenizer.get_vocab()
         self._vocab = [""] * len(vocab)
         for term, idx in vocab.items():
             self._vocab[idx] = term
         return self
 
-    def _weights(self, texts: Sequence[str]) -> Any:
+    def _torch_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
 
-        if self._model is None:
-            raise NotBuiltError("SpladeEncoder is not loaded: call load() first")
-        enc = self._tokenizer(
-            list(texts),
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.settings.max_length,
-        )
-        mask = enc["attention_mask"].bool()  # (B, L)
+        ids, attention = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        mask = attention.bool()  # (B, L)
         with torch.inference_mode():
             # max_i log1p(relu(z_ij)) == log1p(relu(max_i z_ij)) (both are monotone): take the max of the
             # raw logits and apply the activation to (B, V) instead of (B, L, V).
             if hasattr(self._model, "cls") and hasattr(self._model, "base_model"):
                 # BERT-family fast path: the vocabulary head (the costly part) runs on real tokens only.
-                states = self._model.base_model(**enc).last_hidden_state  # (B, L, H)
+                states = self._model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
                 logits = self._model.cls(states[mask])  # (T, V), T = real tokens in the batch
                 lengths = mask.sum(dim=1).tolist()
                 best = torch.stack([part.amax(dim=0) for part in torch.split(logits, lengths)])  # (B, V)
             else:
-                logits = self._model(**enc).logits  # (B, L, V)
+                logits = self._model(input_ids=ids, attention_mask=attention).logits  # (B, L, V)
                 best = logits.masked_fill_(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (B, V)
-            return torch.log1p(torch.relu(best))
+            return torch.log1p(torch.relu(best)).numpy()
 
-    def _to_sparse(self, weights: Any, top: int | None) -> SparseVector:
-        import torch
-
+    def _to_sparse(self, weights: np.ndarray, top: int | None) -> SparseVector:
+        """(V,) float weights -> ``{term: round(w * scale)}``, the ``top`` heaviest when given."""
         s = self.settings
-        keep = torch.nonzero(weights >= max(s.min_weight, 1e-9)).squeeze(-1)
+        keep = np.flatnonzero(weights >= max(s.min_weight, 1e-9))
         values = weights[keep]
         if top is not None and len(values) > top:
-            best = torch.topk(values, top).indices
+            best = np.argsort(-values, kind="stable")[:top]
             keep, values = keep[best], values[best]
         out: SparseVector = {}
         for idx, w in zip(keep.tolist(), values.tolist(), strict=True):
@@ -104,21 +105,21 @@ class SpladeEncoder:
                 out[self._vocab[idx]] = q
         return out
 
+    def weights(self, texts: Sequence[str]) -> np.ndarray:
+        """(B, V) float32 term weights before pruning and integer quantisation (for comparisons)."""
+        return self._encode(texts)
+
     def encode_query(self, query: str) -> SparseVector:
         """All of a query's terms (queries are short), quantised; cached by the exact text."""
-        return self.cache.get_or_compute(query, lambda q: self._to_sparse(self._weights([q])[0], None))
+        return self.cache.get_or_compute(query, lambda q: self._to_sparse(self._encode([q])[0], None))
 
     def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> list[SparseVector]:
-        """Documents in batches, longest first (less padding), each pruned to ``doc_max_terms`` terms."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        """Documents in batches of similar token length, each pruned to ``doc_max_terms`` terms, in order."""
         out: list[SparseVector] = [{}] * len(texts)
-        bs = self.settings.batch_size
-        with torch_threads(self.index_threads):
-            for start in range(0, len(order), bs):
-                idx = order[start : start + bs]
-                weights = self._weights([texts[i] for i in idx])
-                for row, i in enumerate(idx):
-                    out[i] = self._to_sparse(weights[row], self.settings.doc_max_terms)
-                if progress:
-                    progress("splade encode", min(start + bs, len(texts)), len(texts))
+
+        def sink(positions: np.ndarray, weights: np.ndarray) -> None:
+            for row, i in enumerate(positions.tolist()):
+                out[i] = self._to_sparse(weights[row], self.settings.doc_max_terms)
+
+        self._encode_batches(texts, sink, progress, "splade encode")
         return out

@@ -38,9 +38,9 @@ def test_zero_size_cache_stores_nothing() -> None:
         LruCache(-1)
 
 
-@pytest.fixture(scope="module")
-def splade() -> SpladeEncoder:
-    return SpladeEncoder(SpladeSettings(doc_max_terms=8), cache_size=16).load()
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def splade(request: pytest.FixtureRequest) -> SpladeEncoder:
+    return SpladeEncoder(SpladeSettings(doc_max_terms=8, backend=request.param), cache_size=16).load()
 
 
 def test_splade_weights_are_positive_integers_and_pruned(splade: SpladeEncoder) -> None:
@@ -60,8 +60,9 @@ def test_splade_query_cache_hits_on_repeats(splade: SpladeEncoder) -> None:
     assert first == again and splade.cache.hits == 1
 
 
-def test_dense_vectors_are_unit_length_and_batch_matches_single() -> None:
-    enc = DenseEncoder(DenseSettings(batch_size=2)).load()
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_dense_vectors_are_unit_length_and_batch_matches_single(backend: str) -> None:
+    enc = DenseEncoder(DenseSettings(batch_size=2, backend=backend)).load()
     texts = ["jeju island restaurants", "how to bake bread at home", "iphone 16 battery life"]
     batch = enc.encode_documents(texts)
     assert batch.shape == (3, 384)
@@ -73,6 +74,8 @@ def test_dense_vectors_are_unit_length_and_batch_matches_single() -> None:
 def test_unloaded_and_missing_models_fail_clearly(tmp_path) -> None:
     with pytest.raises(NotBuiltError, match="load"):
         DenseEncoder(DenseSettings()).encode_query("x")
+    with pytest.raises(NotBuiltError, match="load"):
+        SpladeEncoder(SpladeSettings(backend="torch")).encode_documents(["x"])
     with pytest.raises(ModelLoadError, match="not a model folder"):
         SpladeEncoder(SpladeSettings(model=str(tmp_path))).load()
     with pytest.raises(ModelLoadError, match="does not exist"):

@@ -1,8 +1,9 @@
-"""Index encoding runs on ``index_threads`` torch threads and gives the same vectors as one thread."""
+"""Index encoding runs on ``index_threads`` threads (torch or ONNX Runtime), as one thread would."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from data.threads import torch_threads
@@ -25,9 +26,12 @@ def test_torch_threads_sets_and_restores() -> None:
     assert torch.get_num_threads() == before
 
 
-def test_two_index_threads_encode_like_one() -> None:
-    dense = {n: DenseEncoder(DenseSettings(batch_size=4), index_threads=n).load() for n in (1, 2)}
-    sparse = {n: SpladeEncoder(SpladeSettings(), index_threads=n).load() for n in (1, 2)}
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_two_index_threads_encode_like_one(backend: str) -> None:
+    dense = {
+        n: DenseEncoder(DenseSettings(batch_size=4, backend=backend), index_threads=n).load() for n in (1, 2)
+    }
+    sparse = {n: SpladeEncoder(SpladeSettings(backend=backend), index_threads=n).load() for n in (1, 2)}
     before = torch.get_num_threads()  # as loading left it (the query threads)
     np.testing.assert_allclose(dense[1].encode_documents(TEXTS), dense[2].encode_documents(TEXTS), atol=1e-5)
     one, two = (sparse[n].encode_documents(TEXTS) for n in (1, 2))

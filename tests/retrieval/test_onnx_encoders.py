@@ -1,0 +1,252 @@
+"""The ONNX Runtime encoder backend against the torch reference: same outputs, the same rankings in miniature,
+a cache that survives damage, bounded threads, and length batching that keeps the passages' order. Real models
+from the installed wheels, on tiny-world blocks and logged queries.
+
+Retrieval quality per backend over whole indexes (tiny-world recall@100, CISI nDCG@10) is in
+test_encoder_quality.py (slow, gated: it builds torch reference indexes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.layout import DataLayout
+from retrieval.base import Passage
+from retrieval.config import DenseSettings, SpladeSettings
+from retrieval.encoders.batching import length_batches
+from retrieval.encoders.dense import DenseEncoder
+from retrieval.encoders.loading import default_splade_path, load_tokenizer
+from retrieval.encoders.onnx_model import MODEL_FILE, cache_fingerprint, cache_folder, damage
+from retrieval.encoders.splade import SpladeEncoder
+from retrieval.errors import ModelLoadError
+
+N_PASSAGES = 48
+
+
+@pytest.fixture(scope="module")
+def queries(tiny_world: Path) -> list[str]:
+    """20 logged tiny-world queries: real ones, with matching blocks."""
+    impressions = DataLayout(tiny_world).read_events("impressions", validate_rows=False)
+    return random.Random(1).sample(sorted(set(impressions["query"].to_pylist())), 20)
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_passages: list[Passage], queries: list[str]) -> list[str]:
+    """48 tiny-world blocks (shuffled, so lengths are mixed), then the 20 queries."""
+    return [p.text for p in random.Random(0).sample(tiny_passages, N_PASSAGES)] + queries
+
+
+def _splade(backend: str, int8: bool = False, **kw: object) -> SpladeEncoder:
+    return SpladeEncoder(SpladeSettings(backend=backend, int8=int8), index_threads=2, **kw).load()  # type: ignore[arg-type]
+
+
+def _dense(backend: str, int8: bool = False) -> DenseEncoder:
+    return DenseEncoder(DenseSettings(backend=backend, int8=int8), index_threads=2).load()  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def splade_torch() -> SpladeEncoder:
+    return _splade("torch")
+
+
+@pytest.fixture(scope="module")
+def dense_torch() -> DenseEncoder:
+    return _dense("torch")
+
+
+@pytest.fixture(scope="module")
+def dense_reference(dense_torch: DenseEncoder, texts: list[str]) -> np.ndarray:
+    """torch fp32 vectors of ``texts``: computed once, the slowest part of this module."""
+    return dense_torch.encode_documents(texts)
+
+
+@pytest.fixture(scope="module")
+def splade_reference(splade_torch: SpladeEncoder, texts: list[str]) -> list[dict[str, int]]:
+    return splade_torch.encode_documents(texts)
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_dense_onnx_agrees_with_torch(
+    int8: bool, dense_torch: DenseEncoder, dense_reference: np.ndarray, texts: list[str]
+) -> None:
+    onnx = _dense("onnx", int8)
+    reference, vectors = dense_reference, onnx.encode_documents(texts)
+    cosine = (reference * vectors).sum(axis=1)
+    if int8:
+        # Quantised weights move the vectors a little; retrieval quality is checked on its own.
+        assert cosine.mean() > 0.99 and cosine.min() > 0.97, cosine.min()
+    else:
+        assert cosine.min() > 0.999, cosine.min()
+        np.testing.assert_allclose(
+            onnx.encode_query(texts[-1]), dense_torch.encode_query(texts[-1]), atol=1e-5
+        )
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_splade_onnx_fp32_gives_the_torch_weights(
+    splade_torch: SpladeEncoder, splade_reference: list[dict[str, int]], texts: list[str]
+) -> None:
+    onnx = _splade("onnx")
+    np.testing.assert_allclose(onnx.weights(texts[:4]), splade_torch.weights(texts[:4]), atol=1e-4)
+    pairs = zip(onnx.encode_documents(texts), splade_reference, strict=True)
+    same = sum(a == b for a, b in pairs)
+    assert same >= len(texts) - 2  # a weight on a rounding edge may flip one integer impact
+
+
+def test_splade_onnx_int8_keeps_the_vast_majority_of_term_weights(
+    splade_reference: list[dict[str, int]], texts: list[str]
+) -> None:
+    onnx = _splade("onnx", int8=True)
+    agree = total = 0
+    for a, b in zip(onnx.encode_documents(texts), splade_reference, strict=True):
+        terms = set(a) | set(b)
+        total += len(terms)
+        # within 0.1 of the float weight (10 impact points at scale 100); a term missing on one side is 0
+        agree += sum(abs(a.get(t, 0) - b.get(t, 0)) <= 10 for t in terms)
+    assert agree / total > 0.95, agree / total
+
+
+def _top10(scores: np.ndarray) -> list[set[int]]:
+    return [set(np.argsort(-row, kind="stable")[:10].tolist()) for row in scores]
+
+
+def _sparse_scores(encoder: SpladeEncoder, queries: list[str], docs: list[dict[str, int]]) -> np.ndarray:
+    """What the Lucene impact index computes: sum over shared terms of query weight x document impact."""
+    rows = []
+    for query in queries:
+        weights = encoder.encode_query(query)
+        rows.append([sum(w * d.get(t, 0) for t, w in weights.items()) for d in docs])
+    return np.array(rows, dtype=float)
+
+
+@pytest.mark.parametrize("name", ["dense", "splade"])
+def test_int8_ranks_passages_like_torch(
+    name: str,
+    texts: list[str],
+    queries: list[str],
+    dense_reference: np.ndarray,
+    splade_torch: SpladeEncoder,
+    splade_reference: list[dict[str, int]],
+) -> None:
+    """Retrieval quality in miniature, every run: each logged query's top 10 of the 48 blocks under int8
+    against torch fp32 (measured 0.95 dense and 0.99 SPLADE on 96 blocks and 30 queries)."""
+    n = N_PASSAGES
+    if name == "dense":
+        vectors = _dense("onnx", int8=True).encode_documents(texts)
+        reference = _top10(dense_reference[n:] @ dense_reference[:n].T)  # (queries, passages)
+        measured = _top10(vectors[n:] @ vectors[:n].T)
+    else:
+        onnx = _splade("onnx", int8=True)
+        reference = _top10(_sparse_scores(splade_torch, queries, splade_reference[:n]))
+        measured = _top10(_sparse_scores(onnx, queries, onnx.encode_documents(texts[:n])))
+    overlap = np.mean([len(a & b) / 10 for a, b in zip(reference, measured, strict=True)])
+    assert overlap >= 0.9, overlap
+
+
+def test_onnx_sessions_use_the_encoders_threads(texts: list[str]) -> None:
+    encoder = SpladeEncoder(SpladeSettings(backend="onnx", int8=False), threads=2, index_threads=2).load()
+    model = encoder._onnx
+    assert model.session(2).get_session_options().intra_op_num_threads == 2  # a query: the worker's threads
+    encoder.encode_documents(texts)
+    # index encoding: index_threads one-thread runs side by side on a one-thread session
+    assert sorted(model._sessions) == [1, 2]
+    assert model.session(1).get_session_options().intra_op_num_threads == 1
+
+
+def test_cache_is_reused_and_a_truncated_file_is_exported_again(
+    tmp_path: Path, texts: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="smartblock.retrieval")
+    first = _splade("onnx", onnx_cache_dir=tmp_path)
+    folder = first._onnx.path.parent
+    assert folder.parent == tmp_path and (folder / "fingerprint.json").is_file()
+    expected = first.weights(texts[:4])
+    written = (folder / MODEL_FILE).stat().st_mtime_ns
+    caplog.clear()
+
+    again = _splade("onnx", onnx_cache_dir=tmp_path)
+    assert again._onnx.path == first._onnx.path
+    assert (folder / MODEL_FILE).stat().st_mtime_ns == written  # reused, not written again
+    assert not any("export" in r.getMessage() for r in caplog.records)
+
+    model = folder / MODEL_FILE
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 3])  # a disk that filled up mid-write
+    healed = _splade("onnx", onnx_cache_dir=tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("damaged" in w and "bytes" in w for w in warnings), warnings
+    np.testing.assert_allclose(healed.weights(texts[:4]), expected, atol=1e-6)
+    assert damage(folder, cache_fingerprint(str(default_splade_path()), "splade", False)) is None
+
+    # Cut short and resealed (size and sha256 recomputed, as a save onto a full disk might leave it): the
+    # checksums pass, ONNX Runtime refuses the file, and it is exported once more.
+    model.write_bytes(model.read_bytes()[:4096])
+    found = json.loads((folder / "fingerprint.json").read_text())
+    found.update(model_bytes=4096, model_sha256=hashlib.sha256(model.read_bytes()).hexdigest())
+    (folder / "fingerprint.json").write_text(json.dumps(found))
+    caplog.clear()
+    resealed = _splade("onnx", onnx_cache_dir=tmp_path)
+    assert any("refused" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(resealed.weights(texts[:4]), expected, atol=1e-6)
+
+
+def test_a_changed_byte_or_lost_fingerprint_counts_as_damage(tmp_path: Path) -> None:
+    path = str(default_splade_path())
+    expected = cache_fingerprint(path, "splade", False)
+    source = _splade("onnx")._onnx.path.parent  # the shared cache's export, copied: not re-exported here
+    folder = tmp_path / source.name
+    import shutil
+
+    shutil.copytree(source, folder)
+    assert damage(folder, expected) is None
+    raw = bytearray((folder / MODEL_FILE).read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (folder / MODEL_FILE).write_bytes(bytes(raw))
+    assert "sha256" in (damage(folder, expected) or "")
+    (folder / "fingerprint.json").unlink()
+    assert "fingerprint" in (damage(folder, expected) or "")
+
+
+def test_an_unwritable_cache_fails_clearly(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelLoadError, match="not writable"):
+        _splade("onnx", onnx_cache_dir=blocker / "cache")
+
+
+def test_cache_key_changes_with_what_the_graph_depends_on() -> None:
+    path = str(default_splade_path())
+    fp32, int8 = cache_fingerprint(path, "splade", False), cache_fingerprint(path, "splade", True)
+    assert {"model", "export_code", "opset", "torch", "onnx", "onnxruntime", "machine"} <= set(fp32)
+    assert cache_folder(Path("c"), fp32) != cache_folder(Path("c"), int8)
+    assert cache_folder(Path("c"), fp32) != cache_folder(Path("c"), {**fp32, "onnxruntime": "0.0"})
+
+
+def test_length_batches_sort_by_tokens_and_cover_every_passage(texts: list[str]) -> None:
+    tokenizer = load_tokenizer(str(default_splade_path()))
+    seen: list[int] = []
+    for positions, ids, mask in length_batches(tokenizer, texts, max_length=64, batch_size=5):
+        lengths = mask.sum(axis=1)
+        assert list(lengths) == sorted(lengths, reverse=True)  # longest first: little padding per batch
+        assert ids.shape == mask.shape and ids.shape[1] == lengths.max() <= 64
+        assert (ids[mask == 0] == tokenizer.pad_token_id).all()
+        seen.extend(positions.tolist())
+    assert sorted(seen) == list(range(len(texts)))
+
+
+@pytest.mark.parametrize(("backend", "int8"), [("torch", False), ("onnx", False), ("onnx", True)])
+def test_documents_come_back_in_their_order(
+    backend: str, int8: bool, dense_torch: DenseEncoder, dense_reference: np.ndarray, texts: list[str]
+) -> None:
+    """Sorted by length inside, restored outside: each row equals that text encoded alone (int8 included:
+    it encodes one passage per run, so batch-mates cannot move its activation scales)."""
+    dense = dense_torch if backend == "torch" else _dense(backend, int8)
+    batch = dense_reference if backend == "torch" else dense.encode_documents(texts)
+    for i in (0, 11, N_PASSAGES - 1, len(texts) - 1):
+        np.testing.assert_allclose(batch[i], dense.encode_query(texts[i]), atol=1e-5)
