@@ -17,7 +17,15 @@ def test_every_system_is_judged_against_the_oracle(
     result = run_candidate_eval(base_settings, tiny_world, ["ranker"], options)
     assert result["queries"] == 80 and result["sessions"] >= 20
     systems = result["overall"]["systems"]
-    assert set(systems) == {"retrieval", "ranker", "ranker@8", "oracle@8", "nonpersonal-oracle", "oracle"}
+    assert set(systems) == {
+        "retrieval",
+        "ranker",
+        "ranker@8",
+        "oracle@8",
+        "nonpersonal-oracle",
+        "longterm-oracle",
+        "oracle",
+    }
     best = systems["oracle"]["utility@8"]["mean"]
     for name, row in systems.items():
         assert row["utility@8"]["mean"] <= best + 1e-9, name
@@ -31,6 +39,9 @@ def test_every_system_is_judged_against_the_oracle(
     # Segments partition the queries.
     assert sum(t["queries"] for t in result["by_kind"].values()) == 80
     assert sum(t["queries"] for t in result["by_entropy"].values()) == 80
+    assert sum(t["queries"] for t in result["by_step"].values()) == 80
+    # Every session has a first query; the sessions' later queries make up the rest.
+    assert result["by_step"]["first"]["queries"] == result["sessions"]
     # The scratch namespace the sessions wrote to is gone; the served one was never touched.
     from features.connection import connect
 
