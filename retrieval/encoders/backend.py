@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from data.days import Progress
+from retrieval.cache import LruCache
 from retrieval.config import DenseSettings, SpladeSettings
 from retrieval.encoders.batching import encode_inputs, length_batches
 from retrieval.encoders.loading import load_pretrained, load_tokenizer, resolve
@@ -50,6 +51,7 @@ class TransformerEncoder:
         self._tokenizer: Any = None
         self._model: Any = None  # torch backend: the torch module
         self._onnx: Any = None  # onnx backend: an OnnxEncoderModel
+        self.cache: LruCache[str, Any] = LruCache(cache_size)  # query text -> its encoding
 
     def default_path(self) -> Path:
         raise NotImplementedError

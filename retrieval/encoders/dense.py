@@ -24,24 +24,7 @@ class DenseEncoder(TransformerEncoder):
     pooling: ClassVar[Pooling] = "mean"
     torch_loader: ClassVar[str] = "AutoModel"
     settings: DenseSettings
-
-    def __init__(
-        self,
-        settings: DenseSettings,
-        *,
-        cache_size: int = 0,
-        threads: int = 1,
-        index_threads: int = 1,
-        onnx_cache_dir: Path | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            cache_size=cache_size,
-            threads=threads,
-            index_threads=index_threads,
-            onnx_cache_dir=onnx_cache_dir,
-        )
-        self.cache: LruCache[str, np.ndarray] = LruCache(cache_size)
+    cache: LruCache[str, np.ndarray]
 
     def default_path(self) -> Path:
         return default_dense_path()

@@ -29,25 +29,8 @@ class SpladeEncoder(TransformerEncoder):
     pooling: ClassVar[Pooling] = "splade"
     torch_loader: ClassVar[str] = "AutoModelForMaskedLM"
     settings: SpladeSettings
-
-    def __init__(
-        self,
-        settings: SpladeSettings,
-        *,
-        cache_size: int = 0,
-        threads: int = 1,
-        index_threads: int = 1,
-        onnx_cache_dir: Path | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            cache_size=cache_size,
-            threads=threads,
-            index_threads=index_threads,
-            onnx_cache_dir=onnx_cache_dir,
-        )
-        self._vocab: list[str] = []
-        self.cache: LruCache[str, SparseVector] = LruCache(cache_size)
+    cache: LruCache[str, SparseVector]
+    _vocab: tuple[str, ...] = ()  # term of each vocabulary id, set by load
 
     def default_path(self) -> Path:
         return default_splade_path()
@@ -66,9 +49,10 @@ class SpladeEncoder(TransformerEncoder):
     def load(self) -> Self:
         super().load()
         vocab = self._tokenizer.get_vocab()
-        self._vocab = [""] * len(vocab)
+        terms = [""] * len(vocab)
         for term, idx in vocab.items():
-            self._vocab[idx] = term
+            terms[idx] = term
+        self._vocab = tuple(terms)
         return self
 
     def _torch_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
