@@ -325,8 +325,9 @@ def first_of(table: pa.Table, keys: list[str]) -> pa.Table:
     if table.num_rows == 0:
         return table
     indexed = table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    first = indexed.group_by(keys, use_threads=False).aggregate([("_row", "min")])
-    return table.take(pc.sort_indices(first["_row_min"]))
+    rows = indexed.group_by(keys, use_threads=False).aggregate([("_row", "min")])["_row_min"]
+    # group_by does not promise the groups' order: sort the row numbers themselves, not their positions
+    return table.take(rows.take(pc.sort_indices(rows)))
 
 
 def _stop_on_signals(stop: threading.Event) -> dict[int, object]:

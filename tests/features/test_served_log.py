@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -19,7 +20,7 @@ from data.contracts import Interaction, InteractionType, SearchImpression, Serve
 from data.errors import DataError
 from data.io import iter_records, write_records
 from data.layout import DataLayout
-from features.archive import StreamArchiver
+from features.archive import StreamArchiver, first_of
 from features.definitions import CATEGORICAL, INDEX, NAMES
 from features.ops import ImpressionEvent, Shown
 from features.replay import Replayer
@@ -181,3 +182,15 @@ def test_a_record_holds_the_page_then_the_sample_and_refuses_non_finite_values()
     rows[9, 3] = np.inf
     with pytest.raises(ValueError, match="not finite"):
         served_record("r7", datetime.now(UTC), ids, rows, scores, page, 4)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]])
+def test_first_of_keeps_each_keys_first_row_in_table_order(order: list[int]) -> None:
+    # A re-delivered file may sort before the original one: its duplicates then lead the table.
+    keys = ["a", "a", "a", "c", "b"]
+    table = pa.table({"k": [keys[i] for i in order], "row": order})
+    kept = first_of(table, ["k"]).to_pydict()
+    firsts: dict[str, int] = {}
+    for k, r in zip(table["k"].to_pylist(), order, strict=True):
+        firsts.setdefault(k, r)
+    assert kept["k"] == list(firsts) and kept["row"] == list(firsts.values())
