@@ -151,6 +151,13 @@ class RetrievalSettings(BaseModel):
     torch_threads: int = Field(
         default=1, ge=1, le=64, description="Threads of a query's encoding (torch or ONNX Runtime intra-op)."
     )
+    query_threads: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Threads one query's members search on side by side (encoders, Lucene and FAISS release "
+        "the GIL); 1: one after the other. Keep at most the cores one serving worker owns.",
+    )
     index_threads: int = Field(
         default=0,
         ge=0,

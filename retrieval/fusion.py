@@ -15,8 +15,10 @@ validation split, so the weak member only counts as much as it helps there.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -73,7 +75,12 @@ def fuse(runs: Runs, settings: FusionSettings, k: int) -> list[Hit]:
 
 
 class FusedRetriever(BaseRetriever):
-    """Asks every member for ``settings.depth`` candidates and fuses them."""
+    """Asks every member for ``settings.depth`` candidates and fuses them.
+
+    With ``threads`` > 1 a query's members search side by side: the first in the caller's thread, the others
+    on a small pool shared by every request (``threads`` - 1 threads), so a request never holds more than
+    ``threads`` cores however many requests run at once.
+    """
 
     name = "fused"
 
@@ -83,10 +90,32 @@ class FusedRetriever(BaseRetriever):
         settings: FusionSettings = FusionSettings(),
         *,
         limits: QueryLimits = QueryLimits(),
+        threads: int = 1,
     ) -> None:
         self.members = dict(members)
         self.settings = settings
         self.limits = limits
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _side_pool(self) -> ThreadPoolExecutor | None:
+        if self.threads < 2 or len(self.members) < 2:
+            return None
+        with self._pool_lock:  # made on first use: a retriever built for a batch job never starts threads
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="member-search")
+            return self._pool
+
+    def _member_runs(self, query: str, depth: int) -> dict[str, Sequence[Hit]]:
+        pool = self._side_pool()
+        if pool is None:
+            return {name: m.search(query, depth) for name, m in self.members.items()}
+        (first, head), *rest = self.members.items()
+        pending = {name: pool.submit(m.search, query, depth) for name, m in rest}
+        runs = {first: head.search(query, depth)}
+        runs.update((name, f.result()) for name, f in pending.items())
+        return {name: runs[name] for name in self.members}  # members' order: fusion ties break alike
 
     @property
     def is_built(self) -> bool:
@@ -106,8 +135,7 @@ class FusedRetriever(BaseRetriever):
         settings = self.settings
         if weights:
             settings = settings.model_copy(update={"weights": {**settings.weights, **weights}})
-        runs = {name: m.search(query, self.depth(k)) for name, m in self.members.items()}
-        return fuse(runs, settings, k)
+        return fuse(self._member_runs(query, self.depth(k)), settings, k)
 
     def _batch_search(self, queries: list[str], k: int) -> list[list[Hit]]:
         per_member = {name: m.batch_search(queries, self.depth(k)) for name, m in self.members.items()}

@@ -133,5 +133,5 @@ def load_world_retrievers(
             members.update(build_text_indexes(passages, root, settings, [name], progress=progress)[0])
         else:
             members[name] = text_retriever(name, root, settings).load(passages)  # type: ignore[attr-defined]
-    fused = FusedRetriever(members, settings.fusion, limits=settings.query)
+    fused = FusedRetriever(members, settings.fusion, limits=settings.query, threads=settings.query_threads)
     return {**members, "fused": fused}

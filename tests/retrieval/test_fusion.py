@@ -1,13 +1,16 @@
-"""Fusion arithmetic and weight tuning, on hand-made runs."""
+"""Fusion arithmetic and weight tuning on hand-made runs; members searched side by side on the real ones."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from retrieval.base import Hit
+from retrieval.base import BaseRetriever, Hit
 from retrieval.config import FusionSettings
 from retrieval.errors import RetrievalError
-from retrieval.fusion import fuse, tune, weight_grid
+from retrieval.fusion import FusedRetriever, fuse, tune, weight_grid
 
 
 def run(*pairs: tuple[str, float]) -> list[Hit]:
@@ -75,3 +78,33 @@ def test_tune_refuses_misaligned_runs() -> None:
 def test_bad_fusion_settings_are_refused() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         FusionSettings(weights={"a": -1.0})
+
+
+def test_members_searched_side_by_side_answer_as_one_after_the_other(
+    world_retrievers: dict[str, BaseRetriever],
+) -> None:
+    # The real members (SPLADE on Lucene, dense on FAISS, behavioural), asked from 6 request threads at once.
+    fused = world_retrievers["fused"]
+    assert isinstance(fused, FusedRetriever)
+    serial = FusedRetriever(fused.members, fused.settings, threads=1)
+    side = FusedRetriever(fused.members, fused.settings, threads=3)
+    seen: set[str] = set()
+    members = dict(side.members)
+
+    def searched_on(name: str) -> object:
+        def search(query: str, k: int) -> list[Hit]:
+            seen.add(f"{name}@{threading.current_thread().name.split('_')[0]}")
+            return members[name].search(query, k)
+
+        return search
+
+    for name in members:
+        side.members[name] = type("Observed", (), {"search": staticmethod(searched_on(name))})()
+    queries = ["jeju", "seoul food", "busan beach hotel", "galbi jjim", "hiking trails", "museum"]
+    want = [serial.search(q, 20) for q in queries]
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda q: side.search(q, 20), queries))
+    assert [[(h.id, h.score) for h in hits] for hits in got] == [
+        [(h.id, h.score) for h in hits] for hits in want
+    ]
+    assert {s.split("@")[1] for s in seen if not s.startswith(next(iter(members)))} == {"member-search"}
