@@ -86,9 +86,18 @@ def quickstart(
     """Set up everything on the embedded defaults (world, indexes, features, default ranker); serve."""
     from search.jobs.quickstart import quickstart as run
 
+    started = last = time.perf_counter()
+
+    def print_step(step: QuickstartStep) -> None:
+        nonlocal last
+        _print_step(step)
+        now = time.perf_counter()
+        console.print(f"[dim]  step {now - last:.1f} s, quickstart {now - started:.1f} s[/]")
+        last = now
+
     with progress_bar() as report:
         result = run(
-            state.settings(), world=world, scale=scale, workers=workers, progress=report, on_step=_print_step
+            state.settings(), world=world, scale=scale, workers=workers, progress=report, on_step=print_step
         )
     if serve:
         from search.cli.serving import serve as run_server
@@ -129,7 +138,10 @@ def _print_step(step: QuickstartStep) -> None:
             console.print(f"using the promoted ranker {step.version} in {step.registry_dir}")
         case qs.RankerOutcome():
             _print_plan("ranker", step.plan)
-            console.print(f"trained and promoted ranker {step.version} ({step.model}) in {step.registry_dir}")
+            console.print(
+                f"trained and promoted ranker {step.version} ({step.model}) in {step.registry_dir}: "
+                f"training set {step.table_seconds:.1f} s, training {step.train_seconds:.1f} s"
+            )
 
 
 def _print_plan(what: str, plan: DayPlan | None) -> None:

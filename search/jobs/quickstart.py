@@ -116,6 +116,8 @@ class RankerOutcome:
     model: str | None
     registry_dir: Path
     plan: DayPlan | None = None
+    table_seconds: float = 0.0  # the point-in-time candidate training set (0: from the cache)
+    train_seconds: float = 0.0
 
 
 QuickstartStep = WorldReady | WorldStats | IndexesBuilt | FeaturesBuilt | EmbeddingsOutcome | RankerOutcome
@@ -233,11 +235,21 @@ def default_ranker(settings: Settings, world: Path, progress: Progress | None = 
     if plan.fitted:
         ranking = ranking.model_copy(update={"world": days.model_copy(update=plan.parts())})
     source = world_source(settings, world, ranking, progress)
+    started = time.perf_counter()
     source.table()
+    built = time.perf_counter()
     version, _ = train_world_ranker(DEFAULT_RANKER, source, ranking, registry, line=RANKER_LINE)
     # Nothing is promoted yet, so there is no current model to validate against.
     registry.promote(RANKER_LINE, version, force=True)
-    return RankerOutcome(version, True, DEFAULT_RANKER, ranking.registry_dir, plan)
+    return RankerOutcome(
+        version,
+        True,
+        DEFAULT_RANKER,
+        ranking.registry_dir,
+        plan,
+        round(built - started, 1),
+        round(time.perf_counter() - built, 1),
+    )
 
 
 def quickstart(
