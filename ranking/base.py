@@ -21,7 +21,7 @@ from data import artifacts
 from data.artifacts import MANIFEST, Artifact
 from ranking.config import RankerConfig
 from ranking.dataset import ListwiseData, Schema
-from ranking.errors import ModelFormatError, NotFittedError
+from ranking.errors import ModelFormatError, NotFittedError, ParameterError
 
 C = TypeVar("C", bound=RankerConfig)
 
@@ -41,6 +41,20 @@ class Ranker(ABC, Generic[C]):
         """The constructor's keyword arguments as JSON values: ``type(r)(**r.get_params())`` is an equal,
         unfitted copy of r (so a constructor also takes a nested config, e.g. ``train``, as a mapping)."""
         return {name: _json_value(getattr(self, name)) for name in self.config_class.param_names()}
+
+    def set_params(self, **params: Any) -> Self:
+        """Change constructor parameters in place (scikit-learn's ``set_params``); returns ``self``.
+
+        For execution parameters of a fitted model, e.g. the ``threads`` a served copy scores on: the
+        training-time value is kept in the manifest, a serving worker owns fewer cores.
+        """
+        unknown = set(params) - set(self.config_class.param_names())
+        if unknown:
+            raise ParameterError(f"{type(self).__name__} has no parameters {sorted(unknown)}")
+        self.config_class.validated({**self.get_params(), **params})  # refused before anything changes
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
     def config(self) -> C:
         """The parameters, validated (``ParameterError`` if one breaks its rule); ``fit`` works from this."""

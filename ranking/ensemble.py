@@ -73,6 +73,13 @@ class DASALCEnsembleRanker(Ranker[DASALCEnsembleConfig]):
         self.train = train
         self.threads = threads
 
+    def set_params(self, **params: Any) -> Self:
+        super().set_params(**params)
+        if "threads" in params:  # the members score on the ensemble's threads
+            for member in getattr(self, "members_", []):
+                member.set_params(threads=params["threads"])
+        return self
+
     def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
         config = self.config()
         if warm_start:

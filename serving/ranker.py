@@ -31,9 +31,13 @@ class ServedModel:
     cat_cols: np.ndarray  # (C,)
 
     @classmethod
-    def from_registry(cls, registry: ModelRegistry, line: str, version: str | None = None) -> ServedModel:
+    def from_registry(
+        cls, registry: ModelRegistry, line: str, version: str | None = None, *, threads: int = 1
+    ) -> ServedModel:
+        """The version (default: current) as a worker serves it: scoring on the worker's ``threads``, not the
+        training run's (two OpenMP threads per request on a shared core stalled the ranking stage's tail)."""
         version = version or registry.current(line)
-        ranker = registry.load(line, version)
+        ranker = registry.load(line, version).set_params(threads=threads)
         return cls.wrap(ranker, line, str(version))
 
     @classmethod

@@ -91,7 +91,9 @@ class ServedState:
                     error, refused, degraded = served.model_error, current, served.degraded
                 elif model is None or model.version != current:
                     try:
-                        model = ServedModel.from_registry(self.registry, line, current)
+                        model = ServedModel.from_registry(
+                            self.registry, line, current, threads=self.settings.torch_threads
+                        )
                     except (RankingError, ModelFormatError, ServingError, OSError) as exc:
                         if not isinstance(exc, ModelRefused):  # the registry logged its refusals
                             log.warning("model %s/%s cannot be served: %s", line, current, exc)
@@ -125,7 +127,9 @@ class ServedState:
                 earlier = []
             for v in dict.fromkeys(earlier):
                 try:
-                    fallback = ServedModel.from_registry(self.registry, line, v)
+                    fallback = ServedModel.from_registry(
+                        self.registry, line, v, threads=self.settings.torch_threads
+                    )
                     break
                 except (RankingError, ModelFormatError, ServingError, OSError) as exc:
                     log.warning("fallback %s/%s refused too: %s", line, v, exc)
@@ -176,7 +180,9 @@ class ServedState:
                 out[spec] = have
                 continue
             try:
-                out[spec] = ServedModel.from_registry(self.registry, line, version)
+                out[spec] = ServedModel.from_registry(
+                    self.registry, line, version, threads=self.settings.torch_threads
+                )
             except (RankingError, ModelFormatError, OSError) as exc:
                 raise ConfigError(f"experiment ranker '{spec}' cannot be served: {exc}") from exc
         return out

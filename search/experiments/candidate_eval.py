@@ -366,7 +366,9 @@ def run_candidate_eval(
                 f"no model line '{line}' in {settings.ranking.registry_dir} (lines: {registry.lines()})"
             )
         version = version or registry.current(line) or registry.versions(line)[-1]
-        models[spec] = ServedModel.from_registry(registry, line, version).score
+        models[spec] = ServedModel.from_registry(
+            registry, line, version, threads=settings.serving.torch_threads
+        ).score
     world = rebuild_world(world_dir)
     layout = DataLayout(world_dir)
     parts = load_parts(settings, world_dir)

@@ -96,6 +96,25 @@ def test_clone_is_an_equal_unfitted_copy(name: str, fitted: dict[str, Ranker]) -
 
 
 @pytest.mark.parametrize("name", FACTORIES)
+def test_a_loaded_model_scores_alike_on_the_threads_a_worker_owns(
+    name: str, fitted: dict[str, Ranker], synthetic: tuple[ListwiseData, ...], tmp_path: Path
+) -> None:
+    # Serving sets the worker's threads on a loaded copy (serving.ranker.ServedModel.from_registry).
+    ranker, test = fitted[name], synthetic[2]
+    ranker.save(tmp_path / "m")
+    loaded = load_ranker(tmp_path / "m").set_params(threads=1)
+    assert loaded.get_params() == {**ranker.get_params(), "threads": 1}
+    for member in getattr(loaded, "members_", []):
+        assert member.threads == 1
+    np.testing.assert_allclose(loaded.score(test), ranker.score(test), atol=1e-6)
+    with pytest.raises(ParameterError, match="threads"):
+        loaded.set_params(threads=0)
+    with pytest.raises(ParameterError, match="no parameters"):
+        loaded.set_params(thread=1)
+    assert loaded.threads == 1  # a refused change leaves the model as it was
+
+
+@pytest.mark.parametrize("name", FACTORIES)
 def test_same_seed_same_scores(
     name: str, fitted: dict[str, Ranker], synthetic: tuple[ListwiseData, ...]
 ) -> None:

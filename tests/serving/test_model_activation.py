@@ -269,3 +269,21 @@ def test_real_server_survives_models_that_crash_native_code(
     for version in ("v0301", "v0302", "v0303"):
         lines = [line for line in log.splitlines() if f"{LINE}/{version} refused" in line]
         assert len(lines) == 1, log
+
+
+def test_a_model_trained_on_two_threads_is_served_on_the_workers_one(
+    base_settings: Settings, trained_versions: list[str], serving: ServingSettings, tmp_path: Path
+) -> None:
+    # Two OpenMP threads per request on a busy shared core stalled /search's ranking stage (p50 80 ms).
+    from ranking.registry import ModelRegistry
+    from serving.reload import ServedState
+
+    settings = private_settings(base_settings, trained_versions, tmp_path)
+    registry = ModelRegistry(settings.ranking.registry_dir)
+    trained = registry.load(LINE, trained_versions[0]).set_params(threads=2)
+    version = registry.register(trained, LINE)
+    registry.promote(LINE, version, force=True)
+    served = ServedState(registry, serving.model_copy(update={"torch_threads": 1})).reload_model()
+    assert served is not None and served.version == version
+    assert registry.load(LINE, version).get_params()["threads"] == 2  # the manifest keeps the training value
+    assert served.ranker.get_params()["threads"] == 1
