@@ -157,6 +157,13 @@ class RetrievalSettings(BaseModel):
         le=64,
         description="Encoder threads while encoding passages for an index (a batch job); 0: every core.",
     )
+    engine_min_passages: int = Field(
+        default=2000,
+        ge=0,
+        description="`index build` encodes on a local engine cluster (settings.engine) from this many "
+        "passages up, in this process below: starting the cluster and its workers' encoders costs seconds "
+        "(docs/scale.md). A running cluster (engine.address) is always used; 0: always the engine.",
+    )
     onnx_cache_dir: Path | None = Field(
         default=None,
         description="Where exported ONNX encoders are cached, one folder per fingerprint; "
