@@ -1,0 +1,116 @@
+"""Index encoding on the engine (a local Dask cluster of 1 and of N workers) against the in-process path:
+
+    python benchmarks/bench_engine.py --world worlds/small [--limit 1500] [--workers 2] [--json]
+
+Both encoders (SPLADE, dense; the default ONNX int8) encode the first ``--limit`` passages of the world's
+blocks three ways: on a local cluster of 1 worker process, on one of N (``--workers``, default every core),
+and in this process on every core (``index_threads``, the path `index build` took before the engine). For each
+it prints the passages/s of encoding alone (workers warm: encoders loaded) and end to end (cluster start,
+the workers' encoder loading, both encoders), each with its ratio to the 1-worker run. One run each, in that
+order: on a shared machine, background load falls on the runs unevenly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from data.engine import EngineSettings, engine_client
+from data.layout import DataLayout
+from data.threads import all_cores
+from retrieval.config import RetrievalSettings
+from retrieval.corpus import block_passages
+from retrieval.encoders.dense import DenseEncoder
+from retrieval.encoders.sharded import EncoderSpec, encode_on_engine, worker_encoder
+from retrieval.encoders.splade import SpladeEncoder
+
+
+def _load(spec: EncoderSpec) -> int:
+    worker_encoder(spec)
+    return os.getpid()
+
+
+def _engine_run(workers: int, encoders: dict, texts: list[str]) -> dict[str, float]:
+    started = time.perf_counter()
+    with engine_client(EngineSettings(workers=workers)) as client:
+        up = time.perf_counter()
+        for encoder in encoders.values():  # every worker loads its encoders
+            client.run(_load, EncoderSpec.of(encoder))
+        warm = time.perf_counter()
+        for encoder in encoders.values():
+            encode_on_engine(client, encoder, texts)
+        done = time.perf_counter()
+    return {"start_s": up - started, "load_s": warm - up, "encode_s": done - warm, "total_s": done - started}
+
+
+def _in_process_run(encoders: dict, texts: list[str]) -> dict[str, float]:
+    started = time.perf_counter()
+    for encoder in encoders.values():
+        encoder.encode_documents(texts)
+    seconds = time.perf_counter() - started
+    return {"start_s": 0.0, "load_s": 0.0, "encode_s": seconds, "total_s": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--limit", type=int, default=1500, help="Passages encoded (the first N blocks).")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="Workers of the larger cluster; 0: every core."
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+    settings = RetrievalSettings()
+    cores = all_cores()
+    workers = args.workers or cores
+    texts = [p.text for p in block_passages(DataLayout(args.world))][: args.limit]
+    encoders = {
+        "splade": SpladeEncoder(settings.splade, index_threads=cores).load(),
+        "dense": DenseEncoder(settings.dense, index_threads=cores).load(),
+    }
+    for encoder in encoders.values():
+        encoder.encode_documents(texts[:16])  # warm-up: first-call allocations
+    runs = {
+        "engine 1 worker": _engine_run(1, encoders, texts),
+        f"engine {workers} workers": _engine_run(workers, encoders, texts),
+        f"in-process {cores} threads": _in_process_run(encoders, texts),
+    }
+    work = len(texts) * len(encoders)  # passages encoded, both encoders
+    base = runs["engine 1 worker"]
+    report = {
+        name: {
+            **{k: round(v, 2) for k, v in run.items()},
+            "encode_per_s": round(work / run["encode_s"], 1),
+            "end_to_end_per_s": round(work / run["total_s"], 1),
+            "encode_ratio": round(base["encode_s"] / run["encode_s"], 2),
+            "end_to_end_ratio": round(base["total_s"] / run["total_s"], 2),
+        }
+        for name, run in runs.items()
+    }
+    if args.json:
+        print(json.dumps({"cores": cores, "passages": len(texts), "runs": report}, indent=2))
+        return
+    print(
+        f"{cores} cores, load {os.getloadavg()[0]:.1f}; {len(texts)} passages of {args.world} x "
+        f"{len(encoders)} encoders (passages/s count both)"
+    )
+    head = ("run", "start s", "load s", "encode/s", "ratio", "end-to-end/s", "ratio")
+    print(
+        f"{head[0]:22s} {head[1]:>8s} {head[2]:>7s} {head[3]:>9s} {head[4]:>6s} {head[5]:>13s} {head[6]:>6s}"
+    )
+    for name, row in report.items():
+        print(
+            f"{name:22s} {row['start_s']:8.1f} {row['load_s']:7.1f} {row['encode_per_s']:9.1f} "
+            f"{row['encode_ratio']:6.2f} {row['end_to_end_per_s']:13.1f} {row['end_to_end_ratio']:6.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
