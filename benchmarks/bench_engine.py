@@ -6,8 +6,8 @@ Both encoders (SPLADE, dense; the default ONNX int8) encode the first ``--limit`
 blocks three ways: on a local cluster of 1 worker process, on one of N (``--workers``, default every core),
 and in this process on every core (``index_threads``, the path `index build` took before the engine). For each
 it prints the passages/s of encoding alone (workers warm: encoders loaded) and end to end (cluster start,
-the workers' encoder loading, both encoders), each with its ratio to the 1-worker run. One run each, in that
-order: on a shared machine, background load falls on the runs unevenly.
+the workers' encoder loading, both encoders), each with its ratio to the 1-worker run. Both clusters stay up
+and the three runs alternate ``--rounds`` times, so background load on a shared machine falls on them alike.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import json
 import logging
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
+
+from distributed import Client
 
 from data.engine import EngineSettings, engine_client
 from data.layout import DataLayout
@@ -34,34 +37,32 @@ def _load(spec: EncoderSpec) -> int:
     return os.getpid()
 
 
-def _engine_run(workers: int, encoders: dict, texts: list[str]) -> dict[str, float]:
+def _start(workers: int, encoders: dict, stack: ExitStack) -> tuple[Client, dict[str, float]]:
+    """A warm local cluster of ``workers`` processes (each has loaded both encoders), and what that took."""
     started = time.perf_counter()
-    with engine_client(EngineSettings(workers=workers)) as client:
-        up = time.perf_counter()
-        for encoder in encoders.values():  # every worker loads its encoders
-            client.run(_load, EncoderSpec.of(encoder))
-        warm = time.perf_counter()
-        for encoder in encoders.values():
-            encode_on_engine(client, encoder, texts)
-        done = time.perf_counter()
-    return {"start_s": up - started, "load_s": warm - up, "encode_s": done - warm, "total_s": done - started}
+    client = stack.enter_context(engine_client(EngineSettings(workers=workers)))
+    up = time.perf_counter()
+    for encoder in encoders.values():
+        client.run(_load, EncoderSpec.of(encoder))
+    return client, {"start_s": up - started, "load_s": time.perf_counter() - up}
 
 
-def _in_process_run(encoders: dict, texts: list[str]) -> dict[str, float]:
+def _encode(client: Client | None, encoders: dict, texts: list[str]) -> float:
     started = time.perf_counter()
     for encoder in encoders.values():
-        encoder.encode_documents(texts)
-    seconds = time.perf_counter() - started
-    return {"start_s": 0.0, "load_s": 0.0, "encode_s": seconds, "total_s": seconds}
+        if client is None:
+            encoder.encode_documents(texts)
+        else:
+            encode_on_engine(client, encoder, texts)
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=1500, help="Passages encoded (the first N blocks).")
-    parser.add_argument(
-        "--workers", type=int, default=0, help="Workers of the larger cluster; 0: every core."
-    )
+    parser.add_argument("--workers", type=int, default=0, help="Workers of the larger cluster; 0: all cores.")
+    parser.add_argument("--rounds", type=int, default=2, help="Interleaved rounds of the three runs.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,13 +78,26 @@ def main() -> None:
     }
     for encoder in encoders.values():
         encoder.encode_documents(texts[:16])  # warm-up: first-call allocations
+    names = ("engine 1 worker", f"engine {workers} workers", f"in-process {cores} threads")
+    load_before = os.getloadavg()[0]
+    with ExitStack() as stack:
+        one, one_cost = _start(1, encoders, stack)
+        many, many_cost = _start(workers, encoders, stack)
+        costs = dict(zip(names, (one_cost, many_cost, {"start_s": 0.0, "load_s": 0.0}), strict=True))
+        encode_s = dict.fromkeys(names, 0.0)
+        for _ in range(args.rounds):  # interleaved: background load falls on the three runs alike
+            for name, client in zip(names, (one, many, None), strict=True):
+                encode_s[name] += _encode(client, encoders, texts) / args.rounds
     runs = {
-        "engine 1 worker": _engine_run(1, encoders, texts),
-        f"engine {workers} workers": _engine_run(workers, encoders, texts),
-        f"in-process {cores} threads": _in_process_run(encoders, texts),
+        name: {
+            **costs[name],
+            "encode_s": encode_s[name],
+            "total_s": sum(costs[name].values()) + encode_s[name],
+        }
+        for name in names
     }
     work = len(texts) * len(encoders)  # passages encoded, both encoders
-    base = runs["engine 1 worker"]
+    base = runs[names[0]]
     report = {
         name: {
             **{k: round(v, 2) for k, v in run.items()},
@@ -95,11 +109,15 @@ def main() -> None:
         for name, run in runs.items()
     }
     if args.json:
-        print(json.dumps({"cores": cores, "passages": len(texts), "runs": report}, indent=2))
+        print(
+            json.dumps(
+                {"cores": cores, "passages": len(texts), "rounds": args.rounds, "runs": report}, indent=2
+            )
+        )
         return
     print(
-        f"{cores} cores, load {os.getloadavg()[0]:.1f}; {len(texts)} passages of {args.world} x "
-        f"{len(encoders)} encoders (passages/s count both)"
+        f"{cores} cores, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}; {len(texts)} passages "
+        f"of {args.world} x {len(encoders)} encoders (passages/s count both), {args.rounds} rounds"
     )
     head = ("run", "start s", "load s", "encode/s", "ratio", "end-to-end/s", "ratio")
     print(

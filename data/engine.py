@@ -84,6 +84,9 @@ def engine_client(settings: EngineSettings) -> Iterator[Client]:
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
+        # No dashboard; the scheduler's small HTTP server (health, metrics) on a free loopback port, not
+        # 8787 on every interface: two jobs at once must not collide or warn.
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         silence_logs=logging.ERROR,
     )
     try:

@@ -1,4 +1,4 @@
-"""The engine's settings: where they come from, what a local cluster gets, and a scheduler that is not there."""
+"""The engine settings: their sources, the size of a local cluster, and an address with no scheduler."""
 
 from __future__ import annotations
 

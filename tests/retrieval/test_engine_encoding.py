@@ -4,6 +4,10 @@ passages in shards, exactly as this process does, and the shards really ran in b
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,3 +47,21 @@ def test_the_engine_is_used_when_it_pays() -> None:
     assert _engine_is_faster(EngineSettings(workers=2), settings, 1000)
     assert not _engine_is_faster(EngineSettings(workers=1), settings, 10**6)  # the single-process reference
     assert _engine_is_faster(EngineSettings(address="tcp://scheduler:8786", workers=1), settings, 1)
+
+
+def test_index_build_sends_stale_indexes_to_the_cluster_option(tiny_world: Path, tmp_path: Path) -> None:
+    # A fresh index folder is stale, so `--cluster` must be dialled before anything is encoded.
+    with socket.socket() as s:  # an address where no scheduler listens
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "SMARTBLOCK_RETRIEVAL__INDEX_DIR": str(tmp_path / "index"),
+        "SMARTBLOCK_ENGINE__CONNECT_TIMEOUT_S": "1",
+    }
+    args = ["index", "build", "--world", str(tiny_world), "--cluster", address, "--json"]
+    run = subprocess.run(
+        [sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert run.returncode == 2 and f"no Dask scheduler answers at {address}" in run.stderr
