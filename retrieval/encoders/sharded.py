@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 
     from retrieval.encoders.backend import TransformerEncoder
 
-# Passages per task: a few seconds of work, so progress moves and a busy worker does not hold the tail.
+# Passages per task, at most: a few seconds of work, so progress moves and a busy worker does not hold the
+# tail. Fewer passages are cut into SHARDS_PER_THREAD shards per worker thread (of MIN_SHARD at least), so
+# every worker gets a share.
 SHARD_SIZE = 256
+SHARDS_PER_THREAD = 4
+MIN_SHARD = 16
 
 # In each worker process: the encoder of each (class, settings, ONNX cache), loaded once.
 _WORKER_ENCODERS: dict[tuple[str, str, str], TransformerEncoder] = {}
@@ -76,19 +80,25 @@ def encode_shard(spec: EncoderSpec, texts: list[str]) -> tuple[int, list[dict[st
     return os.getpid(), worker_encoder(spec).encode_documents(texts)  # type: ignore[attr-defined]
 
 
+def default_shard_size(passages: int, threads: int) -> int:
+    """Passages per shard: at most SHARD_SIZE, and small enough to give each worker thread a few shards."""
+    per_thread = -(-passages // max(threads * SHARDS_PER_THREAD, 1))  # ceil
+    return max(min(SHARD_SIZE, per_thread), MIN_SHARD)
+
+
 def encode_on_engine(
     client: Client,
     encoder: TransformerEncoder,
     texts: list[str],
     *,
-    shard_size: int = SHARD_SIZE,
+    shard_size: int | None = None,
     progress: Progress | None = None,
     label: str = "encode",
 ) -> ShardedEncoding:
     """Encode ``texts`` as ``encoder`` would, in shards on ``client``'s workers; rows in the order of texts.
 
     The encoder's ONNX graph must already be in its cache (loading ``encoder`` here exports it on a miss),
-    so workers only read it.
+    so workers only read it. ``shard_size`` None: ``default_shard_size`` for the cluster's threads.
     """
     from distributed import as_completed
 
@@ -96,6 +106,8 @@ def encode_on_engine(
         encoder.load()
     if not texts:
         return ShardedEncoding(encoder.encode_documents([]), [])  # type: ignore[attr-defined]
+    if shard_size is None:
+        shard_size = default_shard_size(len(texts), sum(client.nthreads().values()))
     spec = EncoderSpec.of(encoder)
     starts = list(range(0, len(texts), shard_size))
     futures = {

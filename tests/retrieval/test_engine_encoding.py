@@ -16,7 +16,7 @@ from data.engine import EngineSettings, engine_client
 from retrieval.base import Passage
 from retrieval.config import DenseSettings, RetrievalSettings, SpladeSettings
 from retrieval.encoders.dense import DenseEncoder
-from retrieval.encoders.sharded import encode_on_engine
+from retrieval.encoders.sharded import SHARD_SIZE, default_shard_size, encode_on_engine
 from retrieval.encoders.splade import SpladeEncoder
 from retrieval.system import _engine_is_faster
 
@@ -65,3 +65,9 @@ def test_index_build_sends_stale_indexes_to_the_cluster_option(tiny_world: Path,
         [sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, timeout=120, env=env
     )
     assert run.returncode == 2 and f"no Dask scheduler answers at {address}" in run.stderr
+
+
+def test_shards_are_small_enough_for_every_worker_to_take_a_few() -> None:
+    assert default_shard_size(6048, 2) == SHARD_SIZE  # many passages: full shards
+    assert default_shard_size(600, 2) == 75  # 8 shards, 4 per worker
+    assert default_shard_size(40, 2) == 16  # never tinier than MIN_SHARD
