@@ -75,6 +75,12 @@ def engine_client(settings: EngineSettings) -> Iterator[Client]:
                 f"engine.address: no Dask scheduler answers at {settings.address} ({exc})"
             ) from exc
         try:
+            try:  # a scheduler without workers would leave every task waiting forever
+                client.wait_for_workers(1, timeout=settings.connect_timeout_s)
+            except TimeoutError as exc:
+                raise ConfigError(
+                    f"engine.address: the Dask cluster at {settings.address} has no workers"
+                ) from exc
             yield client
         finally:
             client.close()

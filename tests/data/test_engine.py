@@ -38,3 +38,12 @@ def test_no_scheduler_at_the_address_is_a_config_error() -> None:
     settings = EngineSettings(address=f"tcp://127.0.0.1:{port}", connect_timeout_s=1.0)
     with pytest.raises(ConfigError, match="no Dask scheduler answers"), engine_client(settings):
         pass
+
+
+def test_a_cluster_without_workers_is_a_config_error_not_a_hang() -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        settings = EngineSettings(address=cluster.scheduler_address, connect_timeout_s=1.0)
+        with pytest.raises(ConfigError, match="has no workers"), engine_client(settings):
+            pass
