@@ -164,6 +164,14 @@ class RetrievalSettings(BaseModel):
         le=64,
         description="Encoder threads while encoding passages for an index (a batch job); 0: every core.",
     )
+    engine_min_passages: int = Field(
+        default=20_000,
+        ge=0,
+        description="`index build` encodes on a local engine cluster (settings.engine) from this many "
+        "passages up, in this process below. On 2 cores both paths spent the same CPU per passage and the "
+        "cluster's start and encoder loading cost 10-20 s (docs/scale.md): from 20,000 passages about "
+        "2%. A running cluster (engine.address) is always used; 0: always the engine.",
+    )
     onnx_cache_dir: Path | None = Field(
         default=None,
         description="Where exported ONNX encoders are cached, one folder per fingerprint; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from retrieval.base import BaseRetriever, Hit, Passage
 from retrieval.config import DenseSettings, QueryLimits
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.errors import RetrievalError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 class DenseRetriever(BaseRetriever):
@@ -88,9 +91,17 @@ class DenseRetriever(BaseRetriever):
         return self
 
     def build(
-        self, passages: Sequence[Passage], *, overwrite: bool = False, progress: Progress | None = None
+        self,
+        passages: Sequence[Passage],
+        *,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+        engine: Client | None = None,
     ) -> DenseRetriever:
-        """Encode and index ``passages``; saved to ``index_dir`` when it is set (and reused if up to date)."""
+        """Encode and index ``passages``; saved to ``index_dir`` when it is set (and reused if up to date).
+
+        ``engine``: a Dask client whose workers encode the passages (``data.engine``); None: this process.
+        """
         if not self.encoder.is_loaded:
             self.encoder.load()
         expected = self.expected_fingerprint(passages)
@@ -98,7 +109,7 @@ class DenseRetriever(BaseRetriever):
             self.index_dir, expected, overwrite=overwrite, what=self.name
         ):
             return self.load(passages)
-        vectors = self.encoder.encode_documents([p.text for p in passages], progress)
+        vectors = self.encoder.encode_documents([p.text for p in passages], progress, engine)
         self.from_vectors([p.id for p in passages], vectors)
         if self.index_dir is not None:
             import faiss

@@ -15,7 +15,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from data.days import Progress
 from retrieval import fingerprint
@@ -23,6 +23,9 @@ from retrieval.base import BaseRetriever, Hit, Passage
 from retrieval.config import Bm25Settings, QueryLimits
 from retrieval.encoders.splade import SpladeEncoder
 from retrieval.java import index_collection, start_jvm
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 _SHARD_DOCS = 50_000
 
@@ -62,7 +65,9 @@ class _LuceneRetriever(BaseRetriever):
     def expected_fingerprint(self, passages: Sequence[Passage]) -> dict:
         return fingerprint.fingerprint(self.kind, self.encoder_identity(), passages)
 
-    def _collection_rows(self, passages: Sequence[Passage], progress: Progress | None) -> list[dict]:
+    def _collection_rows(
+        self, passages: Sequence[Passage], progress: Progress | None, engine: Client | None
+    ) -> list[dict]:
         raise NotImplementedError
 
     def _indexer_args(self) -> list[str]:
@@ -72,12 +77,20 @@ class _LuceneRetriever(BaseRetriever):
         raise NotImplementedError
 
     def build(
-        self, passages: Sequence[Passage], *, overwrite: bool = False, progress: Progress | None = None
+        self,
+        passages: Sequence[Passage],
+        *,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+        engine: Client | None = None,
     ) -> _LuceneRetriever:
-        """Index ``passages`` into ``index_dir`` (kept as is when its fingerprint already matches)."""
+        """Index ``passages`` into ``index_dir`` (kept as is when its fingerprint already matches).
+
+        ``engine``: a Dask client whose workers encode the passages (``data.engine``); None: this process.
+        """
         expected = self.expected_fingerprint(passages)
         if fingerprint.prepare(self.index_dir, expected, overwrite=overwrite, what=self.name):
-            rows = self._collection_rows(passages, progress)
+            rows = self._collection_rows(passages, progress, engine)
             collection = self.index_dir / "collection"
             _write_jsonl(collection, rows)
             if progress:
@@ -118,10 +131,12 @@ class SpladeRetriever(_LuceneRetriever):
     def encoder_identity(self) -> str:
         return self.encoder.identity()
 
-    def _collection_rows(self, passages: Sequence[Passage], progress: Progress | None) -> list[dict]:
+    def _collection_rows(
+        self, passages: Sequence[Passage], progress: Progress | None, engine: Client | None
+    ) -> list[dict]:
         if not self.encoder.is_loaded:
             self.encoder.load()
-        vectors = self.encoder.encode_documents([p.text for p in passages], progress)
+        vectors = self.encoder.encode_documents([p.text for p in passages], progress, engine)
         return [{"id": p.id, "contents": "", "vector": v} for p, v in zip(passages, vectors, strict=True)]
 
     def _indexer_args(self) -> list[str]:
@@ -182,7 +197,9 @@ class Bm25Retriever(_LuceneRetriever):
     def encoder_identity(self) -> str:
         return "lucene-default-analyzer"  # k1 and b are search-time settings: not part of the index
 
-    def _collection_rows(self, passages: Sequence[Passage], progress: Progress | None) -> list[dict]:
+    def _collection_rows(
+        self, passages: Sequence[Passage], progress: Progress | None, engine: Client | None
+    ) -> list[dict]:  # plain text: nothing to encode, so no engine
         return [{"id": p.id, "contents": p.text} for p in passages]
 
     def _indexer_args(self) -> list[str]:

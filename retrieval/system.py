@@ -3,16 +3,23 @@
 Index layout under ``settings.index_dir`` (default ``<world>/index/retrieval``): one folder per text
 retriever (``splade/``, ``dense/``, ``bm25/``), each with its own fingerprint. The behavioural retriever has
 no index: it is fitted from the logs when loaded (seconds), with a cut-off date for evaluation.
+
+``build_world_index`` encodes passages on the engine's workers (``data.engine``, given by the caller) when
+that is faster: a running cluster always, a local one from ``engine_min_passages`` passages up and with
+more than one worker; otherwise, and with ``engine.workers=1`` (the reference), in this process.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data.days import Progress
+from data.engine import EngineSettings, engine_client
 from data.layout import DataLayout
 from data.threads import all_cores
 from retrieval.base import BaseRetriever, Passage
@@ -25,7 +32,11 @@ from retrieval.encoders.splade import SpladeEncoder
 from retrieval.fusion import FusedRetriever
 from retrieval.lucene import Bm25Retriever, SpladeRetriever
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 TEXT_MEMBERS = ("bm25", "splade", "dense")
+ENCODED_MEMBERS = ("splade", "dense")  # what the engine's workers encode
 
 
 def index_root(world: Path, settings: RetrievalSettings) -> Path:
@@ -68,15 +79,19 @@ def build_text_indexes(
     *,
     overwrite: bool = True,
     progress: Progress | None = None,
+    engine: Client | None = None,
 ) -> tuple[dict[str, BaseRetriever], dict[str, dict]]:
-    """Build (or reuse, when the fingerprint matches) each named index; returns retrievers and a report."""
+    """Build (or reuse, when the fingerprint matches) each named index; returns retrievers and a report.
+
+    ``engine``: a Dask client whose workers encode the passages; None: this process.
+    """
     retrievers: dict[str, BaseRetriever] = {}
     report: dict[str, dict] = {}
     for name in names:
         retriever = text_retriever(name, root, settings)
         started = time.perf_counter()
         was_current = retriever.index_dir is not None and _is_current(retriever, passages)
-        retriever.build(passages, overwrite=overwrite, progress=progress)  # type: ignore[attr-defined]
+        retriever.build(passages, overwrite=overwrite, progress=progress, engine=engine)  # type: ignore[attr-defined]
         seconds = time.perf_counter() - started
         report[name] = {
             "status": "up to date" if was_current else "built",
@@ -96,13 +111,43 @@ def _is_current(retriever: BaseRetriever, passages: Sequence[Passage]) -> bool:
 
 
 def build_world_index(
-    world: Path, settings: RetrievalSettings, *, progress: Progress | None = None
+    world: Path,
+    settings: RetrievalSettings,
+    *,
+    progress: Progress | None = None,
+    engine: EngineSettings | None = None,
 ) -> dict[str, dict]:
-    """Index a world's blocks for every text member; stale indexes are replaced, current ones kept."""
+    """Index a world's blocks for every text member; stale indexes are replaced, current ones kept.
+
+    ``engine``: where passages may be encoded (see the module doc); None: in this process. Each report row
+    names where its passages were encoded (``engine``).
+    """
     passages = block_passages(DataLayout(Path(world)))
     names = [m for m in settings.members if m in TEXT_MEMBERS]
-    _, report = build_text_indexes(passages, index_root(world, settings), settings, names, progress=progress)
+    root = index_root(world, settings)
+    stale = [
+        n
+        for n in names
+        if n in ENCODED_MEMBERS and not _is_current(text_retriever(n, root, settings), passages)
+    ]
+    use_engine = engine is not None and stale and _engine_is_faster(engine, settings, len(passages))
+    where = engine.describe() if use_engine and engine is not None else "in-process"
+    with _engine(engine if use_engine else None) as client:
+        _, report = build_text_indexes(passages, root, settings, names, progress=progress, engine=client)
+    for name, row in report.items():
+        row["engine"] = where if name in stale else None
     return report
+
+
+def _engine_is_faster(engine: EngineSettings, settings: RetrievalSettings, passages: int) -> bool:
+    """A running cluster: always. A local one: with 2+ workers, once the passages outweigh its start."""
+    if not engine.is_local:
+        return True
+    return engine.local_workers() > 1 and passages >= settings.engine_min_passages
+
+
+def _engine(engine: EngineSettings | None) -> AbstractContextManager[Client | None]:
+    return engine_client(engine) if engine is not None else nullcontext()
 
 
 def load_world_retrievers(

@@ -22,6 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from data.engine import EngineSettings
 from data.errors import ConfigError
 from features.config import FeatureStoreSettings
 from features.embeddings.config import EmbeddingSettings
@@ -54,6 +55,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("worlds"), description="Where generated worlds and indexes live.")
     world: WorldGenSettings = WorldGenSettings()
+    # The distributed engine of the offline jobs (SMARTBLOCK_ENGINE__ADDRESS, SMARTBLOCK_ENGINE__WORKERS).
+    engine: EngineSettings = EngineSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
     embeddings: EmbeddingSettings = EmbeddingSettings()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from retrieval.encoders.backend import TransformerEncoder
 from retrieval.encoders.loading import default_dense_path, model_identity
 from retrieval.encoders.onnx_export import Pooling
 from retrieval.errors import NotBuiltError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 class DenseEncoder(TransformerEncoder):
@@ -58,8 +61,15 @@ class DenseEncoder(TransformerEncoder):
         """(H,) unit vector; cached by the exact text."""
         return self.cache.get_or_compute(query, lambda q: self._encode([q])[0])
 
-    def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        """(N, H) unit vectors in the order of ``texts``, encoded in batches of similar token length."""
+    def encode_documents(
+        self, texts: Sequence[str], progress: Progress | None = None, engine: Client | None = None
+    ) -> np.ndarray:
+        """(N, H) unit vectors in the order of ``texts``, encoded in batches of similar token length.
+
+        With ``engine`` (a Dask client), in shards on its workers: the same vectors.
+        """
+        if engine is not None:
+            return self._on_engine(engine, texts, progress, "dense encode")
         self._require_loaded()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from retrieval.config import SpladeSettings
 from retrieval.encoders.backend import TransformerEncoder
 from retrieval.encoders.loading import default_splade_path, model_identity
 from retrieval.encoders.onnx_export import Pooling
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 SparseVector = dict[str, int]
 
@@ -97,8 +100,15 @@ class SpladeEncoder(TransformerEncoder):
         """All of a query's terms (queries are short), quantised; cached by the exact text."""
         return self.cache.get_or_compute(query, lambda q: self._to_sparse(self._encode([q])[0], None))
 
-    def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> list[SparseVector]:
-        """Documents in batches of similar token length, each pruned to ``doc_max_terms`` terms, in order."""
+    def encode_documents(
+        self, texts: Sequence[str], progress: Progress | None = None, engine: Client | None = None
+    ) -> list[SparseVector]:
+        """Documents in batches of similar token length, each pruned to ``doc_max_terms`` terms, in order.
+
+        With ``engine`` (a Dask client), in shards on its workers: the same vectors.
+        """
+        if engine is not None:
+            return self._on_engine(engine, texts, progress, "splade encode")
         out: list[SparseVector] = [{}] * len(texts)
 
         def sink(positions: np.ndarray, weights: np.ndarray) -> None:

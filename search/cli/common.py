@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -26,6 +27,23 @@ class CliState:
 
 
 state = CliState()
+
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        metavar="ADDRESS",
+        help="Run the offline jobs on the running Dask cluster at ADDRESS (tcp://host:8786) instead of a "
+        "local cluster started for the command (setting engine.address).",
+    ),
+]
+
+
+def on_cluster(settings: Settings, cluster: str | None) -> Settings:
+    """``settings`` with ``--cluster`` as the engine's address, when given."""
+    if cluster is None:
+        return settings
+    return settings.model_copy(update={"engine": settings.engine.model_copy(update={"address": cluster})})
 
 
 def print_json(payload: Any) -> None:

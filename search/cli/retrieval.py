@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from data.errors import ConfigError
-from search.cli.common import console, print_json, progress_bar, state
+from search.cli.common import ClusterOption, console, on_cluster, print_json, progress_bar, state
 
 index_app = typer.Typer(help="Build the retrieval indexes of a world.", no_args_is_help=True)
 retrieval_app = typer.Typer(help="Evaluate the retrievers.", no_args_is_help=True)
@@ -42,24 +42,30 @@ def _world(world: Path | None) -> Path:
 
 
 @index_app.command("build")
-def build(world: WorldOption = None, as_json: JsonOption = False) -> None:
-    """Index a world's blocks (SPLADE impact index, dense FAISS); stale indexes are rebuilt, current kept."""
+def build(world: WorldOption = None, cluster: ClusterOption = None, as_json: JsonOption = False) -> None:
+    """Index a world's blocks (SPLADE impact index, dense FAISS); stale indexes are rebuilt, current kept.
+
+    Passages are encoded on the engine (a local Dask cluster, or --cluster) when that is faster.
+    """
     _offline()
     from retrieval.system import build_world_index, index_root
 
     world = _world(world)
-    settings = state.settings().retrieval
+    root = on_cluster(state.settings(), cluster)
+    settings = root.retrieval
     with progress_bar(not as_json) as report:
-        result = build_world_index(world, settings, progress=report)
+        result = build_world_index(world, settings, progress=report, engine=root.engine)
     if as_json:
         print_json(result)
         return
     table = Table(title=f"indexes in {index_root(world, settings)}")
-    for col in ("index", "status", "passages", "seconds", "passages/s"):
-        table.add_column(col, justify="right" if col != "index" else "left")
+    for col in ("index", "status", "passages", "seconds", "passages/s", "encoded"):
+        table.add_column(col, justify="right" if col not in {"index", "encoded"} else "left")
     for name, row in result.items():
         rate = "-" if row["passages_per_second"] is None else f"{row['passages_per_second']:,.0f}"
-        table.add_row(name, row["status"], f"{row['passages']:,}", f"{row['seconds']:.1f}", rate)
+        table.add_row(
+            name, row["status"], f"{row['passages']:,}", f"{row['seconds']:.1f}", rate, row["engine"] or "-"
+        )
     console.print(table)
 
 

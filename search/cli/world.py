@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from search.cli.common import console, print_json, progress_bar, state
+from search.cli.common import ClusterOption, console, on_cluster, print_json, progress_bar, state
 from search.jobs.results import WorldStats
 from search.settings import Scale
 
@@ -82,10 +82,12 @@ def quickstart(
     workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, min(2, os.cpu_count() or 1)),
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API when set up.")] = True,
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    cluster: ClusterOption = None,
 ) -> None:
     """Set up everything on the embedded defaults (world, indexes, features, default ranker); serve."""
     from search.jobs.quickstart import quickstart as run
 
+    settings = on_cluster(state.settings(), cluster)
     started = last = time.perf_counter()
 
     def print_step(step: QuickstartStep) -> None:
@@ -97,7 +99,7 @@ def quickstart(
 
     with progress_bar() as report:
         result = run(
-            state.settings(), world=world, scale=scale, workers=workers, progress=report, on_step=print_step
+            settings, world=world, scale=scale, workers=workers, progress=report, on_step=print_step
         )
     if serve:
         from search.cli.serving import serve as run_server

@@ -153,7 +153,7 @@ def describe_world(world: Path) -> WorldStats:
 def build_indexes(settings: Settings, world: Path, progress: Progress | None = None) -> IndexesBuilt:
     from retrieval.system import build_world_index
 
-    built = build_world_index(world, settings.retrieval, progress=progress)
+    built = build_world_index(world, settings.retrieval, progress=progress, engine=settings.engine)
     return IndexesBuilt({name: row["status"] for name, row in built.items()})
 
 
