@@ -98,9 +98,7 @@ def quickstart(
         last = now
 
     with progress_bar() as report:
-        result = run(
-            settings, world=world, scale=scale, workers=workers, progress=report, on_step=print_step
-        )
+        result = run(settings, world=world, scale=scale, workers=workers, progress=report, on_step=print_step)
     if serve:
         from search.cli.serving import serve as run_server
 
