@@ -35,7 +35,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = parts or await run_in_threadpool(load_parts, settings, Path(world))  # type: ignore[arg-type]
+        loaded = parts or await run_in_threadpool(
+            load_parts,
+            settings,
+            Path(world),
+            serving.warmup_queries,  # type: ignore[arg-type]
+        )
         runtime = await run_in_threadpool(Runtime.start, settings, serving, loaded)
         app.state.runtime = runtime
         try:

@@ -31,6 +31,13 @@ class ServingSettings(BaseModel):
         description=f"Key for POST /events (header X-Write-Key), at least {MIN_API_KEY_CHARS} characters; "
         "unset: /events takes events from anyone (the search page posts its clicks this way).",
     )
+    warmup_queries: int = Field(
+        default=600,
+        ge=0,
+        le=100_000,
+        description="Made-up queries searched at start-up, before the server takes requests, so users' "
+        "first queries do not pay for the JVM's and ONNX Runtime's warm-up (retrieval.warmup); 0: none.",
+    )
     model_line: str = Field(
         default="ranker", pattern=r"^[A-Za-z0-9_-]+$", description="Registry line served."
     )

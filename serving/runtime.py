@@ -8,6 +8,7 @@ background threads.
 from __future__ import annotations
 
 import gc
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from serving.metrics import Metrics
 from serving.pipeline import SearchPipeline
 from serving.store import GuardedStore, serving_client
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Parts:
@@ -30,12 +33,20 @@ class Parts:
     catalog: BlockViews
 
 
-def load_parts(settings: StageSettings, world: Path) -> Parts:
-    """Load the world's fused retriever (indexes must be built: `smartblock index build`) and block views."""
+def load_parts(settings: StageSettings, world: Path, warmup_queries: int = 0) -> Parts:
+    """Load the world's fused retriever (indexes must be built: `smartblock index build`) and block views;
+    then search ``warmup_queries`` made-up queries so users' first queries find the query path compiled
+    (``retrieval.warmup``)."""
     from retrieval.system import load_world_retrievers
+    from retrieval.warmup import warm_up
 
     retriever = load_world_retrievers(world, settings.retrieval)["fused"]
-    return Parts(Path(world), retriever, BlockViews.load(DataLayout(Path(world))))
+    catalog = BlockViews.load(DataLayout(Path(world)))
+    if warmup_queries:
+        titles = [b.title for b in catalog.blocks.values()]
+        done = warm_up(retriever, titles, warmup_queries, settings.retrieval.candidates)
+        log.info("warm-up: %d made-up queries in %.1f s", done.queries, done.seconds)
+    return Parts(Path(world), retriever, catalog)
 
 
 @dataclass

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Real `serve` processes in the tests warm up on a few made-up queries, not the default 600 (start-up time).
+os.environ.setdefault("SMARTBLOCK_SERVING__WARMUP_QUERIES", "50")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"

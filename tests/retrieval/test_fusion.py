@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from retrieval.base import BaseRetriever, Hit
+from retrieval.base import BaseRetriever, Hit, Passage
 from retrieval.config import FusionSettings
 from retrieval.errors import RetrievalError
 from retrieval.fusion import FusedRetriever, fuse, tune, weight_grid
+from retrieval.warmup import made_up_queries, warm_up
 
 
 def run(*pairs: tuple[str, float]) -> list[Hit]:
@@ -108,3 +109,18 @@ def test_members_searched_side_by_side_answer_as_one_after_the_other(
         [(h.id, h.score) for h in hits] for hits in want
     ]
     assert {s.split("@")[1] for s in seen if not s.startswith(next(iter(members)))} == {"member-search"}
+
+
+def test_warm_up_searches_made_up_queries_and_leaves_no_encodings_cached(
+    world_retrievers: dict[str, BaseRetriever], tiny_passages: list[Passage]
+) -> None:
+    fused = world_retrievers["fused"]
+    titles = [p.text for p in tiny_passages]
+    queries = made_up_queries(titles, 40, seed=3)
+    assert len(queries) == len(set(queries)) == 40 and queries == made_up_queries(titles, 40, seed=3)
+    assert all(1 <= len(q.split()) <= 3 for q in queries)
+    done = warm_up(fused, titles, 40, k=20, seed=3)
+    assert done.queries == 40 and done.seconds > 0
+    encoders = [m.encoder for m in fused.members.values() if hasattr(m, "encoder")]
+    assert len(encoders) == 2 and all(len(e.cache) == 0 for e in encoders)
+    assert made_up_queries([], 5) == []
