@@ -152,11 +152,12 @@ class RetrievalSettings(BaseModel):
         default=1, ge=1, le=64, description="Threads of a query's encoding (torch or ONNX Runtime intra-op)."
     )
     query_threads: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=16,
-        description="Threads one query's members search on side by side (encoders, Lucene and FAISS release "
-        "the GIL); 1: one after the other. Keep at most the cores one serving worker owns.",
+        description="Threads one query's members search on side by side; 1: one after the other. Measured "
+        "on 2 cores, 2 cut the first-seen retrieval p50 x0.80 but raised its p99 x1.58 (docs/retrieval.md). "
+        "Keep at most the cores one serving worker owns.",
     )
     index_threads: int = Field(
         default=0,
