@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,34 +111,12 @@ def generate_world(
             raise ConfigError(f"unknown scale '{scale}' (expected one of {', '.join(SCALES)})")
         scale = SCALES[scale]
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} is not empty; replace it with --overwrite (overwrite=True from Python)")
-        if not (out / "world.json").is_file():
-            raise ConfigError(f"{out} is not empty and holds no world.json: refusing to delete it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = progress or (lambda stage, done, total: None)
-    layout = DataLayout(out)
-
-    world = build_world(scale, seed)
-    report("catalogue", 0, 1)
-    docs, blocks = text_tables(world.catalog, np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2]))
-    write_table(docs, out / "docs.parquet", Doc)
-    write_table(blocks, out / "blocks.parquet", Block)
-    report("catalogue", 1, 1)
-    _write_truth(world, layout)
-
-    totals = {"impressions": 0, "shown": 0, "clicks": 0}
-    days = list(range(scale.days))
+    _holds_a_world(out, overwrite)  # refused before a cluster starts
     settings = _engine_settings(engine, workers)
-    if settings is None:
-        for done, day in enumerate(days, start=1):
-            _add(totals, _write_day(world, seed, layout, day))
-            report("days", done, len(days))
-    else:
-        with engine_client(settings) as client:
-            _days_on_engine(client, world, seed, layout, days, totals, report)
+    with ExitStack() as stack:
+        # The engine first: a cluster that cannot be reached fails the job before `out` is touched.
+        client = stack.enter_context(engine_client(settings)) if settings is not None else None
+        world, docs, blocks, totals = _generate(out, scale, seed, overwrite, client, progress)
 
     cat = world.catalog
     manifest = {
@@ -156,8 +135,55 @@ def generate_world(
             **totals,
         },
     }
-    layout.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    DataLayout(out).manifest.write_text(
+        json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return manifest
+
+
+def _holds_a_world(out: Path, overwrite: bool) -> bool:
+    """Whether ``out`` holds a world that ``overwrite`` allows replacing; False: it is empty or absent."""
+    if not (out.exists() and any(out.iterdir())):
+        return False
+    if not overwrite:
+        raise ConfigError(f"{out} is not empty; replace it with --overwrite (overwrite=True from Python)")
+    if not (out / "world.json").is_file():
+        raise ConfigError(f"{out} is not empty and holds no world.json: refusing to delete it")
+    return True
+
+
+def _generate(
+    out: Path,
+    scale: WorldScale,
+    seed: int,
+    overwrite: bool,
+    client: Client | None,
+    progress: Progress | None,
+) -> tuple[World, pa.Table, pa.Table, dict[str, int]]:
+    """Write the catalogue, truth and days into ``out``; the world, the text tables and the day totals."""
+    if _holds_a_world(out, overwrite):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = progress or (lambda stage, done, total: None)
+    layout = DataLayout(out)
+
+    world = build_world(scale, seed)
+    report("catalogue", 0, 1)
+    docs, blocks = text_tables(world.catalog, np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2]))
+    write_table(docs, out / "docs.parquet", Doc)
+    write_table(blocks, out / "blocks.parquet", Block)
+    report("catalogue", 1, 1)
+    _write_truth(world, layout)
+
+    totals = {"impressions": 0, "shown": 0, "clicks": 0}
+    days = list(range(scale.days))
+    if client is None:
+        for done, day in enumerate(days, start=1):
+            _add(totals, _write_day(world, seed, layout, day))
+            report("days", done, len(days))
+    else:
+        _days_on_engine(client, world, seed, layout, days, totals, report)
+    return world, docs, blocks, totals
 
 
 def _engine_settings(engine: EngineSettings | None, workers: int) -> EngineSettings | None:

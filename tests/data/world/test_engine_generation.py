@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,17 @@ def test_where_the_days_run() -> None:
     assert _engine_settings(tuned, 3) == EngineSettings(workers=3, connect_timeout_s=3.0)
     remote = EngineSettings(address="tcp://scheduler:8786")
     assert _engine_settings(remote, 1) is remote  # a running cluster whatever `workers` says
+
+
+def test_generate_dials_the_cluster_option_before_writing(tmp_path: Path) -> None:
+    with socket.socket() as s:  # an address where no scheduler listens
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "world"
+    env = {**os.environ, "SMARTBLOCK_ENGINE__CONNECT_TIMEOUT_S": "1"}
+    args = ["world", "generate", "--scale", "tiny", "--out", str(out), "--cluster", address, "--json"]
+    run = subprocess.run(
+        [sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert run.returncode == 2 and f"no Dask scheduler answers at {address}" in run.stderr
+    assert not out.exists()  # nothing written: a rerun with the right address needs no --overwrite
