@@ -1,13 +1,22 @@
-"""Write a whole simulated world to a folder: catalogue, day-partitioned logs, and ``truth/``."""
+"""Write a whole simulated world to a folder: catalogue, day-partitioned logs, and ``truth/``.
+
+The days are simulated and written one task each: in this process (``workers`` 1), or on the engine
+(``data.engine``): a local Dask cluster of ``workers`` processes, or the running cluster at
+``engine.address``. A day is a pure function of the world, the seed and its index, so a rerun of a lost task
+writes the same bytes. The world travels to each worker once (scattered), and the days' counts come back in
+day order. On a running cluster the workers write into ``out`` themselves: it must be a folder they share
+at that path.
+"""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
+import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +25,7 @@ import pyarrow.parquet as pq
 
 from data.contracts import Block, Doc, Interaction, SearchImpression
 from data.days import Progress
+from data.engine import EngineSettings, engine_client
 from data.errors import ConfigError
 from data.io import write_table
 from data.layout import DataLayout
@@ -27,10 +37,13 @@ from data.world.state import World
 from data.world.taxonomy import DOMAINS, GENRES
 from data.world.traffic import simulate_day
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 FORMAT_VERSION = 1
 
-# Filled in the parent before forking, so worker processes share the world without pickling it.
-_WORKER_STATE: dict[str, object] = {}
+# In each engine worker process: the days it wrote (read with ``client.run(days_written)``).
+_WORKER_DAYS: list[int] = []
 
 
 def build_world(scale: WorldScale, seed: int) -> World:
@@ -51,10 +64,7 @@ def build_world(scale: WorldScale, seed: int) -> World:
     )
 
 
-def _write_day(day: int) -> dict[str, int]:
-    world: World = _WORKER_STATE["world"]  # type: ignore[assignment]
-    seed: int = _WORKER_STATE["seed"]  # type: ignore[assignment]
-    layout: DataLayout = _WORKER_STATE["layout"]  # type: ignore[assignment]
+def _write_day(world: World, seed: int, layout: DataLayout, day: int) -> dict[str, int]:
     log = simulate_day(world, day, seed)
     when = date.fromisoformat(world.scale.start_date) + timedelta(days=day)
     write_table(log.impressions, layout.day_dir("impressions", when) / "part-0.parquet", SearchImpression)
@@ -62,6 +72,18 @@ def _write_day(day: int) -> dict[str, int]:
     _write_plain(log.grades, layout.truth / "grades" / f"day={when.isoformat()}" / "part-0.parquet")
     clicks = int(pc.sum(pc.equal(log.interactions["type"], "click")).as_py() or 0)
     return {"impressions": log.impressions.num_rows, "shown": log.grades.num_rows, "clicks": clicks}
+
+
+def _day_task(world: World, seed: int, out: str, day: int) -> tuple[int, dict[str, int]]:
+    """A task on an engine worker: write ``day`` into ``out``; (this worker's pid, the day's counts)."""
+    counts = _write_day(world, seed, DataLayout(Path(out)), day)
+    _WORKER_DAYS.append(day)
+    return os.getpid(), counts
+
+
+def days_written() -> list[int]:
+    """The days this worker process wrote (``client.run(days_written)`` asks every worker)."""
+    return list(_WORKER_DAYS)
 
 
 def _write_plain(table: pa.Table, path: Path) -> None:
@@ -75,49 +97,26 @@ def generate_world(
     scale: str | WorldScale = "small",
     seed: int = 42,
     workers: int = 1,
+    engine: EngineSettings | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict:
-    """Generate a world into ``out`` and return its manifest. Same scale and seed, same bytes."""
+    """Generate a world into ``out`` and return its manifest. Same scale and seed, same bytes.
+
+    The days run on the engine: the cluster at ``engine.address`` when set, else (``workers`` > 1) a local
+    cluster of ``workers`` processes (``engine``'s other settings kept); ``workers`` 1: in this process.
+    """
     if isinstance(scale, str):
         if scale not in SCALES:
             raise ConfigError(f"unknown scale '{scale}' (expected one of {', '.join(SCALES)})")
         scale = SCALES[scale]
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} is not empty; replace it with --overwrite (overwrite=True from Python)")
-        if not (out / "world.json").is_file():
-            raise ConfigError(f"{out} is not empty and holds no world.json: refusing to delete it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = progress or (lambda stage, done, total: None)
-    layout = DataLayout(out)
-
-    world = build_world(scale, seed)
-    report("catalogue", 0, 1)
-    docs, blocks = text_tables(world.catalog, np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2]))
-    write_table(docs, out / "docs.parquet", Doc)
-    write_table(blocks, out / "blocks.parquet", Block)
-    report("catalogue", 1, 1)
-    _write_truth(world, layout)
-
-    _WORKER_STATE.update(world=world, seed=seed, layout=layout)
-    totals = {"impressions": 0, "shown": 0, "clicks": 0}
-    days = list(range(scale.days))
-    try:
-        if workers > 1:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                for done, counts in enumerate(pool.map(_write_day, days), start=1):
-                    _add(totals, counts)
-                    report("days", done, len(days))
-        else:
-            for done, day in enumerate(days, start=1):
-                _add(totals, _write_day(day))
-                report("days", done, len(days))
-    finally:
-        _WORKER_STATE.clear()
+    _holds_a_world(out, overwrite)  # refused before a cluster starts
+    settings = _engine_settings(engine, workers)
+    with ExitStack() as stack:
+        # The engine first: a cluster that cannot be reached fails the job before `out` is touched.
+        client = stack.enter_context(engine_client(settings)) if settings is not None else None
+        world, docs, blocks, totals = _generate(out, scale, seed, overwrite, client, progress)
 
     cat = world.catalog
     manifest = {
@@ -136,8 +135,90 @@ def generate_world(
             **totals,
         },
     }
-    layout.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    DataLayout(out).manifest.write_text(
+        json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return manifest
+
+
+def _holds_a_world(out: Path, overwrite: bool) -> bool:
+    """Whether ``out`` holds a world that ``overwrite`` allows replacing; False: it is empty or absent."""
+    if not (out.exists() and any(out.iterdir())):
+        return False
+    if not overwrite:
+        raise ConfigError(f"{out} is not empty; replace it with --overwrite (overwrite=True from Python)")
+    if not (out / "world.json").is_file():
+        raise ConfigError(f"{out} is not empty and holds no world.json: refusing to delete it")
+    return True
+
+
+def _generate(
+    out: Path,
+    scale: WorldScale,
+    seed: int,
+    overwrite: bool,
+    client: Client | None,
+    progress: Progress | None,
+) -> tuple[World, pa.Table, pa.Table, dict[str, int]]:
+    """Write the catalogue, truth and days into ``out``; the world, the text tables and the day totals."""
+    if _holds_a_world(out, overwrite):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = progress or (lambda stage, done, total: None)
+    layout = DataLayout(out)
+
+    world = build_world(scale, seed)
+    report("catalogue", 0, 1)
+    docs, blocks = text_tables(world.catalog, np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2]))
+    write_table(docs, out / "docs.parquet", Doc)
+    write_table(blocks, out / "blocks.parquet", Block)
+    report("catalogue", 1, 1)
+    _write_truth(world, layout)
+
+    totals = {"impressions": 0, "shown": 0, "clicks": 0}
+    days = list(range(scale.days))
+    if client is None:
+        for done, day in enumerate(days, start=1):
+            _add(totals, _write_day(world, seed, layout, day))
+            report("days", done, len(days))
+    else:
+        _days_on_engine(client, world, seed, layout, days, totals, report)
+    return world, docs, blocks, totals
+
+
+def _engine_settings(engine: EngineSettings | None, workers: int) -> EngineSettings | None:
+    """Where the days run: a running cluster, a local one of ``workers`` processes, or None (here)."""
+    if engine is not None and engine.address is not None:
+        return engine
+    if workers <= 1:
+        return None
+    return (engine or EngineSettings()).model_copy(update={"workers": workers})
+
+
+def _days_on_engine(
+    client: Client,
+    world: World,
+    seed: int,
+    layout: DataLayout,
+    days: list[int],
+    totals: dict[str, int],
+    report: Progress,
+) -> None:
+    """One task per day on ``client``'s workers; the counts are added up in day order."""
+    [shared] = client.scatter([world], broadcast=True, hash=False)
+    out = str(layout.root.resolve())
+    futures = [client.submit(_day_task, shared, seed, out, day, pure=False) for day in days]
+    for done, future in enumerate(futures, start=1):
+        _, counts = future.result()
+        future.release()
+        _add(totals, counts)
+        report("days", done, len(days))
+    when = date.fromisoformat(world.scale.start_date) + timedelta(days=days[-1]) if days else None
+    if when is not None and not (layout.day_dir("impressions", when) / "part-0.parquet").is_file():
+        raise ConfigError(
+            f"the engine's workers wrote the days where this process cannot see them: {layout.root} must be "
+            "a folder the cluster's workers share at the same path"
+        )
 
 
 def _add(totals: dict[str, int], counts: dict[str, int]) -> None:

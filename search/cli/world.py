@@ -34,22 +34,34 @@ def generate(
         int | None, typer.Option("--seed", min=0, help="Random seed; same seed, same bytes.")
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Processes simulating days in parallel.")
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes of the local Dask cluster simulating days (1: in this process).",
+        ),
     ] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing world in OUT.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    cluster: ClusterOption = None,
 ) -> None:
     """Write a world: docs, blocks, day-partitioned impressions and interactions, and truth/."""
     from data.world.generate import generate_world
 
-    settings = state.settings()
+    settings = on_cluster(state.settings(), cluster)
     scale = scale or settings.world.scale
     seed = settings.world.seed if seed is None else seed
     out = out or settings.data_dir / scale
     started = time.perf_counter()
     with progress_bar(not as_json) as report:
         manifest = generate_world(
-            out, scale=scale, seed=seed, workers=workers, overwrite=overwrite, progress=report
+            out,
+            scale=scale,
+            seed=seed,
+            workers=workers,
+            engine=settings.engine,
+            overwrite=overwrite,
+            progress=report,
         )
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
@@ -79,7 +91,12 @@ def quickstart(
         Path | None, typer.Option("--world", help="World folder (default: <data_dir>/<scale>).")
     ] = None,
     scale: Annotated[Scale, typer.Option("--scale")] = "small",
-    workers: Annotated[int, typer.Option("--workers", min=1)] = max(1, min(2, os.cpu_count() or 1)),
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="Worker processes of the local Dask cluster generating the world."
+        ),
+    ] = max(1, min(2, os.cpu_count() or 1)),
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API when set up.")] = True,
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     cluster: ClusterOption = None,

@@ -140,7 +140,14 @@ def prepare_world(
 
     if (world / "world.json").is_file():
         return WorldReady(world, generated=False)
-    generate_world(world, scale=scale, seed=settings.world.seed, workers=workers, progress=progress)
+    generate_world(
+        world,
+        scale=scale,
+        seed=settings.world.seed,
+        workers=workers,
+        engine=settings.engine,
+        progress=progress,
+    )
     return WorldReady(world, generated=True)
 
 

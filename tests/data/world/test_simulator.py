@@ -62,9 +62,10 @@ def test_every_public_file_validates_against_its_contract(tiny_world: Path) -> N
     assert all(3 <= len(ids) <= 10 for ids in blocks["doc_ids"].to_pylist())
 
 
+@pytest.mark.slow  # starts a local Dask cluster of 2 workers
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path, tiny_world: Path) -> None:
     again = tmp_path / "again"
-    generate_world(again, scale="tiny", seed=7, workers=2)  # parallel days must not change a byte
+    generate_world(again, scale="tiny", seed=7, workers=2)  # days on a 2-worker local cluster: same bytes
     assert _digest(again) == _digest(tiny_world)
     other = tmp_path / "other"
     generate_world(other, scale="tiny", seed=8)
