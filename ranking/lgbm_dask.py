@@ -81,7 +81,11 @@ def fit_on_engine(
     model.fit(X, y, sample_weight=w, group=g, init_model=init_model, **fit_kwargs)
     booster = model.booster_
     # LightGBM's own count of the machines that trained (a single-process fit has none).
-    run = {"workers": len(workers), "partitions": len(partitions), "machines": booster.params.get("num_machines")}
+    run = {
+        "workers": len(workers),
+        "partitions": len(partitions),
+        "machines": booster.params.get("num_machines"),
+    }
     return booster, run
 
 

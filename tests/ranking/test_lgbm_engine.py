@@ -25,7 +25,9 @@ def test_partitions_keep_lists_whole() -> None:
 
 
 @pytest.mark.slow
-def test_two_workers_train_like_one_process(tiny_world: Path, base_settings: Settings, tmp_path: Path) -> None:
+def test_two_workers_train_like_one_process(
+    tiny_world: Path, base_settings: Settings, tmp_path: Path
+) -> None:
     from data.layout import DataLayout
     from features.dataset import build_training_set
     from ranking.world import to_listwise
