@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 from pydantic import Field
@@ -12,6 +12,9 @@ from ranking.base import Ranker
 from ranking.config import RankerConfig
 from ranking.dataset import ListwiseData
 from ranking.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 MODEL_FILE = "model.txt"
 
@@ -64,7 +67,19 @@ class LightGBMRanker(Ranker[LightGBMConfig]):
         self.seed = seed
         self.threads = threads
 
-    def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
+    def fit(
+        self,
+        train: ListwiseData,
+        valid: ListwiseData | None = None,
+        warm_start: bool = False,
+        *,
+        client: Client | None = None,
+    ) -> Self:
+        """Train in this process or, given a Dask ``client``, on its workers (``ranking.lgbm_dask``).
+
+        The client is where the fit runs, not a parameter of the model: ``get_params`` and the saved model
+        are the same either way, and ``threads`` only applies in process (each worker uses its own threads).
+        """
         import lightgbm as lgb
 
         config = self.config()
@@ -72,11 +87,14 @@ class LightGBMRanker(Ranker[LightGBMConfig]):
             self.check_fitted("warm_start")
             self.schema_.check(train)
         _check_integer_labels(train)
-        train_set = self._dataset(train)
-        valid_sets, callbacks = [], []
         if valid is not None:
             train.schema.check(valid)
             _check_integer_labels(valid)
+        if client is not None:
+            return self._fit_on_engine(client, config, train, valid, warm_start)
+        train_set = self._dataset(train)
+        valid_sets, callbacks = [], []
+        if valid is not None:
             valid_sets = [self._dataset(valid, reference=train_set)]
             if config.early_stopping_rounds:
                 callbacks.append(lgb.early_stopping(config.early_stopping_rounds, verbose=False))
@@ -88,15 +106,44 @@ class LightGBMRanker(Ranker[LightGBMConfig]):
             callbacks=callbacks,
             init_model=self.booster_ if warm_start else None,
         )
+        metric = f"ndcg@{config.eval_k}"
+        valid_score = booster.best_score.get("valid_0", {}).get(metric) if valid else None
+        return self._fitted(booster, train, valid_score, warm_start)
+
+    def _fit_on_engine(
+        self,
+        client: Client,
+        config: LightGBMConfig,
+        train: ListwiseData,
+        valid: ListwiseData | None,
+        warm_start: bool,
+    ) -> Self:
+        from ranking.lgbm_dask import best_iteration, fit_on_engine
+
+        params = {k: v for k, v in _booster_params(config).items() if k not in ("num_threads", "eval_at")}
+        c = train.categorical.shape[1]
+        categorical = list(range(train.dense.shape[1], train.dense.shape[1] + c)) or "auto"
+        kwargs = {"feature_name": _column_names(train), "categorical_feature": categorical}
+        init = self.booster_ if warm_start else None
+        booster, run = fit_on_engine(client, params, config.n_estimators, train, _matrix(train), kwargs, init)
+        valid_score = None
+        if valid is not None:
+            best, valid_score = best_iteration(
+                booster, valid, _matrix(valid), config.eval_k, config.early_stopping_rounds
+            )
+            booster.best_iteration = best
+        self._fitted(booster, train, valid_score, warm_start)
+        self.info_["engine"] = run
+        return self
+
+    def _fitted(self, booster: Any, train: ListwiseData, valid_score: float | None, warm_start: bool) -> Self:
         self.booster_ = booster
         self.schema_ = train.schema
         best = booster.best_iteration or booster.current_iteration()
-        metric = f"ndcg@{config.eval_k}"
-        valid_score = booster.best_score.get("valid_0", {}).get(metric) if valid else None
         self.info_ = {
             "trees": booster.current_iteration(),
             "best_iteration": best,
-            f"valid_{metric}": valid_score,
+            f"valid_ndcg@{self.eval_k}": valid_score,
             "warm_start": warm_start,
         }
         return self

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ranking.base import Ranker, read_manifest
 from ranking.config import RankingSettings
@@ -22,6 +22,9 @@ from ranking.models import make_ranker
 from ranking.registry import ModelRegistry
 from ranking.training_cache import feature_fingerprint
 from ranking.world import WorldSource
+
+if TYPE_CHECKING:
+    from data.engine import EngineSettings
 
 
 def load_ltr_splits(
@@ -91,8 +94,11 @@ def train_and_register(
     line: str = "ranker",
     warm_start: bool = False,
     metadata: dict[str, Any] | None = None,
+    engine: EngineSettings | None = None,
 ) -> tuple[str, Ranker]:
     """Train (or, with ``warm_start``, fine-tune the line's current model) and register a new version.
+
+    ``engine``: train on the engine (a local Dask cluster, or ``engine.address``); only LightGBM can.
 
     The manifest records the validation metrics, the parent version of a warm start and ``metadata``
     (e.g. ``{"data_range": {"train": "2026-01-01..2026-01-10"}}``).
@@ -105,13 +111,29 @@ def train_and_register(
             raise RegistryError(
                 f"cannot warm-start a '{name}' model from {line}/{parent}, a '{ranker.kind}' model"
             )
-        ranker.fit(train, valid, warm_start=True)
     else:
-        ranker = make_ranker(name, settings).fit(train, valid)
+        ranker = make_ranker(name, settings)
+    _fit(ranker, train, valid, warm_start, engine)
     metrics = evaluate_scores(valid, ranker.score(valid)) if valid is not None else {}
     meta = {"metrics": {"valid": metrics}, "parent": parent, **(metadata or {})}
     meta.setdefault("data_range", {"train_lists": train.n_lists, "train_rows": train.n_rows})
     return registry.register(ranker, line, metadata=meta), ranker
+
+
+def _fit(
+    ranker: Ranker, train: ListwiseData, valid: ListwiseData | None, warm: bool, engine: EngineSettings | None
+) -> None:
+    if engine is None:
+        ranker.fit(train, valid, warm_start=warm)
+        return
+    from data.engine import engine_client
+    from data.errors import ConfigError
+    from ranking.lgbm import LightGBMRanker
+
+    if not isinstance(ranker, LightGBMRanker):
+        raise ConfigError(f"only lgbm trains on the engine (--cluster / --engine), not '{ranker.kind}'")
+    with engine_client(engine) as client:
+        ranker.fit(train, valid, warm_start=warm, client=client)
 
 
 def train_world_ranker(
@@ -124,6 +146,7 @@ def train_world_ranker(
     days: tuple[date | None, date | None] = (None, None),
     line: str = "ranker",
     warm_start: bool = False,
+    engine: EngineSettings | None = None,
 ) -> tuple[str, Ranker]:
     """Train on a world's training days (early stopping on its validation day) and register a version.
 
@@ -173,7 +196,7 @@ def train_world_ranker(
         },
     }
     return train_and_register(
-        name, train.data, valid, world_settings, registry, line, warm_start, metadata=metadata
+        name, train.data, valid, world_settings, registry, line, warm_start, metadata=metadata, engine=engine
     )
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from search.cli.common import console, print_json, progress_bar, state
+from search.cli.common import ClusterOption, console, on_cluster, print_json, progress_bar, state
 
 if TYPE_CHECKING:
     from ranking.config import RankingSettings
@@ -273,6 +273,15 @@ def train_ranker(
     registry: RegistryOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = None,
+    engine: Annotated[
+        bool,
+        typer.Option(
+            "--engine",
+            help="lgbm: train on the engine, a local Dask cluster of engine.workers processes (default: in "
+            "this process, faster on small machines; docs/scale.md).",
+        ),
+    ] = False,
+    cluster: ClusterOption = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a ranker and register it as a new (unpromoted) version."""
@@ -285,6 +294,7 @@ def train_ranker(
     (name,) = parse_model_list(model)
     settings = _settings(threads, seed)
     reg = _registry(registry)
+    on_engine = on_cluster(state.settings(), cluster).engine if engine or cluster else None
     if world is not None:
         with progress_bar(not as_json) as report:
             source = _world_source(world, settings, report)
@@ -298,6 +308,7 @@ def train_ranker(
             days=(_day(first_day, "--from"), _day(last_day, "--to")),
             line=line,
             warm_start=warm_start,
+            engine=on_engine,
         )
     else:
         assert ltr_train is not None  # checked above; narrows the type
@@ -313,6 +324,7 @@ def train_ranker(
             line=line,
             warm_start=warm_start,
             metadata={"data_range": {"train_file": str(ltr_train), "valid_file": str(ltr_valid or "carved")}},
+            engine=on_engine,
         )
     result = {"line": line, "version": version, "model": name, "info": ranker.info_}
     if as_json:

@@ -1,0 +1,107 @@
+"""LambdaMART on the engine: ``lightgbm.dask.DaskLGBMRanker`` over a Dask client (docs/scale.md).
+
+The training lists are dealt out to partitions (a list's rows stay together: no list straddles two), one
+or more per worker. Each partition's rows, labels, weights and list sizes are
+scattered together onto one worker, round-robin, so every worker holds training data and joins the
+LightGBM network (data-parallel tree learner). The fitted model is the plain ``lightgbm.Booster`` of the
+first worker: it is saved, loaded and scored in process exactly as a single-process model.
+
+``lightgbm.dask`` has no early stopping for rankers. With validation lists, all ``n_estimators`` trees are
+trained and the best iteration is then chosen here by the rule of ``lightgbm.early_stopping``: the first
+iteration with the best validation NDCG@k, stopping once ``early_stopping_rounds`` later ones did not beat
+it. The metric is ``ranking.evaluate``'s NDCG@k (lists without a positive count 0, as LightGBM's own).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ranking.dataset import ListwiseData
+from ranking.errors import InputError
+from ranking.evaluate import evaluate_scores
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    from distributed import Client
+
+#: Partitions per worker: more than one lets a slow worker hand some over before training starts.
+PARTS_PER_WORKER = 1
+
+
+def list_partitions(n_lists: int, parts: int) -> list[np.ndarray]:
+    """The lists of at most ``parts`` partitions, dealt out in turn: partition ``i`` holds lists ``i``,
+    ``i + parts``, ... . Each partition then spans every day of the training range: LightGBM's distributed
+    learner builds each feature's bins from one machine's rows, which should see counts of every day."""
+    parts = max(1, min(parts, n_lists))
+    return [np.arange(i, n_lists, parts) for i in range(parts)]
+
+
+def list_rows(offsets: np.ndarray, lists: np.ndarray) -> np.ndarray:
+    """The rows of ``lists``, list after list, each list's rows in order."""
+    starts, sizes = offsets[lists], offsets[lists + 1] - offsets[lists]
+    within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.repeat(starts, sizes) + within
+
+
+def engine_workers(client: Client) -> list[str]:
+    """The addresses of the cluster's workers, sorted."""
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise InputError("the Dask cluster has no workers to train on")
+    return workers
+
+
+def fit_on_engine(
+    client: Client,
+    params: dict[str, Any],
+    n_estimators: int,
+    train: ListwiseData,
+    matrix: np.ndarray,
+    fit_kwargs: dict[str, Any],
+    init_model: lgb.Booster | None = None,
+) -> tuple[lgb.Booster, dict[str, Any]]:
+    """Train on the cluster; returns the booster and what the engine did (workers, partitions, rows)."""
+    import dask.array as da
+    from lightgbm.dask import DaskLGBMRanker
+
+    workers = engine_workers(client)
+    partitions = list_partitions(train.n_lists, len(workers) * PARTS_PER_WORKER)
+    rows = [list_rows(train.offsets, lists) for lists in partitions]
+    chunks = (tuple(r.size for r in rows),)
+    order = np.concatenate(rows)
+
+    def dask_array(values: np.ndarray, row_chunks: tuple[tuple[int, ...], ...]) -> Any:
+        return da.from_array(values, chunks=row_chunks + tuple((n,) for n in values.shape[1:]))
+
+    X, y, w = (dask_array(v[order], chunks) for v in (matrix, train.labels, train.weights))
+    g = dask_array(train.list_sizes[np.concatenate(partitions)], (tuple(p.size for p in partitions),))
+    model = DaskLGBMRanker(client=client, n_estimators=n_estimators, **params)
+    model.fit(X, y, sample_weight=w, group=g, init_model=init_model, **fit_kwargs)
+    booster = model.booster_
+    # LightGBM's own count of the machines that trained (a single-process fit has none).
+    run = {
+        "workers": len(workers),
+        "partitions": len(partitions),
+        "machines": booster.params.get("num_machines"),
+    }
+    return booster, run
+
+
+def best_iteration(
+    booster: lgb.Booster, valid: ListwiseData, matrix: np.ndarray, k: int, rounds: int | None
+) -> tuple[int, float]:
+    """(best iteration, its NDCG@k) on ``valid`` by ``lightgbm.early_stopping``'s rule (``rounds`` None or 0:
+    the best over all trees)."""
+    trees = booster.current_iteration()
+    scores = np.zeros(valid.n_rows)
+    best, best_score = 0, -np.inf
+    for i in range(trees):
+        scores += booster.predict(matrix, start_iteration=i, num_iteration=1, raw_score=True)
+        value = evaluate_scores(valid, scores, ks=(k,))[f"ndcg@{k}"]
+        if value > best_score:
+            best, best_score = i + 1, value
+        elif rounds and i + 1 - best >= rounds:
+            break
+    return best, float(best_score)
