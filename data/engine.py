@@ -63,6 +63,16 @@ class EngineSettings(BaseModel):
 
 
 @contextmanager
+def optional_engine_client(settings: EngineSettings | None) -> Iterator[Client | None]:
+    """``engine_client(settings)``, or None (the job's in-process path) when there are no settings."""
+    if settings is None:
+        yield None
+        return
+    with engine_client(settings) as client:
+        yield client
+
+
+@contextmanager
 def engine_client(settings: EngineSettings) -> Iterator[Client]:
     """A Dask client on a local cluster (shut down afterwards) or on the running cluster at ``address``."""
     from distributed import Client, LocalCluster

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data.days import Progress
-from data.engine import EngineSettings, engine_client
+from data.engine import EngineSettings, optional_engine_client
 from data.layout import DataLayout
 from data.threads import all_cores
 from retrieval.base import BaseRetriever, Passage
@@ -132,7 +131,7 @@ def build_world_index(
     ]
     use_engine = engine is not None and stale and _engine_is_faster(engine, settings, len(passages))
     where = engine.describe() if use_engine and engine is not None else "in-process"
-    with _engine(engine if use_engine else None) as client:
+    with optional_engine_client(engine if use_engine else None) as client:
         _, report = build_text_indexes(passages, root, settings, names, progress=progress, engine=client)
     for name, row in report.items():
         row["engine"] = where if name in stale else None
@@ -144,10 +143,6 @@ def _engine_is_faster(engine: EngineSettings, settings: RetrievalSettings, passa
     if not engine.is_local:
         return True
     return engine.local_workers() > 1 and passages >= settings.engine_min_passages
-
-
-def _engine(engine: EngineSettings | None) -> AbstractContextManager[Client | None]:
-    return engine_client(engine) if engine is not None else nullcontext()
 
 
 def load_world_retrievers(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ import pyarrow.parquet as pq
 
 from data.contracts import Block, Doc, Interaction, SearchImpression
 from data.days import Progress
-from data.engine import EngineSettings, engine_client
+from data.engine import EngineSettings, optional_engine_client
 from data.errors import ConfigError
 from data.io import write_table
 from data.layout import DataLayout
@@ -113,9 +112,8 @@ def generate_world(
     out = Path(out)
     _holds_a_world(out, overwrite)  # refused before a cluster starts
     settings = _engine_settings(engine, workers)
-    with ExitStack() as stack:
-        # The engine first: a cluster that cannot be reached fails the job before `out` is touched.
-        client = stack.enter_context(engine_client(settings)) if settings is not None else None
+    # The engine first: a cluster that cannot be reached fails the job before `out` is touched.
+    with optional_engine_client(settings) as client:
         world, docs, blocks, totals = _generate(out, scale, seed, overwrite, client, progress)
 
     cat = world.catalog
