@@ -121,9 +121,7 @@ class LightGBMRanker(Ranker[LightGBMConfig]):
         from ranking.lgbm_dask import best_iteration, fit_on_engine
 
         params = {k: v for k, v in _booster_params(config).items() if k not in ("num_threads", "eval_at")}
-        c = train.categorical.shape[1]
-        categorical = list(range(train.dense.shape[1], train.dense.shape[1] + c)) or "auto"
-        kwargs = {"feature_name": _column_names(train), "categorical_feature": categorical}
+        kwargs = _columns(train)
         init = self.booster_ if warm_start else None
         booster, run = fit_on_engine(client, params, config.n_estimators, train, _matrix(train), kwargs, init)
         valid_score = None
@@ -151,14 +149,12 @@ class LightGBMRanker(Ranker[LightGBMConfig]):
     def _dataset(self, data: ListwiseData, reference: Any = None) -> Any:
         import lightgbm as lgb
 
-        c = data.categorical.shape[1]
         return lgb.Dataset(
             _matrix(data),
             label=data.labels,
             weight=data.weights,
             group=data.list_sizes,
-            feature_name=_column_names(data),
-            categorical_feature=list(range(data.dense.shape[1], data.dense.shape[1] + c)) or "auto",
+            **_columns(data),
             reference=reference,
             free_raw_data=True,
         )
@@ -203,6 +199,13 @@ def _matrix(data: ListwiseData) -> np.ndarray:
     parts = [data.dense, data.categorical.astype(np.float32)]
     parts += [data.vectors[k] for k in sorted(data.vectors)]
     return np.concatenate(parts, axis=1)
+
+
+def _columns(data: ListwiseData) -> dict[str, Any]:
+    """LightGBM's column arguments for ``_matrix(data)``: names, and the categoricals (after the dense)."""
+    first = data.dense.shape[1]
+    categorical = list(range(first, first + data.categorical.shape[1])) or "auto"
+    return {"feature_name": _column_names(data), "categorical_feature": categorical}
 
 
 def _column_names(data: ListwiseData) -> list[str]:
