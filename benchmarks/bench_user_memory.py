@@ -102,8 +102,8 @@ class Vocabulary:
         )
 
 
-def connect(namespace: str, embedded_dir: Path) -> RedisFeatureStore:
-    common = {"namespace": namespace, "socket_timeout_s": 30}
+def connect(namespace: str, embedded_dir: Path, caps: dict[str, str]) -> RedisFeatureStore:
+    common = {"namespace": namespace, "socket_timeout_s": 30, **caps}
     if os.environ.get("REDIS_URL"):
         return RedisFeatureStore.connect(FeatureStoreSettings(redis_url=os.environ["REDIS_URL"], **common))
     try:
@@ -363,6 +363,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000, help="Users replayed and written at a time.")
     parser.add_argument("--sample", type=int, default=2000, help="Hashes read for the per-field table.")
     parser.add_argument("--marker-users", type=int, default=200, help="Users sent through the stream path.")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Another value of a feature-store setting, e.g. --set user_intent_lifts=16 (what-if caps).",
+    )
+    parser.add_argument("--dim", type=int, default=EmbeddingSettings().dim, help="M3 vector width.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="Print the report as JSON only.")
     args = parser.parse_args()
@@ -374,7 +382,8 @@ def main() -> None:
         vocab = Vocabulary.synthetic(args.users or SCALES["large"].users)
     users = vocab.user_ids
     embedded_dir = Path(tempfile.mkdtemp(prefix="bench-mem-redis-"))
-    store = connect(args.namespace, embedded_dir)
+    caps = dict(item.split("=", 1) for item in args.set)
+    store = connect(args.namespace, embedded_dir, caps)
     client = store.client
     if next(iter(client.scan_iter(match=f"{store.keys.prefix}:*", count=100)), None) is not None:
         raise SystemExit(f"namespace {args.namespace!r} already holds keys; pick another --namespace")
@@ -391,7 +400,7 @@ def main() -> None:
             "user_intents": store.settings.user_intents,
             "user_intent_lifts": store.settings.user_intent_lifts,
             "session_shown_blocks": store.settings.session_shown_blocks,
-            "m3_dim": EmbeddingSettings().dim,
+            "m3_dim": args.dim,
         },
     }
     try:
@@ -404,7 +413,7 @@ def main() -> None:
         filled_live = time.perf_counter()
         for lo in range(0, len(users), args.batch):
             fill_batch(store, vocab, users[lo : lo + args.batch], args.seed + lo)
-        fill_vectors(store, users, EmbeddingSettings().dim, args.seed)
+        fill_vectors(store, users, args.dim, args.seed)
         filled = time.perf_counter()
         used = client.info("memory")["used_memory"] - before
         usage = scan_usage(client, store.keys.prefix)
