@@ -1,4 +1,4 @@
-"""Feature-store benchmark: request assembly latency, batch build throughput, Redis memory per user.
+"""Feature-store benchmark: request assembly latency, batch build throughput, the small world's users' memory.
 
     python benchmarks/bench_features.py --world worlds/small [--large-world worlds/large --large-days 2]
 
@@ -6,7 +6,8 @@ Uses REDIS_URL, else the Redis on 127.0.0.1:6379 when it answers, else the embed
 namespace and deletes it afterwards. Baselines run in the same process: one PING round trip, and the same
 pipelined reads without the feature computation. Every user and block gets a 64-d M3 vector (random, one
 model version) before the assembly runs, so the M3 features are computed for every candidate; the one-time
-load of the block vectors into memory is reported apart (``m3_block_vectors_load_s``).
+load of the block vectors into memory is reported apart (``m3_block_vectors_load_s``). Memory per user with
+every per-user field full is benchmarks/bench_user_memory.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import struct
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +29,6 @@ from features.build import build_online_features
 from features.config import FeatureStoreSettings
 from features.definitions import Request, compute, plan
 from features.embeddings.store import write_vectors
-from features.packing import RECENT_HEAD, RECENT_ITEM, pack_profile, split_blob
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
 
@@ -127,37 +126,6 @@ def bench_large_replay(world: Path, days: int) -> dict:
     }
 
 
-def bench_memory(store: RedisFeatureStore, n_users: int) -> dict:
-    """Synthetic users with every field full: 16 recent keywords, a 24-keyword profile, a 32-d vector."""
-    client = store.client
-    before = client.info("memory")["used_memory"]
-    pipe = client.pipeline(transaction=False)
-    rng = np.random.default_rng(0)
-    profile = pack_profile([1 / 6] * 6, 0.7, 120, [(f"keyword {i}", 0.04) for i in range(24)])
-    for u in range(n_users):
-        recent = RECENT_HEAD.pack(1.7e9) + b"".join(
-            RECENT_ITEM.pack(int(x), 0.5) for x in rng.integers(0, 2**32, 16)
-        )
-        vector = rng.standard_normal(32).astype(np.float16).tobytes()
-        key = store.keys.user(f"user-{u}")
-        pipe.hset(
-            key, mapping={**split_blob("r", recent), **split_blob("p", profile), "v": vector, "m": "m3-v1"}
-        )
-        pipe.expire(key, 30 * 86400)
-        if u % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
-    used = client.info("memory")["used_memory"] - before
-    sample = client.memory_usage(store.keys.user("user-0"))
-    return {
-        "users": n_users,
-        "bytes_per_user": round(used / n_users, 1),
-        "memory_usage_one_key": sample,
-        "gb_per_million_users": round(used / n_users * 1e6 / 1e9, 3),
-        "payload_bytes": len(recent) + len(profile) + len(vector) + len("m3-v1") + struct.calcsize("<I"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -165,7 +133,6 @@ def main() -> None:
     parser.add_argument("--world", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--blocks", type=int, default=100)
-    parser.add_argument("--users", type=int, default=100_000, help="Synthetic users for the memory test.")
     parser.add_argument("--large-world", type=Path)
     parser.add_argument("--large-days", type=int, default=2)
     args = parser.parse_args()
@@ -199,8 +166,6 @@ def main() -> None:
                 float(np.mean([store.client.memory_usage(k) for k in users[:2000]])), 1
             ),
         }
-        store.clear()
-        report["memory_synthetic"] = bench_memory(store, args.users)
         if args.large_world:
             report["large_replay"] = bench_large_replay(args.large_world, args.large_days)
     finally:

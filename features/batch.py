@@ -22,7 +22,7 @@ from features.config import FeatureStoreSettings
 from features.intent_lift import intent_lifts
 from features.keys import Keys
 from features.ops import LIFT_FIELD
-from features.packing import OVERALL_LIFT_KEY, chunk_fields, pack_lifts, pack_profile, split_blob
+from features.packing import OVERALL_LIFT_KEY, pack_lifts, pack_profile, whole_blob
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _lifts(
         # kept lift was shrunk towards it.
         items = [(OVERALL_LIFT_KEY, lifts.user_overall[u])]
         blob = pack_lifts(items + [(catalog.intent_profile_ids[i], by_intent[i]) for i in kept])
-        snapshot.user.setdefault(keys.user(u), {}).update(_whole_blob(LIFT_FIELD, blob))
+        snapshot.user.setdefault(keys.user(u), {}).update(whole_blob(LIFT_FIELD, blob))
 
 
 def _user_taste(
@@ -193,10 +193,4 @@ def _user_taste(
         profile = pack_profile(
             list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top + top_intents
         )
-        snapshot.user.setdefault(keys.user(u), {}).update(_whole_blob("p", profile))
-
-
-def _whole_blob(name: str, blob: bytes) -> dict[str, bytes]:
-    """The blob's chunk fields with the unused ones empty: a user hash is updated field by field, so a
-    shorter blob than yesterday's must overwrite the chunks it no longer fills."""
-    return {f: b"" for f in chunk_fields(name)} | split_blob(name, blob)
+        snapshot.user.setdefault(keys.user(u), {}).update(whole_blob("p", profile))

@@ -134,6 +134,12 @@ def split_blob(name: str, blob: bytes) -> dict[str, bytes]:
     return dict(zip(chunk_fields(name), parts, strict=False))
 
 
+def whole_blob(name: str, blob: bytes) -> dict[str, bytes]:
+    """The blob's chunk fields with the unused ones empty: a user hash is updated field by field, so a
+    shorter blob than the last one must overwrite the chunks it no longer fills."""
+    return {f: b"" for f in chunk_fields(name)} | split_blob(name, blob)
+
+
 def join_blob(fields: dict, name: str) -> bytes | None:
     if name not in fields:
         return None
