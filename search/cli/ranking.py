@@ -50,7 +50,13 @@ def _settings(threads: int | None = None, seed: int | None = None) -> RankingSet
     if threads is not None:
         ranking = ranking.model_copy(update={"threads": threads})
     if seed is not None:
-        ranking = ranking.model_copy(update={"train": ranking.train.model_copy(update={"seed": seed})})
+        # Both schedules: world training runs on ``world.train`` (``RankingSettings.for_world``), and a seed
+        # set on ``train`` alone was silently ignored there.
+        world_train = ranking.world.train.model_copy(update={"seed": seed})
+        world = ranking.world.model_copy(update={"train": world_train})
+        ranking = ranking.model_copy(
+            update={"train": ranking.train.model_copy(update={"seed": seed}), "world": world}
+        )
     return ranking
 
 

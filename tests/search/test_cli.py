@@ -84,3 +84,14 @@ def test_refuses_to_overwrite_a_world(tmp_path: Path) -> None:
     assert run("world", "generate", "--scale", "tiny", "--out", str(out), "--json").returncode == 0
     again = run("world", "generate", "--scale", "tiny", "--out", str(out))
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_train_seed_reaches_world_training() -> None:
+    # World training runs on `ranking.world.train` (for_world): a --seed written only to `ranking.train`
+    # left every world-trained network identical to the default seed's.
+    from search.cli.ranking import _settings
+
+    settings = _settings(seed=7)
+    assert settings.for_world().train.seed == 7
+    assert settings.train.seed == 7
+    assert _settings().for_world().train.seed == 0
