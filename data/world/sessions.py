@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 FIRST_QUERY_MIX = np.array([0.45, 0.30, 0.10, 0.15])
 REFINE_QUERY_MIX = np.array([0.10, 0.60, 0.20, 0.10])
 SAME_ENTITY_NEXT = 0.65
+# When people search: sessions start between 06:00 and 22:00 (seconds into the day).
+ACTIVE_HOURS_S = (6 * 3600, 22 * 3600)
+MEAN_QUERIES_PER_SESSION = 2.5  # 1 + min(Poisson(1.5), 5), rounded
 
 
 @dataclass
@@ -114,3 +117,8 @@ def draw_queries(world: World, rng: np.random.Generator, sessions: Sessions) -> 
     key = np.where(kind == GENRE_Q, book.genre_key[entity, genre], key)
     string = book.sample_strings(key, rng.random(nq))
     return Queries(sess, step, kind, key, string)
+
+
+def query_gaps_s(rng: np.random.Generator, step: np.ndarray) -> np.ndarray:
+    """Seconds from each query to its session's previous one (0 for a first query): 15 s to 10 min."""
+    return np.where(step > 0, np.minimum(15 + rng.exponential(60, len(step)), 600), 0.0)

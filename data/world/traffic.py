@@ -24,7 +24,14 @@ from data.world.clicks import (
     utility,
 )
 from data.world.queries import QueryBook
-from data.world.sessions import draw_queries, draw_sessions, draw_users
+from data.world.sessions import (
+    ACTIVE_HOURS_S,
+    MEAN_QUERIES_PER_SESSION,
+    draw_queries,
+    draw_sessions,
+    draw_users,
+    query_gaps_s,
+)
 from data.world.sim_catalog import epoch_ms
 from data.world.state import World
 
@@ -70,17 +77,16 @@ def simulate_day(world: World, day: int, seed: int) -> DayLog:
     page = scale.page_size
 
     # Sessions (who, which domain, what this one is after) and their queries: the shared session model.
-    n_sess = int(np.ceil(scale.impressions_per_day / 2.5))
+    n_sess = int(np.ceil(scale.impressions_per_day / MEAN_QUERIES_PER_SESSION))
     sessions = draw_sessions(world, rng, draw_users(world, rng, n_sess))
     n_q = sessions.n_queries
     queries = draw_queries(world, rng, sessions)
     sess, step, kind, key, query = queries.session, queries.step, queries.kind, queries.key, queries.string
     nq = len(sess)
 
-    # Time: sessions start between 06:00 and 22:00; queries follow 15 s to 10 min apart.
-    start_s = rng.uniform(6 * 3600, 22 * 3600, n_sess)
-    gaps = np.where(step > 0, np.minimum(15 + rng.exponential(60, nq), 600), 0.0)
-    offset_s = start_s[sess] + _cumsum_by_group(gaps, n_q)
+    # Time: sessions start in the active hours; queries follow 15 s to 10 min apart.
+    start_s = rng.uniform(*ACTIVE_HOURS_S, n_sess)
+    offset_s = start_s[sess] + _cumsum_by_group(query_gaps_s(rng, step), n_q)
     ts = epoch_ms(scale, day) + (offset_s * 1000).astype(np.int64)
     order = np.argsort(ts, kind="stable")
     sess, kind, key, query, ts = sess[order], kind[order], key[order], query[order], ts[order]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from data.days import Progress
 from data.errors import ConfigError
 from data.world.clicks import dwell_ms, nonpersonal_utility, page_relevance, utility
 from data.world.queries import KIND_NAMES
+from data.world.sessions import ACTIVE_HOURS_S, MEAN_QUERIES_PER_SESSION, query_gaps_s
 from data.world.state import World
 from features.stream import StreamConsumer
 from ranking.registry import ModelRegistry
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 REFERENCES = ("retrieval", "oracle", "nonpersonal-oracle", "longterm-oracle")
 _CLICKS = 7  # random stream of this evaluation's clicks (apart from the traffic run's streams)
+_TIMES = 8  # random stream of the gaps between a session's queries
 
 # Scores of one request's candidates (rows in NAMES order) -> (n,) scores.
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -90,8 +92,15 @@ def evaluate_candidates(
     entropy_bucket: Callable[[str], str],
     options: CandidateEvalOptions = CandidateEvalOptions(),
     progress: Progress | None = None,
+    day: date | None = None,
 ) -> dict[str, Any]:
-    """Play ``options.queries`` planned queries through ``pipeline`` and score every system on them."""
+    """Play ``options.queries`` planned queries through ``pipeline`` and score every system on them.
+
+    ``day``: the requests happen on that day of the world's timeline (the day after its logs), sessions
+    spread evenly over the active hours in play order and queries the session model's gaps apart, so time
+    decays (recent interest, a session's tallies) see the spacing that training saw. None: the wall clock,
+    every query a moment after the last, months after the logs' events.
+    """
     report = progress or (lambda stage, done, total: None)
     systems = ["retrieval"]
     for name in models:
@@ -107,14 +116,18 @@ def evaluate_candidates(
     theta = np.asarray(world.scale.click_model.theta)
     consumer.ensure_group()
     number = 0
+    times: list[datetime] = []
     while len(log.session) < options.queries:
         plan = plan_session(world, panel, weights, options.seed, number)
         rng = np.random.default_rng([options.seed, _CLICKS, number])
         user_id = str(world.user_ids[plan.user])
+        times = _query_times(day, number, len(plan.strings), options, after=times[-1] if times else None)
         for step, (query, key, kind) in enumerate(zip(plan.strings, plan.keys, plan.kind, strict=True)):
             if len(log.session) >= options.queries:
                 break
-            cand = pipeline.gather_candidates(query, user_id, options.depth, _session_id(number))
+            cand = pipeline.gather_candidates(
+                query, user_id, options.depth, _session_id(number), now=times[step] if times else None
+            )
             if not cand.hits:
                 continue
             blocks = np.array([block_index[h.id] for h in cand.hits])
@@ -146,6 +159,26 @@ def evaluate_candidates(
             report("queries", len(log.session), options.queries)
         number += 1
     return _summary(log, options, driver, number)
+
+
+def _query_times(
+    day: date | None, number: int, n: int, options: CandidateEvalOptions, after: datetime | None = None
+) -> list[datetime]:
+    """When session ``number``'s ``n`` queries happen on ``day`` (none without a day: the wall clock).
+
+    Sessions start in play order, evenly over the active hours for the expected number of sessions, and
+    not before the previous session's last query (``after``): the store never holds a request's future.
+    """
+    if day is None:
+        return []
+    first, last = ACTIVE_HOURS_S
+    spacing = (last - first) / max(1.0, options.queries / MEAN_QUERIES_PER_SESSION)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    start = midnight + timedelta(seconds=first + number * spacing)
+    if after is not None:
+        start = max(start, after + timedelta(seconds=1))
+    rng = np.random.default_rng([options.seed, _TIMES, number])
+    return [start + timedelta(seconds=float(s)) for s in np.cumsum(query_gaps_s(rng, np.arange(n)))]
 
 
 def _session_id(number: int) -> str:
@@ -401,6 +434,7 @@ def run_candidate_eval(
             lambda q: str(slicer.entropy_buckets(np.array([q]))[0]),
             options,
             progress,
+            day=last_day + timedelta(days=1),
         )
     finally:
         store.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,26 @@ def test_every_system_is_judged_against_the_oracle(
 
     client = connect(base_settings.features)
     assert not list(client.scan_iter(match=f"{base_settings.features.namespace}-eval*", count=1000))
+
+
+def test_requests_happen_on_the_world_timeline_in_play_order() -> None:
+    # Decays (recent interest over hours, a session's tallies over minutes) must see the spacing training
+    # saw: on the day after the logs, sessions in the active hours, never earlier than one played before.
+    from datetime import UTC, date, datetime, timedelta
+
+    from data.world.sessions import ACTIVE_HOURS_S
+    from search.experiments.candidate_eval import _query_times
+
+    options = CandidateEvalOptions(queries=300)
+    day = date(2026, 1, 21)
+    sessions: list[list[datetime]] = []
+    for number in range(120):  # 4-query sessions can outlast the spacing of 2.5-query ones
+        sessions.append(_query_times(day, number, 4, options, after=sessions[-1][-1] if sessions else None))
+    flat = [t for times in sessions for t in times]
+    assert flat == sorted(flat)  # the store never holds an event from a request's future
+    midnight = datetime(2026, 1, 21, tzinfo=UTC)
+    assert flat[0] >= midnight + timedelta(seconds=ACTIVE_HOURS_S[0])
+    assert flat[-1] < midnight + timedelta(days=1)
+    gaps = [(b - a).total_seconds() for times in sessions for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 15 and max(gaps) <= 600
+    assert _query_times(None, 0, 4, options) == []  # no day: the wall clock
