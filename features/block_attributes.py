@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+from scipy import sparse
 
 from data.contracts import Genre
 from data.errors import DataError
@@ -54,6 +55,24 @@ class BlockVectors:
         return cls(version, matrix, norms, present & (norms > 0), bool(present.all()))
 
 
+@dataclass(frozen=True)
+class BlockTokens:
+    """Each block's keyword tokens as rows of a 0/1 sparse matrix: overlaps of many blocks in one product."""
+
+    matrix: sparse.csr_matrix  # (B, T) 1 where the block has the token
+    column: dict[int, int]  # token hash -> column
+    counts: np.ndarray  # (B,) tokens per block
+
+    @classmethod
+    def of(cls, token_ids: list[frozenset[int]]) -> BlockTokens:
+        column: dict[int, int] = {}
+        indices = [column.setdefault(t, len(column)) for ids in token_ids for t in sorted(ids)]
+        indptr = np.concatenate([[0], np.cumsum([len(ids) for ids in token_ids])])
+        data = np.ones(len(indices))
+        matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(token_ids), len(column)))
+        return cls(matrix, column, np.diff(indptr).astype(np.float64))
+
+
 @dataclass
 class BlockAttributes:
     ids: list[str]
@@ -76,6 +95,14 @@ class BlockAttributes:
     vectors: dict[str, BlockVectors] = field(default_factory=dict)
     # Catalogue row by the hash of a block id (how the user hash keeps recent clicks); filled on first use.
     hashed_rows: dict[int, int] = field(default_factory=dict)
+    _tokens: BlockTokens | None = field(default=None, init=False, repr=False)
+
+    @property
+    def tokens(self) -> BlockTokens:
+        """``token_ids`` as a sparse block x token matrix (built on first use)."""
+        if self._tokens is None:
+            self._tokens = BlockTokens.of(self.token_ids)
+        return self._tokens
 
     def row_of_hash(self, block_hash: int) -> int | None:
         if not self.hashed_rows:

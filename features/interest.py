@@ -21,7 +21,13 @@ def query_interest(
     total = sum(interest.values())
     if total <= 0:
         return {}
-    scores = np.array([sum(interest.get(t, 0.0) for t in catalog.token_ids[r]) for r in rows])
+    tokens = catalog.tokens
+    weights = np.zeros(len(tokens.column))
+    for t, value in interest.items():
+        col = tokens.column.get(t)
+        if col is not None:
+            weights[col] = value
+    scores = tokens.matrix[rows] @ weights
     intents = catalog.intent[rows].tolist()
     share = {
         i: sum(interest.get(t, 0.0) for t in catalog.intent_token_ids[i]) / total for i in set(intents) - {0}
@@ -39,9 +45,10 @@ def click_interest(
     """Recent clicks (block-id hash -> decayed weight): each click times the keyword-token overlap (Jaccard)
     of the clicked block and the candidate, and the weight of clicks on blocks of the candidate's intent.
     Clicks on blocks the catalogue does not know count 0."""
-    score = np.zeros(len(rows))
     by_intent = np.zeros(len(catalog.intent_labels))
     total = 0.0
+    known: list[int] = []
+    weights: list[float] = []
     for block_hash, weight in clicked.items():
         if weight < NEGLIGIBLE_INTEREST:
             continue  # a click from long ago: its overlaps would add less than this
@@ -49,12 +56,18 @@ def click_interest(
         row = catalog.row_of_hash(block_hash)
         if row is None:
             continue
-        seen = catalog.token_ids[row]
-        overlap = [len(seen & catalog.token_ids[r]) / max(len(seen | catalog.token_ids[r]), 1) for r in rows]
-        score += weight * np.asarray(overlap)
+        known.append(row)
+        weights.append(weight)
         by_intent[catalog.intent[row]] += weight
     if total <= 0:
         return {}
+    score = np.zeros(len(rows))
+    if known:
+        # Jaccard of every (candidate, clicked block) pair from one sparse product of their token rows.
+        tokens = catalog.tokens
+        inter = (tokens.matrix[rows] @ tokens.matrix[known].T).toarray()  # (n, k) shared tokens
+        union = tokens.counts[rows][:, None] + tokens.counts[known][None, :] - inter
+        score = (inter / np.maximum(union, 1.0)) @ np.asarray(weights)
     by_intent[0] = 0.0  # blocks without an intent share none
     mine = by_intent[catalog.intent[rows]]
     return {"click_score": score, "intent_click": mine, "intent_click_share": mine / total}

@@ -5,6 +5,7 @@ after its day's start; missing vectors give the declared defaults."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -191,9 +192,7 @@ def test_missing_vectors_give_the_defaults(tiny_catalog: BlockAttributes) -> Non
     matrix = rng.standard_normal((len(tiny_catalog.ids), 8)).astype(np.float16).astype(np.float32)
     present = np.ones(len(tiny_catalog.ids), dtype=bool)
     present[1] = False  # block 1 has no vector of this model
-    catalog = BlockAttributes(
-        **{**vars(tiny_catalog), "vectors": {"m-a": BlockVectors.from_rows("m-a", matrix, present)}}
-    )
+    catalog = replace(tiny_catalog, vectors={"m-a": BlockVectors.from_rows("m-a", matrix, present)})
     user_vec = rng.standard_normal(8).astype(np.float16)
 
     def rows(user_hash: dict) -> np.ndarray:
@@ -218,7 +217,7 @@ def test_missing_vectors_give_the_defaults(tiny_catalog: BlockAttributes) -> Non
 def test_served_user_vector_without_stored_blocks_gives_the_defaults(
     store: RedisFeatureStore, tiny_catalog: BlockAttributes
 ) -> None:
-    catalog = BlockAttributes(**{**vars(tiny_catalog), "vectors": {}})
+    catalog = replace(tiny_catalog, vectors={})
     write_vectors(store, "m3-gone", users={"u1": np.ones(8, np.float32)})  # its blocks were never written
     req = Request("r1", 1_800_000_000_000, "u1", "jeju", tuple(catalog.ids[:5]))
     got = store.assemble(req, catalog)[:, [INDEX[c] for c in M3_COLUMNS]]
@@ -232,7 +231,7 @@ def test_a_failed_block_vector_load_serves_the_defaults_and_waits_to_retry(
     """A slow or failing bulk read (a serving client's short timeout) must not fail the request."""
     import redis
 
-    catalog = BlockAttributes(**{**vars(tiny_catalog), "vectors": {}})
+    catalog = replace(tiny_catalog, vectors={})
     write_vectors(store, "m3-x", users={"u1": np.ones(8, np.float32)}, blocks={catalog.ids[0]: np.ones(8)})
     calls = []
 

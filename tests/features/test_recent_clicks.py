@@ -41,3 +41,33 @@ def test_a_click_raises_blocks_sharing_its_keywords(tiny_catalog: BlockAttribute
     # Two half-lives later the interest is a quarter.
     later = _rows(replayer, tiny_catalog, ids, T0 + 1000 + (4 * 3600 * 1000))
     np.testing.assert_allclose(later[0, INDEX["rt_click_score"]], score[0] / 4, rtol=1e-2)
+
+
+def test_interest_matches_its_set_definition(tiny_catalog: BlockAttributes) -> None:
+    # The sparse products must give what the docstrings define on token sets: a click's Jaccard overlap
+    # with each candidate times its weight, and the decayed query-word counts found in each block's tokens.
+    from features.interest import click_interest, query_interest
+    from features.packing import keyword_id
+
+    rng = np.random.default_rng(3)
+    tokens = tiny_catalog.token_ids
+    for _ in range(20):
+        rows = rng.choice(len(tiny_catalog.ids), 30, replace=False)
+        clicked_rows = [int(r) for r in rng.choice(len(tiny_catalog.ids), 5)]
+        clicked = {keyword_id(tiny_catalog.ids[r]): float(rng.random()) + 0.01 for r in clicked_rows}
+        clicked[7] = 0.5  # a block the catalogue does not know: counted in the total, overlaps nothing
+        words = sorted({t for s in tokens for t in s})
+        interest = {int(t): float(rng.random()) for t in rng.choice(words, 6)} | {11: 0.3}
+        expected_click = [
+            sum(
+                w * len(tokens[c] & tokens[r]) / max(len(tokens[c] | tokens[r]), 1)
+                for c, w in ((tiny_catalog.row_of_hash(h), w) for h, w in clicked.items())
+                if c is not None
+            )
+            for r in rows
+        ]
+        expected_query = [sum(interest.get(t, 0.0) for t in tokens[r]) for r in rows]
+        got_click = click_interest(clicked, tiny_catalog, rows)["click_score"]
+        got_query = query_interest(interest, tiny_catalog, rows)["keyword_score"]
+        np.testing.assert_allclose(got_click, expected_click)
+        np.testing.assert_allclose(got_query, expected_query)
