@@ -108,7 +108,9 @@ def build_training_set(
         progress=progress,
         retrieval=retrieval,
     ):
-        rows.append(features)
+        # float32 as kept: the table's feature columns are float32 (categoricals small integers, exact), and
+        # 3.3 million float64 rows held twice (list, then concatenated) were 5 GB of the small world's peak.
+        rows.append(features.astype(np.float32))
         meta.append((event, blocks))
     return _assemble(rows, meta, imps, acts)
 
@@ -212,7 +214,8 @@ def _assemble(
     imps: pa.Table,
     acts: pa.Table,
 ) -> pa.Table:
-    features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)))
+    features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
+    rows.clear()  # the per-impression arrays are copied: free them before the columns are built
     shown_info = {
         r: {s["block_id"]: s["propensity"] for s in items}
         for r, items in zip(imps["request_id"].to_pylist(), imps["shown"].to_pylist(), strict=True)
