@@ -78,9 +78,13 @@ def build_training_set(
     vectors: DailyVectors | None = None,
     retrieval: RetrievalReplay | None = None,
     candidates: int = 0,
+    labels_through: date | None = None,
 ) -> pa.Table:
     """One row per shown (impression, block) for impressions on days [start, end], plus, with
     ``retrieval`` and ``candidates`` > 0, one per unshown block among the query's top ``candidates``.
+
+    Labels join the interactions logged through ``labels_through`` (default ``end``): a part of a longer
+    range (``features.dataset_parts``) labels its rows as the whole range's build would.
 
     ``vectors`` (``features.embeddings.asof.train_daily_vectors``) gives the M3 features: each day's user
     vectors join that day's batch snapshot, and the models' block vectors join the catalogue. Without it
@@ -91,6 +95,9 @@ def build_training_set(
     catalog = catalog or BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     imps = layout.read_events("impressions", end=end)
     acts = layout.read_events("interactions", end=end)
+    labels = acts
+    if labels_through is not None and labels_through > end:
+        labels = layout.read_events("interactions", end=labels_through)
     rows: list[np.ndarray] = []
     meta: list[tuple[ImpressionEvent, tuple[str, ...]]] = []
     blocks_for = _shown_blocks
@@ -112,7 +119,7 @@ def build_training_set(
         # 3.3 million float64 rows held twice (list, then concatenated) were 5 GB of the small world's peak.
         rows.append(features.astype(np.float32))
         meta.append((event, blocks))
-    return _assemble(rows, meta, imps, acts)
+    return _assemble(rows, meta, imps, labels)
 
 
 def _shown_blocks(event: ImpressionEvent) -> tuple[str, ...]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +29,7 @@ from features.definitions import FEATURES
 from features.embeddings.config import EmbeddingSettings
 
 if TYPE_CHECKING:
+    from data.engine import EngineSettings
     from features.dataset import RetrievalReplay
 
 CACHE_DIR = Path(".cache") / "ranking"
@@ -84,6 +87,7 @@ def training_table(
     embeddings: EmbeddingSettings | None = None,
     retrieval: RetrievalReplay | None = None,
     candidates: int = 0,
+    engine: EngineSettings | None = None,
 ) -> tuple[pa.Table, bool]:
     """The point-in-time training set of days [start, end] and whether it came from the cache.
 
@@ -95,6 +99,9 @@ def training_table(
     and the world's files, so a changed feature definition, setting, features code or world builds afresh;
     older entries for the same range are removed then. With ``retrieval`` (and ``candidates``), rows carry
     the ``rel_*`` features and lists hold unshown candidates (``features.dataset``); both enter the key.
+
+    ``engine``: the days are built in parts on the engine (``features.dataset_parts``) when it has more than
+    one worker and the range more than one day; the table is the same row for row.
     """
     from features.block_attributes import BlockAttributes
     from features.dataset import build_training_set
@@ -114,17 +121,32 @@ def training_table(
         from features.embeddings.asof import train_daily_vectors
 
         vectors = train_daily_vectors(layout, start, end, catalog.ids, embeddings, progress=progress)
-    table = build_training_set(
-        layout,
-        start,
-        end,
-        settings,
-        catalog=catalog,
-        progress=progress,
-        vectors=vectors,
-        retrieval=retrieval,
-        candidates=candidates,
-    )
+    if engine is not None and end > start and (not engine.is_local or engine.local_workers() > 1):
+        table = _on_engine(
+            engine,
+            layout,
+            start,
+            end,
+            settings,
+            path.with_suffix(".parts") if cache else Path(tempfile.mkdtemp(prefix="training-parts-")),
+            catalog=catalog,
+            progress=progress,
+            vectors=vectors,
+            retrieval=retrieval,
+            candidates=candidates,
+        )
+    else:
+        table = build_training_set(
+            layout,
+            start,
+            end,
+            settings,
+            catalog=catalog,
+            progress=progress,
+            vectors=vectors,
+            retrieval=retrieval,
+            candidates=candidates,
+        )
     models = json.dumps(vectors.models if vectors else []).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"m3_models": models})
     if cache:
@@ -146,3 +168,26 @@ def rows_between(table: pa.Table, start: date, end: date) -> pa.Table:
     hi = pa.scalar(day_start_ms(end + timedelta(days=1)), TIMESTAMP)
     ts = table["ts"].cast(TIMESTAMP)
     return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+
+
+def _on_engine(
+    engine: EngineSettings,
+    layout: DataLayout,
+    start: date,
+    end: date,
+    settings: FeatureStoreSettings,
+    parts: Path,
+    **build: Any,
+) -> pa.Table:
+    """``build_training_set`` in parts on the engine. The parts' folder (named by the cache key) outlives a
+    failed run, so a rerun builds only the missing parts; it goes once the whole table is built."""
+    from data.engine import engine_client
+    from features.dataset_parts import build_training_set_on_engine
+
+    for stale in parts.parent.glob(f"training_{start}_{end}_*.parts"):
+        if stale != parts:
+            shutil.rmtree(stale, ignore_errors=True)
+    with engine_client(engine) as client:
+        table = build_training_set_on_engine(client, layout, start, end, settings, parts, **build)
+    shutil.rmtree(parts, ignore_errors=True)
+    return table

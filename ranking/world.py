@@ -40,6 +40,7 @@ from ranking.feedback import policy_aware_weights
 from ranking.training_cache import rows_between, training_table
 
 if TYPE_CHECKING:
+    from data.engine import EngineSettings
     from features.dataset import RetrievalReplay
 
 RELEVANCE_PREFIX = "rel_"
@@ -197,11 +198,14 @@ class WorldSource:
         progress: Progress | None = None,
         embeddings: EmbeddingSettings | None = None,
         retrieval: RetrievalReplay | None = None,
+        engine: EngineSettings | None = None,
     ) -> None:
         """``retrieval`` (an as-of replay, ``retrieval.asof.AsOfRetrieval``) gives the rows their ``rel_*``
-        features and, with ``world.candidates`` > 0, the lists their unshown candidates."""
+        features and, with ``world.candidates`` > 0, the lists their unshown candidates. ``engine``: the
+        training set is built in day parts on it (``features.dataset_parts``); None: in this process."""
         self.layout = DataLayout(Path(root))
         self.retrieval = retrieval
+        self.engine = engine
         self.world = world
         self.features = features
         self.embeddings = embeddings or EmbeddingSettings()
@@ -228,6 +232,7 @@ class WorldSource:
                 embeddings=self.embeddings,
                 retrieval=self.retrieval,
                 candidates=self.world.candidates if self.candidate_lists else 0,
+                engine=self.engine,
             )
         return self._table
 

@@ -55,6 +55,10 @@ class LazyReplay:
         shaping = r.model_dump(mode="json", include=SHAPING)
         return json.dumps(shaping, sort_keys=True)
 
+    def __getstate__(self) -> dict:
+        # What an engine worker gets: the settings and the world, never the loaded indexes (a JVM, encoders).
+        return {"settings": self.settings, "world": self.world, "_replay": None}
+
     def search(self, query: str, ts_ms: int) -> list[Hit]:
         if self._replay is None:
             self._replay = retrieval_replay(self.settings, self.world)
@@ -73,4 +77,5 @@ def world_source(
         progress=progress,
         embeddings=settings.embeddings,
         retrieval=LazyReplay(settings, world) if ranking.world.relevance else None,
+        engine=settings.engine,
     )

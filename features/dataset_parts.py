@@ -1,0 +1,175 @@
+"""Point-in-time training sets on the engine: contiguous day ranges built by worker processes.
+
+In: a world's layout, a day range, the feature settings (and the catalogue, M3 vectors and retrieval replay
+``features.dataset.build_training_set`` takes), a Dask client. Out: the table the single-process build gives
+for the whole range, row for row.
+
+A part is a contiguous run of days. Its worker replays every event before the part's last day ends (the live
+state is the whole history, so no part can start from nothing) and computes rows for its own days only; its
+labels read the interactions through the range's last day, as the whole build's do. Rows cost far more than
+the replay of one event, so a few parts balanced by ``plan_parts`` cut the wall time nearly by the number of
+workers while the earlier parts replay less. Each part is written to its own Parquet file under ``folder``
+and a rerun (a lost worker, a killed job) builds only the parts that are missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.days import Progress
+from data.layout import DataLayout
+from features.block_attributes import BlockAttributes
+from features.config import FeatureStoreSettings
+from features.dataset import RetrievalReplay, build_training_set
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from features.embeddings.asof import DailyVectors
+
+# What replaying one event costs beside building one impression's rows (shown page and candidates), measured
+# on the small world (benchmarks/bench_training_set.py): 37 s for 362k events against ~2 ms per impression.
+REPLAY_COST = 0.05
+
+
+def plan_parts(
+    impressions: Sequence[int], events: Sequence[int], parts: int, replay_cost: float = REPLAY_COST
+) -> list[tuple[int, int]]:
+    """Contiguous day ranges (first, last index, inclusive) that minimise the costliest part.
+
+    ``impressions[d]`` are day d's impressions in the range, ``events[d]`` every event logged up to the end of
+    day d (what a part ending on d replays). A part costs ``replay_cost * events[last] + sum(impressions)``.
+    """
+    days = len(impressions)
+    if days == 0:
+        return []
+    parts = max(1, min(parts, days))
+    prefix = [0]
+    for n in impressions:
+        prefix.append(prefix[-1] + n)
+
+    def cost(first: int, last: int) -> float:
+        return replay_cost * events[last] + prefix[last + 1] - prefix[first]
+
+    # best[k][j]: the smallest costliest part over days [0, j) cut into k parts; a plain DP (days are few).
+    inf = float("inf")
+    best = [[inf] * (days + 1) for _ in range(parts + 1)]
+    cut = [[0] * (days + 1) for _ in range(parts + 1)]
+    best[0][0] = 0.0
+    for k in range(1, parts + 1):
+        for j in range(k, days + 1):
+            for i in range(k - 1, j):
+                worst = max(best[k - 1][i], cost(i, j - 1))
+                if worst < best[k][j]:
+                    best[k][j], cut[k][j] = worst, i
+    k = min(range(1, parts + 1), key=lambda n: (best[n][days], -n))  # fewer parts only when no slower
+    ranges, j = [], days
+    while k > 0:
+        i = cut[k][j]
+        ranges.append((i, j - 1))
+        j, k = i, k - 1
+    return ranges[::-1]
+
+
+def build_training_set_on_engine(
+    client: Client,
+    layout: DataLayout,
+    start: date,
+    end: date,
+    settings: FeatureStoreSettings,
+    folder: Path,
+    *,
+    catalog: BlockAttributes | None = None,
+    vectors: DailyVectors | None = None,
+    retrieval: RetrievalReplay | None = None,
+    candidates: int = 0,
+    progress: Progress | None = None,
+) -> pa.Table:
+    """``build_training_set`` over [start, end], one task per part on ``client``'s workers; the parts'
+    files stay in ``folder`` (the caller removes it once the whole table is kept)."""
+    report = progress or (lambda stage, done, total: None)
+    catalog = catalog or BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
+    days = [d for d in layout.days("impressions") if start <= d <= end]
+    imps = _daily_counts(layout, "impressions", end)
+    acts = _daily_counts(layout, "interactions", end)
+    logged, through = 0, {}
+    for d in sorted(set(imps) | set(acts)):
+        logged += imps.get(d, 0) + acts.get(d, 0)
+        through[d] = logged
+    events = [through[d] for d in days]
+    workers = max(1, len(client.scheduler_info()["workers"]))
+    ranges = plan_parts([imps.get(d, 0) for d in days], events, workers)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = str(layout.root.resolve())
+    futures = [
+        client.submit(
+            _build_part,
+            root,
+            days[first],
+            days[last],
+            end,
+            settings,
+            catalog,
+            vectors,
+            retrieval,
+            candidates,
+            str(folder / f"part_{days[first]}_{days[last]}.parquet"),
+            pure=False,
+        )
+        for first, last in ranges
+    ]
+    paths = []
+    for done, future in enumerate(futures, start=1):
+        paths.append(future.result())
+        future.release()
+        report("training-set parts", done, len(futures))
+    tables = [pq.read_table(p) for p in paths]
+    return pa.concat_tables(tables) if tables else build_training_set(layout, start, end, settings)
+
+
+def _daily_counts(layout: DataLayout, kind: str, end: date) -> dict[date, int]:
+    return {
+        d: pq.ParquetDataset(layout.day_dir(kind, d)).read(columns=[]).num_rows  # type: ignore[arg-type]
+        for d in layout.days(kind)  # type: ignore[arg-type]
+        if d <= end
+    }
+
+
+def _build_part(
+    root: str,
+    first: date,
+    last: date,
+    labels_through: date,
+    settings: FeatureStoreSettings,
+    catalog: BlockAttributes,
+    vectors: DailyVectors | None,
+    retrieval: RetrievalReplay | None,
+    candidates: int,
+    path: str,
+) -> str:
+    """One part's rows written to ``path`` (kept when a rerun finds it: parts are pure functions of the
+    world and the settings, which name the folder)."""
+    if os.path.isfile(path):
+        return path
+    table = build_training_set(
+        DataLayout(Path(root)),
+        first,
+        last,
+        settings,
+        catalog=catalog,
+        vectors=vectors,
+        retrieval=retrieval,
+        candidates=candidates,
+        labels_through=labels_through,
+    )
+    tmp = f"{path}.tmp{os.getpid()}"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)  # a part is whole or absent
+    return path

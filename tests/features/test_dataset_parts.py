@@ -1,0 +1,66 @@
+"""Training sets in day parts on a real local Dask cluster of 2 worker processes: row for row the
+single-process build, each part built in a worker, and a rerun builds only the parts that are missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.engine import EngineSettings, engine_client
+from data.layout import DataLayout
+from features.dataset import build_training_set
+from features.dataset_parts import build_training_set_on_engine, plan_parts
+from search.jobs.training import LazyReplay
+from search.settings import Settings
+
+
+def covers(ranges: list[tuple[int, int]], days: int) -> bool:
+    flat = [d for first, last in ranges for d in range(first, last + 1)]
+    return flat == list(range(days))
+
+
+def test_parts_are_contiguous_and_balance_rows_against_replay() -> None:
+    # Rows only: two equal halves.
+    assert plan_parts([10, 10, 10, 10], [0, 0, 0, 0], 2, replay_cost=0.0) == [(0, 1), (2, 3)]
+    # Replay counts: a later part replays more history, so it gets fewer days of rows.
+    ranges = plan_parts([10] * 6, [100, 200, 300, 400, 500, 600], 2, replay_cost=0.1)
+    assert covers(ranges, 6) and ranges[0][1] - ranges[0][0] > ranges[1][1] - ranges[1][0]
+    # Never more parts than days, never an empty part; one worker or one day: one part.
+    assert plan_parts([5, 7], [5, 12], 8) == [(0, 0), (1, 1)]
+    assert plan_parts([5, 7, 9], [5, 12, 21], 1) == [(0, 2)]
+    assert plan_parts([], [], 2) == []
+
+
+def test_two_workers_build_the_single_process_table(
+    tiny_world: Path, base_settings: Settings, parts: object, tmp_path: Path
+) -> None:
+    from distributed import get_task_stream
+
+    layout = DataLayout(tiny_world)
+    days = layout.days("impressions")
+    start, end = days[1], days[-1]
+    features = base_settings.features
+    replay = LazyReplay(base_settings, tiny_world)  # BM25 + behavioural retrieval (`parts` built the index)
+    single = build_training_set(layout, start, end, features, retrieval=replay, candidates=6)
+    assert single.num_rows > 0 and (single["position"].to_numpy() == 0).any()
+
+    folder = tmp_path / "parts"
+    with engine_client(EngineSettings(workers=2)) as client:
+        with get_task_stream(client) as stream:
+            built = build_training_set_on_engine(
+                client, layout, start, end, features, folder, retrieval=replay, candidates=6
+            )
+        # Each part ran in its own worker process: a single-process fallback would show one or none.
+        assert len({task["worker"] for task in stream.data}) == 2
+        assert built.equals(single)
+        files = sorted(folder.glob("part_*.parquet"))
+        assert len(files) == 2
+
+        # A lost part (a killed worker, a deleted file) is all a rerun builds: the other stays as it was.
+        kept, lost = files
+        stamp = kept.stat().st_mtime_ns
+        lost.unlink()
+        again = build_training_set_on_engine(
+            client, layout, start, end, features, folder, retrieval=replay, candidates=6
+        )
+        assert again.equals(single)
+        assert kept.stat().st_mtime_ns == stamp and lost.is_file()
