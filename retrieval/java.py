@@ -102,6 +102,20 @@ def start_jvm() -> Any:
         return autoclass
 
 
+def release_heap() -> None:
+    """A full collection, so the JVM hands back the heap a large batch search grew.
+
+    A batch search over thousands of queries leaves gigabytes of garbage (query maps, result objects), and the
+    JVM grows its heap towards a quarter of the machine's memory rather than collect it; the heap is not
+    returned on its own. Measured after warming the small world's fused replay on its 6,688 logged queries:
+    4.3 GB committed, 0.37 GB live; process RSS 5.8 GB before, 2.7 GB after. Engine workers that each warm a
+    replay would otherwise exhaust the machine.
+    """
+    from jnius import autoclass
+
+    autoclass("java.lang.System").gc()
+
+
 def _quiet_logging() -> None:
     # Anserini logs every index setting at INFO on stdout, which would corrupt `--json` output.
     from jnius import autoclass

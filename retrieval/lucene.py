@@ -22,12 +22,15 @@ from retrieval import fingerprint
 from retrieval.base import BaseRetriever, Hit, Passage
 from retrieval.config import Bm25Settings, QueryLimits
 from retrieval.encoders.splade import SpladeEncoder
-from retrieval.java import index_collection, start_jvm
+from retrieval.java import index_collection, release_heap, start_jvm
 
 if TYPE_CHECKING:
     from distributed import Client
 
 _SHARD_DOCS = 50_000
+# Batches at least this large end with a full JVM collection (retrieval.java.release_heap): a collection
+# costs tens of milliseconds, a few thousand queries cost seconds.
+_RELEASE_AFTER = 1_000
 
 
 def _hits(scored: Any) -> list[Hit]:
@@ -104,6 +107,12 @@ class _LuceneRetriever(BaseRetriever):
             if progress:
                 progress(f"{self.name} index", 1, 1)
         return self.load(passages)
+
+    def batch_search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        hits = super().batch_search(queries, k)
+        if len(queries) >= _RELEASE_AFTER:  # the batch's Java objects are unreferenced once it returns
+            release_heap()
+        return hits
 
     def load(self, passages: Sequence[Passage] | None = None) -> _LuceneRetriever:
         """Open the index; with ``passages``, refuse it unless it was built from exactly them."""
