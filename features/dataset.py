@@ -49,6 +49,9 @@ class RetrievalReplay(Protocol):
     def search(self, query: str, ts_ms: int) -> Sequence[ScoredCandidate]:
         """The fused hits for ``query`` as of ``ts_ms``, best first."""
 
+    def warm(self, queries: list[str]) -> None:
+        """Retrieve for many queries at once (the members' batched path) before ``search`` asks one by one."""
+
 
 class _Layered:
     """Batch snapshot over live state: where a training row reads its hashes from."""
@@ -167,6 +170,10 @@ def point_in_time_rows(
     replayer = Replayer(settings)
     snapshots: dict[date, Snapshot] = {}
     lo, hi = day_start_ms(start), day_start_ms(end) + DAY_MS
+    if retrieval is not None:  # the queries of days [start, end], batched: not those of the whole history
+        ts = pc.cast(imps["ts"], pa.int64())
+        days = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+        retrieval.warm(pc.unique(imps.filter(days)["query"]).to_pylist())
     total = imps.num_rows + acts.num_rows
     for i, event in enumerate(in_time_order(imps, acts)):
         if isinstance(event, ImpressionEvent) and lo <= event.ts_ms < hi:

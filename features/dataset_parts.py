@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
 
 # What replaying one event costs beside building one impression's rows (shown page and candidates), measured
-# on the small world (benchmarks/bench_training_set.py): 37 s for 362k events against ~2 ms per impression.
-REPLAY_COST = 0.05
+# on the small world (benchmarks/bench_training_set.py): 37 s for 362k events, ~1.2 ms per impression.
+REPLAY_COST = 0.08
 
 
 def plan_parts(

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.compute as pc
-
 from data.days import Progress
 from data.layout import DataLayout
 from ranking.config import RankingSettings
@@ -26,28 +24,30 @@ SHAPING = {"members", "candidates", "splade", "dense", "behavioural", "bm25", "f
 
 
 def retrieval_replay(settings: Settings, world: Path) -> AsOfRetrieval:
-    """The world's fused retrieval, replayable as of any logged request, warmed on its logged queries."""
+    """The world's fused retrieval, replayable as of any logged request (warm it on the queries to come)."""
     from retrieval.system import load_world_retrievers
 
     fused = load_world_retrievers(world, settings.retrieval)["fused"]
     layout = DataLayout(world)
     imps = layout.read_events("impressions", validate_rows=False)
     acts = layout.read_events("interactions", validate_rows=False)
-    replay = AsOfRetrieval(fused, imps, acts, k=settings.retrieval.candidates)  # type: ignore[arg-type]
-    replay.warm(pc.unique(imps["query"]).to_pylist())
-    return replay
+    return AsOfRetrieval(fused, imps, acts, k=settings.retrieval.candidates)  # type: ignore[arg-type]
 
 
 class LazyReplay:
-    """``retrieval_replay`` loaded on the first search: a cached training set needs no indexes or encoders.
+    """``retrieval_replay`` loaded on the first use: a cached training set needs no indexes or encoders.
 
     ``key`` names what decides the answers besides the world's files (which the training-set cache already
-    fingerprints): the retrieval settings that shape the fused list.
+    fingerprints): the retrieval settings that shape the fused list. Pickled (to an engine worker), it
+    carries the settings and the world only: each process loads its own.
     """
 
     def __init__(self, settings: Settings, world: Path) -> None:
         self.settings, self.world = settings, world
         self._replay: AsOfRetrieval | None = None
+
+    def __getstate__(self) -> dict:
+        return {"settings": self.settings, "world": self.world, "_replay": None}
 
     @property
     def key(self) -> str:
@@ -55,14 +55,16 @@ class LazyReplay:
         shaping = r.model_dump(mode="json", include=SHAPING)
         return json.dumps(shaping, sort_keys=True)
 
-    def __getstate__(self) -> dict:
-        # What an engine worker gets: the settings and the world, never the loaded indexes (a JVM, encoders).
-        return {"settings": self.settings, "world": self.world, "_replay": None}
-
-    def search(self, query: str, ts_ms: int) -> list[Hit]:
+    def _loaded(self) -> AsOfRetrieval:
         if self._replay is None:
             self._replay = retrieval_replay(self.settings, self.world)
-        return self._replay.search(query, ts_ms)
+        return self._replay
+
+    def warm(self, queries: list[str]) -> None:
+        self._loaded().warm(queries)
+
+    def search(self, query: str, ts_ms: int) -> list[Hit]:
+        return self._loaded().search(query, ts_ms)
 
 
 def world_source(
