@@ -1,8 +1,13 @@
 """Training sets in day parts on a real local Dask cluster of 2 worker processes: row for row the
-single-process build, each part built in a worker, and a rerun builds only the parts that are missing."""
+single-process build, each part built in a worker, a rerun builds only the parts that are missing, and a
+worker killed mid-part (SIGKILL) costs a retry, not the table."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 from data.engine import EngineSettings, engine_client
@@ -64,3 +69,40 @@ def test_two_workers_build_the_single_process_table(
         )
         assert again.equals(single)
         assert kept.stat().st_mtime_ns == stamp and lost.is_file()
+
+
+def test_a_worker_killed_mid_part_is_retried(
+    tiny_world: Path, base_settings: Settings, parts: object, tmp_path: Path
+) -> None:
+    layout = DataLayout(tiny_world)
+    days = layout.days("impressions")
+    start, end = days[1], days[-1]
+    features = base_settings.features
+    replay = LazyReplay(base_settings, tiny_world)
+    single = build_training_set(layout, start, end, features, retrieval=replay, candidates=6)
+
+    with engine_client(EngineSettings(workers=2)) as client:
+        pids = client.run(os.getpid)
+        out: dict[str, object] = {}
+
+        def build() -> None:
+            out["table"] = build_training_set_on_engine(
+                client, layout, start, end, features, tmp_path / "parts", retrieval=replay, candidates=6
+            )
+
+        job = threading.Thread(target=build)
+        job.start()
+        deadline = time.monotonic() + 60
+        busy: list[str] = []
+        while not busy and time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            time.sleep(0.05)
+        assert busy, "no part started within 60 s"
+        time.sleep(0.5)  # into the part: loading its logs and retrieval
+        assert client.processing()[busy[0]], "the part finished before the kill: nothing was tested"
+        os.kill(pids[busy[0]], signal.SIGKILL)
+        job.join(timeout=300)
+        assert not job.is_alive()
+        assert pids[busy[0]] not in client.run(os.getpid).values()  # the nanny started a new worker
+        assert out["table"].equals(single)  # type: ignore[union-attr]
+        assert len(list((tmp_path / "parts").glob("part_*.parquet"))) == 2
