@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.days import Progress
+from data.errors import ConfigError
 from data.layout import DataLayout
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
@@ -127,8 +128,14 @@ def build_training_set_on_engine(
     ]
     paths = []
     for done, future in enumerate(futures, start=1):
-        paths.append(future.result())
+        path = future.result()
         future.release()
+        if not os.path.isfile(path):
+            raise ConfigError(
+                f"the engine's workers wrote the training-set part {path} where this process cannot see it: "
+                f"{folder} must be a folder the cluster's workers share at the same path"
+            )
+        paths.append(path)
         report("training-set parts", done, len(futures))
     tables = [pq.read_table(p) for p in paths]
     return pa.concat_tables(tables) if tables else build_training_set(layout, start, end, settings)
