@@ -12,7 +12,7 @@ then the body, in two ``send`` calls; the second waits until the client acknowle
 (having no data to send back) delays that ACK by ~40 ms on Linux. Measured on the tiny world before this:
 /healthz c=1 took 1.1 ms with one worker and 44-48 ms with two (strace of a worker: no ``setsockopt`` on the
 accepted socket, the body ``sendto`` at t, the client's next request at t + 44 ms). The same upstream bug:
-https://github.com/Kludex/uvicorn/issues/3149 (open in uvicorn 0.54).
+https://github.com/Kludex/uvicorn/issues/3149 (open in uvicorn 0.54; 0.55 binds with ``IPPROTO_TCP``).
 
 Setting the option per connection here fixes every listener path (workers, a pre-bound socket or file
 descriptor from a process manager) whatever uvicorn version runs, and is a no-op on unix sockets.

@@ -1,8 +1,9 @@
 """``smartblock serve --workers 2`` over real HTTP, and the transport settings that made two workers slow.
 
 - Every connection gets TCP_NODELAY, also on a listener bound the way uvicorn's multi-worker supervisor
-  binds it (``proto`` 0: asyncio then left Nagle's algorithm on, and each keep-alive response waited ~40 ms
-  for the client's delayed ACK). Checked on the server's side of a real connection; no timing.
+  bound it before uvicorn 0.55 (``proto`` 0: asyncio then left Nagle's algorithm on, and each keep-alive
+  response waited ~40 ms for the client's delayed ACK), and on the one the installed uvicorn binds. Checked on
+  the server's side of a real connection; no timing.
 - A real ``serve --workers 2``: both workers (their pids, children of ``serve``) answer /healthz and /search
   over fresh connections, which the kernel spreads over the workers' SO_REUSEPORT listeners.
 
@@ -37,13 +38,18 @@ async def _hello(scope: dict, receive: Callable, send: Callable) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@pytest.mark.parametrize("bind", ["uvicorn-multiprocess-listener", "worker-listener"])
+@pytest.mark.parametrize("bind", ["proto-0-listener", "uvicorn-multiprocess-listener", "worker-listener"])
 def test_every_connection_gets_tcp_nodelay(bind: str, free_port: Callable[[], int]) -> None:
     port = free_port()
     config = uvicorn.Config(_hello, host="127.0.0.1", port=port, http=HTTP_PROTOCOL, log_level="warning")
-    if bind == "uvicorn-multiprocess-listener":
-        sock = config.bind_socket()  # what `uvicorn --workers N` hands each worker: proto 0
+    if bind == "proto-0-listener":
+        # What `uvicorn --workers N` handed each worker before 0.55 (0.55 binds with IPPROTO_TCP).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         assert sock.proto == 0
+    elif bind == "uvicorn-multiprocess-listener":
+        sock = config.bind_socket()  # whatever the installed uvicorn hands its workers
     else:
         sock = listener("127.0.0.1", port, reuse_port=True)
         assert sock.proto == socket.IPPROTO_TCP
