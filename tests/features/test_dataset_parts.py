@@ -8,14 +8,24 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pytest
 
 from data.engine import EngineSettings, engine_client
 from data.layout import DataLayout
+from features.config import FeatureStoreSettings
 from features.dataset import build_training_set
 from features.dataset_parts import build_training_set_on_engine, plan_parts
 from search.jobs.training import LazyReplay
 from search.settings import Settings
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def covers(ranges: list[tuple[int, int]], days: int) -> bool:
@@ -35,25 +45,53 @@ def test_parts_are_contiguous_and_balance_rows_against_replay() -> None:
     assert plan_parts([], [], 2) == []
 
 
-def test_two_workers_build_the_single_process_table(
-    tiny_world: Path, base_settings: Settings, parts: object, tmp_path: Path
-) -> None:
-    from distributed import get_task_stream
+@dataclass(frozen=True)
+class Build:
+    """The tiny world's days after the first, with BM25 + behavioural retrieval and 6 candidates per list."""
 
-    layout = DataLayout(tiny_world)
+    layout: DataLayout
+    start: date
+    end: date
+    features: FeatureStoreSettings
+    replay: LazyReplay
+
+    def on(self, client: Client, folder: Path) -> pa.Table:
+        return build_training_set_on_engine(
+            client,
+            self.layout,
+            self.start,
+            self.end,
+            self.features,
+            folder,
+            retrieval=self.replay,
+            candidates=6,
+        )
+
+
+@pytest.fixture(scope="module")
+def build(tiny_world: Path, base_settings: Settings, parts: object) -> Build:
+    layout = DataLayout(tiny_world)  # `parts` built the retrieval indexes
     days = layout.days("impressions")
-    start, end = days[1], days[-1]
-    features = base_settings.features
-    replay = LazyReplay(base_settings, tiny_world)  # BM25 + behavioural retrieval (`parts` built the index)
-    single = build_training_set(layout, start, end, features, retrieval=replay, candidates=6)
-    assert single.num_rows > 0 and (single["position"].to_numpy() == 0).any()
+    return Build(layout, days[1], days[-1], base_settings.features, LazyReplay(base_settings, tiny_world))
+
+
+@pytest.fixture(scope="module")
+def single(build: Build) -> pa.Table:
+    """The in-process build: what every engine build must equal."""
+    table = build_training_set(
+        build.layout, build.start, build.end, build.features, retrieval=build.replay, candidates=6
+    )
+    assert table.num_rows > 0 and (table["position"].to_numpy() == 0).any()
+    return table
+
+
+def test_two_workers_build_the_single_process_table(build: Build, single: pa.Table, tmp_path: Path) -> None:
+    from distributed import get_task_stream
 
     folder = tmp_path / "parts"
     with engine_client(EngineSettings(workers=2)) as client:
         with get_task_stream(client) as stream:
-            built = build_training_set_on_engine(
-                client, layout, start, end, features, folder, retrieval=replay, candidates=6
-            )
+            built = build.on(client, folder)
         # Each part ran in its own worker process: a single-process fallback would show one or none.
         assert len({task["worker"] for task in stream.data}) == 2
         assert built.equals(single)
@@ -64,33 +102,20 @@ def test_two_workers_build_the_single_process_table(
         kept, lost = files
         stamp = kept.stat().st_mtime_ns
         lost.unlink()
-        again = build_training_set_on_engine(
-            client, layout, start, end, features, folder, retrieval=replay, candidates=6
-        )
+        again = build.on(client, folder)
         assert again.equals(single)
         assert kept.stat().st_mtime_ns == stamp and lost.is_file()
 
 
-def test_a_worker_killed_mid_part_is_retried(
-    tiny_world: Path, base_settings: Settings, parts: object, tmp_path: Path
-) -> None:
-    layout = DataLayout(tiny_world)
-    days = layout.days("impressions")
-    start, end = days[1], days[-1]
-    features = base_settings.features
-    replay = LazyReplay(base_settings, tiny_world)
-    single = build_training_set(layout, start, end, features, retrieval=replay, candidates=6)
-
+def test_a_worker_killed_mid_part_is_retried(build: Build, single: pa.Table, tmp_path: Path) -> None:
     with engine_client(EngineSettings(workers=2)) as client:
         pids = client.run(os.getpid)
         out: dict[str, object] = {}
 
-        def build() -> None:
-            out["table"] = build_training_set_on_engine(
-                client, layout, start, end, features, tmp_path / "parts", retrieval=replay, candidates=6
-            )
+        def run() -> None:
+            out["table"] = build.on(client, tmp_path / "parts")
 
-        job = threading.Thread(target=build)
+        job = threading.Thread(target=run)
         job.start()
         deadline = time.monotonic() + 60
         busy: list[str] = []
