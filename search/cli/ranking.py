@@ -60,11 +60,14 @@ def _settings(threads: int | None = None, seed: int | None = None) -> RankingSet
     return ranking
 
 
-def _world_source(world: Path, settings: RankingSettings, progress: Any) -> WorldSource:
-    """The world's training lists under the process settings (features, M3 and retrieval sections)."""
+def _world_source(
+    world: Path, settings: RankingSettings, progress: Any, cluster: str | None = None
+) -> WorldSource:
+    """The world's training lists under the process settings (features, M3, retrieval and engine sections);
+    ``cluster`` (``--cluster``) builds the training set on that running cluster."""
     from search.jobs.training import world_source
 
-    return world_source(state.settings(), world, settings, progress)
+    return world_source(on_cluster(state.settings(), cluster), world, settings, progress)
 
 
 def _registry(folder: Path | None) -> ModelRegistry:
@@ -300,10 +303,14 @@ def train_ranker(
     (name,) = parse_model_list(model)
     settings = _settings(threads, seed)
     reg = _registry(registry)
-    on_engine = on_cluster(state.settings(), cluster).engine if engine or cluster else None
+    if name != "lgbm" and (engine or (cluster and world is None)):  # refused before any work, not after
+        raise ConfigError(f"only lgbm trains on the engine (--cluster / --engine), not '{name}'")
+    # A world's training set is built on --cluster too; LightGBM also trains there, the torch rankers here.
+    lgbm_engine = (engine or cluster) and name == "lgbm"
+    on_engine = on_cluster(state.settings(), cluster).engine if lgbm_engine else None
     if world is not None:
         with progress_bar(not as_json) as report:
-            source = _world_source(world, settings, report)
+            source = _world_source(world, settings, report, cluster)
             source.table()
         version, ranker = train_world_ranker(
             name,

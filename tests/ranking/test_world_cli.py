@@ -101,3 +101,23 @@ def test_world_errors_are_clear(world: Path, tmp_path: Path) -> None:
     shutil.copytree(world, no_truth, ignore=shutil.ignore_patterns("truth"))
     result = run("evaluate", "--world", str(no_truth), "--models", "logging")
     assert result.returncode == 2 and "truth" in result.stderr
+
+
+def test_cluster_option_builds_the_training_set_on_that_cluster(world: Path, tmp_path: Path) -> None:
+    from data.engine import EngineSettings, engine_client
+
+    fresh = tmp_path / "tiny"  # no cached training set: the parts must be built
+    shutil.copytree(world, fresh, ignore=shutil.ignore_patterns(".cache"))
+    with engine_client(EngineSettings(workers=2)) as client:
+        address = client.scheduler.address
+        args = ["train", "ranker", "--world", str(fresh), "--model", "linear", "--cluster", address, "--json"]
+        result = run(*args, registry=tmp_path / "models")
+        assert result.returncode == 0, result.stderr
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    assert "build_part" in prefixes  # `_build_part` tasks ran on the cluster named, not in the CLI
+    assert json.loads(result.stdout)["model"] == "linear"
+
+
+def test_engine_option_is_refused_for_a_torch_ranker_before_any_work(world: Path, tmp_path: Path) -> None:
+    result = run("train", "ranker", "--world", str(world), "--model", "dcn", "--engine")
+    assert result.returncode == 2 and "only lgbm trains on the engine" in result.stderr
