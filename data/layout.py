@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data.contracts import Block, Doc, Interaction, Record, SearchImpression, ServedFeatures
 from data.errors import DataError
@@ -83,6 +84,17 @@ class DataLayout:
 
     def day_files(self, kind: EventKind, day: date) -> list[Path]:
         return sorted(p for p in self.day_dir(kind, day).iterdir() if p.suffix in DATA_SUFFIXES)
+
+    def day_rows(self, kind: EventKind, day: date) -> int:
+        """Events logged on ``day``, counted from Parquet footers and JSONL lines, not read."""
+        rows = 0
+        for path in self.day_files(kind, day):
+            if path.suffix == ".parquet":
+                rows += pq.ParquetFile(path).metadata.num_rows
+            else:
+                with path.open("rb") as fh:
+                    rows += sum(1 for line in fh if line.strip())
+        return rows
 
     def read_docs(self, *, validate_rows: bool = True) -> pa.Table:
         return read_table(self.table_file("docs"), Doc, validate_rows=validate_rows)

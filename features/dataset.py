@@ -99,6 +99,8 @@ def build_training_set(
     imps = layout.read_events("impressions", end=end)
     acts = layout.read_events("interactions", end=end)
     labels = acts
+    if labels_through is not None and labels_through < end:
+        raise ConfigError(f"labels through {labels_through} would miss clicks of days up to {end}")
     if labels_through is not None and labels_through > end:
         labels = layout.read_events("interactions", end=labels_through)
     rows: list[np.ndarray] = []
@@ -303,6 +305,11 @@ def training_table(cols: dict[str, list], features: np.ndarray) -> pa.Table:
     arrays = {k: pa.array(cols[k], t) for k, t in ROW_COLUMNS.items()}
     arrays["ts"] = arrays["ts"].cast(TIMESTAMP)
     return pa.table({**arrays, **feature_arrays(features)})
+
+
+def empty_training_table() -> pa.Table:
+    """A training table without rows: what a range without impressions gives."""
+    return training_table({k: [] for k in ROW_COLUMNS}, np.zeros((0, len(FEATURES)), np.float32))
 
 
 def feature_arrays(features: np.ndarray) -> dict[str, pa.Array]:

@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 
 from data.days import Progress
 from data.errors import ConfigError
-from data.layout import DataLayout
+from data.layout import DataLayout, EventKind
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
-from features.dataset import RetrievalReplay, build_training_set
+from features.dataset import RetrievalReplay, build_training_set, empty_training_table
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 # What replaying one event costs beside building one impression's rows (shown page and candidates), measured
 # on the small world (benchmarks/bench_training_set.py): 37 s for 362k events, ~1.2 ms per impression.
 REPLAY_COST = 0.08
+MIN_PART_GAIN = 0.05  # an extra part must cut the costliest part by this share
+# Resident memory a part's worker reached on the small world (logs, replay state, retrieval with its JVM,
+# rows): 11 GB for two workers. A local cluster runs no more parts at once than the free memory holds.
+PART_MEMORY_BYTES = 6 * 10**9
 
 
 def plan_parts(
@@ -70,7 +74,10 @@ def plan_parts(
                 worst = max(best[k - 1][i], cost(i, j - 1))
                 if worst < best[k][j]:
                     best[k][j], cut[k][j] = worst, i
-    k = min(range(1, parts + 1), key=lambda n: (best[n][days], -n))  # fewer parts only when no slower
+    # Another part replays the history again and loads retrieval again: taken only for a real gain.
+    k = 1
+    while k < parts and best[k + 1][days] < (1 - MIN_PART_GAIN) * best[k][days]:
+        k += 1
     ranges, j = [], days
     while k > 0:
         i = cut[k][j]
@@ -92,12 +99,18 @@ def build_training_set_on_engine(
     retrieval: RetrievalReplay | None = None,
     candidates: int = 0,
     progress: Progress | None = None,
+    max_parts: int | None = None,
 ) -> pa.Table:
-    """``build_training_set`` over [start, end], one task per part on ``client``'s workers; the parts'
-    files stay in ``folder`` (the caller removes it once the whole table is kept)."""
+    """``build_training_set`` over [start, end], one task per part on ``client``'s workers (at most
+    ``max_parts`` parts); the parts' files stay in ``folder`` for a rerun (the caller removes it once the
+    whole table is kept)."""
+    from distributed import as_completed
+
     report = progress or (lambda stage, done, total: None)
     catalog = catalog or BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     days = [d for d in layout.days("impressions") if start <= d <= end]
+    if not days:
+        return empty_training_table()
     imps = _daily_counts(layout, "impressions", end)
     acts = _daily_counts(layout, "interactions", end)
     logged, through = 0, {}
@@ -106,9 +119,12 @@ def build_training_set_on_engine(
         through[d] = logged
     events = [through[d] for d in days]
     workers = max(1, len(client.scheduler_info()["workers"]))
-    ranges = plan_parts([imps.get(d, 0) for d in days], events, workers)
+    ranges = plan_parts([imps.get(d, 0) for d in days], events, min(workers, max_parts or workers))
+    folder = folder.resolve()  # a remote worker resolves a relative path against its own directory
     folder.mkdir(parents=True, exist_ok=True)
     root = str(layout.root.resolve())
+    # Sent once, not pickled into every task: the catalogue and every day's M3 vectors are large.
+    shared = client.scatter([catalog, vectors], broadcast=True, hash=False)
     futures = [
         client.submit(
             _build_part,
@@ -117,8 +133,7 @@ def build_training_set_on_engine(
             days[last],
             end,
             settings,
-            catalog,
-            vectors,
+            *shared,
             retrieval,
             candidates,
             str(folder / f"part_{days[first]}_{days[last]}.parquet"),
@@ -126,27 +141,24 @@ def build_training_set_on_engine(
         )
         for first, last in ranges
     ]
-    paths = []
-    for done, future in enumerate(futures, start=1):
-        path = future.result()
-        future.release()
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()  # a failed part fails the build now, not after the parts before it
+            report("training-set parts", done, len(futures))
+        paths = [future.result() for future in futures]
+    finally:
+        client.cancel(futures)  # on a failure, the other parts stop too (a rerun keeps what was written)
+    for path in paths:
         if not os.path.isfile(path):
             raise ConfigError(
                 f"the engine's workers wrote the training-set part {path} where this process cannot see it: "
                 f"{folder} must be a folder the cluster's workers share at the same path"
             )
-        paths.append(path)
-        report("training-set parts", done, len(futures))
-    tables = [pq.read_table(p) for p in paths]
-    return pa.concat_tables(tables) if tables else build_training_set(layout, start, end, settings)
+    return pa.concat_tables([pq.read_table(p) for p in paths])
 
 
-def _daily_counts(layout: DataLayout, kind: str, end: date) -> dict[date, int]:
-    return {
-        d: pq.ParquetDataset(layout.day_dir(kind, d)).read(columns=[]).num_rows  # type: ignore[arg-type]
-        for d in layout.days(kind)  # type: ignore[arg-type]
-        if d <= end
-    }
+def _daily_counts(layout: DataLayout, kind: EventKind, end: date) -> dict[date, int]:
+    return {d: layout.day_rows(kind, d) for d in layout.days(kind) if d <= end}
 
 
 def _build_part(

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +30,9 @@ from features.embeddings.config import EmbeddingSettings
 
 if TYPE_CHECKING:
     from data.engine import EngineSettings
+    from features.block_attributes import BlockAttributes
     from features.dataset import RetrievalReplay
+    from features.embeddings.asof import DailyVectors
 
 CACHE_DIR = Path(".cache") / "ranking"
 # Feature-store settings that only say how to connect: they cannot change a feature's value.
@@ -121,20 +123,27 @@ def training_table(
         from features.embeddings.asof import train_daily_vectors
 
         vectors = train_daily_vectors(layout, start, end, catalog.ids, embeddings, progress=progress)
-    if engine is not None and end > start and (not engine.is_local or engine.local_workers() > 1):
-        table = _on_engine(
-            engine,
-            layout,
-            start,
-            end,
-            settings,
-            path.with_suffix(".parts") if cache else Path(tempfile.mkdtemp(prefix="training-parts-")),
-            catalog=catalog,
-            progress=progress,
-            vectors=vectors,
-            retrieval=retrieval,
-            candidates=candidates,
-        )
+    parts_dir = None
+    if engine is not None and end > start and _engine_parts(engine) > 1:
+        parts_dir = _parts_folder(path, cache)
+    if engine is not None and parts_dir is not None:
+        try:
+            table = _on_engine(
+                engine,
+                layout,
+                start,
+                end,
+                settings,
+                parts_dir,
+                catalog=catalog,
+                progress=progress,
+                vectors=vectors,
+                retrieval=retrieval,
+                candidates=candidates,
+            )
+        finally:
+            if not cache:  # a scratch folder: nothing to resume from
+                shutil.rmtree(parts_dir, ignore_errors=True)
     else:
         table = build_training_set(
             layout,
@@ -159,6 +168,8 @@ def training_table(
             os.replace(tmp, path)  # readers never see a half-written file
         except OSError:
             pass  # a read-only world folder: no cache, same result
+        if parts_dir is not None:  # the parts are kept until the whole table is: a failure above resumes
+            shutil.rmtree(parts_dir, ignore_errors=True)
     return table, False
 
 
@@ -170,6 +181,31 @@ def rows_between(table: pa.Table, start: date, end: date) -> pa.Table:
     return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
 
 
+def _engine_parts(engine: EngineSettings) -> int:
+    """How many training-set parts may run at once: a running cluster's workers decide; a local cluster
+    runs no more than its workers, nor than the free memory holds (``PART_MEMORY_BYTES`` each)."""
+    if not engine.is_local:
+        return 2**31  # plan_parts takes the cluster's worker count
+    import psutil
+
+    from features.dataset_parts import PART_MEMORY_BYTES
+
+    return min(engine.local_workers(), psutil.virtual_memory().available // PART_MEMORY_BYTES)
+
+
+def _parts_folder(path: Path, cache: bool) -> Path | None:
+    """Where the parts go: beside the cache entry (a rerun resumes), else a scratch folder; None when
+    neither can be written (a read-only world folder without a cache: the in-process build)."""
+    try:
+        if not cache:
+            return Path(tempfile.mkdtemp(prefix="training-parts-"))
+        folder = path.with_suffix(".parts")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except OSError:
+        return None
+
+
 def _on_engine(
     engine: EngineSettings,
     layout: DataLayout,
@@ -177,17 +213,33 @@ def _on_engine(
     end: date,
     settings: FeatureStoreSettings,
     parts: Path,
-    **build: Any,
+    *,
+    catalog: BlockAttributes,
+    progress: Progress | None,
+    vectors: DailyVectors | None,
+    retrieval: RetrievalReplay | None,
+    candidates: int,
 ) -> pa.Table:
-    """``build_training_set`` in parts on the engine. The parts' folder (named by the cache key) outlives a
-    failed run, so a rerun builds only the missing parts; it goes once the whole table is built."""
+    """``build_training_set`` in parts on the engine, into ``parts`` (named by the cache key, so a rerun
+    after a failure builds only the missing parts)."""
     from data.engine import engine_client
     from features.dataset_parts import build_training_set_on_engine
 
     for stale in parts.parent.glob(f"training_{start}_{end}_*.parts"):
-        if stale != parts:
+        if stale != parts:  # another key's leftovers for this range: never resumable
             shutil.rmtree(stale, ignore_errors=True)
     with engine_client(engine) as client:
-        table = build_training_set_on_engine(client, layout, start, end, settings, parts, **build)
-    shutil.rmtree(parts, ignore_errors=True)
-    return table
+        return build_training_set_on_engine(
+            client,
+            layout,
+            start,
+            end,
+            settings,
+            parts,
+            catalog=catalog,
+            progress=progress,
+            vectors=vectors,
+            retrieval=retrieval,
+            candidates=candidates,
+            max_parts=_engine_parts(engine),
+        )

@@ -78,6 +78,7 @@ def world_source(
         settings.features,
         progress=progress,
         embeddings=settings.embeddings,
-        retrieval=LazyReplay(settings, world) if ranking.world.relevance else None,
+        # Resolved: an engine worker (another process, maybe another machine) loads the replay itself.
+        retrieval=LazyReplay(settings, world.resolve()) if ranking.world.relevance else None,
         engine=settings.engine,
     )

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 from data.engine import EngineSettings, engine_client
+from data.errors import ConfigError
 from data.layout import DataLayout
 from features.config import FeatureStoreSettings
 from features.dataset import build_training_set
@@ -43,6 +44,18 @@ def test_parts_are_contiguous_and_balance_rows_against_replay() -> None:
     assert plan_parts([5, 7], [5, 12], 8) == [(0, 0), (1, 1)]
     assert plan_parts([5, 7, 9], [5, 12, 21], 1) == [(0, 2)]
     assert plan_parts([], [], 2) == []
+    # A part that gains nothing (or next to nothing) is not taken: each one replays the history again.
+    assert plan_parts([10, 0, 0, 0], [0, 0, 0, 0], 4, replay_cost=0.0) == [(0, 3)]
+    assert plan_parts([1, 1, 1, 1], [10**6] * 4, 4) == [(0, 3)]
+
+
+def test_day_counts_and_label_range(build: Build) -> None:
+    layout = build.layout
+    for kind in ("impressions", "interactions"):
+        for day, table in layout.iter_event_days(kind):
+            assert layout.day_rows(kind, day) == table.num_rows
+    with pytest.raises(ConfigError, match="labels through"):
+        build_training_set(layout, build.start, build.end, build.features, labels_through=build.start)
 
 
 @dataclass(frozen=True)

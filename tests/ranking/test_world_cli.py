@@ -119,5 +119,8 @@ def test_cluster_option_builds_the_training_set_on_that_cluster(world: Path, tmp
 
 
 def test_engine_option_is_refused_for_a_torch_ranker_before_any_work(world: Path, tmp_path: Path) -> None:
-    result = run("train", "ranker", "--world", str(world), "--model", "dcn", "--engine")
+    fresh = tmp_path / "tiny"
+    shutil.copytree(world, fresh, ignore=shutil.ignore_patterns(".cache"))
+    result = run("train", "ranker", "--world", str(fresh), "--model", "dcn", "--engine")
     assert result.returncode == 2 and "only lgbm trains on the engine" in result.stderr
+    assert not (fresh / ".cache" / "ranking").exists()  # refused before the training set was built
