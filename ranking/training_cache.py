@@ -59,7 +59,15 @@ def feature_fingerprint(settings: FeatureStoreSettings) -> str:
     h.update(json.dumps(relevant, sort_keys=True).encode())
     import features.definitions
 
-    for path in sorted(Path(features.definitions.__file__).parent.rglob("*.py")):
+    h.update(package_digest(features.definitions.__file__).encode())
+    return h.hexdigest()[:16]
+
+
+def package_digest(module_file: str) -> str:
+    """A hash of every Python file of the package holding ``module_file``: its code decides the values a
+    cached training set holds (the features package's, the retrieval package's for the ``rel_*`` columns)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(module_file).parent.rglob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

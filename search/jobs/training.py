@@ -38,8 +38,8 @@ class LazyReplay:
     """``retrieval_replay`` loaded on the first use: a cached training set needs no indexes or encoders.
 
     ``key`` names what decides the answers besides the world's files (which the training-set cache already
-    fingerprints): the retrieval settings that shape the fused list. Pickled (to an engine worker), it
-    carries the settings and the world only: each process loads its own.
+    fingerprints): the retrieval settings that shape the fused list, and the retrieval package's code.
+    Pickled (to an engine worker), it carries the settings and the world only: each process loads its own.
     """
 
     def __init__(self, settings: Settings, world: Path) -> None:
@@ -51,9 +51,13 @@ class LazyReplay:
 
     @property
     def key(self) -> str:
+        import retrieval.asof
+        from ranking.training_cache import package_digest
+
         r = self.settings.retrieval
         shaping = r.model_dump(mode="json", include=SHAPING)
-        return json.dumps(shaping, sort_keys=True)
+        # The code too: a retrieval change (say, how a batch of queries is scored) changes the rel_* values.
+        return json.dumps(shaping, sort_keys=True) + "|" + package_digest(retrieval.asof.__file__)
 
     def _loaded(self) -> AsOfRetrieval:
         if self._replay is None:
