@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -23,6 +24,14 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def new_request(page: Any, request_id: str | None) -> None:
+    """Wait until the page shows the answer to another search than ``request_id``."""
+    assert request_id, "the page shows no request id"
+    page.wait_for_selector(
+        f"#status[data-request-id]:not([data-request-id='{request_id}'])", state="attached"
+    )
 
 
 @pytest.mark.slow
@@ -40,7 +49,9 @@ def test_search_page_click_reranks(app_factory: Callable[..., FastAPI], live_ser
             console: list[str] = []
             page.on("console", lambda msg: console.append(msg.text))
             page.goto(live.url + "/")
-            page.wait_for_function("document.querySelectorAll('#user option').length > 0")
+            # Waits go through playwright's selector engine: a predicate string polled in the page is eval,
+            # which the page's CSP refuses (script-src has no 'unsafe-eval'), so it failed whenever it polled.
+            page.wait_for_selector("#user option", state="attached")
             page.select_option("#user", index=1)
             page.fill("#query", "jeju island")
             page.click("button[type=submit]")
@@ -57,9 +68,7 @@ def test_search_page_click_reranks(app_factory: Callable[..., FastAPI], live_ser
             before = float(last.get_attribute("data-score") or "nan")
             with page.expect_response(lambda r: r.url.endswith("/events") and r.status == 202):
                 last.locator("a.doc").first.click()
-            page.wait_for_function(
-                "rid => document.getElementById('status').dataset.requestId !== rid", arg=first_request
-            )
+            new_request(page, first_request)
             selector = f".card[data-block-id='{block_id}']"
 
             def score_now() -> float | None:
@@ -71,9 +80,7 @@ def test_search_page_click_reranks(app_factory: Callable[..., FastAPI], live_ser
             while score_now() == before and time.monotonic() < deadline:
                 shown = page.get_attribute("#status", "data-request-id")
                 page.click("button[type=submit]")
-                page.wait_for_function(
-                    "rid => document.getElementById('status').dataset.requestId !== rid", arg=shown
-                )
+                new_request(page, shown)
                 time.sleep(0.3)
             # The ranking reacted: the clicked block scores differently now (or left the top 10).
             assert score_now() != before
