@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -101,8 +101,9 @@ def build_training_set(
     labels = acts
     if labels_through is not None and labels_through < end:
         raise ConfigError(f"labels through {labels_through} would miss clicks of days up to {end}")
-    if labels_through is not None and labels_through > end:
-        labels = layout.read_events("interactions", end=labels_through)
+    if labels_through is not None and labels_through > end:  # only the later days: acts holds the rest
+        later = layout.read_events("interactions", start=end + timedelta(days=1), end=labels_through)
+        labels = pa.concat_tables([acts, later])
     rows: list[np.ndarray] = []
     meta: list[tuple[ImpressionEvent, tuple[str, ...]]] = []
     blocks_for = _shown_blocks

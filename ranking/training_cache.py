@@ -131,13 +131,13 @@ def training_table(
         from features.embeddings.asof import train_daily_vectors
 
         vectors = train_daily_vectors(layout, start, end, catalog.ids, embeddings, progress=progress)
-    parts_dir = None
-    if engine is not None and end > start and _engine_parts(engine) > 1:
-        parts_dir = _parts_folder(path, cache)
+    parts = _engine_parts(engine) if engine is not None and end > start else 1
+    parts_dir = _parts_folder(path, cache) if parts > 1 else None
     if engine is not None and parts_dir is not None:
         try:
             table = _on_engine(
                 engine,
+                parts,
                 layout,
                 start,
                 end,
@@ -216,6 +216,7 @@ def _parts_folder(path: Path, cache: bool) -> Path | None:
 
 def _on_engine(
     engine: EngineSettings,
+    max_parts: int,
     layout: DataLayout,
     start: date,
     end: date,
@@ -228,8 +229,8 @@ def _on_engine(
     retrieval: RetrievalReplay | None,
     candidates: int,
 ) -> pa.Table:
-    """``build_training_set`` in parts on the engine, into ``parts`` (named by the cache key, so a rerun
-    after a failure builds only the missing parts)."""
+    """``build_training_set`` in at most ``max_parts`` parts on the engine, into ``parts`` (named by the
+    cache key, so a rerun after a failure builds only the missing parts)."""
     from data.engine import engine_client
     from features.dataset_parts import build_training_set_on_engine
 
@@ -249,5 +250,5 @@ def _on_engine(
             vectors=vectors,
             retrieval=retrieval,
             candidates=candidates,
-            max_parts=_engine_parts(engine),
+            max_parts=max_parts,
         )
