@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ranking.dataset import ListwiseData
-from ranking.errors import InputError
+from ranking.engine_lists import engine_workers, list_partitions
 from ranking.evaluate import evaluate_scores
 
 if TYPE_CHECKING:
@@ -30,27 +30,11 @@ if TYPE_CHECKING:
 PARTS_PER_WORKER = 1
 
 
-def list_partitions(n_lists: int, parts: int) -> list[np.ndarray]:
-    """The lists of at most ``parts`` partitions, dealt out in turn: partition ``i`` holds lists ``i``,
-    ``i + parts``, ... . Each partition then spans every day of the training range: LightGBM's distributed
-    learner builds each feature's bins from one machine's rows, which should see counts of every day."""
-    parts = max(1, min(parts, n_lists))
-    return [np.arange(i, n_lists, parts) for i in range(parts)]
-
-
 def list_rows(offsets: np.ndarray, lists: np.ndarray) -> np.ndarray:
     """The rows of ``lists``, list after list, each list's rows in order."""
     starts, sizes = offsets[lists], offsets[lists + 1] - offsets[lists]
     within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     return np.repeat(starts, sizes) + within
-
-
-def engine_workers(client: Client) -> list[str]:
-    """The addresses of the cluster's workers, sorted."""
-    workers = sorted(client.scheduler_info()["workers"])
-    if not workers:
-        raise InputError("the Dask cluster has no workers to train on")
-    return workers
 
 
 def fit_on_engine(
@@ -67,6 +51,8 @@ def fit_on_engine(
     from lightgbm.dask import DaskLGBMRanker
 
     workers = engine_workers(client)
+    # Dealt out, not cut in runs: LightGBM's distributed learner builds each feature's bins from one
+    # machine's rows, which should see counts of every day.
     partitions = list_partitions(train.n_lists, len(workers) * PARTS_PER_WORKER)
     rows = [list_rows(train.offsets, lists) for lists in partitions]
     chunks = (tuple(r.size for r in rows),)

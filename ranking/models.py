@@ -10,13 +10,23 @@ from ranking.config import RankingSettings
 from ranking.ensemble import DASALCEnsembleRanker
 from ranking.errors import ParameterError
 from ranking.lgbm import LightGBMRanker
-from ranking.torch_rankers import DASALCRanker, DCNRanker, LinearRanker, MLPRanker
+from ranking.torch_rankers import DASALCRanker, DCNRanker, LinearRanker, MLPRanker, TorchRanker
 
 #: Model type -> ranker class; ``MODELS[t].config_class`` is the type's config.
 MODELS: dict[str, type[Ranker]] = {
     cls.kind: cls
     for cls in (LinearRanker, MLPRanker, DCNRanker, DASALCRanker, DASALCEnsembleRanker, LightGBMRanker)
 }
+
+
+def trains_on_engine(name: str) -> bool:
+    """Whether model type ``name`` can train on the engine (its ``fit`` takes a Dask ``client``): LightGBM
+    and the single torch networks; an ensemble trains its members in this process."""
+    return issubclass(MODELS[name], LightGBMRanker | TorchRanker)
+
+
+#: The model types ``trains_on_engine`` accepts, for messages.
+ENGINE_MODELS = tuple(name for name in MODELS if trains_on_engine(name))
 
 
 def parse_model_list(spec: str) -> list[str]:

@@ -18,7 +18,7 @@ from ranking.dataset import ListwiseData
 from ranking.errors import RegistryError, WorldDataError
 from ranking.evaluate import DEFAULT_KS, evaluate_scores
 from ranking.ltr import load_svmlight
-from ranking.models import make_ranker
+from ranking.models import ENGINE_MODELS, make_ranker
 from ranking.registry import ModelRegistry
 from ranking.training_cache import feature_fingerprint
 from ranking.world import WorldSource
@@ -98,7 +98,8 @@ def train_and_register(
 ) -> tuple[str, Ranker]:
     """Train (or, with ``warm_start``, fine-tune the line's current model) and register a new version.
 
-    ``engine``: train on the engine (a local Dask cluster, or ``engine.address``); only LightGBM can.
+    ``engine``: train on the engine (a local Dask cluster, or ``engine.address``): LightGBM, or a torch
+    ranker data-parallel with one ``torch.distributed`` rank per worker (``ranking.models.ENGINE_MODELS``).
 
     The manifest records the validation metrics, the parent version of a warm start and ``metadata``
     (e.g. ``{"data_range": {"train": "2026-01-01..2026-01-10"}}``).
@@ -129,9 +130,12 @@ def _fit(
     from data.engine import engine_client
     from data.errors import ConfigError
     from ranking.lgbm import LightGBMRanker
+    from ranking.torch_rankers import TorchRanker
 
-    if not isinstance(ranker, LightGBMRanker):
-        raise ConfigError(f"only lgbm trains on the engine (--cluster / --engine), not '{ranker.kind}'")
+    if not isinstance(ranker, LightGBMRanker | TorchRanker):
+        raise ConfigError(
+            f"only {', '.join(ENGINE_MODELS)} train on the engine (--cluster / --engine), not '{ranker.kind}'"
+        )
     with engine_client(engine) as client:
         ranker.fit(train, valid, warm_start=warm, client=client)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import numpy as np
 from pydantic import Field, PositiveInt
@@ -23,6 +23,9 @@ from ranking.errors import ModelFormatError, ParameterError
 from ranking.nn.layers import DenseTransform, InputEncoder
 from ranking.nn.nets import DASALCNet, DCNv2Net, LinearNet, MLPNet, ScoringNet, build_encoder
 from ranking.nn.train import TensorLists, predict, train_net
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 WEIGHTS = "model.safetensors"
 
@@ -76,7 +79,21 @@ class TorchRanker(Ranker[TC]):
     def build_net(self, schema: Schema, config: TC) -> ScoringNet:
         """A freshly initialised network for inputs of this schema."""
 
-    def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
+    def fit(
+        self,
+        train: ListwiseData,
+        valid: ListwiseData | None = None,
+        warm_start: bool = False,
+        *,
+        client: Client | None = None,
+    ) -> Self:
+        """Train in this process or, given a Dask ``client``, data-parallel on its workers, one
+        ``torch.distributed`` rank each (``ranking.torch_dask``).
+
+        The client is where the fit runs, not a parameter of the model: ``get_params`` and the saved model
+        are the same either way (the manifest's ``info.engine`` records the ranks), and ``threads`` only
+        applies in process (a rank uses its worker's threads).
+        """
         config = self.config()
         if warm_start:
             self.check_fitted("warm_start")
@@ -96,9 +113,23 @@ class TorchRanker(Ranker[TC]):
                 self.net_ = self.build_net(self.schema_, config)
                 if tensors.dense.shape[1]:
                     self.net_.encoder.set_stats(tensors.dense)
-            info = train_net(self.net_, tensors, TensorLists(valid) if valid else None, cfg, cfg.seed)
+            if client is None:
+                info = train_net(self.net_, tensors, TensorLists(valid) if valid else None, cfg, cfg.seed)
+            else:
+                info = self._fit_on_engine(client, train, valid, cfg)
         self.info_ = {**info, "warm_start": warm_start}
         return self
+
+    def _fit_on_engine(
+        self, client: Client, train: ListwiseData, valid: ListwiseData | None, cfg: TorchTrainSettings
+    ) -> dict[str, Any]:
+        import torch
+
+        from ranking.torch_dask import fit_on_engine
+
+        state, info, run = fit_on_engine(client, self.net_, train, valid, cfg)
+        self.net_.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        return {**info, "engine": run}
 
     def score(self, data: ListwiseData) -> np.ndarray:
         self.check_fitted()

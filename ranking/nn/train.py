@@ -96,8 +96,26 @@ def predict(net: ScoringNet, data: TensorLists, lists_per_batch: int = 512) -> n
 def _validation_score(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> float:
     """Higher is better: NDCG@eval_k of the labels, or minus the weighted listwise loss."""
     if cfg.stop_on == "ndcg":
-        scores = predict(net, valid)
-        return float(per_list_metrics(valid.data, scores, ks=[cfg.eval_k])[f"ndcg@{cfg.eval_k}"].mean())
+        return float(_per_list_ndcg(net, valid, cfg.eval_k).mean())
+    total, lists = _loss_totals(net, valid)
+    return -total / max(lists, 1)
+
+
+@torch.no_grad()
+def validation_totals(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> tuple[float, int]:
+    """(sum, lists) with ``sum / lists`` = ``_validation_score``: shards of the validation lists add up."""
+    if cfg.stop_on == "ndcg":
+        per_list = _per_list_ndcg(net, valid, cfg.eval_k)
+        return float(per_list.sum()), int(per_list.size)
+    total, lists = _loss_totals(net, valid)
+    return -total, lists
+
+
+def _per_list_ndcg(net: ScoringNet, valid: TensorLists, k: int) -> np.ndarray:
+    return per_list_metrics(valid.data, predict(net, valid), ks=[k])[f"ndcg@{k}"]
+
+
+def _loss_totals(net: ScoringNet, valid: TensorLists) -> tuple[float, int]:
     net.eval()
     total, lists = 0.0, 0
     for start in range(0, valid.data.n_lists, 512):
@@ -106,7 +124,29 @@ def _validation_score(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettin
         loss = listwise_softmax_loss(net(b.dense, b.cats, b.vecs, b.mask), b.labels, b.weights, b.mask)
         total += float(loss) * chunk.size
         lists += chunk.size
-    return -total / max(lists, 1)
+    return total, lists
+
+
+class BestEpoch:
+    """Early stopping: keeps the weights of the best validation score, and says when to stop."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.value, self.epoch, self.state, self.stale = -np.inf, 0, None, 0
+
+    def update(self, value: float, epoch: int, net: ScoringNet) -> bool:
+        """Record the score of ``epoch``; True when ``patience`` epochs in a row did not beat the best."""
+        if value > self.value + 1e-6:
+            self.value, self.epoch, self.stale = value, epoch, 0
+            self.state = copy.deepcopy(net.state_dict())
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, net: ScoringNet) -> None:
+        """Load the best epoch's weights into ``net`` (no-op without a validation score)."""
+        if self.state is not None:
+            net.load_state_dict(self.state)
 
 
 def train_net(
@@ -119,11 +159,13 @@ def train_net(
     sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
     lists = np.flatnonzero(sums > 0)
     metric = f"ndcg@{cfg.eval_k}" if cfg.stop_on == "ndcg" else "loss"
-    best, best_epoch, best_state, stale = -np.inf, 0, None, 0
+    best = BestEpoch(cfg.patience)
     started = time.perf_counter()
+    epoch_seconds: list[float] = []
     seen = 0
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
+        epoch_started = time.perf_counter()
         net.train()
         order = rng.permutation(lists)
         for start in range(0, order.size, cfg.lists_per_batch):
@@ -136,25 +178,37 @@ def train_net(
             loss.backward()
             optimiser.step()
             seen += chunk.size
-        if valid is None:
-            continue
-        value = _validation_score(net, valid, cfg)
-        if value > best + 1e-6:
-            best, best_epoch, stale = value, epoch, 0
-            best_state = copy.deepcopy(net.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+        stop = valid is not None and best.update(_validation_score(net, valid, cfg), epoch, net)
+        epoch_seconds.append(time.perf_counter() - epoch_started)
+        if stop:
+            break
+    best.restore(net)
     seconds = time.perf_counter() - started
+    validated = valid is not None
+    return fit_info(epoch, best, validated, metric, cfg, int(lists.size), seen, seconds, epoch_seconds)
+
+
+def fit_info(
+    epochs: int,
+    best: BestEpoch,
+    validated: bool,
+    metric: str,
+    cfg: TorchTrainSettings,
+    train_lists: int,
+    seen: int,
+    seconds: float,
+    epoch_seconds: list[float],
+) -> dict:
+    """What a training run reports (the ranker's ``info_``, saved in its manifest); an epoch's seconds
+    count its training steps and its validation."""
+    # Reported as measured: the loss is minimised, the score maximised its negative.
+    value = best.value if cfg.stop_on == "ndcg" else -best.value
     return {
-        "epochs": epoch,
-        "best_epoch": best_epoch if valid is not None else epoch,
-        # Reported as measured: the loss is minimised, the score maximised its negative.
-        f"valid_{metric}": round(best if cfg.stop_on == "ndcg" else -best, 6) if valid is not None else None,
-        "train_lists": int(lists.size),
+        "epochs": epochs,
+        "best_epoch": best.epoch if validated else epochs,
+        f"valid_{metric}": round(value, 6) if validated else None,
+        "train_lists": train_lists,
         "seconds": round(seconds, 3),
         "lists_per_second": round(seen / seconds, 1) if seconds > 0 else None,
+        "epoch_seconds_p50": round(float(np.median(epoch_seconds)), 4) if epoch_seconds else None,
     }

@@ -286,8 +286,9 @@ def train_ranker(
         bool,
         typer.Option(
             "--engine",
-            help="lgbm: train on the engine, a local Dask cluster of engine.workers processes (default: in "
-            "this process, faster on small machines; docs/scale.md).",
+            help="lgbm, linear, mlp, dcn, dasalc: train on the engine, a local Dask cluster of "
+            "engine.workers processes (torch: one torch.distributed rank each); default: in this process, "
+            "faster on small machines (docs/scale.md).",
         ),
     ] = False,
     cluster: ClusterOption = None,
@@ -295,7 +296,7 @@ def train_ranker(
 ) -> None:
     """Train a ranker and register it as a new (unpromoted) version."""
     from data.errors import ConfigError
-    from ranking.models import parse_model_list
+    from ranking.models import ENGINE_MODELS, parse_model_list, trains_on_engine
     from ranking.pipeline import load_ltr_splits, train_and_register, train_world_ranker
 
     if (world is None) == (ltr_train is None):
@@ -303,11 +304,13 @@ def train_ranker(
     (name,) = parse_model_list(model)
     settings = _settings(threads, seed)
     reg = _registry(registry)
-    if name != "lgbm" and (engine or (cluster and world is None)):  # refused before any work, not after
-        raise ConfigError(f"only lgbm trains on the engine (--cluster / --engine), not '{name}'")
-    # A world's training set is built on --cluster too; LightGBM also trains there, the torch rankers here.
-    lgbm_engine = (engine or cluster) and name == "lgbm"
-    on_engine = on_cluster(state.settings(), cluster).engine if lgbm_engine else None
+    trains_there = trains_on_engine(name)
+    if not trains_there and (engine or (cluster and world is None)):  # refused before any work, not after
+        raise ConfigError(
+            f"only {', '.join(ENGINE_MODELS)} train on the engine (--cluster / --engine), not '{name}'"
+        )
+    # A world's training set is built on --cluster for every model; the ensemble then trains here.
+    on_engine = on_cluster(state.settings(), cluster).engine if (engine or cluster) and trains_there else None
     if world is not None:
         with progress_bar(not as_json) as report:
             source = _world_source(world, settings, report, cluster)

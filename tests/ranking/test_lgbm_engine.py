@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from data.engine import EngineSettings, engine_client
+from ranking.engine_lists import list_partitions
 from ranking.evaluate import evaluate_scores
 from ranking.lgbm import LightGBMRanker
-from ranking.lgbm_dask import list_partitions, list_rows
+from ranking.lgbm_dask import list_rows
 from search.settings import Settings
 
 

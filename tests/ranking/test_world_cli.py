@@ -115,12 +115,15 @@ def test_cluster_option_builds_the_training_set_on_that_cluster(world: Path, tmp
         assert result.returncode == 0, result.stderr
         prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert "build_part" in prefixes  # `_build_part` tasks ran on the cluster named, not in the CLI
-    assert json.loads(result.stdout)["model"] == "linear"
+    assert "run_rank" in prefixes  # `_run_rank`: and so did the torch ranker's training, one rank per worker
+    trained = json.loads(result.stdout)
+    assert trained["model"] == "linear" and trained["info"]["engine"]["ranks"] == 2
 
 
-def test_engine_option_is_refused_for_a_torch_ranker_before_any_work(world: Path, tmp_path: Path) -> None:
+def test_engine_option_is_refused_for_an_ensemble_before_any_work(world: Path, tmp_path: Path) -> None:
     fresh = tmp_path / "tiny"
     shutil.copytree(world, fresh, ignore=shutil.ignore_patterns(".cache"))
-    result = run("train", "ranker", "--world", str(fresh), "--model", "dcn", "--engine")
-    assert result.returncode == 2 and "only lgbm trains on the engine" in result.stderr
+    result = run("train", "ranker", "--world", str(fresh), "--model", "dasalc-ens", "--engine")
+    assert result.returncode == 2, result.stderr
+    assert "only linear, mlp, dcn, dasalc, lgbm train on the engine" in result.stderr, result.stderr
     assert not (fresh / ".cache" / "ranking").exists()  # refused before the training set was built

@@ -1,0 +1,147 @@
+"""Data-parallel training of a ``ScoringNet``: one rank of a ``torch.distributed`` group (gloo on CPU).
+
+Every rank holds a full copy of the network and its own shard of the training lists (whole lists: one list
+is never split, the listwise loss compares its rows). A training step:
+
+1. Each rank takes its part of the step's lists (its shard, shuffled each epoch, cut into as many parts as
+   one process would take batches over all the lists), and computes the mean listwise loss over them and
+   its gradients.
+2. One ``all_reduce`` sums every rank's gradients, each times its number of lists, together with those
+   numbers. Divided by the total, that is the gradient of the mean loss over the step's lists on all ranks:
+   what one process computes for a batch of those lists.
+3. Each rank applies it with its own Adam. Identical gradients and an identical start (the driver ships
+   one network to every rank) keep the copies identical, step after step.
+
+After each epoch the batch-norm running statistics (the only state a rank updates from its own data) are
+averaged over the ranks, and the validation score is the sum over the ranks' validation shards, so every
+rank sees the same number and stops at the same epoch.
+
+Why ``all_reduce`` rather than ``DistributedDataParallel``: DDP averages the ranks' mean losses with equal
+weight, while the ranks' parts of a step hold different numbers of lists (the shards differ by one list,
+and the last step of an epoch is short); a rank whose part is empty would also need a dummy forward pass to
+join DDP's collective. These networks are small (DCN-V2 has about 10^5 weights), so one flat
+``all_reduce`` per step costs what DDP's buckets would.
+
+What differs from one process, and why results are close but not equal: dropout and the noise draw other
+random numbers (each rank has its own seed), the lists meet in other batches, and batch norm normalises
+with each rank's part of the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ranking.config import TorchTrainSettings
+from ranking.nn.nets import ScoringNet
+from ranking.nn.train import BestEpoch, TensorLists, fit_info, listwise_softmax_loss, validation_totals
+
+
+def train_rank(
+    net: ScoringNet, train: TensorLists, valid: TensorLists | None, cfg: TorchTrainSettings, seed: int
+) -> dict:
+    """Fit ``net`` in place as this process's rank of the default process group; every rank must call it.
+
+    ``train``/``valid`` are this rank's shards (``valid`` None when the rank has no validation lists; the
+    group validates when any rank has some). Returns ``train_net``'s report, with ``train_lists`` and
+    ``lists_per_second`` counted over all ranks.
+    """
+    rank = dist.get_rank()
+    torch.manual_seed(seed + rank)  # dropout and noise: other draws on each rank, as on other lists
+    rng = np.random.default_rng([seed, rank])
+    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
+    lists = np.flatnonzero(sums > 0)
+    sizes = train.data.list_sizes
+    total, validated = _all_sum([lists.size, valid is not None])
+    # As many steps per epoch as one process takes over all the lists: the same schedule for Adam.
+    steps = max(1, math.ceil(total / cfg.lists_per_batch))
+    metric = f"ndcg@{cfg.eval_k}" if cfg.stop_on == "ndcg" else "loss"
+    best = BestEpoch(cfg.patience)
+    params = [p for p in net.parameters() if p.requires_grad]
+    started = time.perf_counter()
+    epoch_seconds: list[float] = []
+    seen = 0
+    epoch = 0
+    waited = 0.0  # seconds in the gradients' all_reduce: sending, and waiting for the slowest rank
+    for epoch in range(1, cfg.max_epochs + 1):
+        epoch_started = time.perf_counter()
+        net.train()
+        for part in np.array_split(rng.permutation(lists), steps):
+            optimiser.zero_grad(set_to_none=True)
+            n = 0
+            # Batch norm needs 2 rows or more; a smaller part only joins the all_reduce.
+            if part.size and sizes[part].sum() >= 2:
+                b = train.batch(part)
+                scores = net(b.dense, b.cats, b.vecs, b.mask)  # (B, L)
+                listwise_softmax_loss(scores, b.labels, b.weights, b.mask).backward()
+                n = int(part.size)
+            before = time.perf_counter()
+            step_lists = _average_gradients(params, n)
+            waited += time.perf_counter() - before
+            if step_lists:  # the same on every rank: all step, or none
+                optimiser.step()
+                seen += step_lists
+        _average_batch_norm(net)
+        stop = False
+        if validated:
+            local = validation_totals(net, valid, cfg) if valid is not None else (0.0, 0)
+            value_sum, count = _all_sum(local)
+            stop = best.update(value_sum / max(count, 1), epoch, net)
+        epoch_seconds.append(time.perf_counter() - epoch_started)
+        if stop:
+            break
+    best.restore(net)
+    seconds = time.perf_counter() - started
+    info = fit_info(epoch, best, bool(validated), metric, cfg, int(total), seen, seconds, epoch_seconds)
+    return {**info, "steps_per_epoch": steps, "allreduce_seconds_per_epoch": round(waited / epoch, 4)}
+
+
+def state_digest(net: nn.Module) -> str:
+    """sha256 of the weights and buffers: equal on every rank after ``train_rank`` (checked by the driver)."""
+    h = hashlib.sha256()
+    for name, value in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _all_sum(values: tuple[float, ...] | list[float]) -> list[float]:
+    """Element-wise sums over the ranks (float64: exact for counts, and NDCG sums keep their digits)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _average_gradients(params: list[nn.Parameter], n: int) -> int:
+    """Replace each rank's gradients (of its mean loss over ``n`` lists) by the mean over every rank's
+    lists; returns the number of lists of the step on all ranks (0: nobody had one, no step)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.ones(1)]) * n  # (P + 1,) last: n
+    dist.all_reduce(flat)
+    lists = round(flat[-1].item())
+    if lists == 0:
+        return 0
+    flat = flat[:-1] / lists
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    return lists
+
+
+def _average_batch_norm(net: nn.Module) -> None:
+    """Running means and variances over the ranks: each rank updated its own from its own batches."""
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            world = dist.get_world_size()
+            for buffer in (module.running_mean, module.running_var):
+                if buffer is not None:
+                    dist.all_reduce(buffer)
+                    buffer.div_(world)
