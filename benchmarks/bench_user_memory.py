@@ -49,7 +49,7 @@ import redis
 from data.layout import DataLayout
 from data.world.scales import SCALES
 from features.batch import Snapshot
-from features.block_attributes import intent_label, intent_profile_id, intent_query_key, tokens
+from features.block_attributes import intent_label, intent_profile_id, tokens
 from features.config import FeatureStoreSettings
 from features.embedded import server_pid
 from features.embeddings.config import EmbeddingSettings
@@ -173,18 +173,16 @@ def fill_batch(store: RedisFeatureStore, vocab: Vocabulary, users: list[str], se
     snapshot = Snapshot()
     for user in users:
         genres = rng.dirichlet(np.ones(6))
-        shares = np.sort(rng.dirichlet(np.ones(s.user_keywords + s.user_intents)))[::-1].tolist()
-        shares += [int(c) / 65535 for c in rng.integers(1, 50, s.user_query_intents)]
+        shares = np.sort(rng.dirichlet(np.ones(s.user_keywords + s.user_intents)))[::-1]
         items = [
             *pick.sample(vocab.phrases, s.user_keywords),
             *(f"intent:{label}" for label in pick.sample(vocab.intents, s.user_intents)),
-            *(intent_query_key(label) for label in pick.sample(vocab.intents, s.user_query_intents)),
         ]
         profile = pack_profile(
             list(genres),
             float(rng.uniform()),
             int(rng.integers(50, 5000)),
-            list(zip(items, shares, strict=True)),
+            list(zip(items, shares.tolist(), strict=True)),
         )
         lifts = [(OVERALL_LIFT_KEY, float(rng.uniform(0.5, 2)))] + [
             (intent_profile_id(label), float(rng.lognormal(0, 0.5)))
@@ -400,7 +398,6 @@ def main() -> None:
             "recent_keywords": store.settings.recent_keywords,
             "user_keywords": store.settings.user_keywords,
             "user_intents": store.settings.user_intents,
-            "user_query_intents": store.settings.user_query_intents,
             "user_intent_lifts": store.settings.user_intent_lifts,
             "session_shown_blocks": store.settings.session_shown_blocks,
             "m3_dim": args.dim,

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from data.logstats import click_counts, co_query_counts, query_click_entropy
 from data.metrics import entropy_bits
-from features.block_attributes import BlockAttributes, intent_query_key
+from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.intent_lift import intent_lifts
 from features.keys import Keys
@@ -88,23 +88,18 @@ def batch_snapshot(
         strict=True,
     ):
         per_query[q][b] = c
-    named: dict[str, int] = {}  # query -> the one intent its clicks name
     for q, blocks in per_query.items():
         # Which intents the query's searchers click: a block never shown for the query still inherits its
         # intent's share.
-        by_intent: Counter[int] = Counter()
+        by_intent: Counter[str] = Counter()
         for b, c in blocks.items():
             row = catalog.index.get(b)
             if row is not None and catalog.intent[row]:
-                by_intent[int(catalog.intent[row])] += c
+                by_intent[catalog.intent_labels[catalog.intent[row]]] += c
         total = sum(blocks.values())
         h = snapshot.query[keys.query_batch(q)]
-        for i, c in by_intent.items():
-            h[f"i|{catalog.intent_labels[i]}"] = c / total
-        if by_intent and total >= settings.query_intent_min_clicks:
-            top, c = min(by_intent.items(), key=lambda kv: (-kv[1], kv[0]))
-            if c / total >= settings.query_intent_min_share:
-                named[q] = top
+        for label, c in by_intent.items():
+            h[f"i|{label}"] = c / total
     for q, neighbours in co_queries(impressions, settings).items():
         h = snapshot.query[keys.query_batch(q)]
         h["ncoq"] = float(len(neighbours))
@@ -118,8 +113,7 @@ def batch_snapshot(
                     assoc[b] += pmi / weight * c / total
         for b, v in assoc.most_common(assoc_blocks):
             h[f"a|{b}"] = v
-    searched = _searched_intents(impressions, named)
-    _user_taste(clicks_with_requests(impressions, interactions), searched, catalog, keys, settings, snapshot)
+    _user_taste(clicks_with_requests(impressions, interactions), catalog, keys, settings, snapshot)
     _lifts(impressions, interactions, catalog, keys, settings, snapshot)
     snapshot.query = dict(snapshot.query)
     return snapshot
@@ -155,38 +149,8 @@ def _lifts(
         snapshot.user.setdefault(keys.user(u), {}).update(whole_blob(LIFT_FIELD, blob))
 
 
-def _searched_intents(impressions: pa.Table, named: dict[str, int]) -> dict[str, Counter[int]]:
-    """Per user, how many of their searches were for each intent (queries whose clicks name one).
-
-    A topic or genre query is the person saying what they want, whatever was shown; their clicks follow
-    the logging policy's pages. Only intents named by everyone's clicks count, so a query phrased any way
-    (an alias, a plural) maps to its intent without a word list.
-    """
-    counts = (
-        impressions.select(["user_id", "query"])
-        .group_by(["user_id", "query"])
-        .aggregate([("query", "count")])
-    )
-    out: dict[str, Counter[int]] = defaultdict(Counter)
-    for u, q, n in zip(
-        counts["user_id"].to_pylist(),
-        counts["query"].to_pylist(),
-        counts["query_count"].to_pylist(),
-        strict=True,
-    ):
-        intent = named.get(q)
-        if intent is not None:
-            out[u][intent] += n
-    return out
-
-
 def _user_taste(
-    clicks: pa.Table,
-    searched: dict[str, Counter[int]],
-    catalog: BlockAttributes,
-    keys: Keys,
-    settings: FeatureStoreSettings,
-    snapshot: Snapshot,
+    clicks: pa.Table, catalog: BlockAttributes, keys: Keys, settings: FeatureStoreSettings, snapshot: Snapshot
 ) -> None:
     genres: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(catalog.genre_mix.shape[1]))
     words: dict[str, Counter[str]] = defaultdict(Counter)
@@ -207,9 +171,8 @@ def _user_taste(
         words[u].update(catalog.keywords[row])
         if catalog.intent[row]:
             intents[u][int(catalog.intent[row])] += 1
-    for u in words.keys() | searched.keys():
-        counts = words.get(u, Counter())
-        n_clicks = genres[u].sum() if u in genres else 0.0
+    for u, counts in words.items():
+        n_clicks = genres[u].sum()
         total = sum(counts.values())
         distinct = len(counts)
         diversity = (
@@ -227,13 +190,7 @@ def _user_taste(
             (f"intent:{catalog.intent_labels[i]}", c / max(n_clicks, 1e-12))
             for i, c in sorted(intents[u].items(), key=lambda kv: (-kv[1], kv[0]))[: settings.user_intents]
         ]
-        # Search counts ride as count / 65535, so the profile's fixed-point share stores them exactly.
-        top_searched = [
-            (intent_query_key(catalog.intent_labels[i]), min(c, 65535) / 65535)
-            for i, c in sorted(searched.get(u, Counter()).items(), key=lambda kv: (-kv[1], kv[0]))[
-                : settings.user_query_intents
-            ]
-        ]
-        genre_share = genres[u] / max(n_clicks, 1e-12) if u in genres else 0 * catalog.genre_mix[0]
-        profile = pack_profile(list(genre_share), diversity, int(n_clicks), top + top_intents + top_searched)
+        profile = pack_profile(
+            list(genres[u] / max(n_clicks, 1e-12)), diversity, int(n_clicks), top + top_intents
+        )
         snapshot.user.setdefault(keys.user(u), {}).update(whole_blob("p", profile))

@@ -31,15 +31,6 @@ def intent_profile_id(label: str) -> int:
     return keyword_id(f"intent:{label}")
 
 
-def intent_query_key(label: str) -> str:
-    """The profile item that holds how often the user searched for an intent (apart from click shares)."""
-    return f"query-intent:{label}"
-
-
-def intent_query_id(label: str) -> int:
-    return keyword_id(intent_query_key(label))
-
-
 def tokens(text: str) -> list[str]:
     """Lower-cased word tokens; the one tokenizer for queries and keywords alike."""
     return [t for t in "".join(c if c.isalnum() else " " for c in text.lower()).split() if len(t) > 1]
@@ -99,7 +90,6 @@ class BlockAttributes:
     intent_labels: list[str]  # "" first
     intent_token_ids: list[frozenset[int]]  # per intent id: hashes of its label's word tokens
     intent_profile_ids: list[int]  # per intent id: its key in the user profile
-    intent_query_ids: list[int]  # per intent id: the key of the user's search count for it in the profile
     # Block vectors by embedding model version (M3). Filled by the training-set builder with the models it
     # trained, and online by ``RedisFeatureStore`` from the store, once per version a user vector names.
     vectors: dict[str, BlockVectors] = field(default_factory=dict)
@@ -154,7 +144,6 @@ class BlockAttributes:
             intent_labels=labels,
             intent_token_ids=[frozenset(keyword_id(t) for t in tokens(label)) for label in labels],
             intent_profile_ids=[intent_profile_id(label) for label in labels],
-            intent_query_ids=[intent_query_id(label) for label in labels],
         )
 
     def rows(self, block_ids: list[str]) -> np.ndarray:

@@ -6,9 +6,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# 11 + 6 x 40 bytes fill the user hash's four 64-byte profile chunks (features.packing).
-PROFILE_ITEMS = 40
-
 
 class FeatureStoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -52,28 +49,10 @@ class FeatureStoreSettings(BaseModel):
     )
     coquery_neighbours: int = Field(default=20, ge=1, description="Co-queries kept per query.")
     coquery_min_sessions: int = Field(default=2, ge=1, description="Sessions a query pair needs to count.")
-    # The packed profile (11 + 6 bytes per item) must fit the user hash's four 64-byte chunks: keywords,
-    # clicked intents and searched intents share PROFILE_ITEMS (checked below).
-    user_keywords: int = Field(default=16, ge=1, le=32, description="Long-term keywords kept per user.")
+    # Bounded so the packed profile (11 + 6 bytes per item) fits the user hash's four 64-byte chunks.
+    user_keywords: int = Field(default=24, ge=1, le=32, description="Long-term keywords kept per user.")
     user_intents: int = Field(
         default=8, ge=0, le=8, description="Long-term intents (block topic or genre labels) kept per user."
-    )
-    user_query_intents: int = Field(
-        default=8,
-        ge=0,
-        le=16,
-        description="Intents the user searched for most (past queries whose clicks name one intent), kept "
-        "per user with their search counts.",
-    )
-    query_intent_min_share: float = Field(
-        default=0.5,
-        gt=0,
-        le=1,
-        description="A query names an intent when at least this share of everyone's clicks on it went to "
-        "blocks of that intent (a topic or genre query; a broad query's clicks spread).",
-    )
-    query_intent_min_clicks: int = Field(
-        default=3, ge=1, description="Clicks a query needs before its intent is trusted."
     )
     # 41 items of 6 bytes fill the field's four 64-byte chunks: the overall lift and 40 intents.
     user_intent_lifts: int = Field(
@@ -101,16 +80,6 @@ class FeatureStoreSettings(BaseModel):
     stream_max_deliveries: int = Field(
         default=5, ge=1, description="Then an event goes to the dead-letter stream."
     )
-
-    @model_validator(mode="after")
-    def _profile_fits(self) -> FeatureStoreSettings:
-        items = self.user_keywords + self.user_intents + self.user_query_intents
-        if items > PROFILE_ITEMS:
-            raise ValueError(
-                f"user_keywords + user_intents + user_query_intents is {items}; the profile holds at most "
-                f"{PROFILE_ITEMS} items"
-            )
-        return self
 
     @model_validator(mode="after")
     def _dedup_covers_requests(self) -> FeatureStoreSettings:

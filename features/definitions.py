@@ -101,19 +101,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "user_intent_lift", "user_block", "batch", 0.0, "log of the user's click lift on the block's intent"
     ),
-    # What the user searched for, apart from what they were shown: past topic and genre queries name an
-    # intent directly (features.batch), and the list's own intents scope the share to this query's domain.
-    Feature(
-        "user_query_intent_share",
-        "user_block",
-        "batch",
-        0.0,
-        "share of the user's past searches for the block's intent among the candidates' intents",
-    ),
-    Feature("user_query_intent_log", "user_block", "batch", 0.0, "log(1 + past searches for the intent)"),
-    Feature(
-        "user_query_intent_evidence", "user", "batch", 0.0, "log(1 + past searches for the list's intents)"
-    ),
     Feature("user_diversity", "user", "batch", 0.0, "normalized entropy of the user's clicked keywords"),
     Feature("user_clicks_log", "user", "batch", 0.0, "log(1 + the user's clicks)"),
     Feature("user_missing", "user", "batch", 1.0, "1 when the user has no click history"),
@@ -316,9 +303,7 @@ def compute(
         ]
         out[:, col["user_diversity"]] = profile.diversity
         out[:, col["user_clicks_log"]] = math.log1p(profile.clicks)
-        # A user who searched but never clicked has a profile too (their searched intents).
-        out[:, col["user_missing"]] = 0.0 if profile.clicks > 0 else 1.0
-        _searched(out, profile.keyword_share, catalog, rows)
+        out[:, col["user_missing"]] = 0.0
 
     lifts = unpack_lifts(join_blob(user, LIFT_FIELD))
     if lifts:
@@ -362,23 +347,6 @@ def compute(
     out[:, col["block_kind"]] = catalog.kind[rows]
     out[:, col["block_genre"]] = catalog.main_genre[rows]
     return out
-
-
-def _searched(out: np.ndarray, items: dict[int, float], catalog: BlockAttributes, rows: np.ndarray) -> None:
-    """The user's past searches for each candidate's intent (stored as count / 65535), and their share
-    among the intents of this list: the candidates are one entity's blocks, so the share is taste within
-    the query's domain."""
-    intents = catalog.intent[rows]
-    counts = np.array(
-        [round(items.get(catalog.intent_query_ids[i], 0.0) * 65535) if i else 0 for i in intents.tolist()],
-        dtype=np.float64,
-    )
-    total = counts[np.unique(intents, return_index=True)[1]].sum()
-    if total <= 0:
-        return
-    out[:, INDEX["user_query_intent_share"]] = counts / total
-    out[:, INDEX["user_query_intent_log"]] = np.log1p(counts)
-    out[:, INDEX["user_query_intent_evidence"]] = math.log1p(total)
 
 
 def _m3(out: np.ndarray, user: dict, catalog: BlockAttributes, rows: np.ndarray) -> None:

@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -132,65 +131,3 @@ def test_query_intent_share_is_the_querys_click_share(
     got = compute(req, fetched, tiny_catalog, FeatureStoreSettings())[:, INDEX["query_intent_share"]]
     assert got[0] == pytest.approx(n_top / len(mine))
     assert got[1] == 0.0
-
-
-def _click_intents(imps: pa.Table, acts: pa.Table, catalog: BlockAttributes) -> dict[str, Counter[int]]:
-    clicks = acts.filter(pc.equal(acts["type"], "click")).join(
-        imps.select(["request_id", "query"]), "request_id"
-    )
-    out: dict[str, Counter[int]] = {}
-    for q, b in zip(clicks["query"].to_pylist(), clicks["block_id"].to_pylist(), strict=True):
-        out.setdefault(q, Counter())[int(catalog.intent[catalog.index[b]])] += 1
-    return out
-
-
-def test_searched_intents_count_the_users_queries_that_name_an_intent(
-    tiny_world: Path, tiny_catalog: BlockAttributes
-) -> None:
-    """A person who searched twice for a query whose clicks name one intent (and once for a query whose
-    clicks spread) has two searches for that intent, clicked or not, scoped to the list's intents."""
-    layout = DataLayout(tiny_world)
-    imps = layout.read_events("impressions", validate_rows=False)
-    acts = layout.read_events("interactions", validate_rows=False)
-    by_query = _click_intents(imps, acts, tiny_catalog)
-    s = FeatureStoreSettings()
-
-    def names(q: str) -> int | None:
-        counts = by_query.get(q, Counter())
-        total = sum(counts.values())
-        top = max(counts.items(), key=lambda kv: kv[1], default=(0, 0))
-        return (
-            top[0]
-            if total >= s.query_intent_min_clicks and top[1] / total >= s.query_intent_min_share
-            else None
-        )
-
-    # A query with a clear top intent (no tie at exactly the threshold).
-    named = next(q for q in sorted(by_query) if names(q) is not None and len(set(by_query[q].values())) > 1)
-    spread = next(q for q in sorted(by_query) if names(q) is None and sum(by_query[q].values()) >= 3)
-    intent = names(named)
-    assert intent is not None
-    # Three new searches by a user who never clicked: the same rows as logged ones, another user and id.
-    rows = [
-        imps.filter(pc.equal(imps["query"], q)).slice(0, 1).to_pylist()[0] | {"request_id": f"r-new-{j}"}
-        for j, q in enumerate((named, named, spread))
-    ]
-    added = pa.Table.from_pylist([r | {"user_id": "u-searcher"} for r in rows], schema=imps.schema)
-    keys = Keys("t")
-    snapshot = batch_snapshot(pa.concat_tables([imps, added]), acts, tiny_catalog, keys, s)
-
-    entity = next(
-        _entity(tiny_catalog, r) for r in range(len(tiny_catalog.ids)) if tiny_catalog.intent[r] == intent
-    )
-    mine = [r for r in range(len(tiny_catalog.ids)) if _entity(tiny_catalog, r) == entity]
-    same = next(r for r in mine if tiny_catalog.intent[r] == intent)
-    other = next(r for r in mine if tiny_catalog.intent[r] != intent)
-    req = Request("r1", T0, "u-searcher", "anything", (tiny_catalog.ids[same], tiny_catalog.ids[other]))
-    fetched: list[dict] = [{} for _ in plan(keys, req)]
-    fetched[USER_SLOT] = snapshot.user[keys.user("u-searcher")]
-    got = compute(req, fetched, tiny_catalog, s)
-    assert got[:, INDEX["user_query_intent_share"]].tolist() == [1.0, 0.0]
-    assert got[:, INDEX["user_query_intent_log"]] == pytest.approx([np.log(3), 0.0])
-    assert got[:, INDEX["user_query_intent_evidence"]] == pytest.approx([np.log(3), np.log(3)])
-    assert (got[:, INDEX["user_missing"]] == 1.0).all()  # searched, never clicked
-    assert (got[:, INDEX["user_clicks_log"]] == 0.0).all()

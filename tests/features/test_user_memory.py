@@ -65,7 +65,6 @@ def _fill_one(store: RedisFeatureStore, user: str, session: str) -> None:
 
     items = [(f"keyword {i}", 0.03) for i in range(s.user_keywords)]
     items += [(f"intent:label {i}", 0.01) for i in range(s.user_intents)]
-    items += [(f"query-intent:label {i}", 7 / 65535) for i in range(s.user_query_intents)]
     profile = pack_profile([1 / 6] * 6, 0.7, 1234, items)
     lifts = [(OVERALL_LIFT_KEY, 1.1)] + [(rng.getrandbits(32) | 1, 1.5) for _ in range(s.user_intent_lifts)]
     snapshot = Snapshot()
@@ -86,9 +85,7 @@ def test_a_full_user_fits_its_byte_budget(store: RedisFeatureStore) -> None:
     # Every per-user field is there, full.
     assert len(read_recent(join_blob(user, "r"), 0, 1)) == s.recent_keywords
     assert len(read_recent(join_blob(user, CLICKS_FIELD), 0, 1)) == s.recent_keywords
-    assert len(unpack_profile(join_blob(user, "p")).keyword_share) == (
-        s.user_keywords + s.user_intents + s.user_query_intents
-    )
+    assert len(unpack_profile(join_blob(user, "p")).keyword_share) == s.user_keywords + s.user_intents
     assert len(unpack_lifts(join_blob(user, LIFT_FIELD))) == s.user_intent_lifts + 1
     assert len(decode_vector(join_blob(user, VECTOR_FIELD))) == EmbeddingSettings().dim
     assert user[VERSION_FIELD] == b"m3-0123456789ab"
