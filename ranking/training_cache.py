@@ -131,7 +131,7 @@ def training_table(
         from features.embeddings.asof import train_daily_vectors
 
         vectors = train_daily_vectors(layout, start, end, catalog.ids, embeddings, progress=progress)
-    parts = _engine_parts(engine) if engine is not None and end > start else 1
+    parts = engine_parts(engine) if engine is not None and end > start else 1
     parts_dir = _parts_folder(path, cache) if parts > 1 else None
     if engine is not None and parts_dir is not None:
         try:
@@ -189,7 +189,7 @@ def rows_between(table: pa.Table, start: date, end: date) -> pa.Table:
     return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
 
 
-def _engine_parts(engine: EngineSettings) -> int:
+def engine_parts(engine: EngineSettings) -> int:
     """How many training-set parts may run at once: a running cluster's workers decide; a local cluster
     runs no more than its workers, nor than the free memory holds (``PART_MEMORY_BYTES`` each)."""
     if not engine.is_local:

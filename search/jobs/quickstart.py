@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -281,10 +282,26 @@ def quickstart(
     indexes = build_indexes(settings, world, progress)
     report(indexes)
     store = RedisFeatureStore.connect(settings.features)
-    features = build_features(settings, world, store, progress)
+    if _parts_on_engine(settings):
+        # The store's features and the ranker's training set both read the logs and nothing of each other.
+        # While the engine's workers build the training set, this process mostly waits on them, so the
+        # features build takes that time (on the small world, 26 s of a 4:38 quickstart) instead of its own.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-build") as pool:
+            pending = pool.submit(build_features, settings, world, store, progress)
+            ranker = default_ranker(settings, world, progress)
+            features = pending.result()
+    else:
+        features = build_features(settings, world, store, progress)
+        ranker = default_ranker(settings, world, progress)
     report(features)
     embeddings = user_embeddings(settings, world, store, progress)
     report(embeddings)
-    ranker = default_ranker(settings, world, progress)
     report(ranker)
     return QuickstartResult(ready, stats, indexes, features, embeddings, ranker)
+
+
+def _parts_on_engine(settings: Settings) -> bool:
+    """Whether the training set is built by engine workers (in other processes) rather than this one."""
+    from ranking.training_cache import engine_parts
+
+    return engine_parts(settings.engine) > 1

