@@ -27,7 +27,7 @@ def query_interest(
         col = tokens.column.get(t)
         if col is not None:
             weights[col] = value
-    scores = tokens.matrix[rows] @ weights
+    scores = tokens.weigh(rows, weights)
     intents = catalog.intent[rows].tolist()
     share = {
         i: sum(interest.get(t, 0.0) for t in catalog.intent_token_ids[i]) / total for i in set(intents) - {0}
@@ -65,7 +65,7 @@ def click_interest(
     if known:
         # Jaccard of every (candidate, clicked block) pair from one sparse product of their token rows.
         tokens = catalog.tokens
-        inter = (tokens.matrix[rows] @ tokens.matrix[known].T).toarray()  # (n, k) shared tokens
+        inter = tokens.overlaps(rows, np.asarray(known))  # (n, k) shared tokens
         union = tokens.counts[rows][:, None] + tokens.counts[known][None, :] - inter
         score = (inter / np.maximum(union, 1.0)) @ np.asarray(weights)
     by_intent[0] = 0.0  # blocks without an intent share none
