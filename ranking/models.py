@@ -25,8 +25,13 @@ def trains_on_engine(name: str) -> bool:
     return issubclass(MODELS[name], LightGBMRanker | TorchRanker)
 
 
-#: The model types ``trains_on_engine`` accepts, for messages.
-ENGINE_MODELS = tuple(name for name in MODELS if trains_on_engine(name))
+def require_engine_model(name: str) -> None:
+    """Refuse (``ConfigError``) a model type that cannot train on the engine, naming those that can."""
+    if not trains_on_engine(name):
+        from data.errors import ConfigError
+
+        can = ", ".join(n for n in MODELS if trains_on_engine(n))
+        raise ConfigError(f"only {can} train on the engine (--cluster / --engine), not '{name}'")
 
 
 def parse_model_list(spec: str) -> list[str]:

@@ -18,7 +18,7 @@ from ranking.dataset import ListwiseData
 from ranking.errors import RegistryError, WorldDataError
 from ranking.evaluate import DEFAULT_KS, evaluate_scores
 from ranking.ltr import load_svmlight
-from ranking.models import ENGINE_MODELS, make_ranker
+from ranking.models import make_ranker, require_engine_model
 from ranking.registry import ModelRegistry
 from ranking.training_cache import feature_fingerprint
 from ranking.world import WorldSource
@@ -99,7 +99,7 @@ def train_and_register(
     """Train (or, with ``warm_start``, fine-tune the line's current model) and register a new version.
 
     ``engine``: train on the engine (a local Dask cluster, or ``engine.address``): LightGBM, or a torch
-    ranker data-parallel with one ``torch.distributed`` rank per worker (``ranking.models.ENGINE_MODELS``).
+    ranker data-parallel with one ``torch.distributed`` rank per worker (``ranking.models.trains_on_engine``).
 
     The manifest records the validation metrics, the parent version of a warm start and ``metadata``
     (e.g. ``{"data_range": {"train": "2026-01-01..2026-01-10"}}``).
@@ -128,14 +128,8 @@ def _fit(
         ranker.fit(train, valid, warm_start=warm)
         return
     from data.engine import engine_client
-    from data.errors import ConfigError
-    from ranking.lgbm import LightGBMRanker
-    from ranking.torch_rankers import TorchRanker
 
-    if not isinstance(ranker, LightGBMRanker | TorchRanker):
-        raise ConfigError(
-            f"only {', '.join(ENGINE_MODELS)} train on the engine (--cluster / --engine), not '{ranker.kind}'"
-        )
+    require_engine_model(ranker.kind)
     with engine_client(engine) as client:
         ranker.fit(train, valid, warm_start=warm, client=client)
 

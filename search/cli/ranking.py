@@ -296,7 +296,7 @@ def train_ranker(
 ) -> None:
     """Train a ranker and register it as a new (unpromoted) version."""
     from data.errors import ConfigError
-    from ranking.models import ENGINE_MODELS, parse_model_list, trains_on_engine
+    from ranking.models import parse_model_list, require_engine_model, trains_on_engine
     from ranking.pipeline import load_ltr_splits, train_and_register, train_world_ranker
 
     if (world is None) == (ltr_train is None):
@@ -304,12 +304,10 @@ def train_ranker(
     (name,) = parse_model_list(model)
     settings = _settings(threads, seed)
     reg = _registry(registry)
-    trains_there = trains_on_engine(name)
-    if not trains_there and (engine or (cluster and world is None)):  # refused before any work, not after
-        raise ConfigError(
-            f"only {', '.join(ENGINE_MODELS)} train on the engine (--cluster / --engine), not '{name}'"
-        )
+    if engine or (cluster and world is None):  # refused before any work, not after
+        require_engine_model(name)
     # A world's training set is built on --cluster for every model; the ensemble then trains here.
+    trains_there = trains_on_engine(name)
     on_engine = on_cluster(state.settings(), cluster).engine if (engine or cluster) and trains_there else None
     if world is not None:
         with progress_bar(not as_json) as report:
