@@ -119,8 +119,8 @@ def training_table(
     embeddings = embeddings or EmbeddingSettings()
     m3 = {k: v for k, v in embeddings.model_dump(mode="json").items() if k not in _EMBEDDING_IRRELEVANT}
     replay = f"{retrieval.key}|{candidates}" if retrieval is not None else "none"
-    parts = (feature_fingerprint(settings), json.dumps(m3, sort_keys=True), data_signature(layout), replay)
-    key = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    identity = (feature_fingerprint(settings), json.dumps(m3, sort_keys=True), data_signature(layout), replay)
+    key = hashlib.sha256("|".join(identity).encode()).hexdigest()
     folder = layout.root / CACHE_DIR
     path = folder / f"training_{start}_{end}_{key[:16]}.parquet"
     if cache and path.is_file():
