@@ -5,7 +5,8 @@ The cache holds one folder per fingerprint, ``<cache_dir>/<pooling>-<fp32|int8>-
 ``retrieval.fingerprint``).
 The fingerprint names everything the file depends on: the checkpoint (``model_identity``), the pooling, the
 code that exports it, the quantisation, the opset and optimisation level, the torch / onnx / onnxruntime
-versions and the machine type (ORT_ENABLE_ALL may save hardware-specific ops). It also records the model
+versions, the machine type and its CPU's vector extensions (ORT_ENABLE_ALL may save ops laid out for them: a
+cache folder on a shared home is not reused by a CPU of another kind). It also records the model
 file's size and sha256: a file cut short or changed on disk is caught before ONNX Runtime reads it, logged,
 and exported again.
 
@@ -64,6 +65,36 @@ def export_code() -> str:
     return digest.hexdigest()[:16]
 
 
+# The CPU extensions ONNX Runtime's x86 kernels choose between (Linux's /proc/cpuinfo names).
+_ISA_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def cpu_extensions() -> list[str]:
+    """Which of ``_ISA_FLAGS`` this CPU has (empty where /proc/cpuinfo is not there to read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in _ISA_FLAGS if flag in present]
+    return []
+
+
 def cache_fingerprint(name_or_path: str, pooling: Pooling, int8: bool) -> dict:
     """What an exported graph depends on; versions come from package metadata, so this imports no torch."""
     return {
@@ -79,6 +110,7 @@ def cache_fingerprint(name_or_path: str, pooling: Pooling, int8: bool) -> dict:
         "onnx": _version("onnx"),
         "onnxruntime": _version("onnxruntime"),
         "machine": platform.machine(),
+        "cpu": cpu_extensions(),
     }
 
 
