@@ -18,10 +18,12 @@ from data.world.scales import SCALES
 
 
 def _digest(root: Path) -> dict[str, str]:
+    """The world's own files; not the caches other tests derive into the session's world (``.cache/``), which
+    exist or not depending on which tests ran before this one in its process."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
     }
 
 
