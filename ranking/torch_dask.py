@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 #: How long a rank waits for the others, at the rendezvous and in each collective: long enough for the
 #: slowest rank's validation pass, short enough that a rank that died does not hold the others for long.
 TIMEOUT_S = 600.0
+#: How long the other ranks get to fail after one has (a lost peer breaks their next collective at once).
+SETTLE_S = 30.0
 
 
 def fit_on_engine(
@@ -83,7 +86,7 @@ def fit_on_engine(
                 pure=False,
             )
         )
-    results = client.gather(futures)
+    results = _gather_ranks(futures, workers)
     digests = {r["digest"] for r in results}
     if len(digests) != 1:
         raise RankingError(f"the {len(results)} ranks ended with different weights: a replica diverged")
@@ -97,6 +100,37 @@ def fit_on_engine(
         "train_lists": [r["train_lists"] for r in results],
     }
     return results[0]["state"], results[0]["info"], run
+
+
+def _gather_ranks(futures: list[Any], workers: list[str]) -> list[dict[str, Any]]:
+    """Every rank's result; else one ``RankingError`` that says what happened to each rank.
+
+    A rank whose worker process dies takes its task with it (Dask reports it cancelled or lost), and the
+    other ranks fail at their next collective ("Connection closed by peer"), or wait in the rendezvous if
+    it came before. So the first rank to end badly stops the wait; the others get ``SETTLE_S`` to fail,
+    any still running is cancelled, and every rank is reported.
+    """
+    from distributed import as_completed
+
+    for future in as_completed(futures):
+        if future.status != "finished":
+            break
+    else:
+        return [future.result() for future in futures]
+    deadline = time.monotonic() + SETTLE_S
+    while any(f.status == "pending" for f in futures) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    causes = []
+    for rank, (future, worker) in enumerate(zip(futures, workers, strict=True)):
+        if future.status == "error":
+            exc = future.exception()
+            causes.append(f"rank {rank} on {worker} failed: {type(exc).__name__}: {exc}")
+        elif future.status in ("cancelled", "lost"):
+            causes.append(f"rank {rank} on {worker} was lost: its worker process died (killed or crashed)")
+        elif future.status != "finished":
+            future.cancel()
+            causes.append(f"rank {rank} on {worker} was stopped: it did not end with the others")
+    raise RankingError("torch.distributed training on the engine failed; " + "; ".join(causes))
 
 
 def _to_worker(client: Client, data: ListwiseData | None, worker: str) -> Any:

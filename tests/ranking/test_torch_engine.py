@@ -112,3 +112,49 @@ def test_a_step_on_two_ranks_is_the_step_of_one_process(
     weights = ranks.net_.state_dict()
     for name, value in single.net_.state_dict().items():
         torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_rank_killed_mid_training_fails_the_fit_at_once_and_says_which(
+    lists: tuple[ListwiseData, ListwiseData],
+) -> None:
+    """kill -9 of one rank's worker process while the ranks run: the fit raises one RankingError saying what
+    became of each rank, within seconds (before: Dask's bare 'cancelled for reason: already forgotten', or a
+    wait of up to TIMEOUT_S when rank 0 sat in the rendezvous). Its own cluster: the killed worker is
+    replaced by its nanny, and the module's cluster stays as the other tests expect it."""
+    import signal
+    import threading
+    import time
+
+    from ranking.errors import RankingError
+
+    train, valid = lists
+    cfg = RankingSettings().world.train.model_copy(update={"max_epochs": 500, "patience": 500})
+    outcome: dict[str, BaseException | str] = {}
+
+    with engine_client(EngineSettings(workers=2)) as own:
+        victim = sorted(own.run(os.getpid).items())[1]  # (address, pid) of one worker
+
+        def fit() -> None:
+            try:
+                DCNRanker(train=cfg, threads=1).fit(train, valid, client=own)
+                outcome["result"] = "finished"
+            except BaseException as exc:  # the assertion below says what came out
+                outcome["result"] = exc
+
+        thread = threading.Thread(target=fit, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 300
+        while not all(any("_run_rank" in str(k) for k in keys) for keys in own.processing().values()):
+            assert time.monotonic() < deadline and thread.is_alive(), "the ranks never started"
+            time.sleep(0.2)
+        time.sleep(2.0)  # into the training steps, past the rendezvous
+        os.kill(victim[1], signal.SIGKILL)
+        thread.join(timeout=120)  # the survivor fails at its next all_reduce; a hang would end here
+        assert not thread.is_alive(), "the fit did not end within 120 s of the kill"
+    error = outcome["result"]
+    assert isinstance(error, RankingError), error
+    message = str(error)
+    assert f"rank 1 on {victim[0]} was lost" in message or f"rank 0 on {victim[0]} was lost" in message
+    # The survivor's own error is passed on (gloo: "Connection closed by peer") when the kill came during the
+    # steps; killed before the rendezvous completed, the survivor waits in it and is stopped.
+    assert "Connection closed by peer" in message or "was stopped" in message, message
