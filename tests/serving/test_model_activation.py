@@ -252,7 +252,11 @@ def test_real_server_survives_models_that_crash_native_code(
     search = httpx.get(f"{url}/search", params={"q": QUERY, "user_id": "u1"}, timeout=30)
     assert search.status_code == 200 and search.json()["ranker_version"] == first, search.text
 
-    promote = httpx.post(f"{url}/admin/models/promote", headers=KEY, json={"version": "v0302", "force": True})
+    # The trial load runs in a child process that imports the model's libraries: on a slow machine with the
+    # other xdist worker busy it took more than httpx's default 5 s.
+    promote = httpx.post(
+        f"{url}/admin/models/promote", headers=KEY, json={"version": "v0302", "force": True}, timeout=60
+    )
     assert promote.status_code == 422, promote.text
     assert "v0302 refused: the trial process died of SIG" in promote.json()["error"]
     serve_process.assert_alive()
