@@ -62,6 +62,7 @@ def params_from_settings(settings: RankingSettings, seed: int | None = None) -> 
             "n_estimators": settings.lgbm_trees,
             "learning_rate": settings.lgbm_learning_rate,
             "num_leaves": settings.lgbm_leaves,
+            "max_weight": settings.lgbm_max_weight,
             "eval_k": train.eval_k,
             "seed": train.seed,
             "threads": settings.threads,

@@ -100,7 +100,7 @@ def to_listwise(
     table: pa.Table,
     *,
     personalized: bool = True,
-    ips_clip: float = 20.0,
+    ips_clip: float = WorldTrainingSettings().ips_clip,
     slicer: Slicer | None = None,
     examination: tuple[float, ...] = FeatureStoreSettings().position_prior,
     relevance: bool = True,

@@ -173,3 +173,22 @@ def test_invalid_parameters_are_named(synthetic: tuple[ListwiseData, ...]) -> No
         DCNRanker(structure="sideways", train=FAST).fit(synthetic[0])  # type: ignore[arg-type]
     with pytest.raises(ParameterError, match="heads"):
         DASALCRanker(hidden=(30,), heads=4, train=FAST).fit(synthetic[0])
+
+
+def test_lightgbm_caps_the_row_weights_it_trains_on(synthetic: tuple[ListwiseData, ...]) -> None:
+    """LambdaMART keeps a cap of its own on inverse-propensity weights (the torch rankers take them whole)."""
+    from dataclasses import replace
+
+    train, valid, test = synthetic
+    heavy = np.random.default_rng(0).pareto(1.0, train.n_rows).astype(np.float32) + 1  # long-tailed, >= 1
+    assert heavy.max() > 20
+    heavy_train = replace(train, weights=heavy)
+    params = {"n_estimators": 30, "num_leaves": 7, "min_data_in_leaf": 5, "seed": 3, "threads": 1}
+    capped = LightGBMRanker(**params, max_weight=4.0).fit(heavy_train, valid)
+    by_hand = LightGBMRanker(**params, max_weight=None).fit(
+        replace(train, weights=np.minimum(heavy, 4.0)), valid
+    )
+    uncapped = LightGBMRanker(**params, max_weight=None).fit(heavy_train, valid)
+    np.testing.assert_array_equal(capped.score(test), by_hand.score(test))
+    assert not np.array_equal(capped.score(test), uncapped.score(test))
+    assert LightGBMRanker().get_params()["max_weight"] == 20.0
