@@ -78,10 +78,11 @@ class TorchTrainSettings(BaseModel):
         default="labels",
         description="Softmax targets: the labels, or NDCG gains 2^label - 1 (puts more mass on top grades).",
     )
-    stop_on: Literal["ndcg", "loss"] = Field(
+    stop_on: Literal["ndcg", "pa_ndcg", "loss"] = Field(
         default="ndcg",
-        description="Early stopping on the validation lists' NDCG@eval_k of the labels, or on their weighted "
-        "loss (the training objective: with inverse-propensity weights, the one that is unbiased).",
+        description="Early stopping on the validation lists' NDCG@eval_k of the labels, on its policy-aware "
+        "form (clicks weighted by their inverse propensity: ranking.evaluate.weighted_dcg), or on their "
+        "weighted loss (the training objective).",
     )
 
 

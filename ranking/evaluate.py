@@ -1,4 +1,7 @@
-"""Score a ranker on ``ListwiseData``: NDCG@k and MRR per list, averaged overall and by list slice."""
+"""Score a ranker on ``ListwiseData``: NDCG@k and MRR per list, averaged overall and by list slice, and the
+policy-aware NDCG@k of the clicks' weights (``pa_ndcg@k``), the one of them that estimates what serving the
+ranker's order would get rather than how closely it repeats the logged page.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +35,30 @@ def per_list_metrics(
     return out
 
 
+def weighted_dcg(data: ListwiseData, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(DCG@k, ideal DCG@k) per list of the linear gains label x weight, in the order of ``scores``.
+
+    With the policy-aware weights of candidate lists (``ranking.feedback``), a list's DCG is an unbiased
+    estimate of the examination-discounted clicks the ranker's order would earn on that request (Oosterhuis
+    and de Rijke, SIGIR 2020): an unshown candidate ranked first counts what its clicks would be worth,
+    not 0. Linear gains: an inverse-propensity weight is a count, and 2^w would make one weight rule all.
+    """
+    index, mask = data.padded_index(np.arange(data.n_lists))
+    padded_scores = np.where(mask, np.asarray(scores, dtype=np.float64)[index], -np.inf)
+    gains = np.where(mask, data.labels[index].astype(np.float64) * data.weights[index], 0.0)
+    discounts = 1.0 / np.log2(np.arange(2, min(k, gains.shape[1]) + 2))
+    actual = order_by(padded_scores, gains)[:, :k] @ discounts
+    ideal = -np.sort(-gains, axis=1)[:, :k] @ discounts
+    return actual, ideal
+
+
+def policy_aware_ndcg(actual: np.ndarray, ideal: np.ndarray) -> float:
+    """Sum of DCG over sum of ideal DCG: normalised over the lists together (self-normalised), since one
+    list's own ratio is 1 or 0 whenever it holds a single click, whatever its weight."""
+    total = float(ideal.sum())
+    return float(actual.sum()) / total if total > 0 else 0.0
+
+
 def evaluate_scores(
     data: ListwiseData, scores: np.ndarray, ks: Sequence[int] = DEFAULT_KS, slices: Sequence[str] = ()
 ) -> dict:
@@ -41,7 +68,10 @@ def evaluate_scores(
     tools do), so numbers are comparable with theirs.
     """
     per_list = per_list_metrics(data, scores, ks)
+    weighted = {k: weighted_dcg(data, scores, k) for k in ks}
     result: dict = {name: round(float(v.mean()), 6) for name, v in per_list.items()}
+    for k, (actual, ideal) in weighted.items():
+        result[f"pa_ndcg@{k}"] = round(policy_aware_ndcg(actual, ideal), 6)
     for name in slices:
         if name not in data.list_meta:
             raise InputError(f"no list_meta '{name}' to slice by; have {sorted(data.list_meta)}")
@@ -50,6 +80,8 @@ def evaluate_scores(
         for value in sorted({str(v) for v in meta}):
             sel = np.asarray([str(v) == value for v in meta])
             groups[value] = {m: round(float(v[sel].mean()), 6) for m, v in per_list.items()}
+            for k, (actual, ideal) in weighted.items():
+                groups[value][f"pa_ndcg@{k}"] = round(policy_aware_ndcg(actual[sel], ideal[sel]), 6)
             groups[value]["lists"] = int(sel.sum())
         result[f"by_{name}"] = groups
     return result

@@ -40,7 +40,14 @@ from torch import nn
 
 from ranking.config import TorchTrainSettings
 from ranking.nn.nets import ScoringNet
-from ranking.nn.train import BestEpoch, TensorLists, fit_info, listwise_softmax_loss, validation_totals
+from ranking.nn.train import (
+    BestEpoch,
+    TensorLists,
+    fit_info,
+    listwise_softmax_loss,
+    stop_metric,
+    validation_totals,
+)
 
 
 def train_rank(
@@ -62,7 +69,7 @@ def train_rank(
     total, validated = _all_sum([lists.size, valid is not None])
     # As many steps per epoch as one process takes over all the lists: the same schedule for Adam.
     steps = max(1, math.ceil(total / cfg.lists_per_batch))
-    metric = f"ndcg@{cfg.eval_k}" if cfg.stop_on == "ndcg" else "loss"
+    metric = stop_metric(cfg)
     best = BestEpoch(cfg.patience)
     params = [p for p in net.parameters() if p.requires_grad]
     started = time.perf_counter()

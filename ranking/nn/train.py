@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
-from ranking.evaluate import per_list_metrics
+from ranking.evaluate import per_list_metrics, weighted_dcg
 from ranking.nn.nets import ScoringNet
 
 
@@ -94,19 +94,23 @@ def predict(net: ScoringNet, data: TensorLists, lists_per_batch: int = 512) -> n
 
 @torch.no_grad()
 def _validation_score(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> float:
-    """Higher is better: NDCG@eval_k of the labels, or minus the weighted listwise loss."""
-    if cfg.stop_on == "ndcg":
-        return float(_per_list_ndcg(net, valid, cfg.eval_k).mean())
-    total, lists = _loss_totals(net, valid)
-    return -total / max(lists, 1)
+    """Higher is better: NDCG@eval_k of the labels, its policy-aware form, or minus the weighted loss."""
+    total, count = validation_totals(net, valid, cfg)
+    return total / max(count, 1)
 
 
 @torch.no_grad()
 def validation_totals(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> tuple[float, int]:
-    """(sum, lists) with ``sum / lists`` = ``_validation_score``: shards of the validation lists add up."""
+    """(sum, count) with ``sum / count`` = ``_validation_score``: shards of the validation lists add up.
+
+    For ``pa_ndcg`` the pair is (DCG, ideal DCG) summed over the lists: the ratio of sums is the metric.
+    """
     if cfg.stop_on == "ndcg":
         per_list = _per_list_ndcg(net, valid, cfg.eval_k)
         return float(per_list.sum()), int(per_list.size)
+    if cfg.stop_on == "pa_ndcg":
+        actual, ideal = weighted_dcg(valid.data, predict(net, valid), cfg.eval_k)
+        return float(actual.sum()), float(ideal.sum())
     total, lists = _loss_totals(net, valid)
     return -total, lists
 
@@ -158,7 +162,7 @@ def train_net(
     optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
     lists = np.flatnonzero(sums > 0)
-    metric = f"ndcg@{cfg.eval_k}" if cfg.stop_on == "ndcg" else "loss"
+    metric = stop_metric(cfg)
     best = BestEpoch(cfg.patience)
     started = time.perf_counter()
     epoch_seconds: list[float] = []
@@ -188,6 +192,11 @@ def train_net(
     return fit_info(epoch, best, validated, metric, cfg, int(lists.size), seen, seconds, epoch_seconds)
 
 
+def stop_metric(cfg: TorchTrainSettings) -> str:
+    """The name early stopping reports its validation value under."""
+    return "loss" if cfg.stop_on == "loss" else f"{cfg.stop_on}@{cfg.eval_k}"
+
+
 def fit_info(
     epochs: int,
     best: BestEpoch,
@@ -202,7 +211,7 @@ def fit_info(
     """What a training run reports (the ranker's ``info_``, saved in its manifest); an epoch's seconds
     count its training steps and its validation."""
     # Reported as measured: the loss is minimised, the score maximised its negative.
-    value = best.value if cfg.stop_on == "ndcg" else -best.value
+    value = -best.value if cfg.stop_on == "loss" else best.value
     return {
         "epochs": epochs,
         "best_epoch": best.epoch if validated else epochs,

@@ -192,3 +192,16 @@ def test_lightgbm_caps_the_row_weights_it_trains_on(synthetic: tuple[ListwiseDat
     np.testing.assert_array_equal(capped.score(test), by_hand.score(test))
     assert not np.array_equal(capped.score(test), uncapped.score(test))
     assert LightGBMRanker().get_params()["max_weight"] == 20.0
+
+
+@pytest.mark.parametrize("stop_on", ["ndcg", "pa_ndcg", "loss"])
+def test_each_stopping_rule_reports_its_metric(stop_on: str, synthetic: tuple[ListwiseData, ...]) -> None:
+    train, valid, _ = synthetic
+    cfg = FAST.model_copy(update={"stop_on": stop_on, "max_epochs": 6, "patience": 2})
+    ranker = LinearRanker(train=cfg).fit(train, valid)
+    info = ranker.info_
+    name = "valid_loss" if stop_on == "loss" else f"valid_{stop_on}@{cfg.eval_k}"
+    assert info[name] is not None and 1 <= info["best_epoch"] <= info["epochs"] <= 6
+    if stop_on != "loss":  # the restored weights are the best epoch's: the same value, measured again
+        measured = evaluate_scores(valid, ranker.score(valid), ks=(cfg.eval_k,))[f"{stop_on}@{cfg.eval_k}"]
+        assert info[name] == pytest.approx(measured, abs=1e-5)
