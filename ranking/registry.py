@@ -169,7 +169,8 @@ class ModelRegistry:
 
         def measure(v: str) -> tuple[float, int]:
             data = holdout(read_manifest(self.path(line, v))["metadata"]) if callable(holdout) else holdout
-            return float(evaluate_scores(data, self.load(line, v).score(data))[key]), data.n_lists
+            ks = (int(key.rpartition("@")[2]),) if "@" in key else ()
+            return float(evaluate_scores(data, self.load(line, v).score(data), ks=ks)[key]), data.n_lists
 
         value, n_lists = measure(version)
         base_value = delta = None
