@@ -38,10 +38,11 @@ def per_list_metrics(
 def weighted_dcg(data: ListwiseData, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(DCG@k, ideal DCG@k) per list of the linear gains label x weight, in the order of ``scores``.
 
-    With the policy-aware weights of candidate lists (``ranking.feedback``), a list's DCG is an unbiased
-    estimate of the examination-discounted clicks the ranker's order would earn on that request (Oosterhuis
-    and de Rijke, SIGIR 2020): an unshown candidate ranked first counts what its clicks would be worth,
-    not 0. Linear gains: an inverse-propensity weight is a count, and 2^w would make one weight rule all.
+    With the policy-aware weights of candidate lists (``ranking.feedback``), a list's DCG estimates the
+    examination-discounted clicks the ranker's order would earn on that request (Oosterhuis and de Rijke,
+    SIGIR 2020): a click on a block the policy rarely shows counts for the clicks it stands for, and an
+    unshown candidate (label 0) earns nothing and, ranked above a click, pushes it down. Linear gains: a
+    weight is a count of clicks, and 2^w would let one weight rule the list.
     """
     index, mask = data.padded_index(np.arange(data.n_lists))
     padded_scores = np.where(mask, np.asarray(scores, dtype=np.float64)[index], -np.inf)

@@ -100,7 +100,7 @@ def train_rank(
         if validated:
             local = validation_totals(net, valid, cfg) if valid is not None else (0.0, 0)
             value_sum, count = _all_sum(local)
-            stop = best.update(value_sum / max(count, 1), epoch, net)
+            stop = best.update(value_sum / count if count > 0 else 0.0, epoch, net)
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if stop:
             break

@@ -96,11 +96,11 @@ def predict(net: ScoringNet, data: TensorLists, lists_per_batch: int = 512) -> n
 def _validation_score(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> float:
     """Higher is better: NDCG@eval_k of the labels, its policy-aware form, or minus the weighted loss."""
     total, count = validation_totals(net, valid, cfg)
-    return total / max(count, 1)
+    return total / count if count > 0 else 0.0
 
 
 @torch.no_grad()
-def validation_totals(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> tuple[float, int]:
+def validation_totals(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettings) -> tuple[float, float]:
     """(sum, count) with ``sum / count`` = ``_validation_score``: shards of the validation lists add up.
 
     For ``pa_ndcg`` the pair is (DCG, ideal DCG) summed over the lists: the ratio of sums is the metric.

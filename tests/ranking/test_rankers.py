@@ -205,3 +205,23 @@ def test_each_stopping_rule_reports_its_metric(stop_on: str, synthetic: tuple[Li
     if stop_on != "loss":  # the restored weights are the best epoch's: the same value, measured again
         measured = evaluate_scores(valid, ranker.score(valid), ks=(cfg.eval_k,))[f"{stop_on}@{cfg.eval_k}"]
         assert info[name] == pytest.approx(measured, abs=1e-5)
+
+
+def test_the_policy_aware_stopping_value_adds_up_over_shards(synthetic: tuple[ListwiseData, ...]) -> None:
+    """Ranks of a data-parallel fit each sum (DCG, ideal DCG) over their validation lists; the ratio of the
+    summed pairs must be the value of all the lists in one process, not a mean of the ranks' ratios."""
+    from ranking.nn.train import TensorLists, validation_totals
+
+    train, valid, _ = synthetic
+    cfg = FAST.model_copy(update={"stop_on": "pa_ndcg", "max_epochs": 2})
+    ranker = LinearRanker(train=cfg).fit(train, valid)
+    whole = validation_totals(ranker.net_, TensorLists(valid), cfg)
+    cut = valid.n_lists // 3  # uneven shards: a mean of ratios would differ
+    parts = [
+        validation_totals(ranker.net_, TensorLists(valid.subset(np.arange(a, b))), cfg)
+        for a, b in ((0, cut), (cut, valid.n_lists))
+    ]
+    assert sum(p[0] for p in parts) == pytest.approx(whole[0])
+    assert sum(p[1] for p in parts) == pytest.approx(whole[1])
+    measured = evaluate_scores(valid, ranker.score(valid), ks=(10,))
+    assert whole[0] / whole[1] == pytest.approx(measured["pa_ndcg@10"], abs=1e-5)

@@ -59,7 +59,9 @@ def test_two_ranks_train_dcn_like_one_process(
     from serving.ranker import ServedModel
 
     train, valid = lists
-    cfg = RankingSettings().world.train.model_copy(update={"max_epochs": 8})
+    # Stopping on the labels' NDCG, whose spread over seeds TOLERANCE was measured with: the policy-aware one
+    # spreads 0.035 over seeds 0-4 on these few lists (its reduction over ranks: test_rankers).
+    cfg = RankingSettings().world.train.model_copy(update={"max_epochs": 8, "stop_on": "ndcg"})
     single = DCNRanker(train=cfg, threads=1).fit(train, valid)
     ranker = DCNRanker(train=cfg, threads=1).fit(train, valid, client=client)
     worker_pids = set(client.run(os.getpid).values())
