@@ -241,11 +241,13 @@ def _print_utility_table(title: str, table: dict[str, Any], page: int) -> None:
 def _print_table(title: str, results: dict[str, dict[str, Any]]) -> None:
     table = Table(title=title)
     table.add_column("model")
-    metrics = ("ndcg@1", "ndcg@5", "ndcg@10", "mrr")
+    # pa_ndcg@10, what the promotion gate reads, where the rows have it (truth-graded rows do not).
+    extra = ("pa_ndcg@10",) if any("pa_ndcg@10" in row for row in results.values()) else ()
+    metrics = ("ndcg@1", "ndcg@5", "ndcg@10", "mrr", *extra)
     for metric in metrics:
         table.add_column(metric, justify="right")
     for name, row in results.items():
-        table.add_row(name, *("-" if row[m] is None else f"{row[m]:.4f}" for m in metrics))
+        table.add_row(name, *("-" if row.get(m) is None else f"{row[m]:.4f}" for m in metrics))
     console.print(table)
 
 
