@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def dcg(gains: np.ndarray, k: int) -> np.ndarray:
-    """DCG@k per row of grades (N, L) in ranked order; gain 2^g - 1, and g <= 0 (or padding < 0) adds 0."""
+def dcg(gains: np.ndarray, k: int, *, linear: bool = False) -> np.ndarray:
+    """DCG@k per row of grades (N, L) in ranked order; gain 2^g - 1 (``linear``: g itself), and g <= 0 (or
+    padding < 0) adds 0."""
     top = gains[:, :k]
-    g = np.where(top > 0, 2.0 ** np.maximum(top, 0) - 1.0, 0.0)
+    g = np.where(top > 0, top if linear else 2.0 ** np.maximum(top, 0) - 1.0, 0.0)
     discounts = 1.0 / np.log2(np.arange(2, g.shape[1] + 2))
     return g @ discounts
 

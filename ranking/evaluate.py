@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data.metrics import mrr, ndcg, order_by
+from data.metrics import dcg, mrr, ndcg, order_by
 from ranking.dataset import ListwiseData
 from ranking.errors import InputError
 
@@ -35,22 +35,23 @@ def per_list_metrics(
     return out
 
 
-def weighted_dcg(data: ListwiseData, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(DCG@k, ideal DCG@k) per list of the linear gains label x weight, in the order of ``scores``.
+def weighted_dcg(
+    data: ListwiseData, scores: np.ndarray, ks: Sequence[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{k: (DCG@k, ideal DCG@k) per list} of the linear gains label x weight, in the order of ``scores``.
 
     With the policy-aware weights of candidate lists (``ranking.feedback``), a list's DCG estimates the
     examination-discounted clicks the ranker's order would earn on that request (Oosterhuis and de Rijke,
     SIGIR 2020): a click on a block the policy rarely shows counts for the clicks it stands for, and an
     unshown candidate (label 0) earns nothing and, ranked above a click, pushes it down. Linear gains: a
-    weight is a count of clicks, and 2^w would let one weight rule the list.
+    weight is a count of clicks, and 2^w would let one weight rule the list. The lists are ordered once for
+    every k.
     """
     index, mask = data.padded_index(np.arange(data.n_lists))
     padded_scores = np.where(mask, np.asarray(scores, dtype=np.float64)[index], -np.inf)
     gains = np.where(mask, data.labels[index].astype(np.float64) * data.weights[index], 0.0)
-    discounts = 1.0 / np.log2(np.arange(2, min(k, gains.shape[1]) + 2))
-    actual = order_by(padded_scores, gains)[:, :k] @ discounts
-    ideal = -np.sort(-gains, axis=1)[:, :k] @ discounts
-    return actual, ideal
+    ranked, ideal = order_by(padded_scores, gains), -np.sort(-gains, axis=1)
+    return {k: (dcg(ranked, k, linear=True), dcg(ideal, k, linear=True)) for k in ks}
 
 
 def policy_aware_ndcg(actual: np.ndarray, ideal: np.ndarray) -> float:
@@ -69,7 +70,7 @@ def evaluate_scores(
     tools do), so numbers are comparable with theirs.
     """
     per_list = per_list_metrics(data, scores, ks)
-    weighted = {k: weighted_dcg(data, scores, k) for k in ks}
+    weighted = weighted_dcg(data, scores, ks)
     result: dict = {name: round(float(v.mean()), 6) for name, v in per_list.items()}
     for k, (actual, ideal) in weighted.items():
         result[f"pa_ndcg@{k}"] = round(policy_aware_ndcg(actual, ideal), 6)

@@ -109,7 +109,7 @@ def validation_totals(net: ScoringNet, valid: TensorLists, cfg: TorchTrainSettin
         per_list = _per_list_ndcg(net, valid, cfg.eval_k)
         return float(per_list.sum()), int(per_list.size)
     if cfg.stop_on == "pa_ndcg":
-        actual, ideal = weighted_dcg(valid.data, predict(net, valid), cfg.eval_k)
+        actual, ideal = weighted_dcg(valid.data, predict(net, valid), (cfg.eval_k,))[cfg.eval_k]
         return float(actual.sum()), float(ideal.sum())
     total, lists = _loss_totals(net, valid)
     return -total, lists

@@ -49,7 +49,7 @@ def test_the_rare_click_counts_by_its_weight() -> None:
     assert explore["pa_ndcg@10"] > repeat["pa_ndcg@10"]
     weight = 1 / (0.25 * 0.3)
     assert repeat["pa_ndcg@10"] == pytest.approx((1 + weight / np.log2(5)) / (1 + weight), abs=1e-6)
-    actual, ideal = weighted_dcg(data, explorer, 10)
+    actual, ideal = weighted_dcg(data, explorer, (10,))[10]
     assert actual[1] == pytest.approx(weight)  # first place: no discount, the full weight
     assert ideal.tolist() == pytest.approx([1.0, weight])
     assert policy_aware_ndcg(actual, ideal) == pytest.approx((1 / np.log2(6) + weight) / (1 + weight))
@@ -62,7 +62,7 @@ def test_an_unshown_candidate_ranked_first_costs_the_clicked_rows_their_place() 
     pushed = page.copy()
     pushed[[4, 9]] = 1000.0  # the unshown candidates on top: label 0, they earn nothing
     assert evaluate_scores(data, pushed)["pa_ndcg@10"] < evaluate_scores(data, page)["pa_ndcg@10"]
-    actual, _ = weighted_dcg(data, pushed, 1)
+    actual, _ = weighted_dcg(data, pushed, (1,))[1]
     assert actual.tolist() == [0.0, 0.0]
 
 
