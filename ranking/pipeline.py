@@ -20,7 +20,7 @@ from ranking.evaluate import DEFAULT_KS, evaluate_scores
 from ranking.ltr import load_svmlight
 from ranking.models import make_ranker, require_engine_model
 from ranking.registry import ModelRegistry
-from ranking.training_cache import feature_fingerprint
+from ranking.training_cache import data_signature, feature_fingerprint
 from ranking.world import WorldSource
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ def train_world_ranker(
     metadata = {
         "data_range": {
             "world": str(source.layout.root),
+            "data_signature": data_signature(source.layout),
             "train": f"{first}..{last}",
             "valid": f"{split.valid[0]}..{split.valid[1]}",
             "train_lists": train.data.n_lists,

@@ -155,6 +155,10 @@ def _print_step(step: QuickstartStep) -> None:
             console.print(f"using the promoted ranker {step.version} in {step.registry_dir}")
         case qs.RankerOutcome():
             _print_plan("ranker", step.plan)
+            if step.replaced is not None:
+                version, other = step.replaced
+                where = other or "not recorded"
+                console.print(f"the current ranker {version} was trained on other logs ({where})")
             console.print(
                 f"trained and promoted ranker {step.version} ({step.model}) in {step.registry_dir}: "
                 f"training set {step.table_seconds:.1f} s, training {step.train_seconds:.1f} s"

@@ -45,7 +45,7 @@ def test_fit_day_plan_refuses_fewer_than_three_days() -> None:
         fit_day_plan(2, warmup_days=1, valid_days=1, test_days=2)
 
 
-def test_default_ranker_trains_on_the_tiny_world_then_keeps_it(
+def test_default_ranker_keeps_the_model_of_this_world_and_trains_for_another(
     tiny_world: Path, tmp_path: Path, base_settings: Settings, parts: object
 ) -> None:
     # ``parts`` built the tiny world's retrieval indexes, which training replays for the rel_* features.
@@ -58,7 +58,17 @@ def test_default_ranker_trains_on_the_tiny_world_then_keeps_it(
     assert first.plan == DayPlan(4, warmup_days=1, valid_days=1, test_days=1, fitted=True)
     assert ModelRegistry(tmp_path / "models").current("ranker") == first.version
     again = default_ranker(settings, tiny_world)
-    assert not again.trained and again.version == first.version
+    assert not again.trained and again.version == first.version and again.replaced is None
+
+    # Another world's quickstart in the same folder (the registry is shared under worlds/) trains its own
+    # ranker rather than serving that world with this one's.
+    # New files (not copy2's kept times) are what a regenerated world looks like to the data signature.
+    other = tmp_path / "other"
+    shutil.copytree(tiny_world, other, ignore=shutil.ignore_patterns(".cache"), copy_function=shutil.copyfile)
+    theirs = default_ranker(settings, other)
+    assert theirs.trained and theirs.version != first.version
+    assert theirs.replaced == (first.version, str(tiny_world))
+    assert ModelRegistry(tmp_path / "models").current("ranker") == theirs.version
 
 
 def test_world_stats_round_trip(tiny_world: Path) -> None:
