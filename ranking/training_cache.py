@@ -8,6 +8,7 @@ embedding settings, and the world's files (names, sizes, modification times).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
 
 CACHE_DIR = Path(".cache") / "ranking"
+# Tables kept per day range (a small world's is ~100 MB): room for a default and the variants compared to it.
+CACHE_ENTRIES_PER_RANGE = 3
 # Feature-store settings that only say how to connect: they cannot change a feature's value.
 _CONNECTION_FIELDS = {
     "redis_url",
@@ -107,8 +110,9 @@ def training_table(
 
     The cache file's name carries the range and a hash of the feature fingerprint, the embedding settings
     and the world's files, so a changed feature definition, setting, features code or world builds afresh;
-    older entries for the same range are removed then. With ``retrieval`` (and ``candidates``), rows carry
-    the ``rel_*`` features and lists hold unshown candidates (``features.dataset``); both enter the key.
+    a range keeps its ``CACHE_ENTRIES_PER_RANGE`` most recently used entries. With ``retrieval`` (and
+    ``candidates``), rows carry the ``rel_*`` features and lists hold unshown candidates
+    (``features.dataset``); both enter the key.
 
     ``engine``: the days are built in parts on the engine (``features.dataset_parts``) when it has more than
     one worker and the range more than one day; the table is the same row for row.
@@ -124,6 +128,8 @@ def training_table(
     folder = layout.root / CACHE_DIR
     path = folder / f"training_{start}_{end}_{key[:16]}.parquet"
     if cache and path.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(path)  # marks it used: eviction keeps the most recently used entries of a range
         return pq.read_table(path), True
     catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     vectors = None
@@ -169,8 +175,7 @@ def training_table(
     if cache:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob(f"training_{start}_{end}_*.parquet"):
-                stale.unlink()
+            _evict(folder, start, end, keep=CACHE_ENTRIES_PER_RANGE - 1)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, path)  # readers never see a half-written file
@@ -179,6 +184,20 @@ def training_table(
         if parts_dir is not None:  # the parts are kept until the whole table is: a failure above resumes
             shutil.rmtree(parts_dir, ignore_errors=True)
     return table, False
+
+
+def _evict(folder: Path, start: date, end: date, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used cached tables of days [start, end].
+
+    A key's table never becomes valid again once its world or code changed, but two settings of the same
+    range (24 candidates and 48, say) are both live: compared side by side, each build used to delete the
+    other's, and every switch cost a full rebuild.
+    """
+    entries = sorted(
+        folder.glob(f"training_{start}_{end}_*.parquet"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for stale in entries[keep:]:
+        stale.unlink(missing_ok=True)
 
 
 def rows_between(table: pa.Table, start: date, end: date) -> pa.Table:

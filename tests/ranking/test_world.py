@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from features.definitions import FEATURES
 from ranking.config import WorldTrainingSettings
 from ranking.errors import WorldDataError
 from ranking.eval_slices import UNSEEN, Slicer
-from ranking.training_cache import data_signature, feature_fingerprint, rows_between
+from ranking.training_cache import (
+    CACHE_DIR,
+    CACHE_ENTRIES_PER_RANGE,
+    data_signature,
+    feature_fingerprint,
+    rows_between,
+    training_table,
+)
 from ranking.world import USER_PREFIXES, WorldSource, day_split
 from ranking.world_eval import parse_world_models, truth_grades, world_metrics
 
@@ -131,6 +139,35 @@ def test_cache_is_reused_and_keyed(source: WorldSource, tiny_world: Path) -> Non
     assert feature_fingerprint(base) != feature_fingerprint(
         base.model_copy(update={"interest_half_life_hours": 3.0})
     )
+
+
+def test_cache_keeps_the_most_recently_used_entries_of_a_range(tmp_path: Path, tiny_world: Path) -> None:
+    # Settings compared side by side (24 candidates and 48, say) each keep their table; beyond
+    # CACHE_ENTRIES_PER_RANGE, the one used longest ago goes.
+    world = tmp_path / "w"
+    shutil.copytree(tiny_world, world, ignore=shutil.ignore_patterns(".cache", "truth"))
+    layout = DataLayout(world)
+    day = layout.days("impressions")[1]
+    halves = range(1, CACHE_ENTRIES_PER_RANGE + 2)
+    variants = [FeatureStoreSettings(interest_half_life_hours=h) for h in halves]
+    folder = world / CACHE_DIR
+
+    def build(settings: FeatureStoreSettings) -> bool:
+        return training_table(layout, day, day, settings)[1]
+
+    def entries() -> set[Path]:
+        return set(folder.glob("training_*.parquet"))
+
+    files: list[Path] = []
+    for i, settings in enumerate(variants[:CACHE_ENTRIES_PER_RANGE]):
+        assert not build(settings)
+        (new,) = entries() - set(files)
+        os.utime(new, (1_000_000 + i, 1_000_000 + i))  # built in this order, a second apart
+        files.append(new)
+    assert build(variants[0])  # reused, so now the most recently used
+    assert not build(variants[CACHE_ENTRIES_PER_RANGE])
+    assert files[1] not in entries() and len(entries()) == CACHE_ENTRIES_PER_RANGE
+    assert build(variants[0]) and build(variants[2])
 
 
 def test_data_signature_changes_with_the_logs(tmp_path: Path, tiny_world: Path) -> None:
