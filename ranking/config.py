@@ -78,6 +78,13 @@ class TorchTrainSettings(BaseModel):
         default="labels",
         description="Softmax targets: the labels, or NDCG gains 2^label - 1 (puts more mass on top grades).",
     )
+    weight_ema: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Decay of an exponential moving average of the weights, updated every step; early "
+        "stopping validates and keeps the average. None: the last step's weights.",
+    )
     stop_on: Literal["ndcg", "pa_ndcg", "loss"] = Field(
         default="ndcg",
         description="Early stopping on the validation lists' NDCG@eval_k of the labels, on its policy-aware "

@@ -47,6 +47,7 @@ from ranking.nn.train import (
     listwise_softmax_loss,
     stop_metric,
     validation_totals,
+    weight_average,
 )
 
 
@@ -71,6 +72,8 @@ def train_rank(
     steps = max(1, math.ceil(total / cfg.lists_per_batch))
     metric = stop_metric(cfg)
     best = BestEpoch(cfg.patience)
+    averaged = weight_average(net, cfg)  # every rank steps the same weights, so averages the same
+    scored = net if averaged is None else averaged.module
     params = [p for p in net.parameters() if p.requires_grad]
     started = time.perf_counter()
     epoch_seconds: list[float] = []
@@ -94,16 +97,22 @@ def train_rank(
             waited += time.perf_counter() - before
             if step_lists:  # the same on every rank: all step, or none
                 optimiser.step()
+                if averaged is not None:
+                    averaged.update_parameters(net)
                 seen += step_lists
         _average_batch_norm(net)
+        if scored is not net:
+            _average_batch_norm(scored)  # its running statistics average each rank's own
         stop = False
         if validated:
-            local = validation_totals(net, valid, cfg) if valid is not None else (0.0, 0)
+            local = validation_totals(scored, valid, cfg) if valid is not None else (0.0, 0)
             value_sum, count = _all_sum(local)
-            stop = best.update(value_sum / count if count > 0 else 0.0, epoch, net)
+            stop = best.update(value_sum / count if count > 0 else 0.0, epoch, scored)
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if stop:
             break
+    if scored is not net:
+        net.load_state_dict(scored.state_dict())
     best.restore(net)
     seconds = time.perf_counter() - started
     info = fit_info(epoch, best, bool(validated), metric, cfg, int(total), seen, seconds, epoch_seconds)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
@@ -164,6 +165,8 @@ def train_net(
     lists = np.flatnonzero(sums > 0)
     metric = stop_metric(cfg)
     best = BestEpoch(cfg.patience)
+    averaged = weight_average(net, cfg)
+    scored = net if averaged is None else averaged.module  # the weights validated and kept
     started = time.perf_counter()
     epoch_seconds: list[float] = []
     seen = 0
@@ -181,15 +184,28 @@ def train_net(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            if averaged is not None:
+                averaged.update_parameters(net)
             seen += chunk.size
-        stop = valid is not None and best.update(_validation_score(net, valid, cfg), epoch, net)
+        stop = valid is not None and best.update(_validation_score(scored, valid, cfg), epoch, scored)
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if stop:
             break
+    if scored is not net:
+        net.load_state_dict(scored.state_dict())  # the last average, when nothing was validated
     best.restore(net)
     seconds = time.perf_counter() - started
     validated = valid is not None
     return fit_info(epoch, best, validated, metric, cfg, int(lists.size), seen, seconds, epoch_seconds)
+
+
+def weight_average(net: ScoringNet, cfg: TorchTrainSettings) -> AveragedModel | None:
+    """An exponential moving average of ``net``'s weights and batch-norm statistics (``cfg.weight_ema``), or
+    None. Updated after every step; early stopping validates and keeps the average instead of the last step's
+    weights, which a few noisy epochs leave far apart from seed to seed."""
+    if cfg.weight_ema is None:
+        return None
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.weight_ema), use_buffers=True)
 
 
 def stop_metric(cfg: TorchTrainSettings) -> str:

@@ -207,6 +207,26 @@ def test_each_stopping_rule_reports_its_metric(stop_on: str, synthetic: tuple[Li
         assert info[name] == pytest.approx(measured, abs=1e-5)
 
 
+def test_a_weight_average_is_what_early_stopping_validates_and_keeps(
+    synthetic: tuple[ListwiseData, ...],
+) -> None:
+    train, valid, _ = synthetic
+    cfg = FAST.model_copy(update={"stop_on": "pa_ndcg", "max_epochs": 4, "patience": 4})
+
+    def fit(weight_ema: float | None) -> DCNRanker:
+        train_cfg = cfg.model_copy(update={"weight_ema": weight_ema})
+        return DCNRanker(cross_layers=2, rank=8, hidden=(32,), train=train_cfg).fit(train, valid)
+
+    last = fit(None)
+    # An average that forgets at once is the last step's weights (batch-norm statistics included)...
+    assert fit(1e-9).score(valid) == pytest.approx(last.score(valid), abs=1e-6)
+    # ...a slower one other weights, and the value early stopping reports is the kept model's.
+    averaged = fit(0.9)
+    assert not np.allclose(averaged.score(valid), last.score(valid), atol=1e-3)
+    measured = evaluate_scores(valid, averaged.score(valid), ks=(10,))["pa_ndcg@10"]
+    assert averaged.info_["valid_pa_ndcg@10"] == pytest.approx(measured, abs=1e-5)
+
+
 def test_the_policy_aware_stopping_value_adds_up_over_shards(synthetic: tuple[ListwiseData, ...]) -> None:
     """Ranks of a data-parallel fit each sum (DCG, ideal DCG) over their validation lists; the ratio of the
     summed pairs must be the value of all the lists in one process, not a mean of the ranks' ratios."""

@@ -97,16 +97,22 @@ def test_two_ranks_train_dcn_like_one_process(
     np.testing.assert_allclose(served.score(rows), ranker.score(one_list), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("weight_ema", [None, 0.5])
 def test_a_step_on_two_ranks_is_the_step_of_one_process(
-    lists: tuple[ListwiseData, ListwiseData], client: Client
+    lists: tuple[ListwiseData, ListwiseData], client: Client, weight_ema: float | None
 ) -> None:
     """Without randomness in a step (no dropout; DCN-V2 has no batch norm) and with one step per epoch over
     every list, the ranks' reduced gradient is one process's gradient over the same lists: after 3 Adam
     steps the weights agree up to float rounding. A rank's gradient left out (tried: rank 1's zeroed) or
-    weighted wrongly moves them apart. (Adam divides out a common scale, which this cannot see.)"""
+    weighted wrongly moves them apart. (Adam divides out a common scale, which this cannot see.) With a
+    weight average, both keep the same average of the three steps' weights."""
     train, _ = lists
     cfg = TorchTrainSettings(
-        lists_per_batch=train.n_lists, max_epochs=3, valid_fraction=0, learning_rate=1e-3
+        lists_per_batch=train.n_lists,
+        max_epochs=3,
+        valid_fraction=0,
+        learning_rate=1e-3,
+        weight_ema=weight_ema,
     )
     single = DCNRanker(dropout=0.0, train=cfg, threads=1).fit(train)
     ranks = DCNRanker(dropout=0.0, train=cfg, threads=1).fit(train, client=client)
