@@ -4,6 +4,7 @@ stack trace (unexpected errors are logged here and answered with a generic 500).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -67,7 +68,15 @@ def install(app: FastAPI) -> None:
             metrics.errors.labels(type(exc).__name__).inc()
         if code >= 500:
             log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=code)
+        headers = None
+        if isinstance(
+            exc, StoreUnavailable
+        ):  # nothing was done: worth sending again once the breaker may close
+            serving = getattr(getattr(request.app.state, "runtime", None), "serving", None)
+            cooldown = serving.breaker_cooldown_s if serving is not None else 1.0
+            headers = {"Retry-After": str(max(1, math.ceil(cooldown)))}
+        body = {"error": str(exc), "kind": type(exc).__name__}
+        return JSONResponse(body, status_code=code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

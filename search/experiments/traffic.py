@@ -48,6 +48,8 @@ from serving.experiments.config import RETRIEVAL_ORDER
 # Random stream purposes under one run seed: the user panel, a session's plan, a session's clicks.
 _PANEL, _PLAN, _CLICKS = 0, 1, 2
 GIVE_UP_AFTER = 10  # transport failures in a row of one worker end the run
+EVENT_ATTEMPTS = 3  # sends of one /events batch answered 503 (the store away: nothing accepted)
+MAX_RETRY_WAIT_S = 5.0  # the longest Retry-After honoured
 
 
 class ApiUnreachable(SmartblockError):
@@ -170,6 +172,25 @@ class _Arm:
     ranker_versions: set[str] = field(default_factory=set)
 
 
+def post_events(
+    client: httpx.Client, events: list[dict[str, Any]], attempts: int = EVENT_ATTEMPTS
+) -> tuple[httpx.Response, int]:
+    """POST a batch to /events as a well-behaved client does: a 503 accepted nothing (the store was away),
+    so the same batch goes again after the answer's ``Retry-After`` (at most ``MAX_RETRY_WAIT_S``), up to
+    ``attempts`` sends in all. Returns the last answer and how many times the batch was sent again."""
+    response = client.post("/events", json={"events": events})
+    retries = 0
+    while response.status_code == 503 and retries < attempts - 1:
+        try:
+            wait_s = float(response.headers.get("Retry-After", "1"))
+        except ValueError:  # an HTTP date: this server sends seconds
+            wait_s = 1.0
+        time.sleep(min(max(wait_s, 0.0), MAX_RETRY_WAIT_S))
+        response = client.post("/events", json={"events": events})
+        retries += 1
+    return response, retries
+
+
 @dataclass
 class _Tally:
     """One worker's counts; merged at the end so the workers never share a lock on the hot path."""
@@ -179,6 +200,7 @@ class _Tally:
     clicks: int = 0
     events_sent: int = 0
     events_rejected: int = 0
+    events_retried: int = 0  # POST /events sent again after a 503
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     failing: int = 0  # transport failures in a row
@@ -193,7 +215,15 @@ class _Tally:
             self.error_samples.append(what)
 
     def merge(self, other: _Tally) -> None:
-        for name in ("sessions", "searches", "clicks", "events_sent", "events_rejected", "errors"):
+        for name in (
+            "sessions",
+            "searches",
+            "clicks",
+            "events_sent",
+            "events_rejected",
+            "events_retried",
+            "errors",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unknown_blocks += other.unknown_blocks
         self.unknown_queries += other.unknown_queries
@@ -389,10 +419,11 @@ class ClosedLoop:
             events.append({**common, "type": "click"})
             events.append({**common, "type": "dwell", "dwell_ms": int(ms)})
         try:
-            response = client.post("/events", json={"events": events})
+            response, retries = post_events(client, events)
         except httpx.HTTPError as exc:
             tally.error(f"POST /events: {type(exc).__name__}: {exc}")
             return
+        tally.events_retried += retries
         if not response.is_success:
             tally.error(f"POST /events {response.status_code}: {response.text[:200]}")
             return
@@ -434,6 +465,7 @@ class ClosedLoop:
             "searches": tally.searches,
             "clicks": tally.clicks,
             "events_sent": tally.events_sent,
+            "events_retried": tally.events_retried,
             "errors": tally.errors,
             "error_samples": tally.error_samples,
             "unknown_blocks": tally.unknown_blocks,

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -135,6 +136,14 @@ def _until(done: Callable[[], bool], timeout: float, why: Callable[[], str] | st
 
 def _click(client: httpx.Client, user: str) -> Callable[[], bool]:
     """Post a click on the last block of a fresh search; return a check that it reached the features."""
+    click, applied = _clickable(client, user)
+    res = client.post("/events", json={"events": [click]})
+    assert res.status_code == 202 and res.json()["accepted"] == 1, res.text
+    return applied
+
+
+def _clickable(client: httpx.Client, user: str) -> tuple[dict, Callable[[], bool]]:
+    """A click on the last block of a fresh search, and a check that it reached the features."""
     first = client.post("/search", json={"query": QUERIES[0], "user_id": user, "k": 10, "explain": True})
     page = first.json()
     target = page["blocks"][-1]
@@ -146,8 +155,6 @@ def _click(client: httpx.Client, user: str) -> Callable[[], bool]:
         "position": len(page["blocks"]),
         "type": "click",
     }
-    res = client.post("/events", json={"events": [click]})
-    assert res.status_code == 202 and res.json()["accepted"] == 1, res.text
 
     def applied() -> bool:
         again = client.post("/search", json={"query": QUERIES[0], "user_id": user, "k": 50, "explain": True})
@@ -157,7 +164,33 @@ def _click(client: httpx.Client, user: str) -> Callable[[], bool]:
         return now.get(target["block_id"], before) > before
 
     applied.request_id = page["request_id"]  # type: ignore[attr-defined]
-    return applied
+    return click, applied
+
+
+@pytest.mark.slow
+def test_events_refused_while_redis_is_frozen_say_when_to_resend_and_the_client_does(served: Served) -> None:
+    from search.experiments.traffic import post_events
+
+    with httpx.Client(base_url=served.url, timeout=10) as client:
+        click, applied = _clickable(client, f"ra{uuid.uuid4().hex[:6]}")
+        pid = server_pid(served.folder)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        thaw = threading.Timer(1.2, os.kill, (pid, signal.SIGCONT))
+        thaw.start()
+        try:
+            # Within its deadline the write is refused, and the answer says when the breaker may let it in.
+            refused = client.post("/events", json={"events": [click]})
+            assert refused.status_code == 503 and refused.json()["kind"] == "StoreUnavailable", refused.text
+            assert refused.headers["Retry-After"] == "1"  # the fixture's 0.5 s cooldown, in whole seconds
+            # The simulator's client sends the batch again after that wait, and Redis is back by then.
+            answer, retries = post_events(client, [click])
+        finally:
+            thaw.cancel()
+            os.kill(pid, signal.SIGCONT)
+        assert answer.status_code == 202 and answer.json()["accepted"] == 1, answer.text
+        assert retries >= 1
+        _until(applied, 20, "the click sent again after the 503 was never applied")
 
 
 @pytest.mark.slow
