@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ranking.base import Ranker, read_manifest
+from ranking.base import Ranker
 from ranking.config import RankingSettings
 from ranking.dataset import ListwiseData
 from ranking.errors import RegistryError, WorldDataError
@@ -159,8 +159,7 @@ def train_world_ranker(
         parent = registry.current(line) if line in registry.lines() else None
         if parent is None:
             raise RegistryError(f"model line '{line}' has no current model to warm-start from")
-        recorded = read_manifest(registry.path(line, parent))["metadata"].get("data_range") or {}
-        trained = recorded.get("train", "")
+        trained = registry.data_range(line, parent).get("train", "")
         if ".." not in trained:
             raise RegistryError(f"{line}/{parent} records no training day range to continue after")
         first = date.fromisoformat(trained.split("..")[1]) + timedelta(days=1)

@@ -116,6 +116,14 @@ class ModelRegistry:
             rows.append(row)
         return rows
 
+    def data_range(self, line: str, version: str) -> dict[str, Any]:
+        """What a version's manifest records of its training data (world, signature, days); {} if nothing.
+
+        Raises ``RegistryError`` for an unknown version, ``ModelFormatError`` for an unreadable manifest.
+        """
+        recorded = read_manifest(self.path(line, version))["metadata"].get("data_range")
+        return recorded if isinstance(recorded, dict) else {}
+
     def path(self, line: str, version: str) -> Path:
         store = self._store(line)
         if not store.exists(version):

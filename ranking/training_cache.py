@@ -128,9 +128,12 @@ def training_table(
     folder = layout.root / CACHE_DIR
     path = folder / f"training_{start}_{end}_{key[:16]}.parquet"
     if cache and path.is_file():
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # a read-only world folder: used, but not marked
             os.utime(path)  # marks it used: eviction keeps the most recently used entries of a range
-        return pq.read_table(path), True
+        try:
+            return pq.read_table(path), True
+        except FileNotFoundError:
+            pass  # evicted by another process since: build it again
     catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     vectors = None
     if embeddings.as_of:
@@ -193,10 +196,11 @@ def _evict(folder: Path, start: date, end: date, keep: int) -> None:
     range (24 candidates and 48, say) are both live: compared side by side, each build used to delete the
     other's, and every switch cost a full rebuild.
     """
-    entries = sorted(
-        folder.glob(f"training_{start}_{end}_*.parquet"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    for stale in entries[keep:]:
+    used: list[tuple[float, Path]] = []
+    for entry in folder.glob(f"training_{start}_{end}_*.parquet"):
+        with contextlib.suppress(FileNotFoundError):  # another process evicted it meanwhile
+            used.append((entry.stat().st_mtime, entry))
+    for _, stale in sorted(used, reverse=True)[keep:]:
         stale.unlink(missing_ok=True)
 
 

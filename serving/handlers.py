@@ -15,6 +15,7 @@ from data.errors import ConfigError, DataError, SmartblockError
 from features.connection import StoreUnavailable
 from ranking.errors import ModelRefused, PromotionRefused, RegistryError
 from retrieval.errors import QueryError
+from serving.config import ServingSettings
 from serving.errors import ModelIncompatible, NotReady
 
 log = logging.getLogger("smartblock.serving")
@@ -63,25 +64,25 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SmartblockError)
     async def _smartblock(request: Request, exc: SmartblockError) -> JSONResponse:
         code = status_of(exc)
-        metrics = getattr(getattr(request.app.state, "runtime", None), "metrics", None)
+        runtime = getattr(request.app.state, "runtime", None)
+        metrics = getattr(runtime, "metrics", None)
         if metrics is not None:
             metrics.errors.labels(type(exc).__name__).inc()
         if code >= 500:
             log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
         headers = None
-        if isinstance(
-            exc, StoreUnavailable
-        ):  # nothing was done: worth sending again once the breaker may close
-            serving = getattr(getattr(request.app.state, "runtime", None), "serving", None)
-            cooldown = serving.breaker_cooldown_s if serving is not None else 1.0
-            headers = {"Retry-After": str(max(1, math.ceil(cooldown)))}
+        if isinstance(exc, StoreUnavailable):
+            # Nothing was done: worth sending again once the breaker may have closed.
+            serving = getattr(runtime, "serving", None) or ServingSettings()
+            headers = {"Retry-After": str(max(1, math.ceil(serving.breaker_cooldown_s)))}
         body = {"error": str(exc), "kind": type(exc).__name__}
         return JSONResponse(body, status_code=code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        metrics = getattr(getattr(request.app.state, "runtime", None), "metrics", None)
+        runtime = getattr(request.app.state, "runtime", None)
+        metrics = getattr(runtime, "metrics", None)
         if metrics is not None:
             metrics.errors.labels(type(exc).__name__).inc()
         return JSONResponse({"error": "internal error"}, status_code=500)

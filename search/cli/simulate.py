@@ -93,7 +93,8 @@ def _print(result: TrafficReport) -> None:
     lat = result.search_latency_ms
     console.print(
         f"{result.sessions} sessions, {result.searches} searches, {result.clicks} clicks, "
-        f"{result.errors} errors in {result.elapsed_s} s: {result.searches_per_s} searches/s, "
+        f"{result.errors} errors ({result.events_retried} event batches sent again after a 503) in "
+        f"{result.elapsed_s} s: {result.searches_per_s} searches/s, "
         f"/search p50 {lat.p50} ms, p99 {lat.p99} ms (client side)"
     )
     if result.unknown_blocks or result.unknown_queries:

@@ -156,9 +156,8 @@ def _print_step(step: QuickstartStep) -> None:
         case qs.RankerOutcome():
             _print_plan("ranker", step.plan)
             if step.replaced is not None:
-                version, other = step.replaced
-                where = other or "not recorded"
-                console.print(f"the current ranker {version} was trained on other logs ({where})")
+                version, origin = step.replaced
+                console.print(f"the current ranker {version} was not trained on this world's logs ({origin})")
             console.print(
                 f"trained and promoted ranker {step.version} ({step.model}) in {step.registry_dir}: "
                 f"training set {step.table_seconds:.1f} s, training {step.train_seconds:.1f} s"

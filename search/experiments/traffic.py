@@ -177,7 +177,10 @@ def post_events(
 ) -> tuple[httpx.Response, int]:
     """POST a batch to /events as a well-behaved client does: a 503 accepted nothing (the store was away),
     so the same batch goes again after the answer's ``Retry-After`` (at most ``MAX_RETRY_WAIT_S``), up to
-    ``attempts`` sends in all. Returns the last answer and how many times the batch was sent again."""
+    ``attempts`` sends in all. Returns the last answer and how many times the batch was sent again.
+
+    Give every event an ``event_id``: a write the server gave up on may still land once Redis resumes, and
+    the id makes the resend count once."""
     response = client.post("/events", json={"events": events})
     retries = 0
     while response.status_code == 503 and retries < attempts - 1:
@@ -185,7 +188,7 @@ def post_events(
             wait_s = float(response.headers.get("Retry-After", "1"))
         except ValueError:  # an HTTP date: this server sends seconds
             wait_s = 1.0
-        time.sleep(min(max(wait_s, 0.0), MAX_RETRY_WAIT_S))
+        time.sleep(min(max(wait_s, 0.0), MAX_RETRY_WAIT_S) if math.isfinite(wait_s) else 1.0)
         response = client.post("/events", json={"events": events})
         retries += 1
     return response, retries
@@ -416,8 +419,10 @@ class ClosedLoop:
                 "doc_id": str(world.doc_ids[doc]),
                 "position": int(positions[i]),
             }
-            events.append({**common, "type": "click"})
-            events.append({**common, "type": "dwell", "dwell_ms": int(ms)})
+            # Ids that say which event it is, so a resent batch (post_events) is counted once.
+            event_id = f"{page['request_id']}:{int(positions[i])}"
+            events.append({**common, "type": "click", "event_id": f"{event_id}:c"})
+            events.append({**common, "type": "dwell", "dwell_ms": int(ms), "event_id": f"{event_id}:d"})
         try:
             response, retries = post_events(client, events)
         except httpx.HTTPError as exc:

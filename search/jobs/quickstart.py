@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 QUICKSTART_M3_SECONDS = 90.0
 M3_EVAL_MAX_EVENTS = 5000  # held-out clicks M3 is compared on: fewer than a full evaluation, to stay quick
 # Measured on the served path (`evaluate --candidates`, docs/ranking.md): DCN-V2 trained on candidate lists
-# captured 0.364 of the oracle's gain over retrieval order on the small world, LightGBM 0.165.
+# captured 0.377 of the oracle's gain over retrieval order on the small world, LightGBM 0.165.
 DEFAULT_RANKER = "dcn"
 RANKER_LINE = "ranker"
 T = TypeVar("T")
@@ -124,7 +124,7 @@ class RankerOutcome:
     plan: DayPlan | None = None
     table_seconds: float = 0.0  # the point-in-time candidate training set (0: from the cache)
     train_seconds: float = 0.0
-    replaced: tuple[str, str | None] | None = None  # the current version it replaced, and that one's world
+    replaced: tuple[str, str] | None = None  # the current version it replaced, and where that one came from
 
 
 QuickstartStep = WorldReady | WorldStats | IndexesBuilt | FeaturesBuilt | EmbeddingsOutcome | RankerOutcome
@@ -266,20 +266,26 @@ def default_ranker(settings: Settings, world: Path, progress: Progress | None = 
         plan,
         round(built - started, 1),
         round(time.perf_counter() - built, 1),
-        replaced=None if current is None else (current, (trained_on or {}).get("world")),
+        replaced=None if current is None else (current, _origin(trained_on)),
     )
 
 
-def _trained_on(registry: ModelRegistry, version: str) -> dict[str, Any]:
-    """The ``data_range`` a version's manifest records (empty when it records none or is unreadable)."""
-    from ranking.base import read_manifest
-    from ranking.errors import ModelFormatError
+def _trained_on(registry: ModelRegistry, version: str) -> dict[str, Any] | None:
+    """The ``data_range`` the current version records, or None when its folder or manifest is unreadable
+    (a model this job cannot vouch for is replaced like another world's)."""
+    from ranking.errors import ModelFormatError, RegistryError
 
     try:
-        recorded = read_manifest(registry.path(RANKER_LINE, version))["metadata"].get("data_range")
-    except ModelFormatError:
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
+        return registry.data_range(RANKER_LINE, version)
+    except (ModelFormatError, RegistryError):
+        return None
+
+
+def _origin(trained_on: dict[str, Any] | None) -> str:
+    """Where a replaced model came from, for people."""
+    if trained_on is None:
+        return "its manifest is unreadable"
+    return str(trained_on.get("world") or "no world recorded")
 
 
 def _same_world(trained_on: dict[str, Any] | None, world: Path) -> bool:

@@ -186,6 +186,7 @@ class TrafficReport(JobResult):
     searches: int
     clicks: int
     events_sent: int
+    events_retried: int  # /events batches sent again after a 503 (the store away, nothing accepted)
     errors: int
     error_samples: list[str]
     unknown_blocks: int

@@ -120,6 +120,10 @@ def test_a_step_on_two_ranks_is_the_step_of_one_process(
     weights = ranks.net_.state_dict()
     for name, value in single.net_.state_dict().items():
         torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    if weight_ema is not None:  # and the average kept is not the last step's weights
+        last = DCNRanker(dropout=0.0, train=cfg.model_copy(update={"weight_ema": None}), threads=1).fit(train)
+        moved = [not torch.allclose(v, weights[k], atol=1e-5) for k, v in last.net_.state_dict().items()]
+        assert any(moved)
 
 
 def test_a_rank_killed_mid_training_fails_the_fit_at_once_and_says_which(

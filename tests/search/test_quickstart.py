@@ -60,11 +60,14 @@ def test_default_ranker_keeps_the_model_of_this_world_and_trains_for_another(
     again = default_ranker(settings, tiny_world)
     assert not again.trained and again.version == first.version and again.replaced is None
 
-    # Another world's quickstart in the same folder (the registry is shared under worlds/) trains its own
-    # ranker rather than serving that world with this one's.
-    # New files (not copy2's kept times) are what a regenerated world looks like to the data signature.
+    # The same logs elsewhere (copy2 keeps the files' times): still this world's model. Then the logs are
+    # written again, as a regenerated world's are: its quickstart trains and promotes a ranker of its own
+    # rather than serving the new logs with the old model (the registry is shared by worlds/).
     other = tmp_path / "other"
-    shutil.copytree(tiny_world, other, ignore=shutil.ignore_patterns(".cache"), copy_function=shutil.copyfile)
+    shutil.copytree(tiny_world, other, ignore=shutil.ignore_patterns(".cache"))
+    assert not default_ranker(settings, other).trained
+    part = next((other / "events" / "interactions").rglob("*.parquet"))
+    part.write_bytes(part.read_bytes())
     theirs = default_ranker(settings, other)
     assert theirs.trained and theirs.version != first.version
     assert theirs.replaced == (first.version, str(tiny_world))

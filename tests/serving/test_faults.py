@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -171,23 +170,33 @@ def _clickable(client: httpx.Client, user: str) -> tuple[dict, Callable[[], bool
 def test_events_refused_while_redis_is_frozen_say_when_to_resend_and_the_client_does(served: Served) -> None:
     from search.experiments.traffic import post_events
 
-    with httpx.Client(base_url=served.url, timeout=10) as client:
+    pid = server_pid(served.folder)
+    assert pid is not None
+    thawed: list[float] = []
+
+    def thaw_after_the_first_refusal(response: httpx.Response) -> None:
+        # Redis comes back once the client has been refused, and before the Retry-After it was told.
+        if armed and response.status_code == 503 and not thawed:
+            os.kill(pid, signal.SIGCONT)
+            thawed.append(time.monotonic())
+
+    armed = False
+    hooks = {"response": [thaw_after_the_first_refusal]}
+    with httpx.Client(base_url=served.url, timeout=10, event_hooks=hooks) as client:
         click, applied = _clickable(client, f"ra{uuid.uuid4().hex[:6]}")
-        pid = server_pid(served.folder)
-        assert pid is not None
+        click["event_id"] = f"{click['request_id']}:resend"
         os.kill(pid, signal.SIGSTOP)
-        thaw = threading.Timer(1.2, os.kill, (pid, signal.SIGCONT))
-        thaw.start()
         try:
             # Within its deadline the write is refused, and the answer says when the breaker may let it in.
             refused = client.post("/events", json={"events": [click]})
             assert refused.status_code == 503 and refused.json()["kind"] == "StoreUnavailable", refused.text
             assert refused.headers["Retry-After"] == "1"  # the fixture's 0.5 s cooldown, in whole seconds
-            # The simulator's client sends the batch again after that wait, and Redis is back by then.
+            armed = True
+            # The simulator's client sends the batch again after that wait; Redis is back by then.
             answer, retries = post_events(client, [click])
         finally:
-            thaw.cancel()
             os.kill(pid, signal.SIGCONT)
+        assert thawed, "post_events was never refused while Redis was stopped"
         assert answer.status_code == 202 and answer.json()["accepted"] == 1, answer.text
         assert retries >= 1
         _until(applied, 20, "the click sent again after the 503 was never applied")
