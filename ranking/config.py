@@ -172,8 +172,8 @@ class WorldTrainingSettings(BaseModel):
     # the promotion gate's measure; against the labels' NDCG it moved the served gain by -0.03..+0.03 per
     # seed and +0.001 on average over eight runs of DCN-V2 and DASALC (docs/ranking.md).
     # The weights' moving average (decay 0.995: about 200 steps, an epoch of the small world's 215) lifted
-    # DCN-V2's served gain over seeds 0-7 from a mean of 0.345 (0.309..0.368) to 0.366 (0.359..0.377), and
-    # DASALC's over seeds 0-2 from 0.336 to 0.359 (docs/ranking.md).
+    # DCN-V2's served gain over seeds 0-7 from a mean of 0.345 (0.309..0.368) to 0.372 (0.368..0.379)
+    # (docs/ranking.md).
     train: TorchTrainSettings = TorchTrainSettings(
         learning_rate=2e-3,
         lists_per_batch=256,
