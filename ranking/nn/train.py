@@ -2,7 +2,8 @@
 
 Loss of one list with scores s, labels y and row weights w (e.g. 1 / propensity):
 ``-sum_i w_i (y_i / sum_j y_j) log softmax(s)_i``. Lists without any positive label carry no signal under
-this loss and are skipped. The epoch whose validation NDCG@k is best is kept.
+this loss and are skipped. The epoch whose validation value (``stop_on``) is best is kept: its weights, or
+with ``weight_ema`` its moving average of the weights.
 """
 
 from __future__ import annotations
