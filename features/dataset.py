@@ -29,7 +29,7 @@ from data.schemas import TIMESTAMP
 from features.batch import Snapshot, batch_snapshot
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
-from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute, plan
+from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute_many, plan
 from features.ops import ImpressionEvent
 from features.relevance import RetrievalScores, ScoredCandidate
 from features.replay import Replayer, in_time_order
@@ -62,11 +62,14 @@ class _Layered:
     def fetch(self, items: list[tuple[str, list[str] | None]]) -> list[dict]:
         out = []
         for key, fields in items:
-            merged = dict(self.replayer.state.fetch(key, fields))
+            live = self.replayer.state.fetch(key, fields)
             batch = self.snapshot.get(key)
+            if batch and fields is None and not live:
+                out.append(batch)  # read only: no copy of a batch-only hash (a query's, the intents')
+                continue
             if batch:
-                merged.update(batch if fields is None else {f: batch[f] for f in fields if f in batch})
-            out.append(merged)
+                live.update(batch if fields is None else {f: batch[f] for f in fields if f in batch})
+            out.append(live)
         return out
 
 
@@ -178,6 +181,7 @@ def point_in_time_rows(
         days = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
         retrieval.warm(pc.unique(imps.filter(days)["query"]).to_pylist())
     total = imps.num_rows + acts.num_rows
+    pending: list[tuple[ImpressionEvent, Request, list[dict]]] = []
     for i, event in enumerate(in_time_order(imps, acts)):
         if isinstance(event, ImpressionEvent) and lo <= event.ts_ms < hi:
             blocks = blocks_for(event)
@@ -203,13 +207,40 @@ def point_in_time_rows(
                     scores,
                     event.session_id,
                 )
-                fetched = _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req))
-                # Read before the event is applied: the request never sees its own outcome.
-                yield event, blocks, compute(req, fetched, catalog, settings)
+                # Read before the event is applied: the request never sees its own outcome. What is read
+                # is immutable (packed values), so the rows can be computed later, many requests at once.
+                pending.append(
+                    (event, req, _Layered(snapshots[day], replayer).fetch(plan(replayer.keys, req)))
+                )
+                if len(pending) >= COMPUTE_CHUNK:
+                    yield from _computed(pending, catalog, settings)
         replayer.apply(event)
         if i % 20_000 == 0:
             report("replay", i, total)
+    yield from _computed(pending, catalog, settings)
     report("replay", total, total)
+
+
+# Requests whose rows are computed together (``compute_many``): enough to spread numpy's per-call cost, few
+# enough that their fetched hashes stay small.
+COMPUTE_CHUNK = 512
+
+
+def _computed(
+    pending: list[tuple[ImpressionEvent, Request, list[dict]]],
+    catalog: BlockAttributes,
+    settings: FeatureStoreSettings,
+) -> Iterator[tuple[ImpressionEvent, tuple[str, ...], np.ndarray]]:
+    """The rows of the pending requests, one request at a time; empties ``pending``."""
+    if not pending:
+        return
+    rows = compute_many([req for _, req, _ in pending], [f for _, _, f in pending], catalog, settings)
+    start = 0
+    for event, req, _ in pending:
+        end = start + len(req.block_ids)
+        yield event, req.block_ids, rows[start:end]
+        start = end
+    pending.clear()
 
 
 def _snapshot_before(
@@ -231,39 +262,40 @@ def _assemble(
     imps: pa.Table,
     acts: pa.Table,
 ) -> pa.Table:
+    """The training table: request columns repeated over each request's rows by Arrow (no Python object per
+    row for them), positions and propensities from the shown pages, labels joined from the interactions."""
     features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
     rows.clear()  # the per-impression arrays are copied: free them before the columns are built
-    shown_info = {
-        r: {s["block_id"]: s["propensity"] for s in items}
-        for r, items in zip(imps["request_id"].to_pylist(), imps["shown"].to_pylist(), strict=True)
+    requests = pa.array([event.request_id for event, _ in meta], pa.string())
+    owner = pa.array(np.repeat(np.arange(len(meta), dtype=np.int64), [len(b) for _, b in meta]))
+    logged = imps["request_id"].to_pylist()
+    index = {r: i for i, r in enumerate(logged)}
+    at = pa.array([index[event.request_id] for event, _ in meta], pa.int64())
+    shown_at = {
+        r: {s["block_id"]: (s["position"], s["propensity"]) for s in items}
+        for r, items in zip(logged, imps["shown"].to_pylist(), strict=True)
     }
-    extra = dict(
-        zip(
-            imps["request_id"].to_pylist(),
-            zip(imps["session_id"].to_pylist(), imps["n_candidates"].to_pylist(), strict=True),
-            strict=True,
-        )
-    )
+    blocks = [b for _, bs in meta for b in bs]
+    placed = [shown_at[event.request_id].get(b, (0, 0.0)) for event, bs in meta for b in bs]  # 0: unshown
     clicked, dwell = outcome_labels(acts)
-    cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
-    for event, blocks in meta:
-        session, n_cand = extra[event.request_id]
-        position = {s.block_id: s.position for s in event.shown}
-        propensity = shown_info[event.request_id]
-        for block in blocks:
-            key = (event.request_id, block)
-            cols["request_id"].append(event.request_id)
-            cols["ts"].append(event.ts_ms)
-            cols["user_id"].append(event.user_id)
-            cols["session_id"].append(session)
-            cols["query"].append(event.query)
-            cols["block_id"].append(block)
-            cols["position"].append(position.get(block, 0))  # 0: a candidate the page did not show
-            cols["propensity"].append(propensity.get(block, 0.0))
-            cols["n_candidates"].append(n_cand)
-            cols["click"].append(1 if key in clicked else 0)
-            cols["dwell_ms"].append(dwell.get(key, 0))
-    return training_table(cols, features)
+    keys = [(event.request_id, b) for event, bs in meta for b in bs]
+    columns = {
+        "request_id": requests,
+        "ts": pa.array([event.ts_ms for event, _ in meta], pa.int64()),
+        "user_id": pa.array([event.user_id for event, _ in meta], pa.string()),
+        "session_id": imps["session_id"].take(at),
+        "query": pa.array([event.query for event, _ in meta], pa.string()),
+        "n_candidates": imps["n_candidates"].take(at),
+    }
+    arrays = {k: pc.take(v, owner) for k, v in columns.items()}
+    arrays["block_id"] = pa.array(blocks, pa.string())
+    arrays["position"] = pa.array([p for p, _ in placed], pa.int64())
+    arrays["propensity"] = pa.array([q for _, q in placed], pa.float64())
+    arrays["click"] = pa.array([1 if k in clicked else 0 for k in keys], pa.int8())
+    arrays["dwell_ms"] = pa.array([dwell.get(k, 0) for k in keys], pa.int64())
+    arrays = {k: arrays[k].cast(t) for k, t in ROW_COLUMNS.items()}
+    arrays["ts"] = arrays["ts"].cast(TIMESTAMP)
+    return pa.table({**arrays, **feature_arrays(features)})
 
 
 # A training table's columns before the features (one per ``FEATURES`` name, ``feature_arrays``).

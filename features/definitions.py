@@ -7,6 +7,7 @@ value cannot differ between the two.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +16,7 @@ import numpy as np
 from data.days import DAY_MS
 from features.block_attributes import MIXED_GENRE, BlockAttributes
 from features.config import FeatureStoreSettings
-from features.interest import click_interest, query_interest, shown_interest
+from features.interest import click_interest, query_interest_many, shown_interest
 from features.keys import Keys, digest
 from features.ops import CLICKS_FIELD, LIFT_FIELD, QUERY_FIELD, SHOWN_FIELD, STATS_WIDTH
 from features.packing import (
@@ -26,7 +27,7 @@ from features.packing import (
     unpack_lifts,
     unpack_profile,
 )
-from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns
+from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns_many
 
 Entity = Literal[
     "query_block", "block", "query", "user", "user_block", "session", "session_block", "request_block"
@@ -209,37 +210,85 @@ def plan(keys: Keys, req: Request) -> list[tuple[str, list[str] | None]]:
     ]
 
 
-def _counters(hashes: list[dict], block_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(n, STATS_WIDTH) packed counters of each block found in ``hashes``, and which blocks had any."""
-    out = np.zeros((len(block_ids), STATS_WIDTH))
-    found = np.zeros(len(block_ids), dtype=bool)
-    for i, b in enumerate(block_ids):
-        for h in hashes:
-            blob = h.get(b)
-            if blob is not None:
-                out[i] = np.frombuffer(blob, dtype="<f8")
-                found[i] = True
-                break
+def _counters(
+    hash_lists: Sequence[Sequence[dict]], reqs: Sequence[Request], n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, STATS_WIDTH) packed counters of each request's blocks, found in that request's hashes (the first
+    that has the block), and which rows had any."""
+    blobs = []
+    for hashes, req in zip(hash_lists, reqs, strict=True):
+        for b in req.block_ids:
+            blob = None
+            for h in hashes:
+                blob = h.get(b)
+                if blob is not None:
+                    break
+            blobs.append(blob)
+    found = np.array([b is not None for b in blobs], dtype=bool)
+    out = np.zeros((n, STATS_WIDTH))
+    if found.any():
+        out[found] = np.frombuffer(b"".join(b for b in blobs if b is not None), dtype="<f8").reshape(
+            -1, STATS_WIDTH
+        )
     return out, found
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """One request's hashes in ``plan``'s order."""
+
+    qb: dict
+    qd: dict
+    user: dict
+    intent_rates: dict
+    session: dict
+    shards: list[dict]
+
+    @classmethod
+    def of(cls, req: Request, fetched: list[dict]) -> _Fetched:
+        qb, qd, user, intent_rates, *shards = fetched
+        session = shards.pop(0) if req.session_id else {}
+        return cls(qb, qd, user, intent_rates, session, shards)
 
 
 def compute(
     req: Request, fetched: list[dict], catalog: BlockAttributes, settings: FeatureStoreSettings
 ) -> np.ndarray:
     """Feature rows (n_blocks, len(FEATURES)) for one request from the hashes ``plan`` named."""
-    qb, qd, user, intent_rates, *shards = fetched
-    session = shards.pop(0) if req.session_id else {}
-    n = len(req.block_ids)
+    return compute_many([req], [fetched], catalog, settings)
+
+
+def compute_many(
+    reqs: Sequence[Request],
+    fetched: Sequence[list[dict]],
+    catalog: BlockAttributes,
+    settings: FeatureStoreSettings,
+) -> np.ndarray:
+    """``compute`` of many requests at once: their rows stacked in request order.
+
+    Every step is element-wise or per request, so a request's rows are the ones it gets alone; a training
+    set's replay hands its requests over in chunks and pays numpy's per-call cost once per chunk, not per
+    request.
+    """
+    parts = [_Fetched.of(req, f) for req, f in zip(reqs, fetched, strict=True)]
+    sizes = [len(r.block_ids) for r in reqs]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = int(bounds[-1])
+    owner = np.repeat(np.arange(len(reqs), dtype=np.int64), sizes)
+    owners = owner.tolist()
+    block_ids = [b for r in reqs for b in r.block_ids]
     out = np.tile(DEFAULTS, (n, 1))
-    rows = catalog.rows(list(req.block_ids))
+    rows = catalog.rows(block_ids)
     col = INDEX
 
     # Query-block and block click feedback, and the bandit's Beta posterior.
-    stats, seen = _counters([qb], req.block_ids)
+    stats, seen = _counters([[p.qb] for p in parts], reqs, n)
     shown, exam, clicks, skips, dwell, dwells = stats.T
     alpha, beta = 1.0 + clicks, 1.0 + np.maximum(shown - clicks, 0.0)
-    rng = np.random.default_rng(int(digest(req.request_id), 16))
-    out[:, col["bandit_thompson"]] = rng.beta(alpha, beta)  # drawn for every candidate, in request order
+    for r, req in enumerate(reqs):  # drawn for every candidate, in request order, seeded by the request
+        lo, hi = bounds[r], bounds[r + 1]
+        rng = np.random.default_rng(int(digest(req.request_id), 16))
+        out[lo:hi, col["bandit_thompson"]] = rng.beta(alpha[lo:hi], beta[lo:hi])
     mean = alpha / (alpha + beta)
     sd = np.sqrt(alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1)))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -255,7 +304,7 @@ def compute(
         }
         for name, v in values.items():
             out[seen, col[name]] = v[seen]
-        stats, seen = _counters(shards, req.block_ids)
+        stats, seen = _counters([p.shards for p in parts], reqs, n)
         shown, exam, clicks, skips, dwell, dwells = stats.T
         values = {
             "block_impressions_log": np.log1p(shown),
@@ -267,81 +316,142 @@ def compute(
         for name, v in values.items():
             out[seen, col[name]] = v[seen]
 
-    searches, q_clicks = np.frombuffer(qb[QUERY_FIELD], dtype="<f8") if QUERY_FIELD in qb else (0.0, 0.0)
-    out[:, col["query_impressions_log"]] = math.log1p(searches)
-    out[:, col["query_clicks_per_search"]] = q_clicks / (searches + 1)
-    out[:, col["coquery_assoc"]] = [float(qd.get(f"a|{b}", 0.0)) for b in req.block_ids]
+    query_counts = np.array(
+        [np.frombuffer(p.qb[QUERY_FIELD], dtype="<f8") if QUERY_FIELD in p.qb else (0.0, 0.0) for p in parts]
+    ).reshape(-1, 2)[owner]
+    out[:, col["query_impressions_log"]] = np.log1p(query_counts[:, 0])
+    out[:, col["query_clicks_per_search"]] = query_counts[:, 1] / (query_counts[:, 0] + 1)
+    qds = [p.qd for p in parts]
+    out[:, col["coquery_assoc"]] = [
+        float(qds[r].get(f"a|{b}", 0.0)) for r, b in zip(owners, block_ids, strict=True)
+    ]
     intents = catalog.intent[rows].tolist()
+    labels = catalog.intent_labels
     out[:, col["query_intent_share"]] = [
-        float(qd.get(f"i|{catalog.intent_labels[i]}", 0.0)) if i else 0.0 for i in intents
+        float(qds[r].get(f"i|{labels[i]}", 0.0)) if i else 0.0 for r, i in zip(owners, intents, strict=True)
     ]
     out[:, col["query_intent_lift"]] = [
-        math.log(max(float(qd.get(f"l|{catalog.intent_labels[i]}", 1.0)), LIFT_FLOOR)) if i else 0.0
-        for i in intents
+        math.log(max(float(qds[r].get(f"l|{labels[i]}", 1.0)), LIFT_FLOOR)) if i else 0.0
+        for r, i in zip(owners, intents, strict=True)
     ]
-    rates = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in intent_rates.items()}
+    decoded: dict[int, dict[str, float]] = {}  # requests of one day share one intent hash: decoded once
+    for p in parts:
+        if id(p.intent_rates) not in decoded:
+            decoded[id(p.intent_rates)] = {
+                k.decode() if isinstance(k, bytes) else k: float(v) for k, v in p.intent_rates.items()
+            }
+    rates = [decoded[id(p.intent_rates)] for p in parts]
     out[:, col["intent_click_rate"]] = [
-        rates.get(catalog.intent_labels[i], COEC_PRIOR_MEAN) if i else COEC_PRIOR_MEAN for i in intents
+        rates[r].get(labels[i], COEC_PRIOR_MEAN) if i else COEC_PRIOR_MEAN
+        for r, i in zip(owners, intents, strict=True)
     ]
-    if "ent" in qd:
-        out[:, col["query_click_entropy"]] = float(qd["ent"])
-        out[:, col["query_entropy_missing"]] = 0.0
-    n_coq = float(qd.get("ncoq", 0.0))
-    out[:, col["coquery_count_log"]] = math.log1p(n_coq)
-    out[:, col["coquery_missing"]] = 0.0 if n_coq > 0 else 1.0
+    has_entropy = np.array(["ent" in q for q in qds], dtype=bool)[owner]
+    entropy = np.array([float(q.get("ent", 0.0)) for q in qds])[owner]
+    out[has_entropy, col["query_click_entropy"]] = entropy[has_entropy]
+    out[has_entropy, col["query_entropy_missing"]] = 0.0
+    n_coq = np.array([float(q.get("ncoq", 0.0)) for q in qds])[owner]
+    out[:, col["coquery_count_log"]] = np.log1p(n_coq)
+    out[:, col["coquery_missing"]] = np.where(n_coq > 0, 0.0, 1.0)
 
     # Long-term user taste (daily batch): genre and keyword click shares, diversity.
-    profile_blob = join_blob(user, "p")
-    if profile_blob:
-        profile = unpack_profile(profile_blob)
-        out[:, col["user_genre_affinity"]] = catalog.genre_mix[rows] @ np.array(profile.genre_share)
-        out[:, col["user_keyword_affinity"]] = [
-            sum(profile.keyword_share.get(k, 0.0) for k in catalog.keyword_ids[r]) for r in rows
-        ]
-        out[:, col["user_intent_share"]] = [
-            profile.keyword_share.get(catalog.intent_profile_ids[i], 0.0) for i in catalog.intent[rows]
-        ]
-        out[:, col["user_diversity"]] = profile.diversity
-        out[:, col["user_clicks_log"]] = math.log1p(profile.clicks)
-        out[:, col["user_missing"]] = 0.0
+    profiles = [unpack_profile(blob) if (blob := join_blob(p.user, "p")) else None for p in parts]
+    has_profile = np.array([pr is not None for pr in profiles], dtype=bool)[owner]
+    if has_profile.any():
+        genres = catalog.genre_mix.shape[1]
+        share = np.array([pr.genre_share if pr else (0.0,) * genres for pr in profiles])[owner]
+        mix = catalog.genre_mix[rows]
+        affinity = mix[:, 0] * share[:, 0]
+        for g in range(1, genres):  # added genre by genre: the same sums whatever the batch
+            affinity = affinity + mix[:, g] * share[:, g]
+        ids = catalog.intent_profile_ids
+        keyword_affinity, intent_share = np.zeros(n), np.zeros(n)
+        for j, (r, row, i) in enumerate(zip(owners, rows.tolist(), intents, strict=True)):
+            profile = profiles[r]
+            if profile is not None:
+                words = profile.keyword_share
+                keyword_affinity[j] = sum(words.get(k, 0.0) for k in catalog.keyword_ids[row])
+                intent_share[j] = words.get(ids[i], 0.0)
+        diversity = np.array([pr.diversity if pr else 0.0 for pr in profiles])[owner]
+        user_clicks = np.array([pr.clicks if pr else 0 for pr in profiles], dtype=np.float64)[owner]
+        m = has_profile
+        out[m, col["user_genre_affinity"]] = affinity[m]
+        out[m, col["user_keyword_affinity"]] = keyword_affinity[m]
+        out[m, col["user_intent_share"]] = intent_share[m]
+        out[m, col["user_diversity"]] = diversity[m]
+        out[m, col["user_clicks_log"]] = np.log1p(user_clicks[m])
+        out[m, col["user_missing"]] = 0.0
 
-    lifts = unpack_lifts(join_blob(user, LIFT_FIELD))
-    if lifts:
-        overall = lifts.get(OVERALL_LIFT_KEY, 1.0)
-        out[:, col["user_intent_lift"]] = [
-            math.log(max(lifts.get(catalog.intent_profile_ids[i], overall), LIFT_FLOOR)) if i else 0.0
-            for i in catalog.intent[rows]
+    lifts = [unpack_lifts(join_blob(p.user, LIFT_FIELD)) for p in parts]
+    if any(lifts):
+        has_lifts = np.array([bool(x) for x in lifts], dtype=bool)[owner]
+        ids = catalog.intent_profile_ids
+        out[has_lifts, col["user_intent_lift"]] = [
+            math.log(max(lifts[r].get(ids[i], lifts[r].get(OVERALL_LIFT_KEY, 1.0)), LIFT_FLOOR)) if i else 0.0
+            for r, i in zip(owners, intents, strict=True)
+            if lifts[r]
         ]
 
     # Short-range interest: the user's recent query words and clicks (decayed over hours), and the same
     # tallies of this session alone.
-    now_s = req.ts_ms / 1000.0
-    for prefix, state, half_life_s in (
-        ("rt", user, settings.interest_half_life_hours * 3600),
-        ("session", session, settings.session_half_life_minutes * 60),
+    ts_ms = np.array([req.ts_ms for req in reqs], dtype=np.int64)
+    for prefix, states, half_life_s in (
+        ("rt", [p.user for p in parts], settings.interest_half_life_hours * 3600),
+        ("session", [p.session for p in parts], settings.session_half_life_minutes * 60),
     ):
         tau = half_life_s / math.log(2)
-        queried = query_interest(read_recent(join_blob(state, "r"), now_s, tau), catalog, rows)
-        clicked = click_interest(read_recent(join_blob(state, CLICKS_FIELD), now_s, tau), catalog, rows)
-        for name, values in (queried | clicked).items():
-            out[:, col[f"{prefix}_{name}"]] = values
-        if queried:
-            out[:, col[f"{prefix}_missing"]] = 0.0
-        if clicked:
-            out[:, col[f"{prefix}_click_missing"]] = 0.0
+        recent = [
+            read_recent(join_blob(state, "r"), req.ts_ms / 1000.0, tau)
+            for state, req in zip(states, reqs, strict=True)
+        ]
+        queried, active = query_interest_many(recent, catalog, rows, owner)
+        if active.any():
+            for name, values in queried.items():
+                out[active, col[f"{prefix}_{name}"]] = values[active]
+            out[active, col[f"{prefix}_missing"]] = 0.0
+        for r, (state, req) in enumerate(zip(states, reqs, strict=True)):
+            clicked = click_interest(
+                read_recent(join_blob(state, CLICKS_FIELD), req.ts_ms / 1000.0, tau),
+                catalog,
+                rows[bounds[r] : bounds[r + 1]],
+            )
+            if clicked:
+                lo, hi = bounds[r], bounds[r + 1]
+                for name, values in clicked.items():
+                    out[lo:hi, col[f"{prefix}_{name}"]] = values
+                out[lo:hi, col[f"{prefix}_click_missing"]] = 0.0
     session_tau = settings.session_half_life_minutes * 60 / math.log(2)
-    seen = shown_interest(read_recent(join_blob(session, SHOWN_FIELD), now_s, session_tau), catalog, rows)
-    for name, values in seen.items():
-        out[:, col[f"session_{name}"]] = values
-    searches, _ = np.frombuffer(session[QUERY_FIELD], dtype="<f8") if QUERY_FIELD in session else (0.0, 0.0)
-    out[:, col["session_searches_log"]] = math.log1p(searches)
-    _m3(out, user, catalog, rows)
+    for r, (p, req) in enumerate(zip(parts, reqs, strict=True)):
+        lo, hi = bounds[r], bounds[r + 1]
+        seen_before = shown_interest(
+            read_recent(join_blob(p.session, SHOWN_FIELD), req.ts_ms / 1000.0, session_tau),
+            catalog,
+            rows[lo:hi],
+        )
+        for name, values in seen_before.items():
+            out[lo:hi, col[f"session_{name}"]] = values
+        if p.user.get(VECTOR_FIELD) is not None:
+            _m3(out[lo:hi], p.user, catalog, rows[lo:hi])
+    session_searches = np.array(
+        [
+            np.frombuffer(p.session[QUERY_FIELD], dtype="<f8")[0] if QUERY_FIELD in p.session else 0.0
+            for p in parts
+        ]
+    )[owner]
+    out[:, col["session_searches_log"]] = np.log1p(session_searches)
 
-    relevance = relevance_columns(req.retrieval, n)
-    for name, values in (relevance or {}).items():
-        out[:, col[name]] = values
+    scored = [r for r, req in enumerate(reqs) if req.retrieval is not None]
+    if scored:
+        has_scores = np.zeros(len(reqs), dtype=bool)
+        has_scores[scored] = True
+        m = has_scores[owner]
+        relevance = relevance_columns_many(
+            [reqs[r].retrieval for r in scored],  # type: ignore[misc]
+            [sizes[r] for r in scored],
+        )
+        for name, values in relevance.items():
+            out[m, col[name]] = values
 
-    age_days = np.maximum(req.ts_ms - catalog.created_ms[rows], 0) / DAY_MS
+    age_days = np.maximum(ts_ms[owner] - catalog.created_ms[rows], 0) / DAY_MS
     out[:, col["block_age_log_days"]] = np.log1p(age_days)
     out[:, col["block_docs"]] = catalog.n_docs[rows]
     out[:, col["block_kind"]] = catalog.kind[rows]

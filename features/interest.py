@@ -7,6 +7,8 @@ Each function returns columns without their prefix; ``features.definitions`` nam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from features.block_attributes import BlockAttributes
@@ -18,25 +20,56 @@ def query_interest(
     interest: dict[int, float], catalog: BlockAttributes, rows: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Recent query words (hash -> decayed count) against each block's keyword tokens and intent words."""
-    total = sum(interest.values())
-    if total <= 0:
+    if sum(interest.values()) <= 0:
         return {}
+    return query_interest_many([interest], catalog, rows, np.zeros(len(rows), dtype=np.int64))[0]
+
+
+def query_interest_many(
+    interests: Sequence[dict[int, float]], catalog: BlockAttributes, rows: np.ndarray, owner: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``query_interest`` of many requests in one pass: ``rows[j]`` is a candidate of request ``owner[j]``.
+    Returns the columns over all rows and which rows' requests have any interest (the others' values are 0
+    and are left to their defaults). Each row's sum runs over its tokens in the same order either way."""
+    totals = np.array([sum(i.values()) for i in interests], dtype=np.float64)
+    active = (totals > 0)[owner]
     tokens = catalog.tokens
-    weights = np.zeros(len(tokens.column))
-    for t, value in interest.items():
-        col = tokens.column.get(t)
-        if col is not None:
-            weights[col] = value
-    scores = tokens.weigh(rows, weights)
+    width = max(len(tokens.column), 1)
+    keys: list[int] = []
+    weights: list[float] = []
+    for r, interest in enumerate(interests):
+        if totals[r] > 0:
+            for t, value in interest.items():
+                c = tokens.column.get(t)
+                if c is not None:
+                    keys.append(r * width + c)
+                    weights.append(value)
+    scores = np.zeros(len(rows))
+    if keys:
+        key_arr = np.asarray(keys, dtype=np.int64)
+        order = np.argsort(key_arr, kind="stable")
+        key_arr, weight_arr = key_arr[order], np.asarray(weights)[order]
+        at_row, cols = tokens.gather(rows)
+        wanted = owner[at_row] * width + cols
+        at = np.minimum(np.searchsorted(key_arr, wanted), len(key_arr) - 1)
+        scores = np.bincount(
+            at_row, weights=np.where(key_arr[at] == wanted, weight_arr[at], 0.0), minlength=len(rows)
+        )
     intents = catalog.intent[rows].tolist()
-    share = {
-        i: sum(interest.get(t, 0.0) for t in catalog.intent_token_ids[i]) / total for i in set(intents) - {0}
-    }
-    return {
-        "keyword_score": scores,
-        "keyword_share": scores / total,
-        "intent_query": np.array([share.get(i, 0.0) for i in intents]),
-    }
+    shares: dict[tuple[int, int], float] = {}
+    intent_query = np.zeros(len(rows))
+    for j, (r, i) in enumerate(zip(owner.tolist(), intents, strict=True)):
+        if i and totals[r] > 0:
+            share = shares.get((r, i))
+            if share is None:
+                interest = interests[r]
+                share = shares[r, i] = (
+                    sum(interest.get(t, 0.0) for t in catalog.intent_token_ids[i]) / totals[r]
+                )
+            intent_query[j] = share
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share_of_all = np.where(active, scores / np.where(active, totals[owner], 1.0), 0.0)
+    return {"keyword_score": scores, "keyword_share": share_of_all, "intent_query": intent_query}, active
 
 
 def click_interest(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from features.block_attributes import tokens
 from features.config import FeatureStoreSettings
 from features.keys import Keys
-from features.packing import add_recent, chunk_fields, join_blob, keyword_id, pack_vector, split_blob
+from features.packing import add_to_recent, keyword_id, pack_recent, pack_vector, split_blob
 
 # ("v", key, field, width, slot, amount, slot, amount, ...) add to slots of a packed float64 vector;
 # ("s", key, field, value) set; ("t", key, field, ts_s, tau_s, cap, *ids) count keyword ids into a decayed
@@ -270,25 +270,38 @@ class OpBuilder:
         return self._expiring(ops, ts_s)
 
 
-def _stored(value: object) -> str | bytes:
-    if isinstance(value, list):
-        return pack_vector(value)
-    return value  # type: ignore[return-value]
+class _Tally:
+    """A decayed tally (op ``t``) kept unpacked between events, packed (and split in chunks) when read."""
+
+    __slots__ = ("_fields", "items", "last")
+
+    def __init__(self, last: float, items: dict[int, float]) -> None:
+        self.last, self.items = last, items
+        self._fields: dict[str, bytes] | None = None
+
+    def add(self, ids: list[int], ts_s: float, tau_s: float, cap: int) -> None:
+        self.last, self.items = add_to_recent(self.last, self.items, ids, ts_s, tau_s, cap)
+        self._fields = None
+
+    def fields(self, name: str) -> dict[str, bytes]:
+        if self._fields is None:
+            self._fields = split_blob(name, pack_recent(self.last, self.items))
+        return self._fields
 
 
 class MemoryState:
     """The live state in a dict of hashes; what Redis holds, for offline replay and tests."""
 
     def __init__(self) -> None:
-        self.hashes: dict[str, dict[str, list[float] | str | bytes]] = defaultdict(dict)
+        # Counters (lists) and tallies stay unpacked between events, packed when read: the same float64
+        # additions and float32 roundings the store's script does on its packed copy, several times faster.
+        self.hashes: dict[str, dict[str, list[float] | _Tally | str | bytes]] = defaultdict(dict)
         self.expire_at: dict[str, float] = {}  # key -> event-time seconds when it expires
 
     def apply(self, ops: list[Op]) -> None:
         for op in ops:
             kind, key = op[0], op[1]
             if kind == "v":
-                # Counters stay unpacked in memory (the same float64 additions the script does on its
-                # packed copy) and are packed when read: replay is several times faster this way.
                 h = self.hashes[key]
                 values = h.get(op[2])
                 if values is None:
@@ -299,22 +312,44 @@ class MemoryState:
                 self.hashes[key][op[2]] = op[3]
             elif kind == "t":
                 h = self.hashes[key]
-                blob = add_recent(join_blob(h, op[2]), list(op[6:]), op[3], op[4], op[5])
-                for f in chunk_fields(op[2]):
-                    h.pop(f, None)
-                h.update(split_blob(op[2], blob))
+                tally = h.get(op[2])
+                if tally is None:
+                    tally = h[op[2]] = _Tally(op[3], {})
+                tally.add(list(op[6:]), op[3], op[4], op[5])
             elif kind == "x":
                 self.expire_at[key] = max(self.expire_at.get(key, 0.0), op[3] + op[2])
 
     def fetch(self, key: str, fields: list[str] | None) -> dict[str, str | bytes]:
         h = self.hashes.get(key, {})
-        names = h if fields is None else (f for f in fields if f in h)
-        return {f: _stored(h[f]) for f in names}
+        if fields is None:
+            return self._stored(h)
+        out: dict[str, str | bytes] = {}
+        for f in fields:
+            value = h.get(f)
+            if isinstance(value, _Tally):  # its chunks: the asked ones (a tally lives under its first)
+                out.update((c, b) for c, b in value.fields(f).items() if c == f or c in fields)
+            elif isinstance(value, list):
+                out[f] = pack_vector(value)
+            elif value is not None:
+                out[f] = value
+        return out
 
     def export(self) -> Iterator[tuple[str, dict[str, str | bytes]]]:
         """Every hash as Redis stores it."""
         for key, h in self.hashes.items():
-            yield key, {f: _stored(v) for f, v in h.items()}
+            yield key, self._stored(h)
+
+    @staticmethod
+    def _stored(h: dict) -> dict[str, str | bytes]:
+        out: dict[str, str | bytes] = {}
+        for f, value in h.items():
+            if isinstance(value, list):
+                out[f] = pack_vector(value)
+            elif isinstance(value, _Tally):
+                out.update(value.fields(f))
+            else:
+                out[f] = value
+        return out
 
     def context(self, request_id: str, keys: Keys) -> RequestContext | None:
         fields = self.hashes.get(keys.request_context(request_id))

@@ -13,6 +13,8 @@ import math
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 RECENT_HEAD = struct.Struct("<d")  # reference time (s) that the values are decayed to
 RECENT_ITEM = struct.Struct("<If")  # keyword hash, decayed count
 PROFILE_HEAD = struct.Struct("<6BBI")  # genre shares (1/255), diversity (1/255), clicks
@@ -31,19 +33,38 @@ def add_recent(blob: bytes | None, ids: list[int], ts_s: float, tau_s: float, ca
     """
     last, items = ts_s, {}
     if blob:
-        (last,) = RECENT_HEAD.unpack_from(blob, 0)
-        for j in range((len(blob) - RECENT_HEAD.size) // RECENT_ITEM.size):
-            kid, value = RECENT_ITEM.unpack_from(blob, RECENT_HEAD.size + j * RECENT_ITEM.size)
-            items[kid] = value
+        last, items = unpack_recent(blob)
+    return pack_recent(*add_to_recent(last, items, ids, ts_s, tau_s, cap))
+
+
+def add_to_recent(
+    last: float, items: dict[int, float], ids: list[int], ts_s: float, tau_s: float, cap: int
+) -> tuple[float, dict[int, float]]:
+    """``add_recent`` on an unpacked tally: (reference time, keyword hash -> count), the counts float32
+    values as the packed tally holds them, so replaying in memory gives the same bytes when packed."""
     if ts_s >= last:
         scale, add, last = math.exp(-(ts_s - last) / tau_s), 1.0, ts_s
     else:
         scale, add = 1.0, math.exp(-(last - ts_s) / tau_s)
-    items = {k: v * scale for k, v in items.items()}
+    grown = {k: v * scale for k, v in items.items()}
     for kid in ids:
-        items[kid] = items.get(kid, 0.0) + add
-    kept = sorted(items.items(), key=lambda kv: (-_f32(kv[1]), kv[0]))[:cap]
-    return RECENT_HEAD.pack(last) + b"".join(RECENT_ITEM.pack(k, v) for k, v in kept)
+        grown[kid] = grown.get(kid, 0.0) + add
+    # Rounded to float32 once for all (what packing stores), then ordered strongest first, ties by hash.
+    stored = np.array(list(grown.values()), dtype=np.float64).astype(np.float32).tolist()
+    kept = sorted(zip(grown, stored, strict=True), key=lambda kv: (-kv[1], kv[0]))[:cap]
+    return last, dict(kept)
+
+
+def unpack_recent(blob: bytes) -> tuple[float, dict[int, float]]:
+    (last,) = RECENT_HEAD.unpack_from(blob, 0)
+    count = (len(blob) - RECENT_HEAD.size) // RECENT_ITEM.size
+    return last, dict(
+        RECENT_ITEM.iter_unpack(blob[RECENT_HEAD.size : RECENT_HEAD.size + count * RECENT_ITEM.size])
+    )
+
+
+def pack_recent(last: float, items: dict[int, float]) -> bytes:
+    return RECENT_HEAD.pack(last) + b"".join(RECENT_ITEM.pack(k, v) for k, v in items.items())
 
 
 def read_recent(blob: bytes | None, now_s: float, tau_s: float) -> dict[int, float]:
@@ -57,10 +78,6 @@ def read_recent(blob: bytes | None, now_s: float, tau_s: float) -> dict[int, flo
         kid, value = RECENT_ITEM.unpack_from(blob, RECENT_HEAD.size + j * RECENT_ITEM.size)
         out[kid] = value * decay
     return out
-
-
-def _f32(x: float) -> float:
-    return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
 @dataclass(frozen=True)

@@ -66,31 +66,57 @@ def relevance_columns(scores: RetrievalScores | None, n: int) -> dict[str, np.nd
     (every ``rel_*`` feature keeps its declared default, ``rel_missing`` = 1)."""
     if scores is None:
         return None
-    fused = np.asarray(scores.fused, dtype=np.float64)
+    return relevance_columns_many([scores], [n])
+
+
+def relevance_columns_many(scores: Sequence[RetrievalScores], sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """``relevance_columns`` of many requests (``sizes[r]`` candidates each), concatenated in request order:
+    ranks and shares are taken within each request, element by element as for one."""
+    owner = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    fused = _joined([s.fused for s in scores])
     found = ~np.isnan(fused)
-    # Rank among the candidates by fused score (0 = best), independent of the order the blocks come in.
-    ranked = np.where(found, fused, -np.inf)
-    rank = (ranked[None, :] > ranked[:, None]).sum(axis=1)
+    # Rank among the request's candidates by fused score (0 = best): how many of them score strictly more.
+    rank = _rank_within(np.where(found, fused, -np.inf), owner)
     out = {
         "rel_missing": (~found).astype(np.float64),
         "rel_fused": np.where(found, fused, 0.0),
-        "rel_fused_share": _share_of_best(fused),
+        "rel_fused_share": _share_of_best(fused, owner, len(sizes)),
         "rel_rank_log": np.where(found, np.log1p(rank), UNRANKED),
     }
     for m in RELEVANCE_MEMBERS:
-        raw = np.asarray(scores.members.get(m, np.full(n, np.nan)), dtype=np.float64)
+        raw = _joined([s.members.get(m, np.full(n, np.nan)) for s, n in zip(scores, sizes, strict=True)])
         out[f"rel_{m}"] = np.where(np.isnan(raw), 0.0, raw)
-        out[f"rel_{m}_share"] = _share_of_best(raw)
+        out[f"rel_{m}_share"] = _share_of_best(raw, owner, len(sizes))
         out[f"rel_{m}_missing"] = np.isnan(raw).astype(np.float64)
     return out
 
 
-def _share_of_best(raw: np.ndarray) -> np.ndarray:
-    """Each score over the list's best (0 where missing; 1 for the best; scores <= 0 lists give 0)."""
+def _joined(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(a, dtype=np.float64) for a in arrays]) if arrays else np.zeros(0)
+
+
+def _rank_within(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Per element, how many elements of its group (``owner``) are strictly greater."""
+    order = np.lexsort((-values, owner))  # by group, then best first
+    ranked, groups = values[order], owner[order]
+    at = np.arange(len(values))
+    new_group = np.ones(len(values), dtype=bool)
+    new_group[1:] = groups[1:] != groups[:-1]
+    new_value = new_group.copy()
+    new_value[1:] |= ranked[1:] != ranked[:-1]
+    first_of_group = np.maximum.accumulate(np.where(new_group, at, 0))
+    first_of_value = np.maximum.accumulate(np.where(new_value, at, 0))
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = first_of_value - first_of_group  # ties share the rank of the first of them
+    return rank
+
+
+def _share_of_best(raw: np.ndarray, owner: np.ndarray, groups: int) -> np.ndarray:
+    """Each score over its request's best (0 where missing; 1 for the best; a request whose scores are all
+    missing or <= 0 gives 0)."""
     present = ~np.isnan(raw)
-    if not present.any():
-        return np.zeros(len(raw))
-    best = np.nanmax(raw)
-    if best <= 0:
-        return np.zeros(len(raw))
-    return np.where(present, np.maximum(np.nan_to_num(raw), 0.0) / best, 0.0)
+    best = np.full(groups, -np.inf)
+    np.maximum.at(best, owner[present], raw[present])
+    best_of = best[owner]
+    usable = present & (best_of > 0)
+    return np.where(usable, np.maximum(np.nan_to_num(raw), 0.0) / np.where(usable, best_of, 1.0), 0.0)

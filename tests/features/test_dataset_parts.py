@@ -98,6 +98,20 @@ def single(build: Build) -> pa.Table:
     return table
 
 
+def test_rows_computed_many_requests_at_once_equal_rows_computed_alone(
+    build: Build, single: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay computes its requests' rows in chunks (``compute_many``); one request per chunk, as
+    serving computes them, gives the same table, bit for bit."""
+    import features.dataset
+
+    monkeypatch.setattr(features.dataset, "COMPUTE_CHUNK", 1)
+    alone = build_training_set(
+        build.layout, build.start, build.end, build.features, retrieval=build.replay, candidates=6
+    )
+    assert alone.equals(single)
+
+
 def test_two_workers_build_the_single_process_table(build: Build, single: pa.Table, tmp_path: Path) -> None:
     from distributed import get_task_stream
 

@@ -7,7 +7,13 @@ import typing
 import numpy as np
 
 from features.definitions import DEFAULTS, INDEX, NAMES, Request, compute
-from features.relevance import RELEVANCE_MEMBERS, UNRANKED, RetrievalScores, relevance_columns
+from features.relevance import (
+    RELEVANCE_MEMBERS,
+    UNRANKED,
+    RetrievalScores,
+    relevance_columns,
+    relevance_columns_many,
+)
 from retrieval.base import Hit
 from retrieval.config import MemberName
 
@@ -34,6 +40,26 @@ def test_columns_follow_the_hits_whatever_the_block_order() -> None:
     np.testing.assert_array_equal(cols["rel_dense_missing"], [1, 1, 0, 0])
     np.testing.assert_array_equal(cols["rel_bm25_missing"], [1, 1, 1, 1])
     np.testing.assert_allclose(cols["rel_behavioural_share"], [0.0, 0.0, 0.0, 1.0])
+
+
+def test_many_requests_at_once_give_each_its_own_columns() -> None:
+    """Ranks and shares are taken within each request: a batch is its requests alone, concatenated, with
+    ties, a list without any member score, and one whose best score is not positive."""
+    lists = [
+        (HITS, ("b3", "unknown", "b1", "b2")),
+        ([Hit("x", 0.4, {"dense": 0.2}), Hit("y", 0.4, {"dense": 0.2}), Hit("z", 0.1, {})], ("z", "y", "x")),
+        ([Hit("n", -0.5, {"splade": -1.0})], ("n", "m")),
+        ([], ("a",)),
+    ]
+    scores = [RetrievalScores.align(hits, blocks) for hits, blocks in lists]
+    sizes = [len(blocks) for _, blocks in lists]
+    together = relevance_columns_many(scores, sizes)
+    for name, values in together.items():
+        alone = [relevance_columns(s, n)[name] for s, n in zip(scores, sizes, strict=True)]  # type: ignore[index]
+        np.testing.assert_array_equal(values, np.concatenate(alone), err_msg=name)
+    tied = relevance_columns(scores[1], 3)
+    assert tied is not None
+    np.testing.assert_array_equal(tied["rel_rank_log"], [np.log1p(2), 0.0, 0.0])  # x and y share rank 0
 
 
 def test_compute_fills_rel_columns_only_with_retrieval_scores(tiny_catalog) -> None:
