@@ -35,9 +35,12 @@ if TYPE_CHECKING:
 
     from features.embeddings.asof import DailyVectors
 
-# What replaying one event costs beside building one impression's rows (shown page and candidates), measured
-# on the small world (benchmarks/bench_training_set.py): 37 s for 362k events, ~1.2 ms per impression.
-REPLAY_COST = 0.08
+# What replaying one event costs beside building one impression's rows (shown page and candidates), and what
+# each day of rows costs per event logged before it (its batch snapshot and the behavioural retriever are
+# refitted on the whole history), measured on the small world's last day (benchmarks/bench_training_set.py):
+# 362k events replayed in 13.5 s with their records, 2.3 s per day for the history, 0.65 ms per impression.
+REPLAY_COST = 0.055
+HISTORY_COST = 0.01
 MIN_PART_GAIN = 0.05  # an extra part must cut the costliest part by this share
 # Resident memory a part's worker reached on the small world (logs, replay state, retrieval with its JVM,
 # rows): 11 GB for two workers. A local cluster runs no more parts at once than the free memory holds.
@@ -45,20 +48,26 @@ PART_MEMORY_BYTES = 6 * 10**9
 
 
 def plan_parts(
-    impressions: Sequence[int], events: Sequence[int], parts: int, replay_cost: float = REPLAY_COST
+    impressions: Sequence[int],
+    events: Sequence[int],
+    parts: int,
+    replay_cost: float = REPLAY_COST,
+    history_cost: float = HISTORY_COST,
+    before: int = 0,
 ) -> list[tuple[int, int]]:
     """Contiguous day ranges (first, last index, inclusive) that minimise the costliest part.
 
     ``impressions[d]`` are day d's impressions in the range, ``events[d]`` every event logged up to the end of
-    day d (what a part ending on d replays). A part costs ``replay_cost * events[last] + sum(impressions)``.
+    day d (what a part ending on d replays), ``before`` the events logged before the range. A part costs
+    ``replay_cost * events[last] + sum(impressions) + history_cost * sum(events before each of its days)``.
     """
     days = len(impressions)
     if days == 0:
         return []
     parts = max(1, min(parts, days))
-    prefix = [0]
-    for n in impressions:
-        prefix.append(prefix[-1] + n)
+    prefix = [0.0]
+    for d, n in enumerate(impressions):
+        prefix.append(prefix[-1] + n + history_cost * (events[d - 1] if d else before))
 
     def cost(first: int, last: int) -> float:
         return replay_cost * events[last] + prefix[last + 1] - prefix[first]
@@ -118,8 +127,11 @@ def build_training_set_on_engine(
         logged += imps.get(d, 0) + acts.get(d, 0)
         through[d] = logged
     events = [through[d] for d in days]
+    before = events[0] - imps.get(days[0], 0) - acts.get(days[0], 0)
     workers = max(1, len(client.scheduler_info()["workers"]))
-    ranges = plan_parts([imps.get(d, 0) for d in days], events, min(workers, max_parts or workers))
+    ranges = plan_parts(
+        [imps.get(d, 0) for d in days], events, min(workers, max_parts or workers), before=before
+    )
     folder = folder.resolve()  # a remote worker resolves a relative path against its own directory
     folder.mkdir(parents=True, exist_ok=True)
     root = str(layout.root.resolve())

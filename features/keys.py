@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 SCHEMA_VERSION = "v1"
 BLOCK_SHARDS = 16
@@ -30,9 +30,13 @@ def block_shard(block_id: str) -> int:
 class Keys:
     namespace: str = "sb"
 
-    @property
+    @cached_property
     def prefix(self) -> str:
         return f"{self.namespace}:{SCHEMA_VERSION}"
+
+    @cached_property
+    def _block_stats_keys(self) -> tuple[str, ...]:
+        return tuple(self.key(f"bs:{shard}", "bs") for shard in range(BLOCK_SHARDS))
 
     def query_tag(self, query: str) -> str:
         return f"q:{digest(query)}"
@@ -59,7 +63,7 @@ class Keys:
     def block_stats(self, block_id: str) -> str:
         """Block counters live in BLOCK_SHARDS hashes (field = block id): a request's 100 candidates are read
         with at most that many commands."""
-        return self.key(f"bs:{block_shard(block_id)}", "bs")
+        return self._block_stats_keys[block_shard(block_id)]
 
     def user(self, user_id: str) -> str:
         """One compact hash per user (fields in ``features.packing``): live, batch and vector state."""

@@ -12,6 +12,7 @@ import hashlib
 import math
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -21,6 +22,7 @@ PROFILE_HEAD = struct.Struct("<6BBI")  # genre shares (1/255), diversity (1/255)
 PROFILE_ITEM = struct.Struct("<IH")  # keyword hash, click share (1/65535)
 
 
+@lru_cache(maxsize=1 << 20)  # query words and block ids repeat: the replay hashes each millions of times
 def keyword_id(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest(), "little")
 

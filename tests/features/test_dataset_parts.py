@@ -46,7 +46,11 @@ def test_parts_are_contiguous_and_balance_rows_against_replay() -> None:
     assert plan_parts([], [], 2) == []
     # A part that gains nothing (or next to nothing) is not taken: each one replays the history again.
     assert plan_parts([10, 0, 0, 0], [0, 0, 0, 0], 4, replay_cost=0.0) == [(0, 3)]
-    assert plan_parts([1, 1, 1, 1], [10**6] * 4, 4) == [(0, 3)]
+    assert plan_parts([1, 1, 1, 1], [10**6] * 4, 4, history_cost=0.0) == [(0, 3)]
+    # Each day's rows also scan the history before it (batch snapshot, behavioural refit): with no replay
+    # cost at all, the later days still cost more, so the later part gets fewer of them.
+    ranges = plan_parts([10] * 6, [100, 200, 300, 400, 500, 600], 2, replay_cost=0.0, history_cost=0.1)
+    assert covers(ranges, 6) and ranges == [(0, 3), (4, 5)]
 
 
 def test_day_counts_and_label_range(build: Build) -> None:
