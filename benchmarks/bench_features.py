@@ -1,4 +1,5 @@
-"""Feature-store benchmark: request assembly latency, batch build throughput, the small world's users' memory.
+"""Feature-store benchmark: request assembly latency, rows of many requests at once (``compute_many``) against
+one at a time, batch build throughput, the small world's users' memory.
 
     python benchmarks/bench_features.py --world worlds/small [--large-world worlds/large --large-days 2]
 
@@ -27,7 +28,8 @@ from data.layout import DataLayout
 from features.block_attributes import BlockAttributes
 from features.build import build_online_features
 from features.config import FeatureStoreSettings
-from features.definitions import Request, compute, plan
+from features.dataset import COMPUTE_CHUNK
+from features.definitions import Request, compute, compute_many, plan
 from features.embeddings.store import write_vectors
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
@@ -101,7 +103,33 @@ def bench_assembly(
     }
     out["ratio_assemble_to_ping_p50"] = round(out["assemble"]["p50_ms"] / out["ping (baseline)"]["p50_ms"], 1)
     out["blocks_per_request"] = k
+    out["compute_many"] = bench_compute_many(store, catalog, requests)
     return out
+
+
+def bench_compute_many(
+    store: RedisFeatureStore, catalog: BlockAttributes, requests: list[Request], chunk: int = COMPUTE_CHUNK
+) -> dict:
+    """The same fetched hashes computed one request at a time (the baseline, as /search does) and ``chunk``
+    requests at once (as the training-set replay does); the rows must be the same."""
+    fetched = [store.fetch(plan(store.keys, req)) for req in requests]
+    t0 = time.perf_counter()
+    alone = [compute(req, f, catalog, store.settings) for req, f in zip(requests, fetched, strict=True)]
+    t1 = time.perf_counter()
+    together = [
+        compute_many(requests[i : i + chunk], fetched[i : i + chunk], catalog, store.settings)
+        for i in range(0, len(requests), chunk)
+    ]
+    t2 = time.perf_counter()
+    if not np.array_equal(np.concatenate(alone), np.concatenate(together)):
+        raise SystemExit("compute_many gave other rows than compute one request at a time")
+    return {
+        "chunk": chunk,
+        "one_at_a_time_us_per_request": round((t1 - t0) / len(requests) * 1e6, 1),
+        "many_at_once_us_per_request": round((t2 - t1) / len(requests) * 1e6, 1),
+        "many_at_once_requests_per_s": round(len(requests) / (t2 - t1)),
+        "ratio_many_to_one": round((t1 - t0) / (t2 - t1), 2),
+    }
 
 
 def bench_large_replay(world: Path, days: int) -> dict:
