@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -51,6 +52,13 @@ class RetrievalReplay(Protocol):
 
     def warm(self, queries: list[str]) -> None:
         """Retrieve for many queries at once (the members' batched path) before ``search`` asks one by one."""
+
+    def write_text_runs(self, queries: list[str], path: Path) -> None:
+        """What ``warm`` computes of the query-only members (text retrieval) for ``queries``, to a file."""
+
+    def preload(self, runs: Sequence[Path]) -> None:
+        """Read the query-only members' runs from ``write_text_runs`` files instead of computing them (before
+        the first ``warm`` or ``search``)."""
 
 
 class _Layered:

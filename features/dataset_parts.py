@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.days import Progress
@@ -135,6 +136,12 @@ def build_training_set_on_engine(
     folder = folder.resolve()  # a remote worker resolves a relative path against its own directory
     folder.mkdir(parents=True, exist_ok=True)
     root = str(layout.root.resolve())
+    runs: list[str] = []
+    if retrieval is not None and len(ranges) > 1:
+        # Parts share many queries: their text runs are computed once, split over the workers, and every
+        # part reads them from files (it then loads no index, encoder or JVM of its own).
+        runs = _shared_text_runs(client, layout, days[0], days[-1], retrieval, folder, workers)
+        report("training-set text runs", len(runs), len(runs))
     # Sent once, not pickled into every task: the catalogue and every day's M3 vectors are large.
     shared = client.scatter([catalog, vectors], broadcast=True, hash=False)
     futures = [
@@ -147,6 +154,7 @@ def build_training_set_on_engine(
             settings,
             *shared,
             retrieval,
+            runs,
             candidates,
             str(folder / f"part_{days[first]}_{days[last]}.parquet"),
             pure=False,
@@ -169,6 +177,41 @@ def build_training_set_on_engine(
     return pa.concat_tables([pq.read_table(p) for p in paths])
 
 
+def _shared_text_runs(
+    client: Client,
+    layout: DataLayout,
+    start: date,
+    end: date,
+    retrieval: RetrievalReplay,
+    folder: Path,
+    shards: int,
+) -> list[str]:
+    """The text runs of the range's queries, one file per worker's share (a file a rerun finds is kept)."""
+    from distributed import wait
+
+    imps = layout.read_events("impressions", start=start, end=end, validate_rows=False)
+    queries = sorted(pc.unique(imps["query"]).to_pylist())
+    shards = max(1, min(shards, len(queries)))
+    paths = [str(folder / f"text-runs-{i}-of-{shards}.parquet") for i in range(shards)]
+    futures = [
+        client.submit(_write_text_runs, retrieval, queries[i::shards], path, pure=False)
+        for i, path in enumerate(paths)
+    ]
+    try:
+        wait(futures)
+        for future in futures:
+            future.result()  # a failed share fails the build
+    finally:
+        client.cancel(futures)
+    return paths
+
+
+def _write_text_runs(retrieval: RetrievalReplay, queries: list[str], path: str) -> str:
+    if not os.path.isfile(path):
+        retrieval.write_text_runs(queries, Path(path))
+    return path
+
+
 def _daily_counts(layout: DataLayout, kind: EventKind, end: date) -> dict[date, int]:
     return {d: layout.day_rows(kind, d) for d in layout.days(kind) if d <= end}
 
@@ -182,6 +225,7 @@ def _build_part(
     catalog: BlockAttributes,
     vectors: DailyVectors | None,
     retrieval: RetrievalReplay | None,
+    runs: list[str],
     candidates: int,
     path: str,
 ) -> str:
@@ -189,6 +233,8 @@ def _build_part(
     world and the settings, which name the folder)."""
     if os.path.isfile(path):
         return path
+    if retrieval is not None and runs:
+        retrieval.preload([Path(r) for r in runs])
     table = build_training_set(
         DataLayout(Path(root)),
         first,

@@ -12,7 +12,7 @@ more than one worker; otherwise, and with ``engine.workers=1`` (the reference), 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,11 +152,14 @@ def load_world_retrievers(
     before: date | datetime | None = None,
     build_missing: bool = False,
     progress: Progress | None = None,
+    load_text: bool = True,
 ) -> dict[str, BaseRetriever]:
     """Every member named in settings plus ``fused``, ready to search.
 
     Text indexes must match the world's blocks (else StaleIndexError) unless ``build_missing`` is set, in
     which case missing or stale ones are (re)built. The behavioural member learns from logs before ``before``.
+    ``load_text`` False leaves the text members unloaded (no index, encoder or JVM) until
+    ``load_text_members`` loads them.
     """
     layout = DataLayout(Path(world))
     passages = block_passages(layout)
@@ -171,7 +174,18 @@ def load_world_retrievers(
             )
         elif build_missing:
             members.update(build_text_indexes(passages, root, settings, [name], progress=progress)[0])
+        elif not load_text:
+            members[name] = text_retriever(name, root, settings)
         else:
             members[name] = text_retriever(name, root, settings).load(passages)  # type: ignore[attr-defined]
     fused = FusedRetriever(members, settings.fusion, limits=settings.query, threads=settings.query_threads)
     return {**members, "fused": fused}
+
+
+def load_text_members(world: Path, members: Mapping[str, BaseRetriever]) -> None:
+    """Load the unloaded text members of ``load_world_retrievers(..., load_text=False)`` in place (each
+    refused if its index does not match the world's blocks, as at a full load)."""
+    passages = block_passages(DataLayout(Path(world)))
+    for name, member in members.items():
+        if name in TEXT_MEMBERS and not member.is_built:
+            member.load(passages)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ ranker learns from the relevance signals it is served with.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from data.days import Progress
@@ -23,15 +24,27 @@ from search.settings import Settings
 SHAPING = {"members", "candidates", "splade", "dense", "behavioural", "bm25", "fusion"}
 
 
-def retrieval_replay(settings: Settings, world: Path) -> AsOfRetrieval:
-    """The world's fused retrieval, replayable as of any logged request (warm it on the queries to come)."""
-    from retrieval.system import load_world_retrievers
+def retrieval_replay(settings: Settings, world: Path, runs: Sequence[Path] = ()) -> AsOfRetrieval:
+    """The world's fused retrieval, replayable as of any logged request (warm it on the queries to come).
 
-    fused = load_world_retrievers(world, settings.retrieval)["fused"]
+    With ``runs`` (files of ``AsOfRetrieval.write_text_runs``) the text members stay unloaded until a query
+    without a run on file needs them.
+    """
+    from retrieval.system import load_text_members, load_world_retrievers
+
+    retrievers = load_world_retrievers(world, settings.retrieval, load_text=not runs)
+    fused = retrievers["fused"]
     layout = DataLayout(world)
     imps = layout.read_events("impressions", validate_rows=False)
     acts = layout.read_events("interactions", validate_rows=False)
-    return AsOfRetrieval(fused, imps, acts, k=settings.retrieval.candidates)  # type: ignore[arg-type]
+    return AsOfRetrieval(
+        fused,  # type: ignore[arg-type]
+        imps,
+        acts,
+        k=settings.retrieval.candidates,
+        runs=runs,
+        load_text=(lambda: load_text_members(world, retrievers)) if runs else None,
+    )
 
 
 class LazyReplay:
@@ -39,15 +52,17 @@ class LazyReplay:
 
     ``key`` names what decides the answers besides the world's files (which the training-set cache already
     fingerprints): the retrieval settings that shape the fused list, and the retrieval package's code.
-    Pickled (to an engine worker), it carries the settings and the world only: each process loads its own.
+    Pickled (to an engine worker), it carries the settings, the world and the run files only: each process
+    loads its own.
     """
 
     def __init__(self, settings: Settings, world: Path) -> None:
         self.settings, self.world = settings, world
+        self._runs: list[Path] = []
         self._replay: AsOfRetrieval | None = None
 
     def __getstate__(self) -> dict:
-        return {"settings": self.settings, "world": self.world, "_replay": None}
+        return {"settings": self.settings, "world": self.world, "_runs": self._runs, "_replay": None}
 
     @property
     def key(self) -> str:
@@ -61,8 +76,17 @@ class LazyReplay:
 
     def _loaded(self) -> AsOfRetrieval:
         if self._replay is None:
-            self._replay = retrieval_replay(self.settings, self.world)
+            self._replay = retrieval_replay(self.settings, self.world, self._runs)
         return self._replay
+
+    def preload(self, runs: Sequence[Path]) -> None:
+        """Take the text members' runs from these files (``write_text_runs``) before searching them."""
+        if self._replay is not None:
+            raise RuntimeError("preload the runs before the replay is loaded")
+        self._runs = list(runs)
+
+    def write_text_runs(self, queries: list[str], path: Path) -> None:
+        self._loaded().write_text_runs(queries, path)
 
     def warm(self, queries: list[str]) -> None:
         self._loaded().warm(queries)

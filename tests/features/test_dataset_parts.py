@@ -116,6 +116,30 @@ def test_rows_computed_many_requests_at_once_equal_rows_computed_alone(
     assert alone.equals(single)
 
 
+def test_text_runs_read_from_files_answer_as_searched(build: Build, tmp_path: Path) -> None:
+    """A replay that reads the text members' runs from a file answers as one that searched them, without
+    loading their indexes; a query with no run on file loads the members and is searched."""
+    settings, world = build.replay.settings, build.replay.world
+    imps = build.layout.read_events("impressions", validate_rows=False)
+    queries = sorted(set(imps["query"].to_pylist()))
+    ts = imps["ts"].cast(pa.int64()).to_pylist()[-1]
+    half, rest = queries[::2], queries[1::2]
+    path = tmp_path / "runs.parquet"
+    LazyReplay(settings, world).write_text_runs(half, path)
+    searched = LazyReplay(settings, world)
+    reading = LazyReplay(settings, world)
+    reading.preload([path])
+    reading.warm(half)
+    text = [m for name, m in reading._loaded().fused.members.items() if name != "behavioural"]
+    assert text and not any(m.is_built for m in text)  # nothing loaded: every run came from the file
+    for q in half[:20]:
+        assert reading.search(q, ts) == searched.search(q, ts)
+    reading.warm(rest[:5])
+    assert all(m.is_built for m in text)
+    for q in rest[:5]:
+        assert reading.search(q, ts) == searched.search(q, ts)
+
+
 def test_two_workers_build_the_single_process_table(build: Build, single: pa.Table, tmp_path: Path) -> None:
     from distributed import get_task_stream
 
