@@ -13,7 +13,7 @@ features as retrieval scored the block then.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -271,39 +271,50 @@ def _assemble(
     acts: pa.Table,
 ) -> pa.Table:
     """The training table: request columns repeated over each request's rows by Arrow (no Python object per
-    row for them), positions and propensities from the shown pages, labels joined from the interactions."""
+    row for them), positions from each impression's page, propensities, sessions and candidate counts from
+    the logged impressions (the last of a request id logged twice), labels joined from the interactions."""
     features = np.concatenate(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
     rows.clear()  # the per-impression arrays are copied: free them before the columns are built
-    requests = pa.array([event.request_id for event, _ in meta], pa.string())
-    owner = pa.array(np.repeat(np.arange(len(meta), dtype=np.int64), [len(b) for _, b in meta]))
     logged = imps["request_id"].to_pylist()
     index = {r: i for i, r in enumerate(logged)}
-    at = pa.array([index[event.request_id] for event, _ in meta], pa.int64())
-    shown_at = {
-        r: {s["block_id"]: (s["position"], s["propensity"]) for s in items}
+    propensity = {
+        r: {s["block_id"]: s["propensity"] for s in items}
         for r, items in zip(logged, imps["shown"].to_pylist(), strict=True)
     }
-    blocks = [b for _, bs in meta for b in bs]
-    placed = [shown_at[event.request_id].get(b, (0, 0.0)) for event, bs in meta for b in bs]  # 0: unshown
-    clicked, dwell = outcome_labels(acts)
-    keys = [(event.request_id, b) for event, bs in meta for b in bs]
-    columns = {
-        "request_id": requests,
+    at = pa.array([index[event.request_id] for event, _ in meta], pa.int64())
+    owner = np.repeat(np.arange(len(meta), dtype=np.int64), [len(b) for _, b in meta])
+    per_request = {
+        "request_id": pa.array([event.request_id for event, _ in meta], pa.string()),
         "ts": pa.array([event.ts_ms for event, _ in meta], pa.int64()),
         "user_id": pa.array([event.user_id for event, _ in meta], pa.string()),
         "session_id": imps["session_id"].take(at),
         "query": pa.array([event.query for event, _ in meta], pa.string()),
         "n_candidates": imps["n_candidates"].take(at),
     }
-    arrays = {k: pc.take(v, owner) for k, v in columns.items()}
-    arrays["block_id"] = pa.array(blocks, pa.string())
-    arrays["position"] = pa.array([p for p, _ in placed], pa.int64())
-    arrays["propensity"] = pa.array([q for _, q in placed], pa.float64())
-    arrays["click"] = pa.array([1 if k in clicked else 0 for k in keys], pa.int8())
-    arrays["dwell_ms"] = pa.array([dwell.get(k, 0) for k in keys], pa.int64())
-    arrays = {k: arrays[k].cast(t) for k, t in ROW_COLUMNS.items()}
-    arrays["ts"] = arrays["ts"].cast(TIMESTAMP)
-    return pa.table({**arrays, **feature_arrays(features)})
+    cols: dict[str, pa.ChunkedArray | list] = {k: _repeated(v, owner) for k, v in per_request.items()}
+    clicked, dwell = outcome_labels(acts)
+    per_row: dict[str, list] = {k: [] for k in ("block_id", "position", "propensity", "click", "dwell_ms")}
+    for event, blocks in meta:
+        position = {s.block_id: s.position for s in event.shown}
+        shown = propensity[event.request_id]
+        for block in blocks:
+            key = (event.request_id, block)
+            per_row["block_id"].append(block)
+            per_row["position"].append(position.get(block, 0))  # 0: a candidate the page did not show
+            per_row["propensity"].append(shown.get(block, 0.0))
+            per_row["click"].append(1 if key in clicked else 0)
+            per_row["dwell_ms"].append(dwell.get(key, 0))
+    cols.update(per_row)
+    return training_table(cols, features)
+
+
+def _repeated(values: pa.Array | pa.ChunkedArray, owner: np.ndarray, rows: int = 1 << 20) -> pa.ChunkedArray:
+    """``values[owner]`` in chunks of ``rows``: one string array of millions of rows could pass the 2 GB its
+    32-bit offsets address."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    chunks = [values.take(pa.array(owner[i : i + rows])) for i in range(0, len(owner), rows)]
+    return pa.chunked_array(chunks, type=values.type)
 
 
 # A training table's columns before the features (one per ``FEATURES`` name, ``feature_arrays``).
@@ -340,12 +351,19 @@ def outcome_labels(acts: pa.Table) -> tuple[set[tuple[str, str]], dict[tuple[str
     return clicked, dwell
 
 
-def training_table(cols: dict[str, list], features: np.ndarray) -> pa.Table:
-    """The training table of ``ROW_COLUMNS`` lists and their feature rows (``FEATURES`` order): the one
-    shape every builder writes (point in time here, served logs in ``features.served_dataset``)."""
-    arrays = {k: pa.array(cols[k], t) for k, t in ROW_COLUMNS.items()}
+def training_table(cols: Mapping[str, list | pa.Array | pa.ChunkedArray], features: np.ndarray) -> pa.Table:
+    """The training table of ``ROW_COLUMNS`` (lists or Arrow arrays) and their feature rows (``FEATURES``
+    order): the one shape every builder writes (point in time here, served logs in
+    ``features.served_dataset``)."""
+    arrays = {k: _column(cols[k], t) for k, t in ROW_COLUMNS.items()}
     arrays["ts"] = arrays["ts"].cast(TIMESTAMP)
     return pa.table({**arrays, **feature_arrays(features)})
+
+
+def _column(values: list | pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values.cast(kind)
+    return pa.array(values, kind)
 
 
 def empty_training_table() -> pa.Table:

@@ -58,9 +58,11 @@ def plan_parts(
 ) -> list[tuple[int, int]]:
     """Contiguous day ranges (first, last index, inclusive) that minimise the costliest part.
 
-    ``impressions[d]`` are day d's impressions in the range, ``events[d]`` every event logged up to the end of
-    day d (what a part ending on d replays), ``before`` the events logged before the range. A part costs
-    ``replay_cost * events[last] + sum(impressions) + history_cost * sum(events before each of its days)``.
+    ``impressions[d]`` are the range's d-th day's impressions, ``events[d]`` every event logged up to the end
+    of that day (what a part ending on it replays), ``before`` the events logged before the range. A part
+    costs ``replay_cost * events[last] + sum(impressions) + history_cost * sum(history)``, where a day's
+    history is what was logged up to the end of the range's day before it (a day without impressions in
+    between is counted with the day after it).
     """
     days = len(impressions)
     if days == 0:

@@ -1,7 +1,7 @@
 """Every ranking feature, declared once: what it is, which entity it belongs to, its default, and how it is
 read from the stored state. Training sets (``features.dataset``) and serving (``features.store``) both call
-``plan`` to know what to fetch and ``compute`` to turn the fetched hashes into feature rows, so a feature's
-value cannot differ between the two.
+``plan`` to know what to fetch and ``compute_many`` (serving through ``compute``, its one-request case) to
+turn the fetched hashes into feature rows, so a feature's value cannot differ between the two.
 """
 
 from __future__ import annotations
@@ -354,25 +354,27 @@ def compute_many(
     out[:, col["coquery_missing"]] = np.where(n_coq > 0, 0.0, 1.0)
 
     # Long-term user taste (daily batch): genre and keyword click shares, diversity.
+    profile_ids = catalog.intent_profile_ids
     profiles = [unpack_profile(blob) if (blob := join_blob(p.user, "p")) else None for p in parts]
     has_profile = np.array([pr is not None for pr in profiles], dtype=bool)[owner]
     if has_profile.any():
         genres = catalog.genre_mix.shape[1]
-        share = np.array([pr.genre_share if pr else (0.0,) * genres for pr in profiles])[owner]
+        share = np.array([pr.genre_share if pr is not None else (0.0,) * genres for pr in profiles])[owner]
         mix = catalog.genre_mix[rows]
         affinity = mix[:, 0] * share[:, 0]
         for g in range(1, genres):  # added genre by genre: the same sums whatever the batch
             affinity = affinity + mix[:, g] * share[:, g]
-        ids = catalog.intent_profile_ids
         keyword_affinity, intent_share = np.zeros(n), np.zeros(n)
         for j, (r, row, i) in enumerate(zip(owners, rows.tolist(), intents, strict=True)):
             profile = profiles[r]
             if profile is not None:
                 words = profile.keyword_share
                 keyword_affinity[j] = sum(words.get(k, 0.0) for k in catalog.keyword_ids[row])
-                intent_share[j] = words.get(ids[i], 0.0)
-        diversity = np.array([pr.diversity if pr else 0.0 for pr in profiles])[owner]
-        user_clicks = np.array([pr.clicks if pr else 0 for pr in profiles], dtype=np.float64)[owner]
+                intent_share[j] = words.get(profile_ids[i], 0.0)
+        diversity = np.array([pr.diversity if pr is not None else 0.0 for pr in profiles])[owner]
+        user_clicks = np.array([pr.clicks if pr is not None else 0 for pr in profiles], dtype=np.float64)[
+            owner
+        ]
         m = has_profile
         out[m, col["user_genre_affinity"]] = affinity[m]
         out[m, col["user_keyword_affinity"]] = keyword_affinity[m]
@@ -384,9 +386,10 @@ def compute_many(
     lifts = [unpack_lifts(join_blob(p.user, LIFT_FIELD)) for p in parts]
     if any(lifts):
         has_lifts = np.array([bool(x) for x in lifts], dtype=bool)[owner]
-        ids = catalog.intent_profile_ids
         out[has_lifts, col["user_intent_lift"]] = [
-            math.log(max(lifts[r].get(ids[i], lifts[r].get(OVERALL_LIFT_KEY, 1.0)), LIFT_FLOOR)) if i else 0.0
+            math.log(max(lifts[r].get(profile_ids[i], lifts[r].get(OVERALL_LIFT_KEY, 1.0)), LIFT_FLOOR))
+            if i
+            else 0.0
             for r, i in zip(owners, intents, strict=True)
             if lifts[r]
         ]
@@ -409,13 +412,11 @@ def compute_many(
                 out[active, col[f"{prefix}_{name}"]] = values[active]
             out[active, col[f"{prefix}_missing"]] = 0.0
         for r, (state, req) in enumerate(zip(states, reqs, strict=True)):
+            lo, hi = bounds[r], bounds[r + 1]
             clicked = click_interest(
-                read_recent(join_blob(state, CLICKS_FIELD), req.ts_ms / 1000.0, tau),
-                catalog,
-                rows[bounds[r] : bounds[r + 1]],
+                read_recent(join_blob(state, CLICKS_FIELD), req.ts_ms / 1000.0, tau), catalog, rows[lo:hi]
             )
             if clicked:
-                lo, hi = bounds[r], bounds[r + 1]
                 for name, values in clicked.items():
                     out[lo:hi, col[f"{prefix}_{name}"]] = values
                 out[lo:hi, col[f"{prefix}_click_missing"]] = 0.0
@@ -439,15 +440,11 @@ def compute_many(
     )[owner]
     out[:, col["session_searches_log"]] = np.log1p(session_searches)
 
-    scored = [r for r, req in enumerate(reqs) if req.retrieval is not None]
-    if scored:
-        has_scores = np.zeros(len(reqs), dtype=bool)
-        has_scores[scored] = True
+    scores = [req.retrieval for req in reqs if req.retrieval is not None]
+    if scores:
+        has_scores = np.array([req.retrieval is not None for req in reqs], dtype=bool)
+        relevance = relevance_columns_many(scores, [n for n, ok in zip(sizes, has_scores, strict=True) if ok])
         m = has_scores[owner]
-        relevance = relevance_columns_many(
-            [reqs[r].retrieval for r in scored],  # type: ignore[misc]
-            [sizes[r] for r in scored],
-        )
         for name, values in relevance.items():
             out[m, col[name]] = values
 

@@ -20,7 +20,7 @@ from features.packing import add_to_recent, keyword_id, pack_recent, pack_vector
 
 # ("v", key, field, width, slot, amount, slot, amount, ...) add to slots of a packed float64 vector;
 # ("s", key, field, value) set; ("t", key, field, ts_s, tau_s, cap, *ids) count keyword ids into a decayed
-# tally stored in chunks (features.packing.add_recent); ("x", key, ttl_s, ts_s) expire ttl_s after ts_s.
+# tally stored in chunks (features.packing.add_to_recent); ("x", key, ttl_s, ts_s) expire ttl_s after ts_s.
 Op = tuple
 
 # Slots of the packed per-(query, block) and per-block counters, and of the per-query counters.

@@ -22,28 +22,21 @@ PROFILE_HEAD = struct.Struct("<6BBI")  # genre shares (1/255), diversity (1/255)
 PROFILE_ITEM = struct.Struct("<IH")  # keyword hash, click share (1/65535)
 
 
-@lru_cache(maxsize=1 << 20)  # query words and block ids repeat: the replay hashes each millions of times
+@lru_cache(maxsize=1 << 18)  # query words and block ids repeat: the replay hashes each millions of times
 def keyword_id(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest(), "little")
-
-
-def add_recent(blob: bytes | None, ids: list[int], ts_s: float, tau_s: float, cap: int) -> bytes:
-    """Count ``ids`` once each at time ``ts_s`` into a decayed keyword tally; keep the ``cap`` strongest.
-
-    Values are decayed to the newest event time seen; an older (late) event adds its decayed weight.
-    The same steps run in the store's Lua script (op ``t``).
-    """
-    last, items = ts_s, {}
-    if blob:
-        last, items = unpack_recent(blob)
-    return pack_recent(*add_to_recent(last, items, ids, ts_s, tau_s, cap))
 
 
 def add_to_recent(
     last: float, items: dict[int, float], ids: list[int], ts_s: float, tau_s: float, cap: int
 ) -> tuple[float, dict[int, float]]:
-    """``add_recent`` on an unpacked tally: (reference time, keyword hash -> count), the counts float32
-    values as the packed tally holds them, so replaying in memory gives the same bytes when packed."""
+    """Count ``ids`` once each at time ``ts_s`` into a decayed keyword tally (reference time, keyword hash ->
+    count); keep the ``cap`` strongest.
+
+    Values are decayed to the newest event time seen; an older (late) event adds its decayed weight. Counts
+    are float32 values, as the packed tally (``pack_recent``) holds them, so a tally kept in memory packs to
+    the bytes the store's Lua script (op ``t``) writes after the same steps.
+    """
     if ts_s >= last:
         scale, add, last = math.exp(-(ts_s - last) / tau_s), 1.0, ts_s
     else:
@@ -73,13 +66,9 @@ def read_recent(blob: bytes | None, now_s: float, tau_s: float) -> dict[int, flo
     """Keyword hash -> interest decayed to ``now_s``."""
     if not blob:
         return {}
-    (last,) = RECENT_HEAD.unpack_from(blob, 0)
+    last, items = unpack_recent(blob)
     decay = math.exp(-max(now_s - last, 0.0) / tau_s)
-    out = {}
-    for j in range((len(blob) - RECENT_HEAD.size) // RECENT_ITEM.size):
-        kid, value = RECENT_ITEM.unpack_from(blob, RECENT_HEAD.size + j * RECENT_ITEM.size)
-        out[kid] = value * decay
-    return out
+    return {kid: value * decay for kid, value in items.items()}
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ def relevance_columns(scores: RetrievalScores | None, n: int) -> dict[str, np.nd
 def relevance_columns_many(scores: Sequence[RetrievalScores], sizes: Sequence[int]) -> dict[str, np.ndarray]:
     """``relevance_columns`` of many requests (``sizes[r]`` candidates each), concatenated in request order:
     ranks and shares are taken within each request, element by element as for one."""
+    for s, n in zip(scores, sizes, strict=True):
+        if len(s.fused) != n:  # concatenated, a short list would shift every later request's columns
+            raise ValueError(f"retrieval scores for {len(s.fused)} candidates, the request has {n}")
     owner = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
     fused = _joined([s.fused for s in scores])
     found = ~np.isnan(fused)

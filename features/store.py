@@ -88,7 +88,8 @@ while i <= #ARGV do
   elseif op == 'x' then
     redis.call('EXPIRE', k, ARGV[i + 2]); i = i + 4
   elseif op == 't' then
-    -- Mirror of features.packing.add_recent on a blob kept in 64-byte chunks (split_blob / join_blob).
+    -- Mirror of features.packing.add_to_recent (then pack_recent) on a blob kept in 64-byte chunks
+    -- (split_blob / join_blob).
     local f = ARGV[i + 2]
     local t, tau, cap = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
     local chunks = {f, f .. '1', f .. '2', f .. '3'}

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from data.errors import ConfigError
 from retrieval.base import Hit
 from retrieval.behavioural import BehaviouralRetriever
 from retrieval.fusion import FusedRetriever, fuse
@@ -68,7 +69,8 @@ class AsOfRetrieval:
             self._text[q] = {name: hits[i] for name, hits in runs.items()}
 
     def preload(self, runs: Sequence[Path]) -> None:
-        """Read the text members' runs from these files (``write_text_runs``) before searching them."""
+        """Read the text members' runs from these files (``write_text_runs``) when ``warm`` needs them,
+        before searching the members."""
         self.runs = list(runs)
 
     def write_text_runs(self, queries: list[str], path: Path) -> None:
@@ -99,6 +101,11 @@ class AsOfRetrieval:
         wanted = pa.array(queries, pa.string())
         members = set(self._text_members(load=False))
         for path in self.runs:
+            if not Path(path).is_file():
+                raise ConfigError(
+                    f"no text-runs file {path}: the engine's workers write it to a folder this process "
+                    "must see at the same path"
+                )
             table = pq.read_table(path)
             table = table.filter(pc.is_in(table["query"], value_set=wanted))
             for q, member, ids, scores in zip(

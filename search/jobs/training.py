@@ -80,7 +80,7 @@ class LazyReplay:
         return self._replay
 
     def preload(self, runs: Sequence[Path]) -> None:
-        """Take the text members' runs from these files (``write_text_runs``) before searching them."""
+        """Take the text members' runs from these files (``write_text_runs``) when ``warm`` needs them."""
         if self._replay is not None:
             raise RuntimeError("preload the runs before the replay is loaded")
         self._runs = list(runs)
