@@ -16,14 +16,13 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.errors import ConfigError
-from retrieval.base import Hit
+from retrieval.base import Hit, Retriever
 from retrieval.behavioural import BehaviouralRetriever
 from retrieval.fusion import FusedRetriever, fuse
 from retrieval.query import normalise
@@ -127,7 +126,8 @@ class AsOfRetrieval:
                 else:
                     self._text[q] = {name: found[name] for name in self._text_members(load=False)}
 
-    def _text_members(self, load: bool = True) -> dict[str, Any]:
+    def _text_members(self, load: bool = True) -> dict[str, Retriever]:
+        """The query-only members, in the fusion's order (loaded first if handed over unloaded)."""
         if load and self._load_text is not None:
             self._load_text()
             self._load_text = None
