@@ -141,7 +141,7 @@ def build_training_set_on_engine(
     runs: list[str] = []
     if retrieval is not None and len(ranges) > 1:
         # Parts share many queries: their text runs are computed once, split over the workers, and every
-        # part reads them from files (it then loads no index, encoder or JVM of its own).
+        # part reads them from files (it then loads no index or encoder of its own).
         runs = _shared_text_runs(client, layout, days[0], days[-1], retrieval, folder, workers)
         report("training-set text runs", len(runs), len(runs))
     # Sent once, not pickled into every task: the catalogue and every day's M3 vectors are large.
