@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from features.block_attributes import tokens
 from features.config import FeatureStoreSettings
 from features.keys import Keys
-from features.packing import add_to_recent, keyword_id, pack_recent, pack_vector, split_blob
+from features.packing import (
+    add_to_recent,
+    chunk_fields,
+    join_blob,
+    keyword_id,
+    pack_recent,
+    pack_vector,
+    split_blob,
+    unpack_recent,
+)
 
 # ("v", key, field, width, slot, amount, slot, amount, ...) add to slots of a packed float64 vector;
 # ("s", key, field, value) set; ("t", key, field, ts_s, tau_s, cap, *ids) count keyword ids into a decayed
@@ -313,8 +322,13 @@ class MemoryState:
             elif kind == "t":
                 h = self.hashes[key]
                 tally = h.get(op[2])
-                if tally is None:
-                    tally = h[op[2]] = _Tally(op[3], {})
+                if not isinstance(tally, _Tally):
+                    # A tally's first event, or a packed one set field by field (op "s"), as the store's
+                    # script would read it: its chunks joined.
+                    blob = join_blob(h, op[2])
+                    for f in chunk_fields(op[2]):
+                        h.pop(f, None)
+                    tally = h[op[2]] = _Tally(*unpack_recent(blob)) if blob else _Tally(op[3], {})
                 tally.add(list(op[6:]), op[3], op[4], op[5])
             elif kind == "x":
                 self.expire_at[key] = max(self.expire_at.get(key, 0.0), op[3] + op[2])

@@ -15,6 +15,8 @@ from features.config import FeatureStoreSettings
 from features.connection import StoreUnavailable, connect
 from features.definitions import DEFAULTS, FEATURES, INDEX, Request
 from features.keys import BLOCK_SHARDS
+from features.ops import MemoryState
+from features.packing import pack_recent, split_blob
 from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
 
@@ -46,6 +48,20 @@ def test_redis_applies_the_replay_operations_exactly_once(store: RedisFeatureSto
     # Redelivery of everything changes nothing.
     assert store.apply(batch) == 0
     assert_same_state(replay.state, store)
+
+
+def test_a_tally_set_field_by_field_is_added_to_as_the_script_does(store: RedisFeatureStore) -> None:
+    """The replay keeps tallies unpacked; one that arrives packed (an op "s", over its 64-byte chunks) is
+    joined and added to as the store's script does."""
+    key = store.keys.user("u-seeded")
+    blob = pack_recent(1_000.0, {k: 1.0 + k / 10 for k in range(12)})  # 104 bytes: two chunks
+    chunks = split_blob("r", blob)
+    assert len(chunks) == 2
+    ops = [("s", key, f, v) for f, v in chunks.items()] + [("t", key, "r", 1_600.0, 3_600.0, 16, 3, 99)]
+    memory = MemoryState()
+    memory.apply(ops)
+    assert store.apply([("seed-1", ops)]) == 1
+    assert_same_state(memory, store)
 
 
 def test_assembly_defaults_and_missing_indicators(
