@@ -7,6 +7,7 @@ field. Nothing is skipped: one bad row fails the read.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -176,6 +177,18 @@ def write_table(table: pa.Table, path: Path | str, contract: type[Record]) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     # Fixed writer options keep output byte-identical for the same input (same seed, same bytes).
     pq.write_table(table, path, compression="zstd", write_statistics=True, use_dictionary=True)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path | str) -> None:
+    """Write ``table`` as Parquet through a hidden temporary file and a rename: a reader, or a rerun that
+    keeps what it finds, sees the whole file or none."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_records(records: Iterable[Record], path: Path | str, contract: type[Record]) -> None:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from data.days import Progress
 from data.errors import ConfigError
+from data.io import write_parquet_atomic
 from data.layout import DataLayout, EventKind
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
@@ -248,7 +249,5 @@ def _build_part(
         candidates=candidates,
         labels_through=labels_through,
     )
-    tmp = f"{path}.tmp{os.getpid()}"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)  # a part is whole or absent
+    write_parquet_atomic(table, path)  # a part is whole or absent
     return path

@@ -339,13 +339,8 @@ class MemoryState:
             return self._stored(h)
         out: dict[str, str | bytes] = {}
         for f in fields:
-            value = h.get(f)
-            if isinstance(value, _Tally):  # its chunks: the asked ones (a tally lives under its first)
-                out.update((c, b) for c, b in value.fields(f).items() if c == f or c in fields)
-            elif isinstance(value, list):
-                out[f] = pack_vector(value)
-            elif value is not None:
-                out[f] = value
+            if f in h:
+                self._put(out, f, h[f], fields)
         return out
 
     def export(self) -> Iterator[tuple[str, dict[str, str | bytes]]]:
@@ -353,17 +348,23 @@ class MemoryState:
         for key, h in self.hashes.items():
             yield key, self._stored(h)
 
-    @staticmethod
-    def _stored(h: dict) -> dict[str, str | bytes]:
+    @classmethod
+    def _stored(cls, h: dict) -> dict[str, str | bytes]:
         out: dict[str, str | bytes] = {}
         for f, value in h.items():
-            if isinstance(value, list):
-                out[f] = pack_vector(value)
-            elif isinstance(value, _Tally):
-                out.update(value.fields(f))
-            else:
-                out[f] = value
+            cls._put(out, f, value)
         return out
+
+    @staticmethod
+    def _put(out: dict[str, str | bytes], f: str, value: object, asked: list[str] | None = None) -> None:
+        """Field ``f`` as Redis stores it: counters packed, a tally packed into its chunk fields (the
+        ``asked`` ones only, when given)."""
+        if isinstance(value, list):
+            out[f] = pack_vector(value)
+        elif isinstance(value, _Tally):
+            out.update((c, b) for c, b in value.fields(f).items() if asked is None or c in asked)
+        else:
+            out[f] = value  # type: ignore[assignment]
 
     def context(self, request_id: str, keys: Keys) -> RequestContext | None:
         fields = self.hashes.get(keys.request_context(request_id))

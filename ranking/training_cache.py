@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.days import Progress, day_start_ms
+from data.io import write_parquet_atomic
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
 from features.config import FeatureStoreSettings
@@ -179,9 +180,7 @@ def training_table(
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _evict(folder, start, end, keep=CACHE_ENTRIES_PER_RANGE - 1)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)  # readers never see a half-written file
+            write_parquet_atomic(table, path)  # readers never see a half-written file
         except OSError:
             pass  # a read-only world folder: no cache, same result
         if parts_dir is not None:  # the parts are kept until the whole table is: a failure above resumes

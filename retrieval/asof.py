@@ -12,7 +12,6 @@ In: the world's fused retriever (members and fusion settings) and its event logs
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data.errors import ConfigError
+from data.io import write_parquet_atomic
 from retrieval.base import Hit, Retriever
 from retrieval.behavioural import BehaviouralRetriever
 from retrieval.fusion import FusedRetriever, fuse
@@ -92,9 +92,7 @@ class AsOfRetrieval:
                 "scores": pa.array(rows["scores"], pa.list_(pa.float64())),
             }
         )
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        write_parquet_atomic(table, path)
 
     def _read_runs(self, queries: list[str]) -> None:
         wanted = pa.array(queries, pa.string())
