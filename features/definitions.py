@@ -316,10 +316,13 @@ def compute_many(
         for name, v in values.items():
             out[seen, col[name]] = v[seen]
 
+    # Per-request scalars go through math.log1p, as /search computed them before requests were batched
+    # (numpy's log1p can differ in the last bit).
     query_counts = np.array(
         [np.frombuffer(p.qb[QUERY_FIELD], dtype="<f8") if QUERY_FIELD in p.qb else (0.0, 0.0) for p in parts]
-    ).reshape(-1, 2)[owner]
-    out[:, col["query_impressions_log"]] = np.log1p(query_counts[:, 0])
+    ).reshape(-1, 2)
+    out[:, col["query_impressions_log"]] = np.array([math.log1p(c) for c in query_counts[:, 0]])[owner]
+    query_counts = query_counts[owner]
     out[:, col["query_clicks_per_search"]] = query_counts[:, 1] / (query_counts[:, 0] + 1)
     qds = [p.qd for p in parts]
     out[:, col["coquery_assoc"]] = [
@@ -349,8 +352,9 @@ def compute_many(
     entropy = np.array([float(q.get("ent", 0.0)) for q in qds])[owner]
     out[has_entropy, col["query_click_entropy"]] = entropy[has_entropy]
     out[has_entropy, col["query_entropy_missing"]] = 0.0
-    n_coq = np.array([float(q.get("ncoq", 0.0)) for q in qds])[owner]
-    out[:, col["coquery_count_log"]] = np.log1p(n_coq)
+    n_coq = np.array([float(q.get("ncoq", 0.0)) for q in qds])
+    out[:, col["coquery_count_log"]] = np.array([math.log1p(c) for c in n_coq])[owner]
+    n_coq = n_coq[owner]
     out[:, col["coquery_missing"]] = np.where(n_coq > 0, 0.0, 1.0)
 
     # Long-term user taste (daily batch): genre and keyword click shares, diversity.
@@ -358,12 +362,11 @@ def compute_many(
     profiles = [unpack_profile(blob) if (blob := join_blob(p.user, "p")) else None for p in parts]
     has_profile = np.array([pr is not None for pr in profiles], dtype=bool)[owner]
     if has_profile.any():
-        genres = catalog.genre_mix.shape[1]
-        share = np.array([pr.genre_share if pr is not None else (0.0,) * genres for pr in profiles])[owner]
-        mix = catalog.genre_mix[rows]
-        affinity = mix[:, 0] * share[:, 0]
-        for g in range(1, genres):  # added genre by genre: the same sums whatever the batch
-            affinity = affinity + mix[:, g] * share[:, g]
+        affinity = np.zeros(n)
+        for r, profile in enumerate(profiles):  # one product per request: the same sums whatever the batch
+            if profile is not None:
+                lo, hi = bounds[r], bounds[r + 1]
+                affinity[lo:hi] = catalog.genre_mix[rows[lo:hi]] @ np.array(profile.genre_share)
         keyword_affinity, intent_share = np.zeros(n), np.zeros(n)
         for j, (r, row, i) in enumerate(zip(owners, rows.tolist(), intents, strict=True)):
             profile = profiles[r]
@@ -372,15 +375,13 @@ def compute_many(
                 keyword_affinity[j] = sum(words.get(k, 0.0) for k in catalog.keyword_ids[row])
                 intent_share[j] = words.get(profile_ids[i], 0.0)
         diversity = np.array([pr.diversity if pr is not None else 0.0 for pr in profiles])[owner]
-        user_clicks = np.array([pr.clicks if pr is not None else 0 for pr in profiles], dtype=np.float64)[
-            owner
-        ]
+        clicks_log = np.array([math.log1p(pr.clicks) if pr is not None else 0.0 for pr in profiles])[owner]
         m = has_profile
         out[m, col["user_genre_affinity"]] = affinity[m]
         out[m, col["user_keyword_affinity"]] = keyword_affinity[m]
         out[m, col["user_intent_share"]] = intent_share[m]
         out[m, col["user_diversity"]] = diversity[m]
-        out[m, col["user_clicks_log"]] = np.log1p(user_clicks[m])
+        out[m, col["user_clicks_log"]] = clicks_log[m]
         out[m, col["user_missing"]] = 0.0
 
     lifts = [unpack_lifts(join_blob(p.user, LIFT_FIELD)) for p in parts]
@@ -432,13 +433,14 @@ def compute_many(
             out[lo:hi, col[f"session_{name}"]] = values
         if p.user.get(VECTOR_FIELD) is not None:
             _m3(out[lo:hi], p.user, catalog, rows[lo:hi])
-    session_searches = np.array(
+    out[:, col["session_searches_log"]] = np.array(
         [
-            np.frombuffer(p.session[QUERY_FIELD], dtype="<f8")[0] if QUERY_FIELD in p.session else 0.0
+            math.log1p(np.frombuffer(p.session[QUERY_FIELD], dtype="<f8")[0])
+            if QUERY_FIELD in p.session
+            else 0.0
             for p in parts
         ]
     )[owner]
-    out[:, col["session_searches_log"]] = np.log1p(session_searches)
 
     scores = [req.retrieval for req in reqs if req.retrieval is not None]
     if scores:
