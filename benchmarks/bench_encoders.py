@@ -58,7 +58,10 @@ def sentence_transformers_model(name: str, path: str, max_length: int) -> Any | 
 def our_encoders(
     name: str, settings: RetrievalSettings, threads: int, cache: Path | None
 ) -> dict[str, SpladeEncoder | DenseEncoder]:
-    """torch, onnx-fp32, onnx-int8 of one encoder; queries on one thread, batches on ``threads``."""
+    """torch, onnx-fp32, onnx-int8 of one encoder; queries on one thread, batches on ``threads``.
+
+    When the settings keep some layers fp32 under int8, ``onnx-int8-all`` quantises every layer, for the cost.
+    """
     make = SpladeEncoder if name == "splade" else DenseEncoder
     base = settings.splade if name == "splade" else settings.dense
     variants = {
@@ -66,6 +69,8 @@ def our_encoders(
         "onnx-fp32": {"backend": "onnx", "int8": False},
         "onnx-int8": {"backend": "onnx", "int8": True},
     }
+    if base.fp32_layers:
+        variants["onnx-int8-all"] = {"backend": "onnx", "int8": True, "fp32_layers": ()}
     return {
         label: make(base.model_copy(update=v), threads=1, index_threads=threads, onnx_cache_dir=cache)  # type: ignore[arg-type]
         for label, v in variants.items()

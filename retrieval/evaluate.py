@@ -122,7 +122,10 @@ def split_queries(
     return validation, test
 
 
-def _ir_metrics(runs: Sequence[Sequence[Hit]], qrels: Sequence[Mapping[str, int]]) -> dict[str, float]:
+def _per_query_metrics(
+    runs: Sequence[Sequence[Hit]], qrels: Sequence[Mapping[str, int]]
+) -> dict[str, np.ndarray]:
+    """nDCG@10 and recall@100 of each run against its judgements, one value per query."""
     width = 100
     ranked = np.zeros((len(runs), width))
     relevant = np.zeros((len(runs), width))
@@ -134,10 +137,31 @@ def _ir_metrics(runs: Sequence[Sequence[Hit]], qrels: Sequence[Mapping[str, int]
             relevant[i, j] = judged.get(h.id, 0) > 0
         ideal[i, : len(judged)] = list(judged.values())
     n_rel = np.array([sum(g > 0 for g in q.values()) for q in qrels])
-    return {
-        "ndcg@10": round(float(ndcg_against(ranked, ideal, 10).mean()), 4),
-        "recall@100": round(float(recall(relevant, n_rel, 100).mean()), 4),
+    return {"ndcg@10": ndcg_against(ranked, ideal, 10), "recall@100": recall(relevant, n_rel, 100)}
+
+
+def _ir_metrics(runs: Sequence[Sequence[Hit]], qrels: Sequence[Mapping[str, int]]) -> dict[str, float]:
+    return {name: round(float(v.mean()), 4) for name, v in _per_query_metrics(runs, qrels).items()}
+
+
+def beir_per_query(
+    folder: Path, settings: RetrievalSettings, index_dir: Path, members: Sequence[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each member's nDCG@10 and recall@100 per judged query (every one, in the collection's order), and
+    ``_test`` (a 0/1 mask of the test split): for paired comparisons, which a mean over 42 queries hides."""
+    collection = load_beir(folder)
+    retrievers, _ = build_text_indexes(collection.passages, index_dir, settings, list(members))
+    qids = [q for q in collection.queries if collection.qrels.get(q)]
+    texts = [collection.queries[q] for q in qids]
+    judged = [collection.qrels[q] for q in qids]
+    out = {
+        name: _per_query_metrics(_search_all(r, texts, 100, None), judged) for name, r in retrievers.items()
     }
+    _, test = split_queries(
+        list(collection.queries), settings.eval.validation_share, settings.eval.split_seed
+    )
+    out["_test"] = {"mask": np.isin(qids, test)}
+    return out
 
 
 def evaluate_beir(

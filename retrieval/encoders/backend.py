@@ -24,7 +24,7 @@ from retrieval.cache import LruCache
 from retrieval.config import DenseSettings, SpladeSettings
 from retrieval.encoders.batching import encode_inputs, length_batches
 from retrieval.encoders.loading import load_pretrained, load_tokenizer, resolve
-from retrieval.encoders.onnx_export import Pooling
+from retrieval.encoders.onnx_export import Pooling, precision_identity, quantisation
 from retrieval.errors import NotBuiltError
 
 if TYPE_CHECKING:
@@ -68,6 +68,10 @@ class TransformerEncoder:
         """int8 weights: the ONNX backend with ``int8`` set (torch always runs fp32)."""
         return self.settings.backend == "onnx" and self.settings.int8
 
+    def precision(self) -> str:
+        """What an index fingerprint records of the precision: '' for fp32 (torch and ONNX agree)."""
+        return precision_identity(self.quantised, self.settings.fp32_layers)
+
     @property
     def is_loaded(self) -> bool:
         return self._model is not None or self._onnx is not None
@@ -81,7 +85,7 @@ class TransformerEncoder:
             self._onnx = OnnxEncoderModel.load(
                 self.name_or_path,
                 self.pooling,
-                self.settings.int8,
+                quantisation(self.settings.int8, self.settings.fp32_layers),
                 self.onnx_cache_dir or default_cache_dir(),
                 threads=self.threads,
             )

@@ -16,7 +16,7 @@ from retrieval.cache import LruCache
 from retrieval.config import DenseSettings
 from retrieval.encoders.backend import TransformerEncoder
 from retrieval.encoders.loading import default_dense_path, model_identity
-from retrieval.encoders.onnx_export import INT8_IDENTITY, Pooling
+from retrieval.encoders.onnx_export import Pooling
 from retrieval.errors import NotBuiltError
 
 if TYPE_CHECKING:
@@ -34,8 +34,7 @@ class DenseEncoder(TransformerEncoder):
 
     def identity(self) -> str:
         """What the index fingerprint records: checkpoint digest, length, and int8 weights when quantised."""
-        int8 = INT8_IDENTITY if self.quantised else ""
-        return f"dense[{model_identity(self.name_or_path)};len={self.settings.max_length}{int8}]"
+        return f"dense[{model_identity(self.name_or_path)};len={self.settings.max_length}{self.precision()}]"
 
     @property
     def dim(self) -> int:

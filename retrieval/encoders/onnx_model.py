@@ -34,7 +34,7 @@ import numpy as np
 
 from retrieval import fingerprint
 from retrieval.encoders.loading import model_identity
-from retrieval.encoders.onnx_export import INPUTS, OPSET, OUTPUT, QUANTISATION, Pooling
+from retrieval.encoders.onnx_export import INPUTS, OPSET, OUTPUT, Pooling
 from retrieval.errors import ModelLoadError
 
 FORMAT_VERSION = 1
@@ -95,7 +95,7 @@ def cpu_extensions() -> list[str]:
     return []
 
 
-def cache_fingerprint(name_or_path: str, pooling: Pooling, int8: bool) -> dict:
+def cache_fingerprint(name_or_path: str, pooling: Pooling, quantised: dict | None) -> dict:
     """What an exported graph depends on; versions come from package metadata, so this imports no torch."""
     return {
         "format": FORMAT_VERSION,
@@ -103,7 +103,7 @@ def cache_fingerprint(name_or_path: str, pooling: Pooling, int8: bool) -> dict:
         "model": model_identity(name_or_path),
         "pooling": pooling,
         "export_code": export_code(),
-        "quantisation": QUANTISATION if int8 else None,
+        "quantisation": quantised,
         "opset": OPSET,
         "optimisation": "ORT_ENABLE_ALL",
         "torch": _version("torch"),
@@ -166,7 +166,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def cached_model(
-    name_or_path: str, pooling: Pooling, int8: bool, cache_dir: Path, *, rebuild: bool = False
+    name_or_path: str, pooling: Pooling, quantised: dict | None, cache_dir: Path, *, rebuild: bool = False
 ) -> Path:
     """The path of a verified ONNX graph for these options: reused from the cache, or exported into it first.
 
@@ -174,7 +174,7 @@ def cached_model(
     """
     from retrieval.encoders import onnx_export
 
-    expected = cache_fingerprint(name_or_path, pooling, int8)
+    expected = cache_fingerprint(name_or_path, pooling, quantised)
     folder = cache_folder(cache_dir, expected)
     with _locked(folder.with_name(folder.name + ".lock")):
         problem = "ONNX Runtime could not load it" if rebuild else damage(folder, expected)
@@ -192,7 +192,7 @@ def cached_model(
             )
         fingerprint.prepare(folder, expected, overwrite=False, what="ONNX encoder")
         try:
-            model = onnx_export.build(name_or_path, pooling, int8, folder)
+            model = onnx_export.build(name_or_path, pooling, quantised, folder)
         except Exception as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise ModelLoadError(f"cannot export {name_or_path} to ONNX ({pooling}): {exc}") from exc
@@ -217,17 +217,17 @@ class OnnxEncoderModel:
 
     @classmethod
     def load(
-        cls, name_or_path: str, pooling: Pooling, int8: bool, cache_dir: Path, *, threads: int
+        cls, name_or_path: str, pooling: Pooling, quantised: dict | None, cache_dir: Path, *, threads: int
     ) -> OnnxEncoderModel:
         """From the cache (exported on a miss), with the query session (``threads``) ready."""
-        path = cached_model(name_or_path, pooling, int8, cache_dir)
+        path = cached_model(name_or_path, pooling, quantised, cache_dir)
         try:
             model = cls(path)
             model.session(threads)
         except ModelLoadError:
             # Checksums pass but the runtime refuses the file (say, a broken export): export once more.
             log.warning("ONNX Runtime refused %s: exporting it again", path)
-            model = cls(cached_model(name_or_path, pooling, int8, cache_dir, rebuild=True))
+            model = cls(cached_model(name_or_path, pooling, quantised, cache_dir, rebuild=True))
             model.session(threads)
         return model
 

@@ -18,7 +18,7 @@ from retrieval.cache import LruCache
 from retrieval.config import SpladeSettings
 from retrieval.encoders.backend import TransformerEncoder
 from retrieval.encoders.loading import default_splade_path, model_identity
-from retrieval.encoders.onnx_export import INT8_IDENTITY, Pooling
+from retrieval.encoders.onnx_export import Pooling
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -46,7 +46,7 @@ class SpladeEncoder(TransformerEncoder):
         s = self.settings
         return (
             f"splade[{model_identity(self.name_or_path)};len={s.max_length};top={s.doc_max_terms};"
-            f"min={s.min_weight};scale={s.scale}{INT8_IDENTITY if self.quantised else ''}]"
+            f"min={s.min_weight};scale={s.scale}{self.precision()}]"
         )
 
     def load(self) -> Self:

@@ -23,6 +23,7 @@ from retrieval.config import DenseSettings, SpladeSettings
 from retrieval.encoders.batching import length_batches
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.encoders.loading import default_splade_path, load_tokenizer
+from retrieval.encoders.onnx_export import quantisation
 from retrieval.encoders.onnx_model import MODEL_FILE, cache_fingerprint, cache_folder, damage
 from retrieval.encoders.splade import SpladeEncoder
 from retrieval.errors import ModelLoadError
@@ -182,7 +183,7 @@ def test_cache_is_reused_and_a_truncated_file_is_exported_again(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("damaged" in w and "bytes" in w for w in warnings), warnings
     np.testing.assert_allclose(healed.weights(texts[:4]), expected, atol=1e-6)
-    assert damage(folder, cache_fingerprint(str(default_splade_path()), "splade", False)) is None
+    assert damage(folder, cache_fingerprint(str(default_splade_path()), "splade", None)) is None
 
     # Cut short and resealed (size and sha256 recomputed, as a save onto a full disk might leave it): the
     # checksums pass, ONNX Runtime refuses the file, and it is exported once more.
@@ -198,7 +199,7 @@ def test_cache_is_reused_and_a_truncated_file_is_exported_again(
 
 def test_a_changed_byte_or_lost_fingerprint_counts_as_damage(tmp_path: Path) -> None:
     path = str(default_splade_path())
-    expected = cache_fingerprint(path, "splade", False)
+    expected = cache_fingerprint(path, "splade", None)
     source = _splade("onnx")._onnx.path.parent  # the shared cache's export, copied: not re-exported here
     folder = tmp_path / source.name
     import shutil
@@ -222,9 +223,11 @@ def test_an_unwritable_cache_fails_clearly(tmp_path: Path) -> None:
 
 def test_cache_key_changes_with_what_the_graph_depends_on() -> None:
     path = str(default_splade_path())
-    fp32, int8 = cache_fingerprint(path, "splade", False), cache_fingerprint(path, "splade", True)
+    fp32 = cache_fingerprint(path, "splade", None)
+    int8 = cache_fingerprint(path, "splade", quantisation(True))
+    layer0 = cache_fingerprint(path, "splade", quantisation(True, (0,)))
     assert {"model", "export_code", "opset", "torch", "onnx", "onnxruntime", "machine"} <= set(fp32)
-    assert cache_folder(Path("c"), fp32) != cache_folder(Path("c"), int8)
+    assert len({cache_folder(Path("c"), f) for f in (fp32, int8, layer0)}) == 3
     assert cache_folder(Path("c"), fp32) != cache_folder(Path("c"), {**fp32, "onnxruntime": "0.0"})
 
 
@@ -250,3 +253,20 @@ def test_documents_come_back_in_their_order(
     batch = dense_reference if backend == "torch" else dense.encode_documents(texts)
     for i in (0, 11, N_PASSAGES - 1, len(texts) - 1):
         np.testing.assert_allclose(batch[i], dense.encode_query(texts[i]), atol=1e-5)
+
+
+def test_fp32_layers_that_match_no_matmul_fail_clearly(tmp_path: Path) -> None:
+    settings = DenseSettings(backend="onnx", int8=True, fp32_layers=(99,))
+    with pytest.raises(ModelLoadError, match=r"fp32_layers \[99\] match no MatMul"):
+        DenseEncoder(settings, onnx_cache_dir=tmp_path).load()
+    assert not any(tmp_path.glob("mean-int8-*/fingerprint.json"))  # nothing half-made is left as done
+
+
+def test_layers_kept_fp32_bring_int8_closer_to_fp32(dense_reference: np.ndarray, texts: list[str]) -> None:
+    """What the dense default's fp32 first layer is for: its vectors sit closer to fp32 than all-int8's."""
+    cosine = {}
+    for layers in ((), (0,)):
+        encoder = DenseEncoder(DenseSettings(backend="onnx", int8=True, fp32_layers=layers), index_threads=2)
+        cosine[layers] = float((encoder.load().encode_documents(texts) * dense_reference).sum(axis=1).mean())
+    assert cosine[(0,)] > cosine[()], cosine
+    assert "fp32l0" in DenseEncoder(DenseSettings(fp32_layers=(0,))).identity()
