@@ -12,7 +12,8 @@ split (``evaluate_beir``). Prints each value and its difference from torch; the 
 ``--paired`` (with ``--beir``) also scores every judged query of the collection and prints each backend's
 difference from torch with a 95% paired-bootstrap interval, over all judged queries and over the test split:
 how far a mean over a few dozen queries can move without any real change. ``onnx-int8-all`` quantises every
-layer (the default keeps the dense encoder's first layer fp32).
+layer (the default keeps the dense encoder's first layer fp32). ``--json`` prints
+``{"backends": {label: metrics}, "paired": {label: differences}}``.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def main() -> None:
     parser.add_argument("--paired", action="store_true", help="Per-query differences from torch (--beir).")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.paired and args.beir is None:
-        parser.error("--paired needs --beir")
+    if args.paired and (args.beir is None or "torch" not in args.backends.split(",")):
+        parser.error("--paired needs --beir and the torch backend (the reference)")
     per_query: dict[str, dict] = {}
 
     work = args.work or Path(tempfile.mkdtemp(prefix="encoder-quality-"))

@@ -148,7 +148,8 @@ def beir_per_query(
     folder: Path, settings: RetrievalSettings, index_dir: Path, members: Sequence[str]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each member's nDCG@10 and recall@100 per judged query (every one, in the collection's order), and
-    ``_test`` (a 0/1 mask of the test split): for paired comparisons, which a mean over 42 queries hides."""
+    ``_test`` (a 0/1 mask of the test split): for paired comparisons, which a mean over a few dozen
+    queries hides."""
     collection = load_beir(folder)
     retrievers, _ = build_text_indexes(collection.passages, index_dir, settings, list(members))
     qids = [q for q in collection.queries if collection.qrels.get(q)]

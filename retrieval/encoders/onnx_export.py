@@ -100,11 +100,11 @@ def quantise(source: Path, out: Path, fp32_layers: Sequence[int] = ()) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep = layer_matmuls(onnx.load(str(source), load_external_data=False).graph, fp32_layers)
-    if fp32_layers and not keep:
-        raise ValueError(
-            f"fp32_layers {list(fp32_layers)} match no MatMul of {source} (names with /layer.<k>/)"
-        )
+    graph = onnx.load(str(source), load_external_data=False).graph
+    missing = [k for k in fp32_layers if not layer_matmuls(graph, [k])]
+    if missing:
+        raise ValueError(f"fp32_layers {missing} match no MatMul of {source} (names with /layer.<k>/)")
+    keep = layer_matmuls(graph, fp32_layers)
 
     root = logging.getLogger()
     level = root.level

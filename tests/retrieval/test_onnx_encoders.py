@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from data.layout import DataLayout
 from retrieval.base import Passage
@@ -256,17 +257,38 @@ def test_documents_come_back_in_their_order(
 
 
 def test_fp32_layers_that_match_no_matmul_fail_clearly(tmp_path: Path) -> None:
-    settings = DenseSettings(backend="onnx", int8=True, fp32_layers=(99,))
+    # Layer 99 of a 6-layer model: the export names it, even beside a layer that exists.
+    settings = DenseSettings(backend="onnx", int8=True, fp32_layers=(0, 99))
     with pytest.raises(ModelLoadError, match=r"fp32_layers \[99\] match no MatMul"):
         DenseEncoder(settings, onnx_cache_dir=tmp_path).load()
-    assert not any(tmp_path.glob("mean-int8-*/fingerprint.json"))  # nothing half-made is left as done
+    with pytest.raises(ValidationError):
+        DenseSettings(fp32_layers=(-1,))
+    assert DenseSettings(fp32_layers=(1, 0, 1)).fp32_layers == (0, 1)  # one spelling per set
 
 
 def test_layers_kept_fp32_bring_int8_closer_to_fp32(dense_reference: np.ndarray, texts: list[str]) -> None:
     """What the dense default's fp32 first layer is for: its vectors sit closer to fp32 than all-int8's."""
-    cosine = {}
+    gap = {}
     for layers in ((), (0,)):
         encoder = DenseEncoder(DenseSettings(backend="onnx", int8=True, fp32_layers=layers), index_threads=2)
-        cosine[layers] = float((encoder.load().encode_documents(texts) * dense_reference).sum(axis=1).mean())
-    assert cosine[(0,)] > cosine[()], cosine
-    assert "fp32l0" in DenseEncoder(DenseSettings(fp32_layers=(0,))).identity()
+        vectors = encoder.load().encode_documents(texts)
+        gap[layers] = 1.0 - float((vectors * dense_reference).sum(axis=1).mean())
+    # On CISI passages the gap fell from 0.0064 to 0.0048 (docs/retrieval.md): a quarter.
+    assert gap[(0,)] < 0.9 * gap[()], gap
+
+
+def test_index_identity_names_the_precision() -> None:
+    identity = {
+        label: DenseEncoder(DenseSettings(**options)).identity()  # type: ignore[arg-type]
+        for label, options in {
+            "torch": {"backend": "torch"},
+            "fp32": {"int8": False},
+            "int8": {"fp32_layers": ()},
+            "default": {},
+        }.items()
+    }
+    assert identity["torch"] == identity["fp32"] and "int8" not in identity["torch"]
+    assert identity["int8"].endswith(";int8w7]")
+    assert identity["default"].endswith(";int8w7;fp32l0]")
+    # SPLADE keeps every layer int8: its indexes built before the setting existed stay valid.
+    assert SpladeEncoder(SpladeSettings()).identity().endswith(";int8w7]")
