@@ -37,6 +37,22 @@ def list_rows(offsets: np.ndarray, lists: np.ndarray) -> np.ndarray:
     return np.repeat(starts, sizes) + within
 
 
+def placed(client: Client, pieces: list[np.ndarray], homes: list[str]) -> Any:
+    """One dask array, chunk ``i`` being ``pieces[i]`` scattered to worker ``homes[i]``.
+
+    Chunks made from an in-memory array (``da.from_array``) are tasks without inputs, which the scheduler
+    may run all on one worker: LightGBM then trains on a network of one. A chunk that already lives on its
+    worker stays there: ``lightgbm.dask`` groups the partitions by the worker that holds them.
+    """
+    import dask.array as da
+
+    blocks = []
+    for piece, home in zip(pieces, homes, strict=True):
+        (future,) = client.scatter([piece], workers=[home], hash=False)
+        blocks.append(da.from_delayed(future, shape=piece.shape, dtype=piece.dtype))
+    return da.concatenate(blocks, axis=0)
+
+
 def fit_on_engine(
     client: Client,
     params: dict[str, Any],
@@ -47,7 +63,6 @@ def fit_on_engine(
     init_model: lgb.Booster | None = None,
 ) -> tuple[lgb.Booster, dict[str, Any]]:
     """Train on the cluster; returns the booster and what the engine did (workers, partitions, rows)."""
-    import dask.array as da
     from lightgbm.dask import DaskLGBMRanker
 
     workers = engine_workers(client)
@@ -55,14 +70,11 @@ def fit_on_engine(
     # machine's rows, which should see counts of every day.
     partitions = list_partitions(train.n_lists, len(workers) * PARTS_PER_WORKER)
     rows = [list_rows(train.offsets, lists) for lists in partitions]
-    chunks = (tuple(r.size for r in rows),)
-    order = np.concatenate(rows)
-
-    def dask_array(values: np.ndarray, row_chunks: tuple[tuple[int, ...], ...]) -> Any:
-        return da.from_array(values, chunks=row_chunks + tuple((n,) for n in values.shape[1:]))
-
-    X, y, w = (dask_array(v[order], chunks) for v in (matrix, train.labels, train.weights))
-    g = dask_array(train.list_sizes[np.concatenate(partitions)], (tuple(p.size for p in partitions),))
+    homes = [workers[i % len(workers)] for i in range(len(partitions))]
+    X, y, w = (
+        placed(client, [values[r] for r in rows], homes) for values in (matrix, train.labels, train.weights)
+    )
+    g = placed(client, [train.list_sizes[lists] for lists in partitions], homes)
     model = DaskLGBMRanker(client=client, n_estimators=n_estimators, **params)
     model.fit(X, y, sample_weight=w, group=g, init_model=init_model, **fit_kwargs)
     booster = model.booster_
