@@ -70,6 +70,9 @@ def build_online_features(
         "manifest": layout.read_manifest() if layout.manifest.is_file() else None,
         "as_of": last_ts.isoformat() if last_ts else None,
         "events": total,
+        # Interactions after their request's context expired (request_ttl_hours): the live path sends them
+        # to its dead letters, so the replay leaves them out too, and says how many.
+        "late_interactions": replayer.late,
         "archives": [str(a) for a in archives],
         "live_keys": len(live),
         "batch_keys": len(snapshot.query) + len(snapshot.user),

@@ -6,6 +6,7 @@ logged rows would cost more than the replay itself (the loaders validated the ro
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,16 +58,29 @@ def interactions_of(table: pa.Table) -> list[InteractionEvent]:
     ]
 
 
+#: Events made into records at a time: a large log never exists as Python objects all at once (the large
+#: world's 26M events and 41M shown blocks took more than 24 GB that way).
+CHUNK = 65_536
+
+
 def in_time_order(
-    impressions: pa.Table, interactions: pa.Table
+    impressions: pa.Table, interactions: pa.Table, chunk: int = CHUNK
 ) -> Iterator[ImpressionEvent | InteractionEvent]:
-    """All events sorted by time; at equal times an impression comes before the clicks it caused."""
-    imps, acts = impressions_of(impressions), interactions_of(interactions)
-    ts = np.concatenate([[e.ts_ms for e in imps], [e.ts_ms for e in acts]]).astype(np.int64)
-    kind = np.concatenate([np.zeros(len(imps), np.int8), np.ones(len(acts), np.int8)])
-    events = imps + acts
-    for i in np.lexsort((kind, ts)):
-        yield events[i]
+    """All events sorted by time; at equal times an impression comes before the clicks it caused.
+
+    The order is computed on the tables' columns; records are made ``chunk`` events at a time.
+    """
+    n_imps = impressions.num_rows
+    ts = np.concatenate([_ms(impressions["ts"]), _ms(interactions["ts"])]).astype(np.int64)
+    kind = np.concatenate([np.zeros(n_imps, np.int8), np.ones(interactions.num_rows, np.int8)])
+    order = np.lexsort((kind, ts))
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        is_imp = rows < n_imps
+        imps = iter(impressions_of(impressions.take(rows[is_imp])))
+        acts = iter(interactions_of(interactions.take(rows[~is_imp] - n_imps)))
+        for imp in is_imp.tolist():
+            yield next(imps) if imp else next(acts)
 
 
 class Replayer:
@@ -82,13 +96,25 @@ class Replayer:
         # Event ids of applied events that carried a client id: an archived client retry counts once here
         # as it did online (the store's applied-event markers). Logs without client ids add nothing.
         self._applied: set[str] = set()
+        # Contexts leave memory when their hash expires in event time, as in Redis (request_ttl_hours):
+        # (expiry in event-time seconds, request id), oldest first. Kept forever, 5M of them and their
+        # hashes took most of the large world's memory.
+        self._expiring: deque[tuple[float, str]] = deque()
+        self._expired: set[str] = set()
+        self.late = 0  # interactions after their request's context expired: online sends them to dead letters
 
     def apply(self, event: ImpressionEvent | InteractionEvent) -> None:
+        self._expire(event.ts_ms / 1000.0)
         if isinstance(event, ImpressionEvent):
             self.state.apply(self.ops.impression(event))
             self._contexts[event.request_id] = RequestContext.of(event)
+            ctx_key = self.keys.request_context(event.request_id)
+            self._expiring.append((self.state.expire_at[ctx_key], event.request_id))
         else:
             ctx = self._contexts.get(event.request_id)
+            if ctx is None and event.request_id in self._expired:
+                self.late += 1
+                return
             if ctx is None:
                 raise DataError(
                     f"interaction of request {event.request_id!r} has no impression before it",
@@ -101,3 +127,17 @@ class Replayer:
             self.state.apply(self.ops.interaction(event, ctx))
             ctx.note(event)
         self.events += 1
+
+    def _expire(self, now_s: float) -> None:
+        """Drop the contexts whose hash expired by ``now_s``, as Redis would (an interaction extends one)."""
+        while self._expiring and self._expiring[0][0] <= now_s:
+            _, request_id = self._expiring.popleft()
+            key = self.keys.request_context(request_id)
+            expiry = self.state.expire_at.get(key, 0.0)
+            if expiry > now_s:  # extended by an interaction since: look again then
+                self._expiring.append((expiry, request_id))
+                continue
+            self._contexts.pop(request_id, None)
+            self.state.hashes.pop(key, None)
+            self.state.expire_at.pop(key, None)
+            self._expired.add(request_id)
