@@ -96,11 +96,14 @@ class Replayer:
         # Event ids of applied events that carried a client id: an archived client retry counts once here
         # as it did online (the store's applied-event markers). Logs without client ids add nothing.
         self._applied: set[str] = set()
-        # Contexts leave memory when their hash expires in event time, as in Redis (request_ttl_hours):
-        # (expiry in event-time seconds, request id), oldest first. Kept forever, 5M of them and their
-        # hashes took most of the large world's memory.
-        self._expiring: deque[tuple[float, str]] = deque()
-        self._expired: set[str] = set()
+        # The short-lived hashes (request contexts, sessions) leave memory when they expire in event time,
+        # as in Redis: (expiry in event-time seconds, key, its request id or ""), one entry per watched key.
+        # One queue per kind: all of a kind's keys have one TTL, so a queue stays in expiry order (a key
+        # extended since it was queued is queued again at the back). Kept for the whole replay, the large
+        # world's 5M contexts and 1M+ sessions took most of its memory.
+        self._expiring: dict[str, deque[tuple[float, str, str]]] = {"ctx": deque(), "session": deque()}
+        self._watched: set[str] = set()
+        self._expired: set[str] = set()  # request ids whose context expired
         self.late = 0  # interactions after their request's context expired: online sends them to dead letters
 
     def apply(self, event: ImpressionEvent | InteractionEvent) -> None:
@@ -108,8 +111,9 @@ class Replayer:
         if isinstance(event, ImpressionEvent):
             self.state.apply(self.ops.impression(event))
             self._contexts[event.request_id] = RequestContext.of(event)
-            ctx_key = self.keys.request_context(event.request_id)
-            self._expiring.append((self.state.expire_at[ctx_key], event.request_id))
+            self._watch("ctx", self.keys.request_context(event.request_id), event.request_id)
+            if event.tracked_session:
+                self._watch("session", self.keys.session(event.tracked_session), "")
         else:
             ctx = self._contexts.get(event.request_id)
             if ctx is None and event.request_id in self._expired:
@@ -128,16 +132,24 @@ class Replayer:
             ctx.note(event)
         self.events += 1
 
+    def _watch(self, kind: str, key: str, request_id: str) -> None:
+        if key not in self._watched:
+            self._watched.add(key)
+            self._expiring[kind].append((self.state.expire_at[key], key, request_id))
+
     def _expire(self, now_s: float) -> None:
-        """Drop the contexts whose hash expired by ``now_s``, as Redis would (an interaction extends one)."""
-        while self._expiring and self._expiring[0][0] <= now_s:
-            _, request_id = self._expiring.popleft()
-            key = self.keys.request_context(request_id)
-            expiry = self.state.expire_at.get(key, 0.0)
-            if expiry > now_s:  # extended by an interaction since: look again then
-                self._expiring.append((expiry, request_id))
-                continue
-            self._contexts.pop(request_id, None)
-            self.state.hashes.pop(key, None)
-            self.state.expire_at.pop(key, None)
-            self._expired.add(request_id)
+        """Drop the watched hashes that expired by ``now_s``, as Redis would; a later event on the same key
+        starts it afresh, as in Redis. An event since the entry was queued may have extended it."""
+        for queue in self._expiring.values():
+            while queue and queue[0][0] <= now_s:
+                _, key, request_id = queue.popleft()
+                expiry = self.state.expire_at.get(key, 0.0)
+                if expiry > now_s:  # extended since: look again then
+                    queue.append((expiry, key, request_id))
+                    continue
+                self._watched.discard(key)
+                self.state.hashes.pop(key, None)
+                self.state.expire_at.pop(key, None)
+                if request_id:
+                    self._contexts.pop(request_id, None)
+                    self._expired.add(request_id)

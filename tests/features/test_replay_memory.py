@@ -56,3 +56,23 @@ def test_contexts_expire_in_event_time_as_in_redis() -> None:
     assert replayer.late == 1 and replayer.events == 4
     with pytest.raises(DataError, match="no impression before it"):
         _click(replayer, "never-seen", T0 + 3 * ttl_ms + 2)  # a malformed log is still an error
+
+
+def test_an_idle_session_expires_and_starts_afresh() -> None:
+    settings = FeatureStoreSettings()
+    ttl_ms = int(settings.session_ttl_hours * 3_600_000)
+    replayer = Replayer(settings)
+    session = replayer.keys.session("s1")
+    _search(replayer, "r1", T0)
+    _click(replayer, "r1", T0 + 1000)
+    assert session in replayer.state.hashes
+    kept = replayer.state.fetch(session, None)  # packed bytes: a copy
+    _search(replayer, "r2", T0 + ttl_ms // 2)  # active again inside the TTL: it stays and grows
+    assert replayer.state.fetch(session, None) != kept
+
+    replayer.apply(ImpressionEvent("r3", T0 + 3 * ttl_ms, "u2", "other", (Shown("b2", 1),), "s2"))
+    assert session not in replayer.state.hashes  # idle past its TTL: gone, as in Redis
+    _search(replayer, "r4", T0 + 3 * ttl_ms + 1)
+    fresh = Replayer(settings)
+    _search(fresh, "r4", T0 + 3 * ttl_ms + 1)
+    assert replayer.state.fetch(session, None) == fresh.state.fetch(session, None)  # afresh, as in Redis
