@@ -6,6 +6,7 @@ logged rows would cost more than the replay itself (the loaders validated the ro
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterator
 
@@ -103,11 +104,13 @@ class Replayer:
         # world's 5M contexts and 1M+ sessions took most of its memory.
         self._expiring: dict[str, deque[tuple[float, str, str]]] = {"ctx": deque(), "session": deque()}
         self._watched: set[str] = set()
+        self._check_at = math.inf  # the earliest queued expiry: no event before it has anything to drop
         self._expired: set[str] = set()  # request ids whose context expired
         self.late = 0  # interactions after their request's context expired: online sends them to dead letters
 
     def apply(self, event: ImpressionEvent | InteractionEvent) -> None:
-        self._expire(event.ts_ms / 1000.0)
+        if event.ts_ms / 1000.0 >= self._check_at:
+            self._expire(event.ts_ms / 1000.0)
         if isinstance(event, ImpressionEvent):
             self.state.apply(self.ops.impression(event))
             self._contexts[event.request_id] = RequestContext.of(event)
@@ -135,7 +138,9 @@ class Replayer:
     def _watch(self, kind: str, key: str, request_id: str) -> None:
         if key not in self._watched:
             self._watched.add(key)
-            self._expiring[kind].append((self.state.expire_at[key], key, request_id))
+            expiry = self.state.expire_at[key]
+            self._expiring[kind].append((expiry, key, request_id))
+            self._check_at = min(self._check_at, expiry)
 
     def _expire(self, now_s: float) -> None:
         """Drop the watched hashes that expired by ``now_s``, as Redis would; a later event on the same key
@@ -153,3 +158,4 @@ class Replayer:
                 if request_id:
                     self._contexts.pop(request_id, None)
                     self._expired.add(request_id)
+        self._check_at = min((queue[0][0] for queue in self._expiring.values() if queue), default=math.inf)
