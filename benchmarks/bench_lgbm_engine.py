@@ -19,17 +19,14 @@ import json
 import logging
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_ddp_training import world_lists  # the same lists as the torch rankers' engine benchmark
+from bench_ddp_training import add_world_arguments, lists_for  # the torch rankers' lists
 
 from data.engine import EngineSettings, engine_client
 from data.threads import all_cores
-from data.world.generate import generate_world
 from ranking.dataset import ListwiseData
 from ranking.evaluate import evaluate_scores
 from ranking.lgbm import LightGBMRanker
@@ -63,9 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--world", type=Path, help="World folder (default: --scale generated in a temp dir).")
-    parser.add_argument("--scale", default="tiny", help="Scale of the generated world (without --world).")
-    parser.add_argument("--days", type=int, default=0, help="Training days (0: every day but first/last).")
+    add_world_arguments(parser)
     parser.add_argument("--trees", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
@@ -73,14 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("distributed").setLevel(logging.ERROR)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="bench-lgbm-") as scratch:
-        world = args.world
-        if world is None:
-            world = Path(scratch) / args.scale
-            generate_world(world, scale=args.scale, seed=7)
-        started = time.perf_counter()
-        train, valid = world_lists(world, args.days)
-        build_s = time.perf_counter() - started
+    train, valid, build_s = lists_for(args)
     cores = all_cores()
     engine = f"engine, {args.workers} workers x 1 thread"
     names = ["1 process, 1 thread", f"1 process, {cores} threads", engine]
