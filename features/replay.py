@@ -71,6 +71,9 @@ def in_time_order(
 
     The order is computed on the tables' columns; records are made ``chunk`` events at a time.
     """
+    # One contiguous table each: Arrow's take on a table of many chunks concatenates them on every call
+    # (on the large world, 3.8 s per chunk of events against 0.015 s).
+    impressions, interactions = impressions.combine_chunks(), interactions.combine_chunks()
     n_imps = impressions.num_rows
     ts = np.concatenate([_ms(impressions["ts"]), _ms(interactions["ts"])]).astype(np.int64)
     kind = np.concatenate([np.zeros(n_imps, np.int8), np.ones(interactions.num_rows, np.int8)])
