@@ -8,6 +8,7 @@ statistics used to evaluate day D can be computed from days before D without lea
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -38,18 +39,50 @@ def _before(table: pa.Table, before: date | datetime | None) -> pa.Table:
     return table.filter(pc.less(table["ts"], pa.scalar(cutoff, type=table.schema.field("ts").type)))
 
 
-def shown_rows(impressions: pa.Table) -> pa.Table:
-    """One row per shown block: request_id, session_id, query, block_id, position."""
-    parent = pc.list_parent_indices(impressions["shown"])
-    shown = pc.list_flatten(impressions["shown"])
-    return pa.table(
-        {
-            "request_id": impressions["request_id"].take(parent),
-            "session_id": impressions["session_id"].take(parent),
-            "query": impressions["query"].take(parent),
-            "block_id": pc.struct_field(shown, "block_id"),
-            "position": pc.struct_field(shown, "position"),
-        }
+def dictionary_codes(
+    values: pa.ChunkedArray | pa.Array, dictionary: pa.Array | None = None
+) -> tuple[np.ndarray, pa.Array]:
+    """Each value's index (int64) in ``dictionary`` (default: the distinct values in order of first
+    appearance), -1 where absent or null, and the dictionary. Integer codes are what lets a log's tens of
+    millions of strings be grouped and matched in a few hundred MB."""
+    if dictionary is None:
+        dictionary = pc.unique(values)
+    codes = pc.fill_null(pc.index_in(values, value_set=dictionary), -1)
+    return np.asarray(codes.to_numpy(), dtype=np.int64), dictionary
+
+
+@dataclass(frozen=True)
+class ShownBlocks:
+    """Every block a log shows, one entry per (request, shown block) in the table's order, as arrays."""
+
+    parent: np.ndarray  # the impression's row in the table
+    block: np.ndarray  # index into ``block_ids``
+    position: np.ndarray
+    clicked: np.ndarray  # the request has a click on this block (once however many of its docs were opened)
+    block_ids: pa.Array
+
+
+def shown_blocks(impressions: pa.Table, interactions: pa.Table) -> ShownBlocks:
+    """The shown blocks of ``impressions`` and which of them ``interactions`` clicked. A click on a block its
+    request did not show is ignored (it cannot be attributed to a query)."""
+    lists = impressions["shown"]
+    flat = pc.list_flatten(lists)
+    parent = np.asarray(pc.list_parent_indices(lists).to_numpy(), dtype=np.int64)
+    block, block_ids = dictionary_codes(pc.struct_field(flat, "block_id"))
+    request, requests = dictionary_codes(impressions["request_id"])
+    clicks = interactions.filter(pc.equal(interactions["type"], "click"))
+    click_request, _ = dictionary_codes(clicks["request_id"], requests)
+    click_block, _ = dictionary_codes(clicks["block_id"], block_ids)
+    known = (click_request >= 0) & (click_block >= 0)
+    width = max(len(block_ids), 1)
+    clicked_keys = pa.array(click_request[known] * width + click_block[known])
+    shown_keys = pa.array(request[parent] * width + block)
+    return ShownBlocks(
+        parent=parent,
+        block=block,
+        position=np.asarray(pc.struct_field(flat, "position").to_numpy(), dtype=np.int64),
+        clicked=pc.is_in(shown_keys, value_set=clicked_keys).to_numpy(zero_copy_only=False),
+        block_ids=block_ids,
     )
 
 
@@ -62,22 +95,22 @@ def click_counts(
     per (request, block) however many of the block's docs were opened; clicks on blocks that were not
     shown on that request are ignored (they cannot be attributed to a query).
     """
-    shown = shown_rows(_before(impressions, before)).select(["request_id", "query", "block_id"])
-    counts = shown.group_by(["query", "block_id"]).aggregate([("request_id", "count")])
-    counts = counts.rename_columns(["query", "block_id", "impressions"])
-    acts = _before(interactions, before)
-    acts = acts.filter(pc.equal(acts["type"], "click")).select(["request_id", "block_id"])
-    clicked = acts.group_by(["request_id", "block_id"]).aggregate([])  # one per (request, block)
-    clicked = clicked.join(shown, keys=["request_id", "block_id"], join_type="inner")
-    per_pair = clicked.group_by(["query", "block_id"]).aggregate([("request_id", "count")])
-    per_pair = per_pair.rename_columns(["query", "block_id", "clicks"])
-    out = counts.join(per_pair, keys=["query", "block_id"], join_type="left outer")
-    out = out.set_column(
-        out.schema.get_field_index("clicks"), "clicks", pc.fill_null(out["clicks"], 0).cast(pa.int64())
+    impressions = _before(impressions, before)
+    shown = shown_blocks(impressions, _before(interactions, before))
+    query, queries = dictionary_codes(impressions["query"])
+    width = max(len(shown.block_ids), 1)
+    pairs, pair = np.unique(query[shown.parent] * width + shown.block, return_inverse=True)
+    out = pa.table(
+        {
+            "query": queries.take(pa.array(pairs // width)),
+            "block_id": shown.block_ids.take(pa.array(pairs % width)),
+            "impressions": pa.array(np.bincount(pair, minlength=len(pairs)), pa.int64()),
+            "clicks": pa.array(
+                np.bincount(pair, weights=shown.clicked, minlength=len(pairs)).astype(np.int64), pa.int64()
+            ),
+        }
     )
-    return out.select(["query", "block_id", "impressions", "clicks"]).sort_by(
-        [("query", "ascending"), ("block_id", "ascending")]
-    )
+    return out.sort_by([("query", "ascending"), ("block_id", "ascending")])
 
 
 def co_query_counts(impressions: pa.Table, *, before: date | datetime | None = None) -> pa.Table:

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.logstats import shown_rows
+from data.logstats import dictionary_codes, shown_blocks
 from features.block_attributes import BlockAttributes
 
 RATE_PRIOR_EXAMS = 20.0
@@ -43,26 +43,19 @@ def intent_lifts(
     position_prior: tuple[float, ...],
     prior_clicks: float,
 ) -> IntentLifts:
+    shown = shown_blocks(impressions, interactions)
     # One order whatever order the logs were read in (logs plus an archive, days in any order), so the
-    # float sums, and the stored bytes, are the same.
-    impressions = impressions.sort_by("request_id")
-    shown = shown_rows(impressions)
-    users = impressions["user_id"].take(pc.list_parent_indices(impressions["shown"]))
-    rows = np.array([catalog.index.get(b, -1) for b in shown["block_id"].to_pylist()], dtype=np.int64)
+    # float sums, and the stored bytes, are the same: impressions by request id, each one's blocks in order.
+    rank = np.empty(impressions.num_rows, dtype=np.int64)
+    rank[pc.sort_indices(impressions["request_id"]).to_numpy()] = np.arange(impressions.num_rows)
+    order = np.argsort(rank[shown.parent], kind="stable")
+    parent = shown.parent[order]
+    block_rows = np.array([catalog.index.get(b, -1) for b in shown.block_ids.to_pylist()], dtype=np.int64)
+    rows = block_rows[shown.block[order]]
     intent = np.where(rows >= 0, catalog.intent[np.maximum(rows, 0)], 0)
     prior = np.asarray(position_prior, dtype=np.float64)
-    position = np.clip(shown["position"].to_numpy(zero_copy_only=False), 1, len(prior))
-    exam = prior[position - 1]
-    clicks = interactions.filter(pc.equal(interactions["type"], "click"))
-    clicked_pairs = set(zip(clicks["request_id"].to_pylist(), clicks["block_id"].to_pylist(), strict=True))
-    clicked = np.fromiter(
-        (
-            (r, b) in clicked_pairs
-            for r, b in zip(shown["request_id"].to_pylist(), shown["block_id"].to_pylist(), strict=True)
-        ),
-        dtype=bool,
-        count=len(rows),
-    )
+    exam = prior[np.clip(shown.position[order], 1, len(prior)) - 1]
+    clicked = shown.clicked[order]
     keep = intent > 0
     intent, exam, clicked = intent[keep], exam[keep], clicked[keep].astype(np.float64)
     n_intents = len(catalog.intent_labels)
@@ -73,8 +66,8 @@ def intent_lifts(
     )
     rate = intent_clicks / np.maximum(intent_exams, 1e-12)
     expected = exam * rate[intent]
-    user_codes, user_names = _codes(users.filter(pa.array(keep)))
-    query_codes, query_names = _codes(shown["query"].filter(pa.array(keep)))
+    user_codes, user_names = _first_seen(impressions["user_id"], parent[keep])
+    query_codes, query_names = _first_seen(impressions["query"], parent[keep])
 
     user_clicks, user_expected = _sums(user_codes, intent, clicked, expected, n_intents)
     # A user's lift over all intents: how readily they click at all (the shrinkage target of their lifts).
@@ -97,11 +90,14 @@ def intent_lifts(
     )
 
 
-def _codes(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    encoded = pc.dictionary_encode(values)
-    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+def _first_seen(column: pa.ChunkedArray, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """``column`` at ``rows`` as codes numbered in order of first appearance, and the names in that order."""
+    codes, names = dictionary_codes(column)
+    distinct, first, inverse = np.unique(codes[rows], return_index=True, return_inverse=True)
+    by_appearance = np.argsort(first)
+    renumber = np.empty(len(distinct), dtype=np.int64)
+    renumber[by_appearance] = np.arange(len(distinct))
+    return renumber[inverse], names.take(pa.array(distinct[by_appearance])).to_pylist()
 
 
 def _sums(

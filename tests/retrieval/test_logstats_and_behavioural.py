@@ -64,6 +64,20 @@ def test_click_counts_count_each_request_once() -> None:
     assert counts[("seoul transit card", "b3")]["clicks"] == 2
 
 
+def test_click_counts_ignore_clicks_they_cannot_attribute() -> None:
+    stray = _clicks([("r5", "b1", 6), ("r-unknown", "b9", 6), ("r5", "b9", 6)])  # b1 not shown on r5
+    counts = {(r["query"], r["block_id"]): r for r in click_counts(IMPS, stray).to_pylist()}
+    assert counts[("jeju island", "b9")]["clicks"] == 1
+    assert sum(r["clicks"] for r in counts.values()) == 1
+    assert ("jeju island", "b1") not in counts
+
+
+def test_click_counts_of_an_empty_log() -> None:
+    empty = click_counts(IMPS.slice(0, 0), CLICKS.slice(0, 0))
+    assert empty.num_rows == 0
+    assert empty.schema.names == ["query", "block_id", "impressions", "clicks"]
+
+
 def test_before_drops_later_events() -> None:
     counts = click_counts(IMPS, CLICKS, before=date(2026, 1, 7))
     assert "late query" not in counts["query"].to_pylist()
