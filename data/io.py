@@ -11,12 +11,14 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from data.contracts import Record
 from data.errors import DataError
+from data.row_checks import NotCheckable, invalid_rows
 from data.schemas import arrow_schema
 
 BATCH_ROWS = 8192
@@ -95,13 +97,31 @@ def _first_uncastable(col: pa.ChunkedArray, want: pa.DataType) -> tuple[int | No
     return None, None
 
 
-def _validate_rows(table: pa.Table, contract: type[Record], path: Path, first_row: int = 0) -> None:
+def _validate_rows(table: pa.Table, contract: type[Record], path: Path) -> None:
+    try:
+        refused = np.flatnonzero(invalid_rows(table, contract))
+    except NotCheckable:
+        _validate_each_row(table, contract, path)
+        return
+    if not len(refused):
+        return
+    # The column checks find the row; the contract words the error (which field, what was wrong).
+    first = int(refused[0])
+    try:
+        contract.model_validate(table.slice(first, 1).to_pylist()[0])
+    except ValidationError as exc:
+        raise _as_data_error(exc, path, row=first) from None
+    # The checks refused a row the contract accepts: the contract is the definition, so trust it.
+    _validate_each_row(table, contract, path)
+
+
+def _validate_each_row(table: pa.Table, contract: type[Record], path: Path) -> None:
     for offset, batch in _batches(table):
         for i, row in enumerate(batch.to_pylist()):
             try:
                 contract.model_validate(row)
             except ValidationError as exc:
-                raise _as_data_error(exc, path, row=first_row + offset + i) from None
+                raise _as_data_error(exc, path, row=offset + i) from None
 
 
 def _batches(table: pa.Table) -> Iterator[tuple[int, pa.RecordBatch]]:
