@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from array import array
 from dataclasses import dataclass
 from functools import lru_cache
-
-import numpy as np
 
 RECENT_HEAD = struct.Struct("<d")  # reference time (s) that the values are decayed to
 RECENT_ITEM = struct.Struct("<If")  # keyword hash, decayed count
@@ -45,9 +44,11 @@ def add_to_recent(
     for kid in ids:
         grown[kid] = grown.get(kid, 0.0) + add
     # Rounded to float32 once for all (what packing stores), then ordered strongest first, ties by hash.
-    stored = np.array(list(grown.values()), dtype=np.float64).astype(np.float32).tolist()
-    kept = sorted(zip(grown, stored, strict=True), key=lambda kv: (-kv[1], kv[0]))[:cap]
-    return last, dict(kept)
+    # array("f") rounds each float64 with the C cast numpy's astype(float32) uses, without numpy's fixed
+    # cost per call on a list of at most a few dozen values.
+    stored = array("f", grown.values()).tolist()
+    ranked = sorted(zip([-v for v in stored], grown, strict=True))[:cap]  # plain tuples: no key function
+    return last, {k: -negated for negated, k in ranked}
 
 
 def unpack_recent(blob: bytes) -> tuple[float, dict[int, float]]:
