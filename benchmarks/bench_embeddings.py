@@ -5,6 +5,10 @@ vector against K window vectors, measured in Redis (MEMORY USAGE) and computed f
     smartblock world generate --scale large --seed 42 --out /tmp/w_large_m3 --workers 2
     python benchmarks/bench_embeddings.py --small /tmp/w_small_m3 [--large /tmp/w_large_m3] [--json]
 
+``--steps N`` times N training steps (and nothing else) on each world's real histories, with the item
+table dense and sparse (``embeddings.sparse_items``), one after the other in this process: per-step
+p50/p99, examples per second, and the ratio of sparse to dense.
+
 The large run is capped by ``--large-seconds`` of training (checked between batches) and scores a sample of
 ``--large-eval`` held-out clicks against all blocks. Redis: REDIS_URL, else 127.0.0.1:6379 when it answers,
 else the embedded server; a throwaway namespace is written and deleted.
@@ -23,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import redis
+import torch
 
 from data.layout import DataLayout
 from features.config import FeatureStoreSettings
@@ -30,9 +35,10 @@ from features.embeddings.baselines import _prefix_sums, window_vectors
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import latest_user_vectors
 from features.embeddings.persist import load_model
-from features.embeddings.pipeline import train_user_embeddings
+from features.embeddings.pipeline import train_user_embeddings, vocabulary
 from features.embeddings.sequences import build_sequences
 from features.embeddings.store import encode_vector, write_vectors
+from features.embeddings.train import NegativeSampler, build_model, optimisers_for, training_step
 from features.store import RedisFeatureStore
 
 
@@ -52,6 +58,35 @@ def train_run(world: Path, settings: EmbeddingSettings) -> dict[str, Any]:
         "metrics": result["metrics"],
         "folder": result["folder"],
     }
+
+
+def step_times(world: Path, settings: EmbeddingSettings, steps: int) -> dict[str, Any]:
+    """``steps`` training steps with a dense and with a sparse item table, on the world's own histories."""
+    layout = DataLayout(world)
+    seqs = build_sequences(layout, vocabulary(layout, validate_rows=False), validate_rows=False)
+    examples = np.flatnonzero(seqs.position() >= 1)
+    out: dict[str, Any] = {"world": str(world), "blocks": seqs.n_items - 1, "steps": steps}
+    for sparse in (False, True):
+        run = settings.model_copy(update={"sparse_items": sparse})
+        torch.manual_seed(run.seed)
+        model = build_model(seqs.n_items, run)
+        optimisers = optimisers_for(model, run)
+        negatives = NegativeSampler(seqs, run)
+        order = np.random.default_rng(run.seed).permutation(examples)
+        seconds = []
+        for b in range(steps + 3):  # the first steps warm up allocations: not counted
+            idx = order[(b * run.batch_size) % len(order) :][: run.batch_size]
+            began = time.perf_counter()
+            training_step(model, optimisers, seqs, idx, negatives, run)
+            if b >= 3:
+                seconds.append(time.perf_counter() - began)
+        out["sparse" if sparse else "dense"] = {
+            "p50_ms": round(1000 * float(np.percentile(seconds, 50)), 2),
+            "p99_ms": round(1000 * float(np.percentile(seconds, 99)), 2),
+            "examples_per_s": round(run.batch_size * len(seconds) / sum(seconds)),
+        }
+    out["sparse_vs_dense"] = round(out["sparse"]["examples_per_s"] / out["dense"]["examples_per_s"], 2)
+    return out
 
 
 def _store() -> RedisFeatureStore:
@@ -153,9 +188,28 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--users", type=int, default=2000, help="users measured in Redis")
+    parser.add_argument("--steps", type=int, default=0, help="only time N steps, dense and sparse")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {"threads": args.threads, "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+    torch.set_num_threads(args.threads)
+    if args.steps:
+        worlds = [("small", args.small)] + ([("large", args.large)] if args.large else [])
+        out["steps"] = {name: step_times(w, EmbeddingSettings(), args.steps) for name, w in worlds}
+        for name, r in out["steps"].items():
+            print(
+                f"{name} ({r['blocks']:,} blocks), {r['steps']} steps: "
+                + ", ".join(
+                    f"{kind} p50 {r[kind]['p50_ms']} ms p99 {r[kind]['p99_ms']} ms "
+                    f"{r[kind]['examples_per_s']:,} examples/s"
+                    for kind in ("dense", "sparse")
+                )
+                + f"; sparse x{r['sparse_vs_dense']}",
+                flush=True,
+            )
+        if args.json:
+            print(json.dumps(out, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         small = EmbeddingSettings(threads=args.threads, model_dir=Path(tmp) / "small")
         out["small"] = train_run(args.small, small)

@@ -7,6 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+#: Above this many blocks the item table trains sparsely by default. One step of 256 histories, one thread:
+#: dense 27 ms and sparse 31 ms on 6,048 blocks; dense 221 ms and sparse 43 ms on 241,920 (a dense step
+#: reads and writes every row). They cross near 11,000; the small world keeps the dense path it was tuned on.
+SPARSE_FROM_ITEMS = 20_000
+
 
 class EmbeddingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +36,12 @@ class EmbeddingSettings(BaseModel):
     batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    sparse_items: bool | None = Field(
+        default=None,
+        description="Update the item table row by row (sparse gradients, SparseAdam), so a step's cost "
+        "follows its batch rather than the catalogue; unset: when the catalogue has more than "
+        "SPARSE_FROM_ITEMS blocks and no weight_decay (SparseAdam has none).",
+    )
     dropout: float = Field(default=0.1, ge=0, lt=1)
     negatives: int = Field(default=512, ge=1, description="Shared sampled-softmax negatives per batch.")
     negative_power: float = Field(
@@ -68,8 +79,18 @@ class EmbeddingSettings(BaseModel):
     )
     model_dir: Path = Field(default=Path("worlds/models/m3"), description="Where trained versions are saved.")
 
+    def sparse_table(self, n_items: int) -> bool:
+        """Whether a model over ``n_items`` blocks trains its item table sparsely."""
+        if self.sparse_items is not None:
+            return self.sparse_items
+        return n_items > SPARSE_FROM_ITEMS and self.weight_decay == 0
+
     @model_validator(mode="after")
-    def _ranges_nest(self) -> EmbeddingSettings:
+    def _consistent(self) -> EmbeddingSettings:
+        if self.sparse_items and self.weight_decay > 0:
+            raise ValueError(
+                "weight_decay > 0 needs sparse_items false or unset (SparseAdam has no weight decay)"
+            )
         if self.short_items > self.mid_items or self.mid_items > self.max_history:
             raise ValueError(
                 f"expected short_items <= mid_items <= max_history, got "

@@ -37,6 +37,7 @@ class M3(nn.Module):
         short_items: S, recent items the short-range encoder averages.
         mid_items: M, recent items the GRU reads.
         dropout: on the user vector while training.
+        sparse: the item table's gradient holds only the rows a step used (``torch.optim.SparseAdam``).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -54,12 +55,19 @@ class M3(nn.Module):
     """
 
     def __init__(
-        self, *, n_items: int, dim: int = 64, short_items: int = 1, mid_items: int = 20, dropout: float = 0.1
+        self,
+        *,
+        n_items: int,
+        dim: int = 64,
+        short_items: int = 1,
+        mid_items: int = 20,
+        dropout: float = 0.1,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         self.n_items, self.dim = n_items, dim
         self.short_items, self.mid_items = short_items, mid_items
-        self.items = nn.Embedding(n_items, dim, padding_idx=0)
+        self.items = nn.Embedding(n_items, dim, padding_idx=0, sparse=sparse)
         self.gaps = nn.Embedding(N_GAP_BUCKETS, dim, padding_idx=0)
         self.ctx_gaps = nn.Embedding(N_GAP_BUCKETS, dim, padding_idx=0)
         self.context = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
@@ -120,6 +128,11 @@ class M3(nn.Module):
         """(n_items - 1, D) the real items' vectors (padding dropped); block ``i`` is row ``i``."""
         return self.items.weight[1:]
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """The vectors of real items ``items`` (0-based, as in ``item_vectors``), looked up through the
+        embedding so that a sparse table's gradient stays sparse."""
+        return self.items(items + 1)
+
     def score(self, user: torch.Tensor) -> torch.Tensor:
         """(B, n_items - 1) logits of every real item for user vectors (B, D)."""
         return user @ self.item_vectors().T  # (B, n_items - 1)
@@ -138,10 +151,10 @@ class MeanEncoder(nn.Module):
         (True, (1, 1))
     """
 
-    def __init__(self, *, n_items: int, dim: int = 64) -> None:
+    def __init__(self, *, n_items: int, dim: int = 64, sparse: bool = False) -> None:
         super().__init__()
         self.n_items, self.dim = n_items, dim
-        self.items = nn.Embedding(n_items, dim, padding_idx=0)
+        self.items = nn.Embedding(n_items, dim, padding_idx=0, sparse=sparse)
         nn.init.normal_(self.items.weight, std=0.1)
         with torch.no_grad():
             self.items.weight[0].zero_()
@@ -155,6 +168,9 @@ class MeanEncoder(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         return self.items.weight[1:]  # (n_items - 1, D)
+
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        return self.items(items + 1)  # (n, D), as M3.item_rows
 
     def score(self, user: torch.Tensor) -> torch.Tensor:
         return user @ self.item_vectors().T  # (B, n_items - 1)

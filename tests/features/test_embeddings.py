@@ -19,7 +19,7 @@ from data.days import day_start_ms as day_ms
 from data.layout import DataLayout
 from features.config import FeatureStoreSettings
 from features.embeddings.baselines import _prefix_sums, window_vectors
-from features.embeddings.config import EmbeddingSettings
+from features.embeddings.config import SPARSE_FROM_ITEMS, EmbeddingSettings
 from features.embeddings.errors import ModelFormatError
 from features.embeddings.model import M3
 from features.embeddings.persist import load_current, load_model, save_model
@@ -31,7 +31,7 @@ from features.embeddings.store import (
     similarity_from_hashes,
     write_vectors,
 )
-from features.embeddings.train import fit
+from features.embeddings.train import fit, optimisers_for
 from features.store import RedisFeatureStore
 from search.cli import embeddings as embeddings_cli
 from search.cli import ranking as ranking_cli
@@ -135,6 +135,51 @@ def test_training_is_deterministic_with_a_seed(tiny_seqs, tmp_path: Path) -> Non
     for name, value in a.state_dict().items():
         assert torch.allclose(value, b.state_dict()[name]), name
     assert not torch.allclose(a.items.weight, c.items.weight)
+
+
+def test_a_sparse_item_table_updates_only_the_rows_a_step_used() -> None:
+    torch.manual_seed(0)
+    settings = EmbeddingSettings(sparse_items=True)
+    model = M3(n_items=40, dim=8, short_items=1, mid_items=3, sparse=True)
+    optimisers = optimisers_for(model, settings)
+    assert [type(o).__name__ for o in optimisers] == ["Adam", "SparseAdam"]
+    before = model.items.weight.detach().clone()
+    items = torch.tensor([[0, 3, 5], [2, 4, 6]])
+    user, _ = model(items, torch.ones_like(items), torch.tensor([1, 1]))
+    target, negs = torch.tensor([6, 7]), torch.tensor([10, 11, 12])  # 0-based: rows 7, 8 and 11-13
+    logits = torch.cat(
+        [(user * model.item_rows(target)).sum(1, keepdim=True), user @ model.item_rows(negs).T], 1
+    )
+    torch.nn.functional.cross_entropy(logits, torch.zeros(2, dtype=torch.long)).backward()
+    assert model.items.weight.grad.is_sparse
+    for opt in optimisers:
+        opt.step()
+    changed = (model.items.weight.detach() != before).any(1).nonzero().flatten().tolist()
+    assert changed == [2, 3, 4, 5, 6, 7, 8, 11, 12, 13]  # history rows, targets and negatives only
+
+
+def test_the_item_table_is_sparse_on_large_catalogues_only() -> None:
+    auto = EmbeddingSettings()
+    assert not auto.sparse_table(SPARSE_FROM_ITEMS) and auto.sparse_table(SPARSE_FROM_ITEMS + 1)
+    assert not EmbeddingSettings(weight_decay=1e-4).sparse_table(10**6)  # SparseAdam has no weight decay
+    assert EmbeddingSettings(sparse_items=True).sparse_table(10)
+    with pytest.raises(ValueError, match="weight_decay"):
+        EmbeddingSettings(sparse_items=True, weight_decay=1e-4)
+
+
+def test_sparse_training_is_deterministic_and_learns(tiny_seqs, tmp_path: Path) -> None:
+    layout, full = tiny_seqs
+    s = tiny_settings(tmp_path, epochs=2, sparse_items=True)
+    split = split_days(layout.days("impressions"), valid_days=1, test_days=1)
+    train, valid = full.before(split.valid_start_ms), full.before(split.test_start_ms)
+    targets = np.flatnonzero((valid.ts_ms >= split.valid_start_ms) & (valid.position() >= 1))
+    a, report = fit(train, valid, targets, s)
+    b, _ = fit(train, valid, targets, s)
+    assert a.items.sparse
+    for name, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[name]), name
+    history = [h["recall@10"] for h in report.history]
+    assert history[-1] > history[0] > 0
 
 
 @pytest.fixture(scope="module")
