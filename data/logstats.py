@@ -58,13 +58,18 @@ class ShownBlocks:
     parent: np.ndarray  # the impression's row in the table
     block: np.ndarray  # index into ``block_ids``
     position: np.ndarray
-    clicked: np.ndarray  # the request has a click on this block (once however many of its docs were opened)
+    # Epoch ms of the request's first click on this block (however many of its docs were opened); -1: none.
+    first_click_ms: np.ndarray
     block_ids: pa.Array
+
+    @property
+    def clicked(self) -> np.ndarray:
+        return self.first_click_ms >= 0
 
 
 def shown_blocks(impressions: pa.Table, interactions: pa.Table) -> ShownBlocks:
-    """The shown blocks of ``impressions`` and which of them ``interactions`` clicked. A click on a block its
-    request did not show is ignored (it cannot be attributed to a query)."""
+    """The shown blocks of ``impressions`` and when ``interactions`` first clicked each. A click on a block
+    its request did not show is ignored (it cannot be attributed to a query)."""
     lists = impressions["shown"]
     flat = pc.list_flatten(lists)
     parent = np.asarray(pc.list_parent_indices(lists).to_numpy(), dtype=np.int64)
@@ -75,13 +80,23 @@ def shown_blocks(impressions: pa.Table, interactions: pa.Table) -> ShownBlocks:
     click_block, _ = dictionary_codes(clicks["block_id"], block_ids)
     known = (click_request >= 0) & (click_block >= 0)
     width = max(len(block_ids), 1)
-    clicked_keys = pa.array(click_request[known] * width + click_block[known])
-    shown_keys = pa.array(request[parent] * width + block)
+    first = (
+        pa.table(
+            {
+                "key": click_request[known] * width + click_block[known],
+                "ms": np.asarray(clicks["ts"].cast(pa.int64()).to_numpy(), dtype=np.int64)[known],
+            }
+        )
+        .group_by("key")
+        .aggregate([("ms", "min")])
+    )
+    at = dictionary_codes(pa.array(request[parent] * width + block), first["key"].combine_chunks())[0]
+    first_ms = np.asarray(first["ms_min"].to_numpy(), dtype=np.int64)
     return ShownBlocks(
         parent=parent,
         block=block,
         position=np.asarray(pc.struct_field(flat, "position").to_numpy(), dtype=np.int64),
-        clicked=pc.is_in(shown_keys, value_set=clicked_keys).to_numpy(zero_copy_only=False),
+        first_click_ms=np.where(at >= 0, first_ms[np.maximum(at, 0)] if len(first_ms) else -1, -1),
         block_ids=block_ids,
     )
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.layout import DataLayout
+from data.logstats import shown_blocks
 
 PAD = 0  # item index 0 is padding; block i of the vocabulary is item i + 1
 USER_SHIFT = 1 << 42  # (user, time in ms) packed in one int64: ms timestamps stay below 2^42 until 2109
@@ -125,32 +126,22 @@ def consumed_table(
     end = None if before_ms is None else datetime.fromtimestamp((before_ms - 1) / 1000, tz=UTC).date()
     imps = layout.read_events("impressions", end=end, validate_rows=validate_rows)
     acts = layout.read_events("interactions", end=end, validate_rows=validate_rows)
-    acts = acts.filter(pc.equal(acts["type"], "click"))
-    clicks = pa.table(
+    # Each shown block's first click (a click on a block its page did not show is dropped): integer codes,
+    # not a join of request and block id strings, which took most of the large world's memory.
+    shown = shown_blocks(imps, acts)
+    hit = np.flatnonzero(shown.clicked)
+    rows = pa.array(shown.parent[hit])
+    out = pa.table(
         {
-            "request_id": acts["request_id"],
-            "block_id": acts["block_id"],
-            "ts_ms": acts["ts"].cast(pa.int64()),
+            "user_id": imps["user_id"].take(rows),
+            "block_id": shown.block_ids.take(pa.array(shown.block[hit])),
+            "ts_ms": shown.first_click_ms[hit],
+            "req_ms": imps["ts"].cast(pa.int64()).take(rows),
         }
     )
-    clicks = clicks.group_by(["request_id", "block_id"]).aggregate([("ts_ms", "min")])
-    clicks = clicks.rename_columns(["request_id", "block_id", "ts_ms"])
-    parent = pc.list_parent_indices(imps["shown"])
-    shown = pa.table(
-        {
-            "request_id": imps["request_id"].take(parent),
-            "block_id": pc.struct_field(pc.list_flatten(imps["shown"]), "block_id"),
-        }
-    )
-    # A click on a block the page did not show cannot be attributed to a request: it is dropped.
-    clicks = clicks.join(shown, keys=["request_id", "block_id"], join_type="inner")
-    reqs = pa.table(
-        {"request_id": imps["request_id"], "user_id": imps["user_id"], "req_ms": imps["ts"].cast(pa.int64())}
-    )
-    out = clicks.join(reqs, keys="request_id", join_type="inner")
     if before_ms is not None:
         out = out.filter(pc.less(out["ts_ms"], before_ms))
-    return out.select(["user_id", "block_id", "ts_ms", "req_ms"])
+    return out
 
 
 def build_sequences(
