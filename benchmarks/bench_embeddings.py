@@ -67,7 +67,7 @@ def step_times(world: Path, settings: EmbeddingSettings, steps: int) -> dict[str
     examples = np.flatnonzero(seqs.position() >= 1)
     out: dict[str, Any] = {"world": str(world), "blocks": seqs.n_items - 1, "steps": steps}
     for sparse in (False, True):
-        run = settings.model_copy(update={"sparse_items": sparse})
+        run = EmbeddingSettings.model_validate({**settings.model_dump(), "sparse_items": sparse})
         torch.manual_seed(run.seed)
         model = build_model(seqs.n_items, run)
         optimisers = optimisers_for(model, run)

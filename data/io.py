@@ -99,6 +99,11 @@ def _first_uncastable(col: pa.ChunkedArray, want: pa.DataType) -> tuple[int | No
 
 def _validate_rows(table: pa.Table, contract: type[Record], path: Path) -> None:
     try:
+        # What no model sees but its conversion to Python would trip on: strings that are not UTF-8.
+        table.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"not valid data: {exc}", path=path) from None
+    try:
         refused = np.flatnonzero(invalid_rows(table, contract))
     except NotCheckable:
         _validate_each_row(table, contract, path)
@@ -108,11 +113,24 @@ def _validate_rows(table: pa.Table, contract: type[Record], path: Path) -> None:
     # The column checks find the row; the contract words the error (which field, what was wrong).
     first = int(refused[0])
     try:
-        contract.model_validate(table.slice(first, 1).to_pylist()[0])
+        contract.model_validate(_row(table, first, path))
     except ValidationError as exc:
         raise _as_data_error(exc, path, row=first) from None
     # The checks refused a row the contract accepts: the contract is the definition, so trust it.
     _validate_each_row(table, contract, path)
+
+
+def _row(table: pa.Table, row: int, path: Path) -> dict:
+    """One row as Python values; a value Python cannot hold (a timestamp past year 9999) is named."""
+    try:
+        return table.slice(row, 1).to_pylist()[0]
+    except (ValueError, OverflowError) as exc:
+        for name in table.column_names:
+            try:
+                table[name].slice(row, 1).to_pylist()
+            except (ValueError, OverflowError):
+                raise DataError(f"cannot read the value: {exc}", path=path, row=row, field=name) from None
+        raise DataError(f"cannot read the row: {exc}", path=path, row=row) from None
 
 
 def _validate_each_row(table: pa.Table, contract: type[Record], path: Path) -> None:
@@ -134,8 +152,9 @@ def _batches(table: pa.Table) -> Iterator[tuple[int, pa.RecordBatch]]:
 def read_table(path: Path | str, contract: type[Record], *, validate_rows: bool = True) -> pa.Table:
     """Read one Parquet or JSONL file into an Arrow table with the contract's schema.
 
-    ``validate_rows=False`` keeps the schema checks (columns, types, time zones) but skips the per-row
-    pydantic validation; use it only on files this project wrote itself, where rows were validated on write.
+    ``validate_rows=False`` keeps the schema checks (columns, types, time zones) but skips the row checks
+    (the contract's rules, column by column: ``data.row_checks``); use it only on files this project wrote
+    itself, where rows were validated on write.
     """
     path = Path(path)
     if not path.is_file():

@@ -39,12 +39,19 @@ def _before(table: pa.Table, before: date | datetime | None) -> pa.Table:
     return table.filter(pc.less(table["ts"], pa.scalar(cutoff, type=table.schema.field("ts").type)))
 
 
+def list_parents(lists: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """For each value of ``pc.list_flatten(lists)``, the row of its list. Unlike ``pc.list_parent_indices``
+    it skips what flatten skips: the values under a null list entry."""
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(lists), 0).to_numpy(), dtype=np.int64)
+    return np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+
+
 def dictionary_codes(
     values: pa.ChunkedArray | pa.Array, dictionary: pa.Array | None = None
 ) -> tuple[np.ndarray, pa.Array]:
     """Each value's index (int64) in ``dictionary`` (default: the distinct values in order of first
-    appearance), -1 where absent or null, and the dictionary. Integer codes are what lets a log's tens of
-    millions of strings be grouped and matched in a few hundred MB."""
+    appearance, null included), -1 where absent from it, and the dictionary. Integer codes are what lets a
+    log's tens of millions of strings be grouped and matched in a few hundred MB."""
     if dictionary is None:
         dictionary = pc.unique(values)
     codes = pc.fill_null(pc.index_in(values, value_set=dictionary), -1)
@@ -58,13 +65,9 @@ class ShownBlocks:
     parent: np.ndarray  # the impression's row in the table
     block: np.ndarray  # index into ``block_ids``
     position: np.ndarray
-    # Epoch ms of the request's first click on this block (however many of its docs were opened); -1: none.
-    first_click_ms: np.ndarray
+    clicked: np.ndarray  # the request clicked this block (once however many of its docs were opened)
+    first_click_ms: np.ndarray  # epoch ms of that first click, where clicked
     block_ids: pa.Array
-
-    @property
-    def clicked(self) -> np.ndarray:
-        return self.first_click_ms >= 0
 
 
 def shown_blocks(impressions: pa.Table, interactions: pa.Table) -> ShownBlocks:
@@ -72,7 +75,7 @@ def shown_blocks(impressions: pa.Table, interactions: pa.Table) -> ShownBlocks:
     its request did not show is ignored (it cannot be attributed to a query)."""
     lists = impressions["shown"]
     flat = pc.list_flatten(lists)
-    parent = np.asarray(pc.list_parent_indices(lists).to_numpy(), dtype=np.int64)
+    parent = list_parents(lists)
     block, block_ids = dictionary_codes(pc.struct_field(flat, "block_id"))
     request, requests = dictionary_codes(impressions["request_id"])
     clicks = interactions.filter(pc.equal(interactions["type"], "click"))
@@ -96,7 +99,8 @@ def shown_blocks(impressions: pa.Table, interactions: pa.Table) -> ShownBlocks:
         parent=parent,
         block=block,
         position=np.asarray(pc.struct_field(flat, "position").to_numpy(), dtype=np.int64),
-        first_click_ms=np.where(at >= 0, first_ms[np.maximum(at, 0)] if len(first_ms) else -1, -1),
+        clicked=at >= 0,
+        first_click_ms=first_ms[np.maximum(at, 0)] if len(first_ms) else np.zeros(len(at), np.int64),
         block_ids=block_ids,
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
@@ -27,7 +27,7 @@ def _ms(col: pa.ChunkedArray) -> np.ndarray:
 
 # Makes a Shown from a (block, position) pair in C: the NamedTuple's own constructor is Python code, and the
 # large world calls it 41M times.
-_as_shown = partial(tuple.__new__, Shown)
+_as_shown: Callable[[tuple[str, int]], Shown] = partial(tuple.__new__, Shown)
 
 
 def impressions_of(table: pa.Table) -> list[ImpressionEvent]:
@@ -36,10 +36,11 @@ def impressions_of(table: pa.Table) -> list[ImpressionEvent]:
     flat = pc.list_flatten(lists)
     blocks = pc.struct_field(flat, "block_id").to_pylist()
     positions = pc.struct_field(flat, "position").to_pylist()
-    ends = np.cumsum(pc.fill_null(pc.list_value_length(lists), 0).to_numpy()).tolist()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(lists), 0).to_numpy(), dtype=np.int64)
+    ends = np.cumsum(lengths)
     shown = [
         tuple(map(_as_shown, zip(blocks[start:end], positions[start:end], strict=True)))
-        for start, end in zip([0, *ends[:-1]], ends, strict=True)
+        for start, end in zip((ends - lengths).tolist(), ends.tolist(), strict=True)
     ]
     return [
         ImpressionEvent(r, int(ts), u, q, items, sid)

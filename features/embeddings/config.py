@@ -80,10 +80,10 @@ class EmbeddingSettings(BaseModel):
     model_dir: Path = Field(default=Path("worlds/models/m3"), description="Where trained versions are saved.")
 
     def sparse_table(self, n_items: int) -> bool:
-        """Whether a model over ``n_items`` blocks trains its item table sparsely."""
+        """Whether an item table of ``n_items`` rows (the blocks and the padding row) trains sparsely."""
         if self.sparse_items is not None:
             return self.sparse_items
-        return n_items > SPARSE_FROM_ITEMS and self.weight_decay == 0
+        return n_items - 1 > SPARSE_FROM_ITEMS and self.weight_decay == 0  # n_items counts the padding row
 
     @model_validator(mode="after")
     def _consistent(self) -> EmbeddingSettings:

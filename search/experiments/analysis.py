@@ -62,8 +62,8 @@ def events_root(folder: Path) -> DataLayout:
 def load_pages(layout: DataLayout) -> dict[str, _Page]:
     """Impressions by request id (duplicates from at-least-once delivery dropped) with their clicks.
 
-    Rows are schema-checked but not validated one by one: the exporter and the simulator validate every
-    record before writing it, and per-row pydantic checks would dominate the run time.
+    Rows are schema-checked but their rules are not checked again: the exporter and the simulator validate
+    every record before writing it.
     """
     imps = layout.read_events("impressions", validate_rows=False)
     try:

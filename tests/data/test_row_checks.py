@@ -19,9 +19,9 @@ from pydantic import ValidationError, model_validator
 
 from data.contracts import CONTRACTS, Block, Doc, Interaction, Record, SearchImpression, ServedFeatures
 from data.errors import DataError
-from data.io import _validate_each_row, read_table
+from data.io import _validate_each_row, _validate_rows, read_table
 from data.layout import DataLayout
-from data.row_checks import NotCheckable, invalid_rows
+from data.row_checks import MODEL_RULES, NotCheckable, _model_checks, invalid_rows
 from data.schemas import arrow_schema
 
 TS = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -168,8 +168,9 @@ def test_column_checks_refuse_what_the_contract_refuses(kind: str, case: str, tm
     assert list(invalid_rows(table, contract)) == list(expected)
     assert expected.any() == ("fine" not in case)
     path = tmp_path / f"{kind}.parquet"
-    # A user's file may declare every column nullable, so nulls reach the checks.
-    pq.write_table(pa.Table.from_pylist(rows, schema=_nullable(table.schema)), path)
+    # A user's file may declare every column nullable, so nulls reach the checks; row groups of 2 rows read
+    # back as a table of several chunks.
+    pq.write_table(pa.Table.from_pylist(rows, schema=_nullable(table.schema)), path, row_group_size=2)
     if not expected.any():
         assert read_table(path, contract).num_rows == 5
         return
@@ -227,3 +228,44 @@ def test_a_rule_without_a_column_version_falls_back_to_each_row(tmp_path: Path) 
     with pytest.raises(DataError, match="position must be even") as info:
         read_table(path, _Audited)
     assert info.value.row == 1
+
+
+def test_values_python_cannot_hold_are_refused_by_name(tmp_path: Path) -> None:
+    rows = [_interaction(i) for i in range(3)]
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(Interaction))
+    far = pa.array([0, 0, 253_402_300_800_000], pa.int64()).cast(table.schema.field("ts").type)  # year 10000
+    path = tmp_path / "acts.parquet"
+    pq.write_table(table.set_column(1, "ts", far), path)
+    with pytest.raises(DataError) as info:
+        read_table(path, Interaction)
+    assert (info.value.row, info.value.field) == (2, "ts")
+    bad = pa.Array.from_buffers(
+        pa.string(), 1, [None, pa.py_buffer(np.array([0, 2], np.int32)), pa.py_buffer(b"\xff\xfe")]
+    )
+    table = pa.Table.from_pylist(rows[:1], schema=arrow_schema(Interaction)).set_column(0, "request_id", bad)
+    with pytest.raises(DataError, match="not valid data"):
+        _validate_rows(table, Interaction, tmp_path / "in-memory")
+
+
+class _PostInit(Record):
+    request_id: str
+
+    def model_post_init(self, context: Any) -> None:
+        if self.request_id == "bad":
+            raise ValueError("bad request")
+
+
+def test_rules_the_columns_cannot_see_turn_the_column_checks_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(NotCheckable, match="model_post_init"):
+        invalid_rows(pa.table({"request_id": ["bad"]}), _PostInit)
+    # A validator edited since its column version was written: the fingerprint no longer matches.
+    rule, _ = MODEL_RULES[Interaction]["_dwell_has_duration"]
+    monkeypatch.setitem(MODEL_RULES, Interaction, {"_dwell_has_duration": (rule, "0" * 16)})
+    _model_checks.cache_clear()
+    try:
+        with pytest.raises(NotCheckable, match="changed"):
+            invalid_rows(arrow_schema(Interaction).empty_table(), Interaction)
+    finally:
+        monkeypatch.undo()
+        _model_checks.cache_clear()
+    assert not invalid_rows(arrow_schema(Interaction).empty_table(), Interaction).any()

@@ -160,7 +160,8 @@ def test_a_sparse_item_table_updates_only_the_rows_a_step_used() -> None:
 
 def test_the_item_table_is_sparse_on_large_catalogues_only() -> None:
     auto = EmbeddingSettings()
-    assert not auto.sparse_table(SPARSE_FROM_ITEMS) and auto.sparse_table(SPARSE_FROM_ITEMS + 1)
+    # n_items counts the padding row: SPARSE_FROM_ITEMS blocks stay dense, one more goes sparse.
+    assert not auto.sparse_table(SPARSE_FROM_ITEMS + 1) and auto.sparse_table(SPARSE_FROM_ITEMS + 2)
     assert not EmbeddingSettings(weight_decay=1e-4).sparse_table(10**6)  # SparseAdam has no weight decay
     assert EmbeddingSettings(sparse_items=True).sparse_table(10)
     with pytest.raises(ValueError, match="weight_decay"):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 
 from data.errors import DataError
 from data.layout import DataLayout
 from features.config import FeatureStoreSettings
 from features.ops import ImpressionEvent, InteractionEvent, Shown
-from features.replay import Replayer, in_time_order
+from features.replay import Replayer, impressions_of, in_time_order
 
 T0 = 1_800_000_000_000
 
@@ -29,6 +30,19 @@ def test_chunked_records_keep_the_time_order(tiny_world: Path) -> None:
     assert {e.request_id for e in whole if isinstance(e, ImpressionEvent)} == set(
         imps["request_id"].to_pylist()
     )
+
+
+def test_chunks_of_one_kind_and_empty_tables(tiny_world: Path) -> None:
+    layout = DataLayout(tiny_world)
+    imps = layout.read_events("impressions", validate_rows=False).slice(0, 40)
+    acts = layout.read_events("interactions", validate_rows=False)
+    acts = acts.filter(pc.is_in(acts["request_id"], value_set=imps["request_id"].combine_chunks()))
+    whole = list(in_time_order(imps, acts))
+    assert len(whole) == imps.num_rows + acts.num_rows > imps.num_rows
+    # Chunks of one event each: most hold no impression (or no interaction) at all.
+    assert list(in_time_order(imps, acts, chunk=1)) == whole
+    assert impressions_of(imps.slice(0, 0)) == []
+    assert all(isinstance(e, InteractionEvent) for e in in_time_order(imps.slice(0, 0), acts))
 
 
 def _search(replayer: Replayer, request: str, ts_ms: int) -> None:
