@@ -1,17 +1,14 @@
 """The torch rankers on the engine: one ``torch.distributed`` rank per Dask worker (docs/scale.md).
 
-Dask places the ranks and torch.distributed does the communication; nothing here schedules work itself:
+Rank placement, the rendezvous and failure reports are ``data.torch_ranks``'; this module decides what
+each rank trains on and checks what comes back:
 
 - The signal lists (those with a positive label: the only ones the loss learns from) are dealt out to one
   shard per worker, whole lists only (``ranking.engine_lists``), and so are the validation lists. Each
   shard is scattered to its worker.
-- A free TCP port is taken on the first worker's host, by a task on that worker: the rendezvous
-  (``init_method tcp://host:port``) is served there by rank 0.
-- One task per worker, pinned to it (``workers=[address]``, no other worker allowed, not pure: a rank is
-  not a cached value), runs ``ranking.nn.ddp.train_rank`` as rank ``i`` of ``len(workers)``, on gloo, with
-  as many torch threads as the worker has Dask threads (its share of the cores).
-- Rank 0 returns the weights as numpy arrays; every rank returns its pid, host and a digest of its
-  weights, and the driver checks that the digests agree (the copies stayed identical).
+- Each rank runs ``ranking.nn.ddp.train_rank``. Rank 0 returns the weights as numpy arrays; every rank
+  returns its pid, host and a digest of its weights, and the driver checks that the digests agree (the
+  copies stayed identical).
 
 The driver built the network (initial weights, input statistics over all training lists) exactly as one
 process does, so the two paths differ only in how the steps are computed (``ranking.nn.ddp``).
@@ -21,12 +18,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from data.torch_ranks import RanksFailed, run_ranks, state_digest, to_worker
 from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
 from ranking.engine_lists import engine_workers, list_partitions
@@ -36,12 +32,6 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from ranking.nn.nets import ScoringNet
-
-#: How long a rank waits for the others, at the rendezvous and in each collective: long enough for the
-#: slowest rank's validation pass, short enough that a rank that died does not hold the others for long.
-TIMEOUT_S = 600.0
-#: How long the other ranks get to fail after one has (a lost peer breaks their next collective at once).
-SETTLE_S = 30.0
 
 
 def fit_on_engine(
@@ -63,30 +53,14 @@ def fit_on_engine(
     if valid is not None:
         for i, part in enumerate(list_partitions(valid.n_lists, len(workers))):
             valid_shards[i] = valid.subset(part)
-    # Rank 0 serves the rendezvous on this port. It is free when probed; another process could take it
-    # before rank 0 binds it (torchrun's free-port pick has the same window): rank 0 then fails with the bind
-    # error, which the gather below raises.
-    host = _host(workers[0])
-    port = client.submit(_free_port, host, workers=[workers[0]], allow_other_workers=False, pure=False)
-    init_method = f"tcp://{f'[{host}]' if ':' in host else host}:{port.result()}"  # an IPv6 host in brackets
-    futures = []
-    for rank, worker in enumerate(workers):
-        futures.append(
-            client.submit(
-                _run_rank,
-                rank,
-                len(workers),
-                init_method,
-                net,
-                _to_worker(client, shards[rank], worker),
-                _to_worker(client, valid_shards[rank], worker),
-                cfg,
-                workers=[worker],
-                allow_other_workers=False,
-                pure=False,
-            )
-        )
-    results = _gather_ranks(futures, workers)
+    rank_args = [
+        (net, to_worker(client, shards[rank], worker), to_worker(client, valid_shards[rank], worker), cfg)
+        for rank, worker in enumerate(workers)
+    ]
+    try:
+        results = run_ranks(client, workers, _train_rank, rank_args)
+    except RanksFailed as exc:
+        raise RankingError(f"torch.distributed training on the engine failed; {exc}") from None
     digests = {r["digest"] for r in results}
     if len(digests) != 1:
         raise RankingError(f"the {len(results)} ranks ended with different weights: a replica diverged")
@@ -102,94 +76,28 @@ def fit_on_engine(
     return results[0]["state"], results[0]["info"], run
 
 
-def _gather_ranks(futures: list[Any], workers: list[str]) -> list[dict[str, Any]]:
-    """Every rank's result; else one ``RankingError`` that says what happened to each rank.
-
-    A rank whose worker process dies takes its task with it (Dask reports it cancelled or lost), and the
-    other ranks fail at their next collective ("Connection closed by peer"), or wait in the rendezvous if
-    it came before. So the first rank to end badly stops the wait; the others get ``SETTLE_S`` to fail,
-    any still running is cancelled, and every rank is reported.
-    """
-    from distributed import as_completed
-
-    for future in as_completed(futures):
-        if future.status != "finished":
-            break
-    else:
-        return [future.result() for future in futures]
-    deadline = time.monotonic() + SETTLE_S
-    while any(f.status == "pending" for f in futures) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    causes = []
-    for rank, (future, worker) in enumerate(zip(futures, workers, strict=True)):
-        if future.status == "error":
-            exc = future.exception()
-            causes.append(f"rank {rank} on {worker} failed: {type(exc).__name__}: {exc}")
-        elif future.status in ("cancelled", "lost"):
-            causes.append(f"rank {rank} on {worker} was lost: its worker process died (killed or crashed)")
-        elif future.status != "finished":
-            future.cancel()
-            causes.append(f"rank {rank} on {worker} was stopped: it did not end with the others")
-    raise RankingError("torch.distributed training on the engine failed; " + "; ".join(causes))
-
-
-def _to_worker(client: Client, data: ListwiseData | None, worker: str) -> Any:
-    """``data`` scattered to ``worker`` itself (a future), so the task graph does not carry the arrays."""
-    if data is None:
-        return None
-    (future,) = client.scatter([data], workers=[worker], hash=False)
-    return future
-
-
-def _host(address: str) -> str:
-    from distributed.comm import get_address_host
-
-    return get_address_host(address)
-
-
-def _free_port(host: str) -> int:
-    """A TCP port free on ``host`` now (runs on the worker that will host rank 0)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _run_rank(
-    rank: int,
-    world: int,
-    init_method: str,
-    net: ScoringNet,
-    train: ListwiseData,
-    valid: ListwiseData | None,
-    cfg: TorchTrainSettings,
+def _train_rank(
+    net: ScoringNet, train: ListwiseData, valid: ListwiseData | None, cfg: TorchTrainSettings
 ) -> dict[str, Any]:
-    """One rank, run on its Dask worker: join the group, train, report; the group is left in any case."""
+    """One rank's fit, inside its process group: train, then report."""
     import torch.distributed as dist
     from distributed import get_worker
 
-    from data.threads import torch_threads
-    from ranking.nn.ddp import state_digest, train_rank
+    from ranking.nn.ddp import train_rank
     from ranking.nn.train import TensorLists
 
-    threads = get_worker().state.nthreads
-    dist.init_process_group(
-        "gloo", init_method=init_method, rank=rank, world_size=world, timeout=timedelta(seconds=TIMEOUT_S)
-    )
-    try:
-        with torch_threads(threads):
-            tensors = TensorLists(train, cfg.targets)
-            info = train_rank(net, tensors, TensorLists(valid) if valid is not None else None, cfg, cfg.seed)
-        state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()} if rank == 0 else None
-        return {
-            "rank": rank,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "worker": get_worker().address,
-            "threads": threads,
-            "train_lists": train.n_lists,
-            "digest": state_digest(net),
-            "info": info,
-            "state": state,
-        }
-    finally:
-        dist.destroy_process_group()
+    rank = dist.get_rank()
+    tensors = TensorLists(train, cfg.targets)
+    info = train_rank(net, tensors, TensorLists(valid) if valid is not None else None, cfg, cfg.seed)
+    state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()} if rank == 0 else None
+    return {
+        "rank": rank,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "worker": get_worker().address,
+        "threads": get_worker().state.nthreads,
+        "train_lists": train.n_lists,
+        "digest": state_digest(net.state_dict()),
+        "info": info,
+        "state": state,
+    }

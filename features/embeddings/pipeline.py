@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from features.embeddings.sequences import Sequences, build_sequences
 from features.embeddings.store import read_refresh_state, write_refresh_state, write_vectors
 from features.embeddings.train import fit, m3_scorer, mean_encoder
 from features.store import RedisFeatureStore
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 METHODS = ("m3", "popular", "average", "multi")
 
@@ -61,12 +64,15 @@ def train_user_embeddings(
     until: date | None = None,
     validate_rows: bool = True,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> dict[str, Any]:
     """Train on the first days, early-stop on the next ``valid_days``, report on the last ``test_days``;
     save the model (made current) and, with a store, write every user's and block's vector.
 
     Args:
         until: ignore days from this one on (as if the logs ended the day before).
+        client: train M3 data-parallel on this cluster's workers (``features.embeddings.ddp``); the
+            baselines' own table still trains here.
 
     Returns:
         {"version", "folder", "metrics": {method: {"recall@k", "mrr", "events"}}, "train": {...},
@@ -91,7 +97,13 @@ def train_user_embeddings(
         raise NotEnoughData(
             f"no validation or test click with an earlier click of the same user ({split.to_json()})"
         )
-    model, report = fit(train, valid, valid_targets, settings, progress=progress)
+    engine = None
+    if client is not None:
+        from features.embeddings.ddp import fit_on_engine
+
+        model, report, engine = fit_on_engine(client, train, valid, valid_targets, settings)
+    else:
+        model, report = fit(train, valid, valid_targets, settings, progress=progress)
     m3_table = model.item_vectors().detach().numpy()
     baseline_report = None
     if settings.baseline_table == "trained":
@@ -128,6 +140,7 @@ def train_user_embeddings(
             "metrics": metrics,
             "metrics_before_request": before_request,
             "train": asdict(report),
+            "engine": engine,
             "baseline_table": settings.baseline_table,
             "baseline_train": asdict(baseline_report) if baseline_report else None,
             "eval_seconds": eval_seconds,
@@ -150,6 +163,7 @@ def train_user_embeddings(
         "metrics": metrics,
         "metrics_before_request": before_request,
         "train": asdict(report),
+        "engine": engine,
         "baseline_train": asdict(baseline_report) if baseline_report else None,
         "data_range": split.to_json(),
         "written": written,

@@ -29,7 +29,6 @@ with each rank's part of the batch.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 
@@ -38,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from data.torch_ranks import all_sum
 from ranking.config import TorchTrainSettings
 from ranking.nn.nets import ScoringNet
 from ranking.nn.train import (
@@ -67,7 +67,7 @@ def train_rank(
     sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
     lists = np.flatnonzero(sums > 0)
     sizes = train.data.list_sizes
-    total, validated = _all_sum([lists.size, valid is not None])
+    total, validated = all_sum([lists.size, valid is not None])
     # As many steps per epoch as one process takes over all the lists: the same schedule for Adam.
     steps = max(1, math.ceil(total / cfg.lists_per_batch))
     metric = stop_metric(cfg)
@@ -106,7 +106,7 @@ def train_rank(
         stop = False
         if validated:
             local = validation_totals(scored, valid, cfg) if valid is not None else (0.0, 0)
-            value_sum, count = _all_sum(local)
+            value_sum, count = all_sum(local)
             stop = best.update(value_sum / count if count > 0 else 0.0, epoch, scored)
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if stop:
@@ -117,22 +117,6 @@ def train_rank(
     seconds = time.perf_counter() - started
     info = fit_info(epoch, best, bool(validated), metric, cfg, int(total), seen, seconds, epoch_seconds)
     return {**info, "steps_per_epoch": steps, "allreduce_seconds_per_epoch": round(waited / epoch, 4)}
-
-
-def state_digest(net: nn.Module) -> str:
-    """sha256 of the weights and buffers: equal on every rank after ``train_rank`` (checked by the driver)."""
-    h = hashlib.sha256()
-    for name, value in sorted(net.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _all_sum(values: tuple[float, ...] | list[float]) -> list[float]:
-    """Element-wise sums over the ranks (float64: exact for counts, and NDCG sums keep their digits)."""
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 def _average_gradients(params: list[nn.Parameter], n: int) -> int:

@@ -6,6 +6,7 @@ torch and the stage's modules load inside the commands, so ``smartblock --help``
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,7 +15,7 @@ import typer
 from rich.table import Table
 
 from data.errors import ConfigError
-from search.cli.common import console, print_json, progress_bar, state
+from search.cli.common import ClusterOption, console, on_cluster, print_json, progress_bar, state
 from search.cli.ranking import train_app
 
 if TYPE_CHECKING:
@@ -65,6 +66,15 @@ def train_user_embeddings(
     no_store: Annotated[
         bool, typer.Option("--no-store", help="Train and evaluate only; write nothing to the feature store.")
     ] = False,
+    engine: Annotated[
+        bool,
+        typer.Option(
+            "--engine",
+            help="Train M3 data-parallel on the engine: a local Dask cluster of engine.workers processes, "
+            "one torch.distributed rank each; default: in this process.",
+        ),
+    ] = False,
+    cluster: ClusterOption = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train M3 user embeddings, compare them with popular / average / K-window baselines on the last days,
@@ -78,8 +88,15 @@ def train_user_embeddings(
         threads=threads, epochs=epochs, seed=seed, valid_days=valid_days, test_days=test_days
     )
     store = None if no_store else _store()
-    with progress_bar(not as_json) as report:
-        result = EmbeddingRun.model_validate(run(DataLayout(world), settings, store, progress=report))
+    with progress_bar(not as_json) as report, contextlib.ExitStack() as stack:
+        client = None
+        if engine or cluster:
+            from data.engine import engine_client
+
+            client = stack.enter_context(engine_client(on_cluster(state.settings(), cluster).engine))
+        result = EmbeddingRun.model_validate(
+            run(DataLayout(world), settings, store, progress=report, client=client)
+        )
     k = f"recall@{settings.eval_k}"
     if as_json:
         print_json({m: {k: result.metrics[m].recall, "mrr": result.metrics[m].mrr} for m in METHODS})

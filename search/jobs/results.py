@@ -124,6 +124,7 @@ class EmbeddingRun(JobResult):
     metrics: dict[str, MethodScores]
     metrics_before_request: dict[str, MethodScores]
     train: dict[str, Any]
+    engine: dict[str, Any] | None = None  # the ranks, when M3 trained on the engine
     baseline_train: dict[str, Any] | None
     data_range: DataRange
     written: int

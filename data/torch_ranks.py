@@ -1,0 +1,151 @@
+"""One ``torch.distributed`` rank per Dask worker: what every data-parallel trainer on the engine shares.
+
+In: a cluster client, a rank function and each rank's arguments. Out: every rank's return value, or one
+``RanksFailed`` that says what happened to each rank. Dask places the ranks and torch.distributed (gloo on
+CPU) does the communication; nothing here schedules work itself:
+
+- A free TCP port is taken on the first worker's host, by a task on that worker: rank 0 serves the
+  rendezvous there (``init_method tcp://host:port``).
+- One task per worker, pinned to it (``workers=[address]``, no other worker allowed, not pure: a rank is not
+  a cached value), joins the group as rank ``i`` of ``len(workers)`` with as many torch threads as the
+  worker has Dask threads (its share of the cores), runs the rank function, and leaves the group whatever
+  happens.
+- Large arguments go to their worker first (``to_worker``), so the task graph does not carry the arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+#: How long a rank waits for the others, at the rendezvous and in each collective: long enough for the
+#: slowest rank's validation pass, short enough that a rank that died does not hold the others for long.
+TIMEOUT_S = 600.0
+#: How long the other ranks get to fail after one has (a lost peer breaks their next collective at once).
+SETTLE_S = 30.0
+
+
+class RanksFailed(RuntimeError):
+    """A rank failed or was lost; the message names every rank's outcome."""
+
+
+def run_ranks(
+    client: Client, workers: list[str], rank_fn: Callable[..., Any], rank_args: list[tuple[Any, ...]]
+) -> list[Any]:
+    """``rank_fn(*rank_args[i])`` as rank ``i`` on ``workers[i]``, all in one gloo group; their results in
+    rank order."""
+    host = _host(workers[0])
+    # Free when probed; another process could take it before rank 0 binds it (torchrun's free-port pick has
+    # the same window): rank 0 then fails with the bind error, which the gather raises.
+    port = client.submit(_free_port, host, workers=[workers[0]], allow_other_workers=False, pure=False)
+    init_method = f"tcp://{f'[{host}]' if ':' in host else host}:{port.result()}"  # an IPv6 host in brackets
+    futures = [
+        client.submit(
+            _run_rank,
+            rank,
+            len(workers),
+            init_method,
+            rank_fn,
+            *args,
+            workers=[worker],
+            allow_other_workers=False,
+            pure=False,
+        )
+        for rank, (worker, args) in enumerate(zip(workers, rank_args, strict=True))
+    ]
+    return _gather_ranks(futures, workers)
+
+
+def all_sum(values: list[float] | tuple[float, ...]) -> list[float]:
+    """Element-wise sums over the ranks (float64: exact for counts, and metric sums keep their digits)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """sha256 of a state dict's tensors, by name: equal on every rank when the replicas stayed identical."""
+    h = hashlib.sha256()
+    for name, value in sorted(state.items()):
+        h.update(name.encode())
+        h.update(value.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def to_worker(client: Client, data: Any, worker: str) -> Any:
+    """``data`` scattered to ``worker`` itself (a future); None stays None."""
+    if data is None:
+        return None
+    (future,) = client.scatter([data], workers=[worker], hash=False)
+    return future
+
+
+def _gather_ranks(futures: list[Any], workers: list[str]) -> list[Any]:
+    """Every rank's result; else ``RanksFailed``.
+
+    A rank whose worker process dies takes its task with it (Dask reports it cancelled or lost), and the
+    other ranks fail at their next collective ("Connection closed by peer"), or wait in the rendezvous if
+    it came before. So the first rank to end badly stops the wait; the others get ``SETTLE_S`` to fail,
+    any still running is cancelled, and every rank is reported.
+    """
+    from distributed import as_completed
+
+    for future in as_completed(futures):
+        if future.status != "finished":
+            break
+    else:
+        return [future.result() for future in futures]
+    deadline = time.monotonic() + SETTLE_S
+    while any(f.status == "pending" for f in futures) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    causes = []
+    for rank, (future, worker) in enumerate(zip(futures, workers, strict=True)):
+        if future.status == "error":
+            exc = future.exception()
+            causes.append(f"rank {rank} on {worker} failed: {type(exc).__name__}: {exc}")
+        elif future.status in ("cancelled", "lost"):
+            causes.append(f"rank {rank} on {worker} was lost: its worker process died (killed or crashed)")
+        elif future.status != "finished":
+            future.cancel()
+            causes.append(f"rank {rank} on {worker} was stopped: it did not end with the others")
+    raise RanksFailed("; ".join(causes))
+
+
+def _host(address: str) -> str:
+    from distributed.comm import get_address_host
+
+    return get_address_host(address)
+
+
+def _free_port(host: str) -> int:
+    """A TCP port free on ``host`` now (runs on the worker that will host rank 0)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _run_rank(rank: int, world: int, init_method: str, rank_fn: Callable[..., Any], *args: Any) -> Any:
+    """One rank, run on its Dask worker: join the group, run, leave the group in any case."""
+    import torch.distributed as dist
+    from distributed import get_worker
+
+    from data.threads import torch_threads
+
+    dist.init_process_group(
+        "gloo", init_method=init_method, rank=rank, world_size=world, timeout=timedelta(seconds=TIMEOUT_S)
+    )
+    try:
+        with torch_threads(get_worker().state.nthreads):
+            return rank_fn(*args)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,215 @@
+"""M3 data-parallel on the engine: one ``torch.distributed`` rank (gloo on CPU) per Dask worker.
+
+In: the training and validation sequences, the validation targets, the settings and a cluster client. Out:
+the trained model, its report and what the engine did. Rank placement is ``data.torch_ranks``'.
+
+Every rank builds the same model from the same seed and walks the same seeded order of training events,
+drawing the same negatives; it takes every ``world``-th event of each batch. Its loss is its events' share
+of the batch's mean, so the sum of the ranks' gradients is the gradient one process computes for the batch:
+
+- the dense weights: one flat ``all_reduce``;
+- a sparse item table (``sparse_items``): each rank's touched rows and their gradients are gathered
+  (``all_gather`` of tensors padded to the longest) and summed by coalescing, so only the rows a step used
+  travel, not the 241,920-row table of the large world.
+
+Each rank then steps its own optimisers: the same gradients on the same weights keep the copies equal. The
+validation targets are split between the ranks; their hits and reciprocal ranks are summed, so every rank
+sees the same recall and stops at the same epoch. What differs from one process: dropout draws other
+masks (each rank draws for its own rows), and float sums run in another order.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from data.torch_ranks import RanksFailed, all_sum, run_ranks, state_digest, to_worker
+from features.embeddings.config import EmbeddingSettings
+from features.embeddings.errors import EmbeddingError, NotEnoughData
+from features.embeddings.evaluate import evaluate
+from features.embeddings.sequences import Sequences
+from features.embeddings.train import (
+    Encoder,
+    NegativeSampler,
+    TrainReport,
+    build_model,
+    m3_scorer,
+    optimisers_for,
+    training_step,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+def fit_on_engine(
+    client: Client,
+    train: Sequences,
+    valid: Sequences,
+    valid_targets: np.ndarray,
+    settings: EmbeddingSettings,
+) -> tuple[Encoder, TrainReport, dict[str, Any]]:
+    """``fit`` with one rank per worker of the cluster; returns the model, its report and the engine run."""
+    if not np.any(train.position() >= 1):
+        raise NotEnoughData("no training click has an earlier click of the same user to learn from")
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise EmbeddingError("the Dask cluster has no workers to train on")
+    args = [
+        (
+            to_worker(client, train, worker),
+            to_worker(client, valid, worker),
+            valid_targets[rank :: len(workers)],
+            settings,
+        )
+        for rank, worker in enumerate(workers)
+    ]
+    try:
+        results = run_ranks(client, workers, train_rank, args)
+    except RanksFailed as exc:
+        raise EmbeddingError(f"M3 data-parallel training on the engine failed; {exc}") from None
+    if len({r["digest"] for r in results}) != 1:
+        raise EmbeddingError(f"the {len(results)} ranks ended with different weights: a replica diverged")
+    model = build_model(train.n_items, settings)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in results[0]["state"].items()})
+    model.eval()
+    run = {
+        "backend": "gloo",
+        "ranks": len(results),
+        "workers": workers,
+        "pids": [r["pid"] for r in results],
+        "allreduce_seconds": [r["sync_seconds"] for r in results],
+    }
+    return model, TrainReport(**results[0]["report"]), run
+
+
+def train_rank(
+    train: Sequences, valid: Sequences, targets: np.ndarray, settings: EmbeddingSettings
+) -> dict[str, Any]:
+    """This process's rank of the group: train, keep the best epoch, report (weights from rank 0 only)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(settings.seed)  # the same initial weights on every rank
+    rng = np.random.default_rng(settings.seed)  # the same order of events on every rank
+    model = build_model(train.n_items, settings)
+    torch.manual_seed(settings.seed + 1 + rank)  # dropout: each rank draws for its own rows
+    optimisers = optimisers_for(model, settings)
+    negatives = NegativeSampler(train, settings)
+    examples = np.flatnonzero(train.position() >= 1)
+    metric = f"recall@{settings.eval_k}"
+    report = TrainReport(examples=len(examples))
+    best, best_state, waited = -1.0, copy.deepcopy(model.state_dict()), 0
+    n_batches = (len(examples) + settings.batch_size - 1) // settings.batch_size
+    sync = _GradientSum(model)
+    start = time.perf_counter()
+    limit = settings.max_train_seconds
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = rng.permutation(examples)
+        total_loss, seen = 0.0, 0
+        for b in range(n_batches):
+            batch = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            mine = batch[rank::world]
+            # A rank out of time says so in the step's sum: all ranks then stop after the same step.
+            sync.out_of_time = limit is not None and time.perf_counter() - start > limit
+            loss = training_step(
+                model, optimisers, train, mine, negatives, settings, batch=len(batch), sync=sync
+            )
+            total_loss += loss * len(mine)
+            seen += len(mine)
+            if sync.stop:
+                break
+        loss_sum, seen_all = all_sum([total_loss, seen])
+        value = _recall(model, valid, targets, settings)
+        report.history.append({"epoch": epoch, "loss": loss_sum / max(seen_all, 1), metric: value})
+        report.examples_seen += int(seen_all)
+        report.epochs = epoch
+        if value > best:
+            best, best_state, waited, report.best_epoch = value, copy.deepcopy(model.state_dict()), 0, epoch
+        else:
+            waited += 1
+        if waited >= settings.patience:
+            report.stopped = "patience"
+            break
+        if sync.stop:
+            report.stopped = "max_train_seconds"
+            break
+    report.seconds = round(time.perf_counter() - start, 2)
+    model.load_state_dict(best_state)
+    state = model.state_dict()
+    return {
+        "rank": rank,
+        "pid": os.getpid(),
+        "digest": state_digest(state),
+        "state": {k: v.detach().numpy().copy() for k, v in state.items()} if rank == 0 else None,
+        "report": report.__dict__,
+        "sync_seconds": round(sync.seconds, 2),
+    }
+
+
+class _GradientSum:
+    """Replaces each rank's gradients by their sum over the ranks (dense: all_reduce; sparse: gathered).
+
+    The dense sum carries one more value, each rank's ``out_of_time``: ``stop`` is then the same on every
+    rank after the step."""
+
+    def __init__(self, model: Encoder) -> None:
+        table = model.items.weight
+        self.sparse = table if model.items.sparse else None
+        self.dense = [p for p in model.parameters() if p is not self.sparse]
+        self.seconds = 0.0
+        self.out_of_time = False
+        self.stop = False
+
+    def __call__(self, model: Encoder) -> None:
+        began = time.perf_counter()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.dense]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([float(self.out_of_time)])])
+        dist.all_reduce(flat)
+        self.stop = bool(flat[-1] > 0)
+        offset = 0
+        for p in self.dense:
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        if self.sparse is not None:
+            self.sparse.grad = _gathered_sum(self.sparse)
+        self.seconds += time.perf_counter() - began
+
+
+def _gathered_sum(table: torch.nn.Parameter) -> torch.Tensor:
+    """The ranks' sparse gradients of ``table`` summed: every rank's rows gathered, then coalesced."""
+    dim = table.shape[1]
+    if table.grad is None:
+        rows, values = torch.zeros(0, dtype=torch.long), torch.zeros(0, dim)
+    else:
+        grad = table.grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+    world = dist.get_world_size()
+    counts = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor([len(rows)]))
+    longest = max(int(c) for c in counts)
+    padded_rows = torch.zeros(longest, dtype=torch.long)
+    padded_rows[: len(rows)] = rows
+    padded_values = torch.zeros(longest, dim)
+    padded_values[: len(rows)] = values
+    all_rows = [torch.zeros(longest, dtype=torch.long) for _ in range(world)]
+    all_values = [torch.zeros(longest, dim) for _ in range(world)]
+    dist.all_gather(all_rows, padded_rows)
+    dist.all_gather(all_values, padded_values)
+    keep = [slice(0, int(c)) for c in counts]
+    indices = torch.cat([r[k] for r, k in zip(all_rows, keep, strict=True)])[None, :]
+    stacked = torch.cat([v[k] for v, k in zip(all_values, keep, strict=True)])
+    return torch.sparse_coo_tensor(indices, stacked, table.shape).coalesce()
+
+
+def _recall(model: Encoder, valid: Sequences, targets: np.ndarray, settings: EmbeddingSettings) -> float:
+    """recall@k over every rank's targets: each scores its own, the hits are summed."""
+    k = f"recall@{settings.eval_k}"
+    mine = evaluate(m3_scorer(model, valid, settings.max_history), valid, targets, settings.eval_k)
+    hits, events = all_sum([mine[k] * mine["events"], mine["events"]])
+    return hits / events if events else 0.0
