@@ -3,9 +3,11 @@ torch.distributed rank each), on a world's real histories, for a fixed number of
 
     python benchmarks/bench_m3_engine.py --world worlds/small [--epochs 2] [--workers 2] [--sparse] [--json]
 
-Each run prints its seconds per epoch, training examples per second, the ratio to the in-process run (all
-in this process, one after the other), the seconds the ranks spent summing gradients, and the validation
-recall@10 of its last epoch (the same recipe should land close). Per-epoch p50/p99 are over the epochs.
+Each run prints its seconds per epoch, training examples per second and the ratio to the in-process run
+with ``embeddings.threads`` torch threads, as `train user-embeddings` runs it (all in this process, one
+after the other; the in-process run on every core too; an engine worker has one thread), the seconds the
+ranks spent summing gradients, and the validation recall@10 of the last epoch (the same recipe should land
+close). Per-epoch p50/p99 are over the epochs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from data.days import split_days
 from data.engine import EngineSettings, engine_client
 from data.layout import DataLayout
-from data.threads import all_cores
+from data.threads import all_cores, torch_threads
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.ddp import fit_on_engine
 from features.embeddings.evaluate import held_out_targets
@@ -62,9 +64,13 @@ def main() -> None:
         valid, split.valid_start_ms, split.test_start_ms, settings.eval_max_events, settings.seed
     )
     runs: dict[str, dict] = {}
-    began = time.perf_counter()
-    _, report = fit(train, valid, targets, settings)
-    runs["in-process"] = _summary(report, time.perf_counter() - began, {})
+    # In process with the threads `train user-embeddings` gives it (embeddings.threads), and with every core.
+    for threads in sorted({settings.threads, all_cores()}):
+        with torch_threads(threads):
+            began = time.perf_counter()
+            _, report = fit(train, valid, targets, settings)
+        name = "in-process" if threads == settings.threads else f"in-process {threads} threads"
+        runs[name] = _summary(report, time.perf_counter() - began, {})
     for n in sorted({1, args.workers or all_cores()}):
         with engine_client(EngineSettings(workers=n)) as client:
             began = time.perf_counter()
