@@ -77,7 +77,7 @@ def main() -> None:
             _, report, run = fit_on_engine(client, train, valid, targets, settings)
             seconds = time.perf_counter() - began
         runs[f"engine {n} worker{'s' if n > 1 else ''}"] = _summary(
-            report, seconds, {"sum_gradients_s": run["allreduce_seconds"]}
+            report, seconds, {"sum_gradients_s": run["sum_gradients_seconds"]}
         )
     base = runs["in-process"]["seconds"]
     for run in runs.values():

@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from data.days import NotEnoughDays, Progress, day_start_ms, split_days
+from data.engine import EngineSettings, engine_client
 from data.layout import DataLayout
 from features.embeddings.baselines import average_scorer, multi_scorer, popular_scorer
 from features.embeddings.config import EmbeddingSettings
@@ -24,9 +25,6 @@ from features.embeddings.sequences import Sequences, build_sequences
 from features.embeddings.store import read_refresh_state, write_refresh_state, write_vectors
 from features.embeddings.train import fit, m3_scorer, mean_encoder
 from features.store import RedisFeatureStore
-
-if TYPE_CHECKING:
-    from distributed import Client
 
 METHODS = ("m3", "popular", "average", "multi")
 
@@ -64,19 +62,19 @@ def train_user_embeddings(
     until: date | None = None,
     validate_rows: bool = True,
     progress: Progress | None = None,
-    client: Client | None = None,
+    engine: EngineSettings | None = None,
 ) -> dict[str, Any]:
     """Train on the first days, early-stop on the next ``valid_days``, report on the last ``test_days``;
     save the model (made current) and, with a store, write every user's and block's vector.
 
     Args:
         until: ignore days from this one on (as if the logs ended the day before).
-        client: train M3 data-parallel on this cluster's workers (``features.embeddings.ddp``); the
-            baselines' own table still trains here.
+        engine: train M3 data-parallel on this engine's workers (``features.embeddings.ddp``), the
+            cluster up only while M3 trains; the baselines' own table still trains here.
 
     Returns:
         {"version", "folder", "metrics": {method: {"recall@k", "mrr", "events"}}, "train": {...},
-        "data_range": {...}, "written": keys written}
+        "data_range": {...}, "written": keys written, "engine": the ranks (None: in process)}
     """
     torch.set_num_threads(settings.threads)
     days = [d for d in layout.days("impressions") if until is None or d < until]
@@ -97,11 +95,12 @@ def train_user_embeddings(
         raise NotEnoughData(
             f"no validation or test click with an earlier click of the same user ({split.to_json()})"
         )
-    engine = None
-    if client is not None:
+    ranks = None
+    if engine is not None:
         from features.embeddings.ddp import fit_on_engine
 
-        model, report, engine = fit_on_engine(client, train, valid, valid_targets, settings)
+        with engine_client(engine) as client:
+            model, report, ranks = fit_on_engine(client, train, valid, valid_targets, settings)
     else:
         model, report = fit(train, valid, valid_targets, settings, progress=progress)
     m3_table = model.item_vectors().detach().numpy()
@@ -140,7 +139,7 @@ def train_user_embeddings(
             "metrics": metrics,
             "metrics_before_request": before_request,
             "train": asdict(report),
-            "engine": engine,
+            "engine": ranks,
             "baseline_table": settings.baseline_table,
             "baseline_train": asdict(baseline_report) if baseline_report else None,
             "eval_seconds": eval_seconds,
@@ -163,7 +162,7 @@ def train_user_embeddings(
         "metrics": metrics,
         "metrics_before_request": before_request,
         "train": asdict(report),
-        "engine": engine,
+        "engine": ranks,
         "baseline_train": asdict(baseline_report) if baseline_report else None,
         "data_range": split.to_json(),
         "written": written,

@@ -12,12 +12,14 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from data.days import Progress
+from data.torch_ranks import all_sum
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import model_inputs, user_vectors
 from features.embeddings.errors import NotEnoughData
@@ -133,6 +135,92 @@ def training_step(
     return float(loss.detach())
 
 
+class GradientSync(Protocol):
+    """What a data-parallel rank gives ``run_epochs``: a sum of gradients over the ranks after each backward
+    that also agrees on stopping (each rank sets ``out_of_time`` before the step, all read ``stop`` after)."""
+
+    out_of_time: bool
+    stop: bool
+
+    def __call__(self, model: Encoder) -> None: ...
+
+
+def run_epochs(
+    model: Encoder,
+    train: Sequences,
+    settings: EmbeddingSettings,
+    validate: Callable[[Encoder], float],
+    *,
+    rank: int = 0,
+    world: int = 1,
+    sync: GradientSync | None = None,
+    progress: Progress | None = None,
+    label: str = "m3",
+) -> TrainReport:
+    """The epochs of one process (``fit``) or of one data-parallel rank (``features.embeddings.ddp``):
+    batches of every event with a history in a seeded order, ``validate`` after each epoch, early stopping,
+    and the best epoch's weights restored into ``model``.
+
+    A rank takes every ``world``-th event of each batch from ``rank`` on and passes ``sync``; its loss
+    totals are summed over the ranks, so every rank writes the same report."""
+    report_progress = progress or (lambda stage, done, total: None)
+    rng = np.random.default_rng(settings.seed)  # the same order of events on every rank
+    examples = np.flatnonzero(train.position() >= 1)
+    optimisers = optimisers_for(model, settings)
+    negatives = NegativeSampler(train, settings)
+    metric = f"recall@{settings.eval_k}"
+    report = TrainReport(examples=len(examples))
+    best, best_state, waited = -1.0, copy.deepcopy(model.state_dict()), 0
+    start = time.perf_counter()
+    n_batches = (len(examples) + settings.batch_size - 1) // settings.batch_size
+
+    def out_of_time() -> bool:
+        limit = settings.max_train_seconds
+        return limit is not None and time.perf_counter() - start > limit
+
+    stop = False
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = rng.permutation(examples)
+        total_loss, seen = 0.0, 0
+        for b in range(n_batches):
+            batch = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            mine = batch[rank::world]
+            if sync is not None:  # carried in the step's sum: all ranks stop after the same step
+                sync.out_of_time = out_of_time()
+            loss = training_step(
+                model, optimisers, train, mine, negatives, settings, batch=len(batch), sync=sync
+            )
+            total_loss += loss * len(mine)
+            seen += len(mine)
+            report_progress(f"{label} epoch {epoch}", b + 1, n_batches)
+            # Large logs: an epoch may not fit the budget; validate what was learned.
+            stop = sync.stop if sync is not None else out_of_time()
+            if stop:
+                break
+        if sync is not None:
+            total_loss, seen = all_sum([total_loss, seen])
+        value = validate(model)
+        report.history.append({"epoch": epoch, "loss": total_loss / max(seen, 1), metric: value})
+        report.examples_seen += int(seen)
+        report.epochs = epoch
+        if value > best:
+            best, best_state, waited, report.best_epoch = value, copy.deepcopy(model.state_dict()), 0, epoch
+        else:
+            waited += 1
+        if waited >= settings.patience:
+            report.stopped = "patience"
+            break
+        # Time may run out during validation too; ranks agree on it through one more sum.
+        late = all_sum([float(out_of_time())])[0] > 0 if sync is not None else out_of_time()
+        if stop or late:
+            report.stopped = "max_train_seconds"
+            break
+    report.seconds = round(time.perf_counter() - start, 2)
+    model.load_state_dict(best_state)
+    return report
+
+
 def fit(
     train: Sequences,
     valid: Sequences,
@@ -149,59 +237,17 @@ def fit(
     ``build(n_items, settings)`` makes the encoder: M3 by default, ``mean_encoder`` for the baselines'
     own item table.
     """
-    report_progress = progress or (lambda stage, done, total: None)
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    examples = np.flatnonzero(train.position() >= 1)
-    if len(examples) == 0:
+    if not np.any(train.position() >= 1):
         raise NotEnoughData("no training click has an earlier click of the same user to learn from")
     model = build(train.n_items, settings)
-    optimisers = optimisers_for(model, settings)
-    negatives = NegativeSampler(train, settings)
     metric = f"recall@{settings.eval_k}"
-    report = TrainReport(examples=len(examples))
-    best, best_state, waited = -1.0, copy.deepcopy(model.state_dict()), 0
-    start = time.perf_counter()
-    n_batches = (len(examples) + settings.batch_size - 1) // settings.batch_size
 
-    def out_of_time() -> bool:
-        limit = settings.max_train_seconds
-        return limit is not None and time.perf_counter() - start > limit
+    def validate(m: Encoder) -> float:
+        return evaluate(m3_scorer(m, valid, settings.max_history), valid, valid_targets, settings.eval_k)[
+            metric
+        ]
 
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        order = rng.permutation(examples)
-        total_loss, seen = 0.0, 0
-        for b in range(n_batches):
-            idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
-            loss = training_step(model, optimisers, train, idx, negatives, settings)
-            total_loss += loss * len(idx)
-            seen += len(idx)
-            report_progress(f"{label} epoch {epoch}", b + 1, n_batches)
-            if out_of_time():  # large logs: an epoch may not fit the budget; validate what was learned
-                break
-        result = evaluate(
-            m3_scorer(model, valid, settings.max_history), valid, valid_targets, settings.eval_k
-        )
-        report.history.append({"epoch": epoch, "loss": total_loss / max(seen, 1), metric: result[metric]})
-        report.examples_seen += seen
-        report.epochs = epoch
-        if result[metric] > best:
-            best, best_state, waited, report.best_epoch = (
-                result[metric],
-                copy.deepcopy(model.state_dict()),
-                0,
-                epoch,
-            )
-        else:
-            waited += 1
-        if waited >= settings.patience:
-            report.stopped = "patience"
-            break
-        if out_of_time():
-            report.stopped = "max_train_seconds"
-            break
-    report.seconds = round(time.perf_counter() - start, 2)
-    model.load_state_dict(best_state)
+    report = run_epochs(model, train, settings, validate, progress=progress, label=label)
     model.eval()
     return model, report

@@ -6,7 +6,6 @@ torch and the stage's modules load inside the commands, so ``smartblock --help``
 
 from __future__ import annotations
 
-import contextlib
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -88,14 +87,10 @@ def train_user_embeddings(
         threads=threads, epochs=epochs, seed=seed, valid_days=valid_days, test_days=test_days
     )
     store = None if no_store else _store()
-    with progress_bar(not as_json) as report, contextlib.ExitStack() as stack:
-        client = None
-        if engine or cluster:
-            from data.engine import engine_client
-
-            client = stack.enter_context(engine_client(on_cluster(state.settings(), cluster).engine))
+    on_engine = on_cluster(state.settings(), cluster).engine if engine or cluster else None
+    with progress_bar(not as_json) as report:
         result = EmbeddingRun.model_validate(
-            run(DataLayout(world), settings, store, progress=report, client=client)
+            run(DataLayout(world), settings, store, progress=report, engine=on_engine)
         )
     k = f"recall@{settings.eval_k}"
     if as_json:

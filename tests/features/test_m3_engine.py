@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+import torch
 
 from data.days import split_days
 from data.engine import EngineSettings, engine_client
@@ -48,11 +49,12 @@ def client() -> Iterator[Client]:
         yield client
 
 
-def _settings(sparse: bool) -> EmbeddingSettings:
-    return EmbeddingSettings(
+def _settings(sparse: bool, **kw: object) -> EmbeddingSettings:
+    base = dict(
         dim=16, mid_items=4, max_history=12, epochs=4, patience=4, batch_size=128, negatives=64,
         eval_max_events=400, threads=1, seed=3, sparse_items=sparse,
     )  # fmt: skip
+    return EmbeddingSettings(**{**base, **kw})
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
@@ -72,3 +74,19 @@ def test_two_ranks_learn_m3_like_one_process(data, client: Client, sparse: bool)
     assert report.examples_seen == alone_report.examples_seen
     assert abs(recall(model) - recall(alone)) <= TOLERANCE, (recall(model), recall(alone))
     assert recall(model) > report.history[0][k] + 0.02  # it kept learning after its first epoch
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_without_dropout_two_ranks_compute_one_process_steps(data, client: Client, sparse: bool) -> None:
+    """No dropout: the ranks' summed gradients are one process's, so the weights agree to float rounding
+    (every step, every epoch, the same early stop); gradients averaged instead of summed, a rank's share
+    not weighted, or a table row not gathered would move them far apart."""
+    train, valid, targets = data
+    settings = _settings(sparse, dropout=0.0, epochs=3, patience=1)
+    model, report, _ = fit_on_engine(client, train, valid, targets, settings)
+    alone, alone_report = fit(train, valid, targets, settings)
+    assert (report.epochs, report.best_epoch, report.stopped) == (
+        alone_report.epochs, alone_report.best_epoch, alone_report.stopped
+    )  # fmt: skip
+    for name, value in alone.state_dict().items():
+        assert torch.allclose(model.state_dict()[name], value, atol=1e-5), name
