@@ -3,10 +3,10 @@
 Retrieval results and query encodings are cached per query text, so a warm head hides the path most of a
 portal's distinct (rare) queries take. This starts ``smartblock serve`` (one worker by default) once per
 variant, sends every query of a set of distinct logged queries once (cold: the server process has never seen
-it), then the same queries again (warm), one request at a time (c=1), with ``explain=true`` so each answer
-carries the server's own stage timings (retrieval, features, ranking, log, total). Variants run side by side,
-query by query (A B A B ...), so background load falls on them alike; each variant's server is cold for its
-own process.
+it), then the same queries again (warm), one request at a time (c=1; ``--concurrency N``: N at a time), with
+``explain=true`` so each answer carries the server's own stage timings (retrieval, features, ranking, log,
+total). Variants run side by side, query by query (A B A B ...; N queries each at a time), so background load
+falls on them alike; each variant's server is cold for its own process.
 
     python benchmarks/bench_cold_path.py --world worlds/small --queries 300
     B=SMARTBLOCK_RETRIEVAL; python benchmarks/bench_cold_path.py --world worlds/small \\
@@ -26,6 +26,7 @@ import os
 import random
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -66,37 +67,47 @@ def summary(values: list[float]) -> dict[str, float | None]:
     return {p: round(float(np.percentile(a, q)), 2) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))}
 
 
-def measure(urls: dict[str, str], queries: list[str], users: list[str]) -> dict:
+def measure(urls: dict[str, str], queries: list[str], users: list[str], concurrency: int = 1) -> dict:
+    """Each query once per variant and pass, ``concurrency`` at a time: the variants take turns a batch of
+    ``concurrency`` queries each (A B A B ...)."""
     out: dict = {}
     clients = {name: httpx.Client(base_url=url, timeout=30) for name, url in urls.items()}
+
+    def send(client: httpx.Client, i: int, q: str) -> tuple[float, httpx.Response]:
+        params = {"q": q, "user_id": users[i % len(users)], "k": 10, "explain": "true"}
+        started = time.perf_counter()
+        res = client.get("/search", params=params)
+        return time.perf_counter() - started, res
+
     try:
-        for phase in ("cold", "warm"):
-            client_ms: dict[str, list[float]] = {n: [] for n in urls}
-            stage_ms: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in urls}
-            errors: dict[str, Counter[str]] = {n: Counter() for n in urls}
-            walls = dict.fromkeys(urls, 0.0)
-            for i, q in enumerate(queries):
-                for name, client in clients.items():
-                    params = {"q": q, "user_id": users[i % len(users)], "k": 10, "explain": "true"}
-                    started = time.perf_counter()
-                    res = client.get("/search", params=params)
-                    elapsed = time.perf_counter() - started
-                    walls[name] += elapsed
-                    if res.status_code != 200:
-                        errors[name][str(res.status_code)] += 1
-                        continue
-                    client_ms[name].append(elapsed * 1000)
-                    for stage, ms in (res.json().get("latency_ms") or {}).items():
-                        if stage in stage_ms[name]:
-                            stage_ms[name][stage].append(float(ms))
-            for name in urls:
-                out.setdefault(name, {})[phase] = {
-                    "requests": len(client_ms[name]),
-                    "errors": dict(errors[name]),
-                    "rps": round(len(client_ms[name]) / max(walls[name], 1e-9), 1),
-                    "client_ms": summary(client_ms[name]),
-                    "stages_ms": {s: summary(v) for s, v in stage_ms[name].items()},
-                }
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="client") as senders:
+            for phase in ("cold", "warm"):
+                client_ms: dict[str, list[float]] = {n: [] for n in urls}
+                stage_ms: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in urls}
+                errors: dict[str, Counter[str]] = {n: Counter() for n in urls}
+                walls = dict.fromkeys(urls, 0.0)
+                for first in range(0, len(queries), concurrency):
+                    batch = list(enumerate(queries))[first : first + concurrency]
+                    for name, client in clients.items():
+                        began = time.perf_counter()
+                        answers = list(senders.map(lambda iq, c=client: send(c, *iq), batch))
+                        walls[name] += time.perf_counter() - began
+                        for elapsed, res in answers:
+                            if res.status_code != 200:
+                                errors[name][str(res.status_code)] += 1
+                                continue
+                            client_ms[name].append(elapsed * 1000)
+                            for stage, ms in (res.json().get("latency_ms") or {}).items():
+                                if stage in stage_ms[name]:
+                                    stage_ms[name][stage].append(float(ms))
+                for name in urls:
+                    out.setdefault(name, {})[phase] = {
+                        "requests": len(client_ms[name]),
+                        "errors": dict(errors[name]),
+                        "rps": round(len(client_ms[name]) / max(walls[name], 1e-9), 1),
+                        "client_ms": summary(client_ms[name]),
+                        "stages_ms": {s: summary(v) for s, v in stage_ms[name].items()},
+                    }
     finally:
         for client in clients.values():
             client.close()
@@ -113,6 +124,9 @@ def main() -> None:
         "--variant", action="append", default=[], help="NAME:KEY=VALUE,... (server environment)"
     )
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="Requests in flight at once (c); each query still once."
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -129,7 +143,7 @@ def main() -> None:
             wait_ready(*servers[name])
         os.environ.clear()
         os.environ.update(saved)
-        result = measure({n: url for n, (_, url) in servers.items()}, queries, users)
+        result = measure({n: url for n, (_, url) in servers.items()}, queries, users, args.concurrency)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -141,6 +155,7 @@ def main() -> None:
         "world": str(args.world),
         "queries": len(queries),
         "workers": args.workers,
+        "concurrency": args.concurrency,
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
@@ -155,8 +170,8 @@ def main() -> None:
 def print_report(report: dict) -> None:
     print(
         f"world {report['world']}: {report['queries']} distinct logged queries, once cold then once warm, "
-        f"c=1, {report['workers']} worker(s); {report['cpus']} CPUs, load average before "
-        f"{report['load_before']}, after {report['load_after']}"
+        f"c={report['concurrency']}, {report['workers']} worker(s); {report['cpus']} CPUs, load average "
+        f"before {report['load_before']}, after {report['load_after']}"
     )
     head = f"{'variant':<12}{'pass':<6}{'what':<11}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
     print(head)

@@ -85,7 +85,9 @@ class FusedRetriever(BaseRetriever):
 
     With ``threads`` > 1 a query's members search side by side: the first in the caller's thread, the others
     on a small pool shared by every request (``threads`` - 1 threads), so a request never holds more than
-    ``threads`` cores however many requests run at once.
+    ``threads`` cores however many requests run at once. A member goes to the pool only when a pool thread is
+    free, and otherwise runs in the caller's thread: under concurrent requests every core is busy already,
+    and members queued behind other requests' would wait longer than they take.
     """
 
     name = "fused"
@@ -104,6 +106,7 @@ class FusedRetriever(BaseRetriever):
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._free = threading.Semaphore(max(threads - 1, 0))  # pool threads not searching now
 
     def _side_pool(self) -> ThreadPoolExecutor | None:
         if self.threads < 2 or len(self.members) < 2:
@@ -118,10 +121,22 @@ class FusedRetriever(BaseRetriever):
         if pool is None:
             return {name: m.search(query, depth) for name, m in self.members.items()}
         (first, head), *rest = self.members.items()
-        pending = {name: pool.submit(m.search, query, depth) for name, m in rest}
+        pending, inline = {}, []
+        for name, member in rest:
+            if self._free.acquire(blocking=False):
+                pending[name] = pool.submit(self._on_side, member, query, depth)
+            else:
+                inline.append((name, member))
         runs = {first: head.search(query, depth)}
+        runs.update((name, member.search(query, depth)) for name, member in inline)
         runs.update((name, f.result()) for name, f in pending.items())
         return {name: runs[name] for name in self.members}  # members' order: fusion ties break alike
+
+    def _on_side(self, member: Retriever, query: str, depth: int) -> Sequence[Hit]:
+        try:
+            return member.search(query, depth)
+        finally:
+            self._free.release()
 
     @property
     def is_built(self) -> bool:

@@ -170,7 +170,41 @@ def test_members_searched_side_by_side_answer_as_one_after_the_other(
     assert [[(h.id, h.score) for h in hits] for hits in got] == [
         [(h.id, h.score) for h in hits] for hits in want
     ]
-    assert {s.split("@")[1] for s in seen if not s.startswith(next(iter(members)))} == {"member-search"}
+    # Six requests on two side threads: the others' members went to the pool while a thread was free.
+    assert "member-search" in {s.split("@")[1] for s in seen if not s.startswith(next(iter(members)))}
+
+
+def test_a_member_runs_in_the_request_thread_while_the_pool_is_busy(
+    world_retrievers: dict[str, BaseRetriever],
+) -> None:
+    fused = world_retrievers["fused"]
+    assert isinstance(fused, FusedRetriever)
+    side = FusedRetriever(fused.members, fused.settings, threads=2)  # one pool thread
+    second = list(side.members)[1]
+    held, release = threading.Event(), threading.Event()
+    where: list[str] = []
+    real = side.members[second]
+
+    def search(query: str, k: int) -> list[Hit]:
+        where.append(threading.current_thread().name)
+        if query == "jeju":  # the first request's member keeps the only pool thread busy
+            held.set()
+            assert release.wait(30)
+        return real.search(query, k)
+
+    side.members[second] = type("Observed", (), {"search": staticmethod(search)})()
+    with ThreadPoolExecutor(1) as requests:
+        blocked = requests.submit(side.search, "jeju", 20)
+        assert held.wait(30)
+        # The pool's thread is taken: this request searches its member itself instead of queueing behind.
+        hits = side.search("seoul food", 20)
+        assert not blocked.done()
+        release.set()
+        blocked.result(30)
+    assert where[0].startswith("member-search") and where[1] == threading.current_thread().name
+    assert [(h.id, h.score) for h in hits] == [
+        (h.id, h.score) for h in FusedRetriever(fused.members, fused.settings).search("seoul food", 20)
+    ]
 
 
 def test_warm_up_searches_made_up_queries_and_leaves_no_encodings_cached(
