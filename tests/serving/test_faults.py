@@ -13,10 +13,12 @@ The Redis here is the test's own (``embedded_redis``): never the shared server o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,15 +63,15 @@ class Served:
         return redis.Redis(unix_socket_path=str(socket_path(self.folder)), socket_timeout=5)
 
 
-@pytest.fixture(scope="module")
-def served(
+@contextlib.contextmanager
+def _serve(
     tmp_path_factory: pytest.TempPathFactory,
     tiny_world: Path,
     base_settings: Settings,
-    parts: object,  # the session's indexes are built
-    trained_versions: list[str],
-    free_port: Callable[[], int],
+    port: int,
+    log_level: str = "warning",
 ) -> Iterator[Served]:
+    """``smartblock serve`` on the tiny world over an embedded Redis of its own, ready; stopped after."""
     from data.layout import DataLayout
     from features.build import build_online_features
     from features.embedded import ensure_server
@@ -92,10 +94,9 @@ def served(
     config = folder.parent / "faults.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"serving": {"api_key"}})))
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("SMARTBLOCK_")}
-    port = free_port()
     log = folder.parent / "serve.log"
     cmd = [sys.executable, "-m", "search.cli", "--config", str(config), "serve", "--world", str(tiny_world)]
-    cmd += ["--port", str(port), "--log-level", "warning"]
+    cmd += ["--port", str(port), "--log-level", log_level]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     s = Served(proc, f"http://127.0.0.1:{port}", folder, log)
@@ -114,6 +115,19 @@ def served(
         if pid is not None:  # the server the test or its serve process started
             os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_world: Path,
+    base_settings: Settings,
+    parts: object,  # the session's indexes are built
+    trained_versions: list[str],
+    free_port: Callable[[], int],
+) -> Iterator[Served]:
+    with _serve(tmp_path_factory, tiny_world, base_settings, free_port()) as s:
+        yield s
 
 
 def _ready(s: Served) -> bool:
@@ -301,3 +315,49 @@ def test_redis_frozen_killed_and_restarted_keeps_search_within_the_deadline(serv
 def _answers_ok(client: httpx.Client) -> bool:
     res = client.get("/search", params={"q": QUERIES[1], "user_id": "probe"})
     return res.status_code == 200 and not res.json()["degraded"]
+
+
+def test_sigterm_under_traffic_shuts_the_server_down_gracefully(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_world: Path,
+    base_settings: Settings,
+    parts: object,
+    trained_versions: list[str],
+    free_port: Callable[[], int],
+) -> None:
+    # The JVM (SPLADE's Lucene) used to take SIGTERM for itself: the server skipped its graceful shutdown,
+    # and one stopped while a request was in a Java call hung for good, listening, every request timing out.
+    with _serve(tmp_path_factory, tiny_world, base_settings, free_port(), log_level="info") as s:
+        outcomes: list[str] = []
+        stop = threading.Event()
+
+        def search(n: int) -> None:
+            with httpx.Client(base_url=s.url, timeout=10) as client:
+                i = n
+                while not stop.is_set():
+                    try:
+                        res = client.get(
+                            "/search", params={"q": f"{QUERIES[i % len(QUERIES)]} {i}", "user_id": "u1"}
+                        )
+                        outcomes.append(str(res.status_code))
+                    except httpx.TimeoutException:
+                        outcomes.append("timeout")
+                    except httpx.HTTPError:
+                        outcomes.append("refused")  # the server has gone: what a stopped server answers
+                        time.sleep(0.05)
+                    i += 2
+
+        clients = [threading.Thread(target=search, args=(n,)) for n in range(2)]
+        for t in clients:
+            t.start()
+        _until(lambda: outcomes.count("200") >= 20, 60, "no searches answered")
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            s.proc.wait(timeout=30)
+        finally:
+            stop.set()
+            for t in clients:
+                t.join()
+        log = s.log.read_text()
+        assert "Shutting down" in log and "Finished server process" in log, log[-3000:]
+        assert "timeout" not in outcomes and set(outcomes) <= {"200", "refused"}, outcomes[-20:]
