@@ -1,4 +1,8 @@
-"""Typed dependencies of the routes: the runtime's parts and the admin key check."""
+"""Typed dependencies of the routes: the runtime's parts and the admin key check.
+
+All ``async def``: each only reads attributes or compares a key, and FastAPI runs a plain ``def`` dependency
+in its thread pool, a round trip between the event loop and a worker thread per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from serving.pipeline import SearchPipeline
 from serving.runtime import Runtime
 
 
-def runtime_dep(request: Request) -> Runtime:
+async def runtime_dep(request: Request) -> Runtime:
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:  # only between process start and the end of the lifespan start-up
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is still loading")
@@ -25,15 +29,15 @@ def runtime_dep(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime_dep)]
 
 
-def serving_dep(runtime: RuntimeDep) -> ServingSettings:
+async def serving_dep(runtime: RuntimeDep) -> ServingSettings:
     return runtime.serving
 
 
-def pipeline_dep(runtime: RuntimeDep) -> SearchPipeline:
+async def pipeline_dep(runtime: RuntimeDep) -> SearchPipeline:
     return runtime.pipeline
 
 
-def store_dep(runtime: RuntimeDep) -> FeatureStore:
+async def store_dep(runtime: RuntimeDep) -> FeatureStore:
     return runtime.store
 
 
@@ -61,12 +65,14 @@ def _check_key(header: str, key: str | None, expected: SecretStr | None) -> None
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
 
 
-def require_api_key(serving: ServingDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+async def require_api_key(serving: ServingDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
     """The admin key; when none is configured the admin API is off (403)."""
     _check_key("X-API-Key", key, serving.api_key)
 
 
-def require_write_key(serving: ServingDep, key: Annotated[str | None, Security(_write_key_header)]) -> None:
+async def require_write_key(
+    serving: ServingDep, key: Annotated[str | None, Security(_write_key_header)]
+) -> None:
     """The events key, only when one is configured: without it /events is open (the search page posts)."""
     if serving.write_key is not None:
         _check_key("X-Write-Key", key, serving.write_key)
