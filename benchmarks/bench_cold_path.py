@@ -86,8 +86,9 @@ def measure(urls: dict[str, str], queries: list[str], users: list[str], concurre
                 stage_ms: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in urls}
                 errors: dict[str, Counter[str]] = {n: Counter() for n in urls}
                 walls = dict.fromkeys(urls, 0.0)
+                numbered = list(enumerate(queries))
                 for first in range(0, len(queries), concurrency):
-                    batch = list(enumerate(queries))[first : first + concurrency]
+                    batch = numbered[first : first + concurrency]
                     for name, client in clients.items():
                         began = time.perf_counter()
                         answers = list(senders.map(lambda iq, c=client: send(c, *iq), batch))
@@ -130,6 +131,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
     variants = [parse_variant(v) for v in args.variant] or [("default", {})]
     queries, users = distinct_queries(args.world, args.queries, args.seed)
     load_before = [round(x, 2) for x in os.getloadavg()]

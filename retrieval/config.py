@@ -197,7 +197,13 @@ class RetrievalSettings(BaseModel):
         description="Where exported ONNX encoders are cached, one folder per fingerprint; "
         "None: $XDG_CACHE_HOME/smartblock/onnx (~/.cache/smartblock/onnx).",
     )
-    java_threads: int = Field(default=1, ge=1, le=64, description="Threads for Lucene batch search/indexing.")
+    java_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Threads for Lucene indexing and BM25's batch search (SPLADE's batch runs its queries "
+        "one after the other: retrieval.lucene.SpladeRetriever).",
+    )
     candidates: int = Field(default=100, ge=1, description="Blocks returned by the fused retriever.")
     splade: SpladeSettings = SpladeSettings()
     dense: DenseSettings = DenseSettings()

@@ -124,7 +124,11 @@ class FusedRetriever(BaseRetriever):
         pending, inline = {}, []
         for name, member in rest:
             if self._free.acquire(blocking=False):
-                pending[name] = pool.submit(self._on_side, member, query, depth)
+                try:
+                    pending[name] = pool.submit(self._on_side, member, query, depth)
+                except RuntimeError:  # the pool is shutting down: the thread's slot stays free
+                    self._free.release()
+                    raise
             else:
                 inline.append((name, member))
         runs = {first: head.search(query, depth)}

@@ -25,7 +25,8 @@ from retrieval.errors import JavaError
 
 MIN_JAVA = 21
 _VECTOR_OPTION = "--add-modules=jdk.incubator.vector"
-_KEEP_SIGNALS = "-Xrs"
+# -Xrs leaves SIGQUIT to Python too, and jcmd / jstack reach a JVM through it: start their listener up front.
+_KEEP_SIGNALS = ("-Xrs", "-XX:+StartAttachListener")
 _lock = threading.Lock()
 
 
@@ -97,7 +98,8 @@ def start_jvm() -> Any:
             # The process's signals stay Python's. Without -Xrs the JVM takes SIGTERM and SIGINT for its own
             # shutdown: a server stopped by SIGTERM then left its graceful shutdown undone, and one stopped
             # while a request was inside a Java call hung for good, still listening, every request timing out.
-            jnius_config.add_options(_KEEP_SIGNALS)
+            # The cost: Ctrl-C in a CLI command waits for the Java call in progress (an index build) to end.
+            jnius_config.add_options(*_KEEP_SIGNALS)
             try:
                 import pyserini.pyclass  # noqa: F401  puts Anserini's jar on the classpath, starts the JVM
             except Exception as exc:  # jnius raises plain Exceptions/SystemError on JVM start failure

@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from data.days import Progress
 from retrieval import fingerprint
@@ -55,21 +54,25 @@ def _write_jsonl(folder: Path, rows: Sequence[dict]) -> None:
 
 
 def _ties_apart(scores: Sequence[float]) -> list[float]:
-    """Scores as Anserini's searchers return them: rounded to 1e-4, and each score tied with the one above it
-    lowered by 1e-6 per tie so far, so that the scores alone give the rank order (its
-    ``ScoreTiesAdjusterReranker``, in double precision, then float32)."""
-    out: list[float] = []
-    previous, ties = 0.0, 0
-    for i, score in enumerate(scores):
-        value = math.floor(score * 1e4 + 0.5) / 1e4
-        if i == 0 or previous - value > 1e-4:
+    """Scores as Anserini's searchers return them (its ``ScoreTiesAdjusterReranker``): each rounded to 1e-4 in
+    double precision and kept as float32; then, in float32, each score within 1e-4 of the one above it lowered
+    by 1e-6 per tie so far, so that the scores alone give the rank order. ``array('f')`` rounds to float32."""
+    out = array("f", (math.floor(s * 1e4 + 0.5) / 1e4 for s in scores))
+    f32 = array("f", [0.0])  # a float32 register: Java's float arithmetic rounds every step
+    ties = 0
+    for i in range(1, len(out)):
+        f32[0] = out[i - 1] - out[i]
+        if f32[0] > _TIE_GAP:
             ties = 0
         else:
             ties += 1
-            value -= 1e-6 * ties
-        previous = value
-        out.append(value)
-    return np.asarray(out, np.float32).tolist()
+            f32[0] = _TIE_STEP * ties
+            out[i] = out[i] - f32[0]
+    return out.tolist()
+
+
+_TIE_GAP = array("f", [1e-4])[0]
+_TIE_STEP = array("f", [1e-6])[0]
 
 
 class _LuceneRetriever(BaseRetriever):
@@ -162,6 +165,7 @@ class SpladeRetriever(_LuceneRetriever):
     ) -> None:
         super().__init__(index_dir, limits=limits, threads=threads)
         self.encoder = encoder
+        self._reader: Any = None
 
     def encoder_identity(self) -> str:
         return self.encoder.identity()
@@ -178,8 +182,9 @@ class SpladeRetriever(_LuceneRetriever):
         return ["-collection", "JsonVectorCollection", "-impact", "-pretokenized"]
 
     def _open(self) -> Any:
-        """The index's own ``IndexSearcher`` under Anserini's ``ImpactSimilarity``: what
-        ``SimpleImpactSearcher.search`` runs, without the per-hit work around it (see ``_search``)."""
+        """The index's own ``IndexSearcher`` under Anserini's ``ImpactSimilarity``: the search
+        ``SimpleImpactSearcher.search`` runs, with its hits read back in bulk (see ``_search``). Anserini
+        skips the tie-break by id on Lucene 8 indexes; every index here is built by its Lucene 9."""
         autoclass = start_jvm()
         from jnius import cast
 
@@ -190,7 +195,9 @@ class SpladeRetriever(_LuceneRetriever):
         folder = autoclass("org.apache.lucene.store.FSDirectory").open(
             autoclass("java.io.File")(str(self.index_dir / "lucene")).toPath()
         )
-        reader = autoclass("org.apache.lucene.index.DirectoryReader").open(folder)
+        if self._reader is not None:  # a reload: the old reader's maps and files go
+            self._reader.close()
+        reader = self._reader = autoclass("org.apache.lucene.index.DirectoryReader").open(folder)
         # The reader type by name: pyjnius would otherwise pick the IndexReaderContext constructor.
         searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
             cast("org.apache.lucene.index.IndexReader", reader)

@@ -195,11 +195,13 @@ def test_a_member_runs_in_the_request_thread_while_the_pool_is_busy(
     side.members[second] = type("Observed", (), {"search": staticmethod(search)})()
     with ThreadPoolExecutor(1) as requests:
         blocked = requests.submit(side.search, "jeju", 20)
-        assert held.wait(30)
-        # The pool's thread is taken: this request searches its member itself instead of queueing behind.
-        hits = side.search("seoul food", 20)
-        assert not blocked.done()
-        release.set()
+        try:
+            assert held.wait(30)
+            # The pool's thread is taken: this request searches its member itself instead of queueing behind.
+            hits = side.search("seoul food", 20)
+            assert not blocked.done()
+        finally:
+            release.set()
         blocked.result(30)
     assert where[0].startswith("member-search") and where[1] == threading.current_thread().name
     assert [(h.id, h.score) for h in hits] == [

@@ -14,14 +14,15 @@ from retrieval.java import start_jvm
 from retrieval.lucene import SpladeRetriever, _ties_apart
 
 
-def _anserini(retriever: SpladeRetriever, query: str, k: int) -> list[tuple[str, float]]:
+def _anserini_top(
+    retriever: SpladeRetriever, searcher: object, query: str, k: int
+) -> list[tuple[str, float]]:
     """What the retriever returned before it searched Lucene itself: Anserini's searcher, integer weights."""
     autoclass = start_jvm()
-    searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(retriever.index_dir / "lucene"))
     weights = autoclass("java.util.HashMap")()
     for term, weight in retriever.encoder.encode_query(query).items():
         weights.put(term, autoclass("java.lang.Integer")(weight))
-    return [(str(h.docid), float(h.score)) for h in searcher.search(weights, k)]
+    return [(str(h.docid), float(h.score)) for h in searcher.search(weights, k)]  # type: ignore[attr-defined]
 
 
 def test_splade_ranks_and_scores_as_anserini_does(
@@ -31,13 +32,18 @@ def test_splade_ranks_and_scores_as_anserini_does(
     assert isinstance(splade, SpladeRetriever)
     queries = sorted(pc.unique(DataLayout(tiny_world).read_events("impressions")["query"]).to_pylist())
     assert len(queries) > 100
-    ties = 0
-    for query in queries[::3]:
-        ours = [(h.id, h.score) for h in splade.search(query, 200)]
-        assert ours == _anserini(splade, query, 200), query
-        ties += sum(a[1] == b[1] for a, b in itertools.pairwise(ours))
-    # Anserini's scores keep equal sums equal unless they were nudged apart: the test saw both kinds.
-    assert ties > 0
+    searcher = start_jvm()("io.anserini.search.SimpleImpactSearcher")(str(splade.index_dir / "lucene"))
+    equal = nudged = 0
+    try:
+        for query in queries[::3]:
+            ours = [(h.id, h.score) for h in splade.search(query, 200)]
+            assert ours == _anserini_top(splade, searcher, query, 200), query
+            equal += sum(a[1] == b[1] for a, b in itertools.pairwise(ours))
+            nudged += sum(0 < a[1] - b[1] < 1e-4 for a, b in itertools.pairwise(ours))
+    finally:
+        searcher.close()
+    # Both kinds of tie were there to get right: equal sums kept equal, and ties nudged apart.
+    assert equal > 0 and nudged > 0
 
 
 def test_ties_are_nudged_apart_as_anserini_does() -> None:
@@ -48,3 +54,12 @@ def test_ties_are_nudged_apart_as_anserini_does() -> None:
     assert scores[5] == float(np.float32(96 - 4e-6)) == scores[6] < 96.0
     assert scores[7:10] == [48.0, 48.0, float(np.float32(48 - 2e-6))] and scores[9] < 48.0
     assert scores[10] == float(np.float32(1.2346))
+    # Gaps are float32 differences, as in Java: 3.0002 - 3.0001 is just over 1e-4 (no tie), 3.0001 - 3.0
+    # just under it (a tie, nudged once).
+    f32 = np.float32
+    assert f32(3.0002) - f32(3.0001) > f32(1e-4) > f32(3.0001) - f32(3.0)
+    assert _ties_apart([3.0002, 3.0001, 3.0]) == [
+        float(f32(3.0002)),
+        float(f32(3.0001)),
+        float(f32(3.0) - f32(1e-6) * f32(1)),
+    ]

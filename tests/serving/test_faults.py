@@ -77,7 +77,9 @@ def _serve(
     from features.embedded import ensure_server
     from features.store import RedisFeatureStore
 
-    folder = tmp_path_factory.mktemp("faults-redis")
+    base = tmp_path_factory.mktemp("serve")  # its own config and log: two servers may run at once
+    folder = base / "redis"
+    folder.mkdir()
     features = base_settings.features.model_copy(
         update={"redis_url": None, "embedded_dir": folder, "namespace": f"flt{uuid.uuid4().hex[:6]}"}
     )
@@ -91,10 +93,10 @@ def _serve(
         model_poll_s=60,
     )
     settings = base_settings.model_copy(update={"features": features, "serving": serving})
-    config = folder.parent / "faults.yaml"
+    config = base / "faults.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"serving": {"api_key"}})))
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("SMARTBLOCK_")}
-    log = folder.parent / "serve.log"
+    log = base / "serve.log"
     cmd = [sys.executable, "-m", "search.cli", "--config", str(config), "serve", "--world", str(tiny_world)]
     cmd += ["--port", str(port), "--log-level", log_level]
     with log.open("w") as out:
