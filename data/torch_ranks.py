@@ -82,6 +82,21 @@ def state_digest(state: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def replica(state: dict[str, Any]) -> dict[str, Any]:
+    """What a rank returns of its weights: their digest, and on rank 0 the weights as numpy arrays."""
+    import torch.distributed as dist
+
+    weights = {k: v.detach().numpy().copy() for k, v in state.items()} if dist.get_rank() == 0 else None
+    return {"digest": state_digest(state), "state": weights}
+
+
+def agreed_weights(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rank 0's weights (``replica``'s), once every rank's digest says the copies stayed identical."""
+    if len({r["digest"] for r in results}) != 1:
+        raise RanksFailed(f"the {len(results)} ranks ended with different weights: a replica diverged")
+    return results[0]["state"]
+
+
 def to_worker(client: Client, data: Any, worker: str) -> Any:
     """``data`` scattered to ``worker`` itself (a future); None stays None."""
     if data is None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data.torch_ranks import RanksFailed, run_ranks, state_digest, to_worker
+from data.torch_ranks import RanksFailed, agreed_weights, replica, run_ranks, to_worker
 from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
 from ranking.engine_lists import engine_workers, list_partitions
@@ -59,11 +59,9 @@ def fit_on_engine(
     ]
     try:
         results = run_ranks(client, workers, _train_rank, rank_args)
+        weights = agreed_weights(results)
     except RanksFailed as exc:
         raise RankingError(f"torch.distributed training on the engine failed; {exc}") from None
-    digests = {r["digest"] for r in results}
-    if len(digests) != 1:
-        raise RankingError(f"the {len(results)} ranks ended with different weights: a replica diverged")
     run = {
         "backend": "gloo",
         "ranks": len(results),
@@ -73,7 +71,7 @@ def fit_on_engine(
         "threads": [r["threads"] for r in results],
         "train_lists": [r["train_lists"] for r in results],
     }
-    return results[0]["state"], results[0]["info"], run
+    return weights, results[0]["info"], run
 
 
 def _train_rank(
@@ -89,7 +87,6 @@ def _train_rank(
     rank = dist.get_rank()
     tensors = TensorLists(train, cfg.targets)
     info = train_rank(net, tensors, TensorLists(valid) if valid is not None else None, cfg, cfg.seed)
-    state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()} if rank == 0 else None
     return {
         "rank": rank,
         "pid": os.getpid(),
@@ -97,7 +94,6 @@ def _train_rank(
         "worker": get_worker().address,
         "threads": get_worker().state.nthreads,
         "train_lists": train.n_lists,
-        "digest": state_digest(net.state_dict()),
         "info": info,
-        "state": state,
+        **replica(net.state_dict()),
     }

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data.torch_ranks import RanksFailed, all_sum, run_ranks, state_digest, to_worker
+from data.torch_ranks import RanksFailed, agreed_weights, all_sum, replica, run_ranks, to_worker
 from features.embeddings.config import EmbeddingSettings
-from features.embeddings.errors import EmbeddingError, NotEnoughData
+from features.embeddings.errors import EmbeddingError
 from features.embeddings.evaluate import evaluate
 from features.embeddings.sequences import Sequences
 from features.embeddings.train import (
@@ -40,6 +40,7 @@ from features.embeddings.train import (
     build_model,
     m3_scorer,
     run_epochs,
+    training_events,
 )
 
 if TYPE_CHECKING:
@@ -54,8 +55,7 @@ def fit_on_engine(
     settings: EmbeddingSettings,
 ) -> tuple[Encoder, TrainReport, dict[str, Any]]:
     """``fit`` with one rank per worker of the cluster; returns the model, its report and the engine run."""
-    if not np.any(train.position() >= 1):
-        raise NotEnoughData("no training click has an earlier click of the same user to learn from")
+    training_events(train)  # before a cluster is asked: no data, no ranks
     workers = sorted(client.scheduler_info()["workers"])
     if not workers:
         raise EmbeddingError("the Dask cluster has no workers to train on")
@@ -70,12 +70,11 @@ def fit_on_engine(
     ]
     try:
         results = run_ranks(client, workers, train_rank, args)
+        weights = agreed_weights(results)
     except RanksFailed as exc:
         raise EmbeddingError(f"M3 data-parallel training on the engine failed; {exc}") from None
-    if len({r["digest"] for r in results}) != 1:
-        raise EmbeddingError(f"the {len(results)} ranks ended with different weights: a replica diverged")
     model = build_model(train.n_items, settings)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in results[0]["state"].items()})
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     model.eval()
     run = {
         "backend": "gloo",
@@ -106,12 +105,10 @@ def train_rank(
         world=world,
         sync=sync,
     )
-    state = model.state_dict()
     return {
         "rank": rank,
         "pid": os.getpid(),
-        "digest": state_digest(state),
-        "state": {k: v.detach().numpy().copy() for k, v in state.items()} if rank == 0 else None,
+        **replica(model.state_dict()),
         "report": report.__dict__,
         "sync_seconds": round(sync.seconds, 2),
     }

@@ -68,6 +68,14 @@ def build_model(n_items: int, settings: EmbeddingSettings) -> M3:
     )
 
 
+def training_events(train: Sequences) -> np.ndarray:
+    """The events of ``train`` a model learns from: clicks with an earlier click of the same user."""
+    events = np.flatnonzero(train.position() >= 1)
+    if len(events) == 0:
+        raise NotEnoughData("no training click has an earlier click of the same user to learn from")
+    return events
+
+
 def optimisers_for(model: Encoder, settings: EmbeddingSettings) -> list[torch.optim.Optimizer]:
     """Adam for the dense weights; for a sparse item table, SparseAdam (Adam's moments and update on the
     rows a step used). A dense step reads and writes every row: on the large world's 241,920 blocks its
@@ -165,7 +173,7 @@ def run_epochs(
     totals are summed over the ranks, so every rank writes the same report."""
     report_progress = progress or (lambda stage, done, total: None)
     rng = np.random.default_rng(settings.seed)  # the same order of events on every rank
-    examples = np.flatnonzero(train.position() >= 1)
+    examples = training_events(train)
     optimisers = optimisers_for(model, settings)
     negatives = NegativeSampler(train, settings)
     metric = f"recall@{settings.eval_k}"
@@ -238,8 +246,7 @@ def fit(
     own item table.
     """
     torch.manual_seed(settings.seed)
-    if not np.any(train.position() >= 1):
-        raise NotEnoughData("no training click has an earlier click of the same user to learn from")
+    training_events(train)  # before the model is built: no data, no model
     model = build(train.n_items, settings)
     metric = f"recall@{settings.eval_k}"
 
