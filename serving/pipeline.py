@@ -200,14 +200,19 @@ class SearchPipeline:
         depth: int,
         session_id: str | None = None,
         now: datetime | None = None,
+        request_id: str | None = None,
     ) -> Candidates:
         """What /search would rank for this request, neither ranked nor logged: retrieval's top ``depth``
         known blocks and their feature rows as of ``now`` (default: the wall clock; a replay of a world
-        passes the request's time on the world's timeline). Offline evaluation scores rankers on these."""
+        passes the request's time on the world's timeline). Offline evaluation scores rankers on these.
+
+        ``request_id`` (default: a new random one) seeds the request's random features (the bandit's
+        Thompson draw): an evaluation that names its requests gets the same rows on every run.
+        """
         reasons: list[str] = []
         lat: dict[str, float] = {}
         text = normalise(check_query(query, self.retriever.limits))
-        request_id, now = uuid.uuid4().hex, now or datetime.now(UTC)
+        request_id, now = request_id or uuid.uuid4().hex, now or datetime.now(UTC)
         hits, rows = self._gather(request_id, now, text, user_id, session_id or "", depth, None, reasons, lat)
         return Candidates(request_id, now, text, hits, rows, reasons)
 

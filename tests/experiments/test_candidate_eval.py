@@ -50,6 +50,18 @@ def test_every_system_is_judged_against_the_oracle(
     assert not list(client.scan_iter(match=f"{base_settings.features.namespace}-eval*", count=1000))
 
 
+def test_a_rerun_scores_the_same_rows_and_gets_the_same_result(
+    tiny_world: Path, base_settings, parts, trained_versions: list[str]
+) -> None:
+    # A ranker's figures must be comparable run to run: the requests' random features (the Thompson draw)
+    # are seeded by request ids the evaluation names, and every later page, click and feature follows them.
+    options = CandidateEvalOptions(users=20, queries=30, bootstrap=20, depth=30, rerank=8, seed=5)
+    first = run_candidate_eval(base_settings, tiny_world, ["ranker"], options)
+    again = run_candidate_eval(base_settings, tiny_world, ["ranker"], options)
+    assert first["queries"] == 30
+    assert first == again
+
+
 def test_requests_happen_on_the_world_timeline_in_play_order() -> None:
     # Decays (recent interest over hours, a session's tallies over minutes) must see the spacing training
     # saw: on the day after the logs, sessions in the active hours, never earlier than one played before.
