@@ -1,8 +1,9 @@
 """DCN-V2 training in one process against data-parallel ranks on the engine (one torch.distributed rank per
-Dask worker, gloo), on the same lists and machine:
+Dask worker, gloo), or DASALC-ens in one process against a member per worker task, on the same lists and
+machine:
 
     python benchmarks/bench_ddp_training.py [--world DIR | --scale tiny] [--days N] [--epochs 5] [--rounds 3]
-        [--ranks 2] [--json]
+        [--ranks 2] [--model dcn|dasalc-ens] [--members 4] [--json]
 
 Without ``--world`` a world of ``--scale`` (default tiny, seed 7) is generated into a temporary folder. The
 lists are the world's logged pages (``features.dataset.build_training_set``) of its days after the first
@@ -14,6 +15,10 @@ reported apart). An epoch's time counts its steps and its validation; the engine
 time of a fit outside its epochs (shipping the lists, rendezvous, returning the weights). Printed: p50 epoch
 seconds (median over the rounds of each run's median epoch), lists/s through training, validation NDCG@10,
 and the ratio to the 1-thread process; and the load average before and after (the machine may be shared).
+
+With ``--model dasalc-ens`` each of the ``--members`` members trains ``--epochs`` epochs; a run's "epoch"
+is then its whole fit's wall time over members x epochs (what the ensemble pays per member-epoch), so the
+ratio is the ratio of the fits' wall times, cluster overhead included.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from features.config import FeatureStoreSettings
 from features.dataset import build_training_set
 from ranking.config import RankingSettings
 from ranking.dataset import ListwiseData
+from ranking.ensemble import DASALCEnsembleRanker
 from ranking.torch_rankers import DCNRanker
 from ranking.world import to_listwise
 
@@ -74,9 +80,38 @@ def lists_for(args: argparse.Namespace) -> tuple[ListwiseData, ListwiseData, flo
         return train, valid, time.perf_counter() - started
 
 
-def fit(train: ListwiseData, valid: ListwiseData, epochs: int, threads: int, client: Any = None) -> dict:
+def fit(
+    train: ListwiseData,
+    valid: ListwiseData,
+    epochs: int,
+    threads: int,
+    client: Any = None,
+    members: int = 0,
+) -> dict:
+    """One fit of DCN-V2 (``members`` 0) or of a DASALC ensemble of ``members``, for exactly ``epochs``."""
     cfg = RankingSettings().world.train.model_copy(update={"max_epochs": epochs, "patience": epochs})
     started = time.perf_counter()
+    if members:
+        ens = DASALCEnsembleRanker(n_members=members, train=cfg, threads=threads)
+        ens.fit(train, valid, client=client)
+        wall = time.perf_counter() - started
+        infos = ens.info_["members"]
+        per_member_epoch = wall / (members * epochs)
+        busy: dict[str, float] = {}
+        for info in infos:
+            where = info["engine"]["worker"] if client is not None else "here"
+            busy[where] = busy.get(where, 0.0) + info["seconds"]
+        return {
+            "epoch_s": per_member_epoch,
+            "lists_per_s": infos[0]["train_lists"] / per_member_epoch,
+            "valid": "; ".join(
+                next(f"{k} {v}" for k, v in info.items() if k.startswith("valid_")) for info in infos
+            ),
+            # Beyond the busiest process's members' own fits (this one's in process).
+            "overhead_s": wall - max(busy.values()),
+            "allreduce_s": None,
+            "engine": {"pids": sorted({i["engine"]["pid"] for i in infos})} if client is not None else None,
+        }
     ranker = DCNRanker(train=cfg, threads=threads).fit(train, valid, client=client)
     wall = time.perf_counter() - started
     info = ranker.info_
@@ -111,26 +146,34 @@ def main() -> None:
     add_world_arguments(parser)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--ranks", type=int, default=2, help="Engine workers (ranks for DCN-V2).")
+    parser.add_argument("--model", choices=("dcn", "dasalc-ens"), default="dcn")
+    parser.add_argument("--members", type=int, default=4, help="With --model dasalc-ens: its members.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("distributed").setLevel(logging.ERROR)
     load_before = os.getloadavg()
     train, valid, build_s = lists_for(args)
     runs: dict[str, list[dict]] = {"1 process, 1 thread": [], f"1 process, {all_cores()} threads": []}
-    engine_name = f"engine, {args.ranks} ranks x 1 thread"
+    members = args.members if args.model == "dasalc-ens" else 0
+    unit = "workers" if members else "ranks"
+    engine_name = f"engine, {args.ranks} {unit} x 1 thread"
     runs[engine_name] = []
     started = time.perf_counter()
     with engine_client(EngineSettings(workers=args.ranks)) as client:
         cluster_s = time.perf_counter() - started
-        fit(train, valid, 1, 1, client)  # warm-up: the workers import torch and the ranking code once
+        # Warm-up: the workers import torch and the ranking code once.
+        fit(train, valid, 1, 1, client, min(members, args.ranks))
         for _ in range(args.rounds):
-            runs["1 process, 1 thread"].append(fit(train, valid, args.epochs, 1))
-            runs[f"1 process, {all_cores()} threads"].append(fit(train, valid, args.epochs, all_cores()))
-            runs[engine_name].append(fit(train, valid, args.epochs, 1, client))
+            runs["1 process, 1 thread"].append(fit(train, valid, args.epochs, 1, None, members))
+            runs[f"1 process, {all_cores()} threads"].append(
+                fit(train, valid, args.epochs, all_cores(), None, members)
+            )
+            runs[engine_name].append(fit(train, valid, args.epochs, 1, client, members))
     reference = statistics.median(r["epoch_s"] for r in runs["1 process, 1 thread"])
     report = {
         "world": str(args.world or f"generated {args.scale}"),
+        "model": args.model if not members else f"dasalc-ens of {members}",
         "train_lists": train.n_lists,
         "train_rows": train.n_rows,
         "valid_lists": valid.n_lists,
@@ -147,7 +190,8 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(
-        f"{report['world']}: {train.n_lists} training lists ({train.n_rows} rows), {valid.n_lists} "
+        f"{report['model']} on {report['world']}: {train.n_lists} training lists ({train.n_rows} rows), "
+        f"{valid.n_lists} "
         f"validation lists; {args.epochs} epochs x {args.rounds} rounds; cluster start {cluster_s:.1f} s; "
         f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )

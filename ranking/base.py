@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -22,6 +22,9 @@ from data.artifacts import MANIFEST, Artifact
 from ranking.config import RankerConfig
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, NotFittedError, ParameterError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 C = TypeVar("C", bound=RankerConfig)
 
@@ -66,7 +69,14 @@ class Ranker(ABC, Generic[C]):
         return cls(**config.params())
 
     @abstractmethod
-    def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
+    def fit(
+        self,
+        train: ListwiseData,
+        valid: ListwiseData | None = None,
+        warm_start: bool = False,
+        *,
+        client: Client | None = None,
+    ) -> Self:
         """Learn from ``train``; ``valid`` drives early stopping.
 
         Args:
@@ -75,6 +85,8 @@ class Ranker(ABC, Generic[C]):
                 ``valid_fraction`` of ``train``; LightGBM trains all its trees).
             warm_start: continue from the current fitted (or loaded) state instead of starting afresh,
                 e.g. to fine-tune the production model on only the new days.
+            client: a Dask client: train on its workers (docs/scale.md) instead of in this process. Where
+                the fit ran is not part of the model: ``get_params`` and the saved model do not change.
 
         Returns:
             self

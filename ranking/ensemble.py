@@ -9,7 +9,7 @@ again from scratch on the training and validation lists together for exactly tha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 from pydantic import Field
@@ -20,6 +20,9 @@ from ranking.config import DASALCSettings, DenseTransform
 from ranking.dataset import ListwiseData, Schema
 from ranking.errors import ModelFormatError, ParameterError
 from ranking.torch_rankers import DASALCConfig, DASALCRanker, TorchConfig, TrainArg
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 WEIGHTS = "members.safetensors"
 
@@ -80,7 +83,17 @@ class DASALCEnsembleRanker(Ranker[DASALCEnsembleConfig]):
                 member.set_params(threads=params["threads"])
         return self
 
-    def fit(self, train: ListwiseData, valid: ListwiseData | None = None, warm_start: bool = False) -> Self:
+    def fit(
+        self,
+        train: ListwiseData,
+        valid: ListwiseData | None = None,
+        warm_start: bool = False,
+        *,
+        client: Client | None = None,
+    ) -> Self:
+        """Fit every member in this process, one after the other, or, given a Dask ``client``, one member
+        per task on its workers (``ranking.ensemble_dask``). As with the single torch rankers, where the
+        members ran is not part of the model: each member's ``info_["engine"]`` records it."""
         config = self.config()
         if warm_start:
             self.check_fitted("warm_start")
@@ -90,18 +103,19 @@ class DASALCEnsembleRanker(Ranker[DASALCEnsembleConfig]):
         # Every member sees the same train/valid split (the first seed's), so they differ only by seed.
         if valid is None and config.train.valid_fraction > 0 and train.n_lists >= 10:
             train, valid = train.split(config.train.valid_fraction, seed=config.train.seed)
-        for member in members:
-            member.fit(train, valid, warm_start=warm_start)
+        members = _fit_members(members, train, valid, warm_start, client)
         if config.refit and valid is not None and not warm_start:
             # Validation chose each member's number of epochs; now learn from every labelled list for exactly
             # that many epochs (no early stopping left to do), with the same seed.
-            full = concat_lists(train, valid)
-            refitted = []
-            for i, member in enumerate(members):
-                epochs = max(1, int(member.info_["best_epoch"]))
-                fresh = DASALCRanker.from_config(config.member(i, max_epochs=epochs, valid_fraction=0.0))
-                refitted.append(fresh.fit(full, None))
-                refitted[-1].info_ = {**fresh.info_, "validated": member.info_}
+            fresh = [
+                DASALCRanker.from_config(
+                    config.member(i, max_epochs=max(1, int(m.info_["best_epoch"])), valid_fraction=0.0)
+                )
+                for i, m in enumerate(members)
+            ]
+            refitted = _fit_members(fresh, concat_lists(train, valid), None, False, client)
+            for member, validated in zip(refitted, members, strict=True):
+                member.info_ = {**member.info_, "validated": validated.info_}
             members = refitted
         self.members_ = members
         self.schema_ = members[0].schema_
@@ -144,6 +158,20 @@ class DASALCEnsembleRanker(Ranker[DASALCEnsembleConfig]):
             members.append(member)
         ranker.members_ = members
         return ranker
+
+
+def _fit_members(
+    members: list[DASALCRanker],
+    train: ListwiseData,
+    valid: ListwiseData | None,
+    warm_start: bool,
+    client: Client | None,
+) -> list[DASALCRanker]:
+    if client is not None:
+        from ranking.ensemble_dask import fit_members_on_engine
+
+        return fit_members_on_engine(client, members, train, valid, warm_start)
+    return [member.fit(train, valid, warm_start=warm_start) for member in members]
 
 
 def concat_lists(a: ListwiseData, b: ListwiseData) -> ListwiseData:

@@ -10,28 +10,13 @@ from ranking.config import RankingSettings
 from ranking.ensemble import DASALCEnsembleRanker
 from ranking.errors import ParameterError
 from ranking.lgbm import LightGBMRanker
-from ranking.torch_rankers import DASALCRanker, DCNRanker, LinearRanker, MLPRanker, TorchRanker
+from ranking.torch_rankers import DASALCRanker, DCNRanker, LinearRanker, MLPRanker
 
 #: Model type -> ranker class; ``MODELS[t].config_class`` is the type's config.
 MODELS: dict[str, type[Ranker]] = {
     cls.kind: cls
     for cls in (LinearRanker, MLPRanker, DCNRanker, DASALCRanker, DASALCEnsembleRanker, LightGBMRanker)
 }
-
-
-def trains_on_engine(name: str) -> bool:
-    """Whether model type ``name`` can train on the engine (its ``fit`` takes a Dask ``client``): LightGBM
-    and the single torch networks; an ensemble trains its members in this process."""
-    return issubclass(MODELS[name], LightGBMRanker | TorchRanker)
-
-
-def require_engine_model(name: str) -> None:
-    """Refuse (``ConfigError``) a model type that cannot train on the engine, naming those that can."""
-    if not trains_on_engine(name):
-        from data.errors import ConfigError
-
-        can = ", ".join(n for n in MODELS if trains_on_engine(n))
-        raise ConfigError(f"only {can} train on the engine (--cluster / --engine), not '{name}'")
 
 
 def parse_model_list(spec: str) -> list[str]:

@@ -18,7 +18,7 @@ from ranking.dataset import ListwiseData
 from ranking.errors import RegistryError, WorldDataError
 from ranking.evaluate import DEFAULT_KS, evaluate_scores
 from ranking.ltr import load_svmlight
-from ranking.models import make_ranker, require_engine_model
+from ranking.models import make_ranker
 from ranking.registry import ModelRegistry
 from ranking.training_cache import data_signature, feature_fingerprint
 from ranking.world import WorldSource
@@ -98,8 +98,9 @@ def train_and_register(
 ) -> tuple[str, Ranker]:
     """Train (or, with ``warm_start``, fine-tune the line's current model) and register a new version.
 
-    ``engine``: train on the engine (a local Dask cluster, or ``engine.address``): LightGBM, or a torch
-    ranker data-parallel with one ``torch.distributed`` rank per worker (``ranking.models.trains_on_engine``).
+    ``engine``: train on the engine (a local Dask cluster, or ``engine.address``): LightGBM's distributed
+    LambdaMART, a torch ranker data-parallel with one ``torch.distributed`` rank per worker, or the DASALC
+    ensemble with one member per task (docs/scale.md).
 
     The manifest records the validation metrics, the parent version of a warm start and ``metadata``
     (e.g. ``{"data_range": {"train": "2026-01-01..2026-01-10"}}``).
@@ -129,7 +130,6 @@ def _fit(
         return
     from data.engine import engine_client
 
-    require_engine_model(ranker.kind)
     with engine_client(engine) as client:
         ranker.fit(train, valid, warm_start=warm, client=client)
 

@@ -288,9 +288,9 @@ def train_ranker(
         bool,
         typer.Option(
             "--engine",
-            help="lgbm, linear, mlp, dcn, dasalc: train on the engine, a local Dask cluster of "
-            "engine.workers processes (torch: one torch.distributed rank each); default: in this process, "
-            "faster on small machines (docs/scale.md).",
+            help="Train on the engine, a local Dask cluster of engine.workers processes (torch: one "
+            "torch.distributed rank each; dasalc-ens: a member per task); default: in this process "
+            "(docs/scale.md compares the two).",
         ),
     ] = False,
     cluster: ClusterOption = None,
@@ -298,7 +298,7 @@ def train_ranker(
 ) -> None:
     """Train a ranker and register it as a new (unpromoted) version."""
     from data.errors import ConfigError
-    from ranking.models import parse_model_list, require_engine_model, trains_on_engine
+    from ranking.models import parse_model_list
     from ranking.pipeline import load_ltr_splits, train_and_register, train_world_ranker
 
     if (world is None) == (ltr_train is None):
@@ -306,11 +306,8 @@ def train_ranker(
     (name,) = parse_model_list(model)
     settings = _settings(threads, seed)
     reg = _registry(registry)
-    if engine or (cluster and world is None):  # refused before any work, not after
-        require_engine_model(name)
-    # A world's training set is built on --cluster for every model; the ensemble then trains here.
-    trains_there = trains_on_engine(name)
-    on_engine = on_cluster(state.settings(), cluster).engine if (engine or cluster) and trains_there else None
+    # With --cluster, a world's training set is built there too.
+    on_engine = on_cluster(state.settings(), cluster).engine if engine or cluster else None
     if world is not None:
         with progress_bar(not as_json) as report:
             source = _world_source(world, settings, report, cluster)

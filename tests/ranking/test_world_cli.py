@@ -21,8 +21,10 @@ ENV = {
 }
 
 
-def run(*args: str, registry: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **ENV}
+def run(
+    *args: str, registry: Path | None = None, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **ENV, **(extra or {})}
     if registry is not None:
         env["SMARTBLOCK_RANKING__REGISTRY_DIR"] = str(registry)
     return subprocess.run(
@@ -120,10 +122,16 @@ def test_cluster_option_builds_the_training_set_on_that_cluster(world: Path, tmp
     assert trained["model"] == "linear" and trained["info"]["engine"]["ranks"] == 2
 
 
-def test_engine_option_is_refused_for_an_ensemble_before_any_work(world: Path, tmp_path: Path) -> None:
+def test_engine_option_trains_an_ensemble_a_member_per_worker_task(world: Path, tmp_path: Path) -> None:
     fresh = tmp_path / "tiny"
     shutil.copytree(world, fresh, ignore=shutil.ignore_patterns(".cache"))
-    result = run("train", "ranker", "--world", str(fresh), "--model", "dasalc-ens", "--engine")
-    assert result.returncode == 2, result.stderr
-    assert "only linear, mlp, dcn, dasalc, lgbm train on the engine" in result.stderr, result.stderr
-    assert not (fresh / ".cache" / "ranking").exists()  # refused before the training set was built
+    args = ["train", "ranker", "--world", str(fresh), "--model", "dasalc-ens", "--engine", "--json"]
+    extra = {"SMARTBLOCK_RANKING__ENSEMBLE_SIZE": "2", "SMARTBLOCK_ENGINE__WORKERS": "2"}
+    result = run(*args, registry=tmp_path / "models", extra=extra)
+    assert result.returncode == 0, result.stderr
+    trained = json.loads(result.stdout)
+    members = trained["info"]["members"]
+    assert trained["model"] == "dasalc-ens" and len(members) == 2
+    # Each member in a worker process of the command's local cluster (one per worker), never the CLI's own.
+    assert len({m["engine"]["pid"] for m in members}) == 2
+    assert all(m["engine"]["worker"].startswith("tcp://") for m in members)
