@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4, help="With --model dasalc-ens: its members.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.model == "dasalc-ens" and args.members < 1:
+        parser.error("--members must be at least 1")
     logging.getLogger("distributed").setLevel(logging.ERROR)
     load_before = os.getloadavg()
     train, valid, build_s = lists_for(args)

@@ -16,6 +16,7 @@ CPU) does the communication; nothing here schedules work itself:
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -82,11 +83,37 @@ def state_digest(state: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def numpy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict's tensors as numpy copies: how weights travel from a worker back to the driver."""
+    return {k: v.detach().numpy().copy() for k, v in state.items()}
+
+
+def load_numpy_state(module: Any, arrays: dict[str, Any]) -> None:
+    """``numpy_state``'s arrays into ``module``, every tensor of it (strict)."""
+    import torch
+
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()}, strict=True)
+
+
+def worker_record() -> dict[str, Any]:
+    """Where the calling task runs: its Dask worker's address, the host, the process id and the worker's
+    threads (what the engine's runs report of each rank or member)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    return {
+        "worker": worker.address,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": worker.state.nthreads,
+    }
+
+
 def replica(state: dict[str, Any]) -> dict[str, Any]:
     """What a rank returns of its weights: their digest, and on rank 0 the weights as numpy arrays."""
     import torch.distributed as dist
 
-    weights = {k: v.detach().numpy().copy() for k, v in state.items()} if dist.get_rank() == 0 else None
+    weights = numpy_state(state) if dist.get_rank() == 0 else None
     return {"digest": state_digest(state), "state": weights}
 
 

@@ -16,13 +16,11 @@ process does, so the two paths differ only in how the steps are computed (``rank
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data.torch_ranks import RanksFailed, agreed_weights, replica, run_ranks, to_worker
+from data.torch_ranks import RanksFailed, agreed_weights, replica, run_ranks, to_worker, worker_record
 from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
 from ranking.engine_lists import engine_workers, list_partitions
@@ -79,7 +77,6 @@ def _train_rank(
 ) -> dict[str, Any]:
     """One rank's fit, inside its process group: train, then report."""
     import torch.distributed as dist
-    from distributed import get_worker
 
     from ranking.nn.ddp import train_rank
     from ranking.nn.train import TensorLists
@@ -89,10 +86,7 @@ def _train_rank(
     info = train_rank(net, tensors, TensorLists(valid) if valid is not None else None, cfg, cfg.seed)
     return {
         "rank": rank,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "worker": get_worker().address,
-        "threads": get_worker().state.nthreads,
+        **worker_record(),
         "train_lists": train.n_lists,
         "info": info,
         **replica(net.state_dict()),

@@ -123,12 +123,11 @@ class TorchRanker(Ranker[TC]):
     def _fit_on_engine(
         self, client: Client, train: ListwiseData, valid: ListwiseData | None, cfg: TorchTrainSettings
     ) -> dict[str, Any]:
-        import torch
-
+        from data.torch_ranks import load_numpy_state
         from ranking.torch_dask import fit_on_engine
 
         state, info, run = fit_on_engine(client, self.net_, train, valid, cfg)
-        self.net_.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        load_numpy_state(self.net_, state)
         return {**info, "engine": run}
 
     def score(self, data: ListwiseData) -> np.ndarray:

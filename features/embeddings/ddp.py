@@ -29,7 +29,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data.torch_ranks import RanksFailed, agreed_weights, all_sum, replica, run_ranks, to_worker
+from data.torch_ranks import (
+    RanksFailed,
+    agreed_weights,
+    all_sum,
+    load_numpy_state,
+    replica,
+    run_ranks,
+    to_worker,
+)
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.errors import EmbeddingError
 from features.embeddings.evaluate import evaluate
@@ -74,7 +82,7 @@ def fit_on_engine(
     except RanksFailed as exc:
         raise EmbeddingError(f"M3 data-parallel training on the engine failed; {exc}") from None
     model = build_model(train.n_items, settings)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    load_numpy_state(model, weights)
     model.eval()
     run = {
         "backend": "gloo",
