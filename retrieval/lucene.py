@@ -25,8 +25,8 @@ from data.days import Progress
 from retrieval import fingerprint
 from retrieval.base import BaseRetriever, Hit, Passage
 from retrieval.config import Bm25Settings, QueryLimits
-from retrieval.encoders.splade import SpladeEncoder
-from retrieval.java import index_collection, release_heap, start_jvm
+from retrieval.encoders.splade import SparseVector, SpladeEncoder
+from retrieval.java import JAVA_CALLS, index_collection, release_heap, start_jvm
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -147,7 +147,8 @@ class _LuceneRetriever(BaseRetriever):
         """Open the index; with ``passages``, refuse it unless it was built from exactly them."""
         expected = self.expected_fingerprint(passages) if passages is not None else None
         self.fingerprint_ = fingerprint.check(self.index_dir, expected, what=self.name)
-        self._searcher = self._open()
+        with JAVA_CALLS:
+            self._searcher = self._open()
         return self
 
 
@@ -212,10 +213,8 @@ class SpladeRetriever(_LuceneRetriever):
         self._scored = autoclass("io.anserini.search.ScoredDocs")
         return searcher
 
-    def _java_query(self, query: str) -> Any:
-        vector = self.encoder.encode_query(query)
-        if not vector:
-            return None
+    def _java_query(self, vector: SparseVector) -> Any:
+        """Anserini's query for these term weights; under ``JAVA_CALLS`` (the map is filled call by call)."""
         weights = self._map()
         for term, weight in vector.items():
             weights.put(term, self._float(float(weight)))
@@ -231,11 +230,15 @@ class SpladeRetriever(_LuceneRetriever):
         default ``java_threads``), 1.8x faster on 3,000 small-world queries; ``threads`` now only sets the
         indexer's.
         """
-        jquery = self._java_query(query)
-        if jquery is None:
+        vector = self.encoder.encode_query(query)  # ONNX, outside the JVM's lock
+        if not vector:
             return []
-        top = self._scored.fromTopDocs(self._searcher.search(jquery, k, self._order, True), self._searcher)
-        return [Hit(str(i), s) for i, s in zip(top.docids, _ties_apart(top.scores), strict=True)]
+        with JAVA_CALLS:
+            jquery = self._java_query(vector)
+            found = self._searcher.search(jquery, k, self._order, True)
+            top = self._scored.fromTopDocs(found, self._searcher)
+            ids, scores = list(top.docids), list(top.scores)
+        return [Hit(str(i), s) for i, s in zip(ids, _ties_apart(scores), strict=True)]
 
 
 class Bm25Retriever(_LuceneRetriever):
@@ -275,12 +278,14 @@ class Bm25Retriever(_LuceneRetriever):
         return searcher
 
     def _search(self, query: str, k: int) -> list[Hit]:
-        return _hits(self._searcher.search(query, k))
+        with JAVA_CALLS:
+            return _hits(self._searcher.search(query, k))
 
     def _batch_search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        qs, ids = self._list(), self._list()
-        for i, q in enumerate(queries):
-            qs.add(q)
-            ids.add(str(i))
-        results = self._searcher.batch_search(qs, ids, k, self.threads)
-        return [_hits(results.get(str(i))) for i in range(len(queries))]
+        with JAVA_CALLS:
+            qs, ids = self._list(), self._list()
+            for i, q in enumerate(queries):
+                qs.add(q)
+                ids.add(str(i))
+            results = self._searcher.batch_search(qs, ids, k, self.threads)
+            return [_hits(results.get(str(i))) for i in range(len(queries))]

@@ -63,3 +63,24 @@ def test_ties_are_nudged_apart_as_anserini_does() -> None:
         float(f32(3.0001)),
         float(f32(3.0) - f32(1e-6) * f32(1)),
     ]
+
+
+def test_splade_searched_from_many_threads_answers_each_query_as_alone(
+    world_retrievers: dict[str, BaseRetriever], tiny_world: Path
+) -> None:
+    # pyjnius runs a method on whichever object of its class it was last looked up on (retrieval.java,
+    # JAVA_CALLS): request threads each filling their own query map filled each other's, a few searches in
+    # a thousand, and those queries ranked by another query's terms.
+    from concurrent.futures import ThreadPoolExecutor
+
+    splade = world_retrievers["splade"]
+    queries = sorted(pc.unique(DataLayout(tiny_world).read_events("impressions")["query"]).to_pylist())
+
+    def top(query: str) -> list[tuple[str, float]]:
+        return [(h.id, h.score) for h in splade.search(query, 200)]
+
+    alone = {q: top(q) for q in queries}
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(8):
+            wrong = [q for q, hits in zip(queries, pool.map(top, queries), strict=True) if hits != alone[q]]
+            assert not wrong, wrong[:5]
