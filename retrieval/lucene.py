@@ -171,6 +171,12 @@ class SpladeRetriever(_LuceneRetriever):
     def encoder_identity(self) -> str:
         return self.encoder.identity()
 
+    def load(self, passages: Sequence[Passage] | None = None) -> SpladeRetriever:
+        if not self.encoder.is_loaded:  # ONNX (or an export), before the index is opened under JAVA_CALLS
+            self.encoder.load()
+        super().load(passages)
+        return self
+
     def _collection_rows(
         self, passages: Sequence[Passage], progress: Progress | None, engine: Client | None
     ) -> list[dict]:
@@ -189,8 +195,6 @@ class SpladeRetriever(_LuceneRetriever):
         autoclass = start_jvm()
         from jnius import cast
 
-        if not self.encoder.is_loaded:
-            self.encoder.load()
         self._map = autoclass("java.util.HashMap")
         self._float = autoclass("java.lang.Float")
         folder = autoclass("org.apache.lucene.store.FSDirectory").open(

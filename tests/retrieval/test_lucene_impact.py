@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
+import pytest
 
 from data.layout import DataLayout
 from retrieval.base import BaseRetriever
-from retrieval.java import start_jvm
+from retrieval.java import JAVA_CALLS, start_jvm
 from retrieval.lucene import SpladeRetriever, _ties_apart
 
 
@@ -79,8 +81,42 @@ def test_splade_searched_from_many_threads_answers_each_query_as_alone(
     def top(query: str) -> list[tuple[str, float]]:
         return [(h.id, h.score) for h in splade.search(query, 200)]
 
-    alone = {q: top(q) for q in queries}
+    alone = {q: top(q) for q in queries}  # also caches every query's encoding: the rounds below are Java
     with ThreadPoolExecutor(8) as pool:
-        for _ in range(8):
+        for _ in range(2):  # 2,500 searches: without the lock, about 8 wrong ones were expected
             wrong = [q for q, hits in zip(queries, pool.map(top, queries), strict=True) if hits != alone[q]]
             assert not wrong, wrong[:5]
+
+
+class _Guarded:
+    """A Java object or class whose every call checks that the caller holds ``JAVA_CALLS``."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+
+    def _checked(self, call: Any, name: str) -> Any:
+        def run(*args: Any) -> Any:
+            assert JAVA_CALLS._is_owned(), f"{name} called outside JAVA_CALLS"  # type: ignore[attr-defined]
+            return call(*args)
+
+        return run
+
+    def __call__(self, *args: Any) -> Any:
+        return self._checked(self._target, "a constructor")(*args)  # type: ignore[operator]
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        return self._checked(attr, name) if callable(attr) else attr
+
+
+def test_every_java_call_of_a_search_holds_the_lock(
+    world_retrievers: dict[str, BaseRetriever], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deterministic side of the test above: a Java call moved out of the lock fails here every time.
+    splade, bm25 = world_retrievers["splade"], world_retrievers["bm25"]
+    for name in ("_map", "_float", "_query", "_scored"):  # (its searcher is also an argument: left as is)
+        monkeypatch.setattr(splade, name, _Guarded(getattr(splade, name)))
+    monkeypatch.setattr(bm25, "_searcher", _Guarded(bm25._searcher))  # type: ignore[attr-defined]
+    monkeypatch.setattr(bm25, "_list", _Guarded(bm25._list))  # type: ignore[attr-defined]
+    assert splade.search("jeju travel food", 50) and bm25.search("jeju travel food", 50)
+    assert bm25.batch_search(["seoul", "busan beach"], 20)
