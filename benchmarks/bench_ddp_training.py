@@ -193,8 +193,8 @@ def main() -> None:
         return
     print(
         f"{report['model']} on {report['world']}: {train.n_lists} training lists ({train.n_rows} rows), "
-        f"{valid.n_lists} "
-        f"validation lists; {args.epochs} epochs x {args.rounds} rounds; cluster start {cluster_s:.1f} s; "
+        f"{valid.n_lists} validation lists; {args.epochs} epochs x {args.rounds} rounds; "
+        f"cluster start {cluster_s:.1f} s; "
         f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
     print(

@@ -125,12 +125,10 @@ def train_and_register(
 def _fit(
     ranker: Ranker, train: ListwiseData, valid: ListwiseData | None, warm: bool, engine: EngineSettings | None
 ) -> None:
-    if engine is None:
-        ranker.fit(train, valid, warm_start=warm)
-        return
-    from data.engine import engine_client
+    from data.engine import optional_engine_client
 
-    with engine_client(engine) as client:
+    # Every ranker's fit takes the client (None: in this process), so no model type is a special case here.
+    with optional_engine_client(engine) as client:
         ranker.fit(train, valid, warm_start=warm, client=client)
 
 

@@ -53,6 +53,11 @@ def _write_jsonl(folder: Path, rows: Sequence[dict]) -> None:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# Anserini's tie threshold and step, as the float32 values Java compares and subtracts.
+_TIE_GAP = array("f", [1e-4])[0]
+_TIE_STEP = array("f", [1e-6])[0]
+
+
 def _ties_apart(scores: Sequence[float]) -> list[float]:
     """Scores as Anserini's searchers return them (its ``ScoreTiesAdjusterReranker``): each rounded to 1e-4 in
     double precision and kept as float32; then, in float32, each score within 1e-4 of the one above it lowered
@@ -69,10 +74,6 @@ def _ties_apart(scores: Sequence[float]) -> list[float]:
             f32[0] = _TIE_STEP * ties
             out[i] = out[i] - f32[0]
     return out.tolist()
-
-
-_TIE_GAP = array("f", [1e-4])[0]
-_TIE_STEP = array("f", [1e-6])[0]
 
 
 class _LuceneRetriever(BaseRetriever):
