@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from data.engine import EngineSettings
 from data.errors import ConfigError
+from data.world.scales import SCALES
 from features.config import FeatureStoreSettings
 from features.embeddings.config import EmbeddingSettings
 from ranking.config import RankingSettings
@@ -40,6 +41,22 @@ class WorldGenSettings(BaseModel):
 
     scale: Scale = "small"
     seed: int = Field(default=42, ge=0)
+    # Quiet 2-core machine: the small world (112,000 impressions) took 2.2-2.5 s in one process and 3.3-3.5 s
+    # on a local cluster of 2, whose start is a fixed 1-6 s; the large world (5.2M) took 94 s in one process.
+    engine_min_impressions: int = Field(
+        default=500_000,
+        ge=0,
+        description="Logged impressions from which `world generate` and quickstart, unless given --workers, "
+        "generate on a local cluster of engine.workers processes; below, in this process.",
+    )
+
+    def workers_for(self, scale: Scale, engine: EngineSettings) -> int:
+        """Processes generating ``scale`` when --workers is not given: a local cluster only past the size
+        where its start is repaid (a running cluster at engine.address is used whatever this says)."""
+        preset = SCALES[scale]
+        if preset.days * preset.impressions_per_day < self.engine_min_impressions:
+            return 1
+        return engine.local_workers()
 
 
 class Settings(BaseSettings):

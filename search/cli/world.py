@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,13 +33,14 @@ def generate(
         int | None, typer.Option("--seed", min=0, help="Random seed; same seed, same bytes.")
     ] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--workers",
             min=1,
-            help="Worker processes of the local Dask cluster simulating days (1: in this process).",
+            help="Worker processes of the local Dask cluster writing the world (1: in this process). "
+            "Default: engine.workers from world.engine_min_impressions logged impressions up, else 1.",
         ),
-    ] = 1,
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing world in OUT.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     cluster: ClusterOption = None,
@@ -52,6 +52,7 @@ def generate(
     scale = scale or settings.world.scale
     seed = settings.world.seed if seed is None else seed
     out = out or settings.data_dir / scale
+    workers = workers or settings.world.workers_for(scale, settings.engine)
     started = time.perf_counter()
     with progress_bar(not as_json) as report:
         manifest = generate_world(
@@ -92,11 +93,14 @@ def quickstart(
     ] = None,
     scale: Annotated[Scale, typer.Option("--scale")] = "small",
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--workers", min=1, help="Worker processes of the local Dask cluster generating the world."
+            "--workers",
+            min=1,
+            help="Worker processes of the local Dask cluster generating the world. Default: engine.workers "
+            "from world.engine_min_impressions logged impressions up, else 1.",
         ),
-    ] = max(1, min(2, os.cpu_count() or 1)),
+    ] = None,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API when set up.")] = True,
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     cluster: ClusterOption = None,

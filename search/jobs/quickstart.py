@@ -309,16 +309,17 @@ def quickstart(
     *,
     world: Path | None = None,
     scale: Scale = "small",
-    workers: int = 1,
+    workers: int | None = None,
     progress: Progress | None = None,
     on_step: Callable[[QuickstartStep], None] | None = None,
 ) -> QuickstartResult:
     """Every step in order on ``world`` (default: ``<data_dir>/<scale>``); each result also goes to
-    ``on_step`` as soon as it is known."""
+    ``on_step`` as soon as it is known. ``workers`` generate the world (default: ``world.workers_for``)."""
     from features.store import RedisFeatureStore
 
     report = on_step or (lambda step: None)
     world = world or settings.data_dir / scale
+    workers = workers or settings.world.workers_for(scale, settings.engine)
     ready = prepare_world(settings, world, scale, workers, progress)
     report(ready)
     stats = describe_world(world)

@@ -71,3 +71,15 @@ def test_one_nested_file_value_keeps_its_siblings_defaults(tmp_path: Path) -> No
     path.write_text("[ranking.dasalc]\nnoise_std = 0.25\n")
     expected = RankingSettings().dasalc.model_copy(update={"noise_std": 0.25})
     assert load_settings(path).ranking.dasalc == expected
+
+
+def test_a_world_is_generated_on_a_local_cluster_only_past_the_size_that_repays_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    assert settings.world.workers_for("tiny", settings.engine) == 1
+    assert settings.world.workers_for("small", settings.engine) == 1  # 112,000 impressions: in this process
+    two = settings.engine.model_copy(update={"workers": 2})
+    assert settings.world.workers_for("large", two) == 2  # 5.2M impressions: every worker of the cluster
+    monkeypatch.setenv("SMARTBLOCK_WORLD__ENGINE_MIN_IMPRESSIONS", "0")
+    assert load_settings().world.workers_for("tiny", two) == 2
