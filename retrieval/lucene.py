@@ -109,6 +109,10 @@ class _LuceneRetriever(BaseRetriever):
     def _open(self) -> Any:
         raise NotImplementedError
 
+    def _close(self, searcher: Any) -> None:
+        """Release a searcher ``_open`` returned (its reader's files and maps); under ``JAVA_CALLS``."""
+        raise NotImplementedError
+
     def build(
         self,
         passages: Sequence[Passage],
@@ -149,7 +153,12 @@ class _LuceneRetriever(BaseRetriever):
         expected = self.expected_fingerprint(passages) if passages is not None else None
         self.fingerprint_ = fingerprint.check(self.index_dir, expected, what=self.name)
         with JAVA_CALLS:
-            self._searcher = self._open()
+            # A reload opens the new index before it lets the old one go: when the new one cannot be read (a
+            # truncated segment, a folder being rebuilt), the error reaches the caller and the searcher in
+            # use keeps answering. Searches hold the same lock, so none runs on a searcher being closed.
+            previous, self._searcher = self._searcher, self._open()
+            if previous is not None:
+                self._close(previous)
         return self
 
 
@@ -167,7 +176,6 @@ class SpladeRetriever(_LuceneRetriever):
     ) -> None:
         super().__init__(index_dir, limits=limits, threads=threads)
         self.encoder = encoder
-        self._reader: Any = None
 
     def encoder_identity(self) -> str:
         return self.encoder.identity()
@@ -201,9 +209,7 @@ class SpladeRetriever(_LuceneRetriever):
         folder = autoclass("org.apache.lucene.store.FSDirectory").open(
             autoclass("java.io.File")(str(self.index_dir / "lucene")).toPath()
         )
-        if self._reader is not None:  # a reload: the old reader's maps and files go
-            self._reader.close()
-        reader = self._reader = autoclass("org.apache.lucene.index.DirectoryReader").open(folder)
+        reader = autoclass("org.apache.lucene.index.DirectoryReader").open(folder)
         # The reader type by name: pyjnius would otherwise pick the IndexReaderContext constructor.
         searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
             cast("org.apache.lucene.index.IndexReader", reader)
@@ -217,6 +223,9 @@ class SpladeRetriever(_LuceneRetriever):
         self._order = autoclass("org.apache.lucene.search.Sort")(field.FIELD_SCORE, field(_ID, string))
         self._scored = autoclass("io.anserini.search.ScoredDocs")
         return searcher
+
+    def _close(self, searcher: Any) -> None:
+        searcher.getIndexReader().close()
 
     def _java_query(self, vector: SparseVector) -> Any:
         """Anserini's query for these term weights; under ``JAVA_CALLS`` (the map is filled call by call)."""
@@ -281,6 +290,9 @@ class Bm25Retriever(_LuceneRetriever):
         searcher = autoclass("io.anserini.search.SimpleSearcher")(str(self.index_dir / "lucene"))
         searcher.set_bm25(self.settings.k1, self.settings.b)
         return searcher
+
+    def _close(self, searcher: Any) -> None:
+        searcher.close()
 
     def _search(self, query: str, k: int) -> list[Hit]:
         with JAVA_CALLS:

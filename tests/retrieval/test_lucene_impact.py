@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from data.layout import DataLayout
 from retrieval.base import BaseRetriever
 from retrieval.java import JAVA_CALLS, start_jvm
-from retrieval.lucene import SpladeRetriever, _ties_apart
+from retrieval.lucene import Bm25Retriever, SpladeRetriever, _ties_apart
 
 
 def _anserini_top(
@@ -120,3 +121,39 @@ def test_every_java_call_of_a_search_holds_the_lock(
     monkeypatch.setattr(bm25, "_list", _Guarded(bm25._list))  # type: ignore[attr-defined]
     assert splade.search("jeju travel food", 50) and bm25.search("jeju travel food", 50)
     assert bm25.batch_search(["seoul", "busan beach"], 20)
+
+
+@pytest.mark.parametrize("member", ["splade", "bm25"])
+def test_a_reload_that_cannot_read_the_index_keeps_the_searcher_in_use(
+    world_retrievers: dict[str, BaseRetriever], tmp_path: Path, member: str
+) -> None:
+    served = world_retrievers[member]
+    assert isinstance(served, SpladeRetriever | Bm25Retriever)
+    shutil.copytree(served.index_dir, tmp_path / "index")
+    if isinstance(served, SpladeRetriever):
+        retriever: SpladeRetriever | Bm25Retriever = SpladeRetriever(tmp_path / "index", served.encoder)
+    else:
+        retriever = Bm25Retriever(tmp_path / "index", served.settings)
+    retriever.load()
+    before = retriever.search("jeju travel food", 50)
+    assert before == served.search("jeju travel food", 50)
+
+    from jnius import JavaException  # after start_jvm (the retrievers' load): it configures the JVM
+
+    # A good reload lets the old searcher go: its index files and maps are released, not leaked.
+    old = retriever._searcher  # type: ignore[attr-defined]
+    retriever.load()
+    with pytest.raises(JavaException, match="AlreadyClosed"), JAVA_CALLS:
+        if isinstance(retriever, SpladeRetriever):
+            old.getIndexReader().getContext()
+        else:
+            old.search("jeju", 10)
+    assert retriever.search("jeju travel food", 50) == before
+
+    # The index truncated under it (the bytes cut, for real): the reload fails and says so, and the searcher
+    # already open keeps answering as before.
+    [commit] = (tmp_path / "index" / "lucene").glob("segments_*")
+    commit.write_bytes(commit.read_bytes()[: commit.stat().st_size // 2])
+    with pytest.raises(JavaException):
+        retriever.load()
+    assert retriever.search("jeju travel food", 50) == before
