@@ -60,16 +60,37 @@ def world_lists(world: Path, days: int) -> tuple[ListwiseData, ListwiseData]:
     return train, valid
 
 
+def candidate_lists(world: Path) -> tuple[ListwiseData, ListwiseData]:
+    """(train, valid) as `smartblock train ranker` builds them on ``world`` under the default settings."""
+    from search.jobs.training import world_source
+    from search.settings import load_settings
+
+    source = world_source(load_settings(), world)
+    return source.lists(source.split.train).data, source.lists(source.split.valid).data
+
+
 def add_world_arguments(parser: argparse.ArgumentParser) -> None:
     """``--world``, ``--scale``, ``--days``: where ``lists_for`` takes its lists (bench_lgbm_engine too)."""
     parser.add_argument("--world", type=Path, help="World folder (default: --scale generated in a temp dir).")
     parser.add_argument("--scale", default="tiny", help="Scale of the generated world (without --world).")
     parser.add_argument("--days", type=int, default=0, help="Training days (0: every day but first/last).")
+    parser.add_argument(
+        "--candidates",
+        action="store_true",
+        help="With --world: the lists `train ranker` trains on (its day split, each shown page with its "
+        "unshown retrieval candidates, from the cached training set); --days is then unused.",
+    )
 
 
 def lists_for(args: argparse.Namespace) -> tuple[ListwiseData, ListwiseData, float]:
     """(train, valid, seconds to build them) from ``args.world``, or a world of ``args.scale`` (seed 7)
     generated into a temporary folder."""
+    if getattr(args, "candidates", False):
+        if args.world is None:
+            raise SystemExit("--candidates needs --world (a world with its indexes built)")
+        started = time.perf_counter()
+        train, valid = candidate_lists(args.world)
+        return train, valid, time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="bench-lists-") as scratch:
         world = args.world
         if world is None:
