@@ -8,7 +8,8 @@ is never split, the listwise loss compares its rows). A training step:
    its gradients.
 2. One ``all_reduce`` sums every rank's gradients, each times its number of lists, together with those
    numbers. Divided by the total, that is the gradient of the mean loss over the step's lists on all ranks:
-   what one process computes for a batch of those lists.
+   what one process computes for a batch of those lists. While it runs, the rank gathers its next step's
+   lists into tensors.
 3. Each rank applies it with its own Adam. Identical gradients and an identical start (the driver ships
    one network to every rank) keep the copies identical, step after step.
 
@@ -35,12 +36,13 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from data.torch_ranks import all_sum
 from ranking.config import TorchTrainSettings
 from ranking.nn.nets import ScoringNet
 from ranking.nn.train import (
+    Batch,
     BestEpoch,
     TensorLists,
     fit_info,
@@ -79,21 +81,32 @@ def train_rank(
     epoch_seconds: list[float] = []
     seen = 0
     epoch = 0
-    waited = 0.0  # seconds in the gradients' all_reduce: sending, and waiting for the slowest rank
+    waited = 0.0  # seconds in the gradients' all_reduce beyond the next batch's gathering (waiting on it)
+
+    def batch_of(part: np.ndarray) -> Batch | None:
+        # Batch norm needs 2 rows or more; a smaller part only joins the all_reduce.
+        return train.batch(part) if part.size and sizes[part].sum() >= 2 else None
+
     for epoch in range(1, cfg.max_epochs + 1):
         epoch_started = time.perf_counter()
         net.train()
-        for part in np.array_split(rng.permutation(lists), steps):
+        parts = np.array_split(rng.permutation(lists), steps)
+        b = batch_of(parts[0])
+        for i, part in enumerate(parts):
             optimiser.zero_grad(set_to_none=True)
             n = 0
-            # Batch norm needs 2 rows or more; a smaller part only joins the all_reduce.
-            if part.size and sizes[part].sum() >= 2:
-                b = train.batch(part)
+            if b is not None:
                 scores = net(b.dense, b.cats, b.vecs, b.mask)  # (B, L)
                 listwise_softmax_loss(scores, b.labels, b.weights, b.mask).backward()
                 n = int(part.size)
             before = time.perf_counter()
-            step_lists = _average_gradients(params, n)
+            reduced = _sum_gradients(params, n)
+            waited += time.perf_counter() - before
+            # The next step's lists are gathered while the gradients travel: the batch does not depend on
+            # the weights, so the steps are the same, and a rank's share of the wait for the other is used.
+            b = batch_of(parts[i + 1]) if i + 1 < len(parts) else None
+            before = time.perf_counter()
+            step_lists = reduced.apply()
             waited += time.perf_counter() - before
             if step_lists:  # the same on every rank: all step, or none
                 optimiser.step()
@@ -119,21 +132,32 @@ def train_rank(
     return {**info, "steps_per_epoch": steps, "allreduce_seconds_per_epoch": round(waited / epoch, 4)}
 
 
-def _average_gradients(params: list[nn.Parameter], n: int) -> int:
-    """Replace each rank's gradients (of its mean loss over ``n`` lists) by the mean over every rank's
-    lists; returns the number of lists of the step on all ranks (0: nobody had one, no step)."""
+class _Reduction:
+    """An ``all_reduce`` of the flat gradients under way; ``apply`` waits for it and sets the mean."""
+
+    def __init__(self, params: list[nn.Parameter], flat: Tensor, work: dist.Work) -> None:
+        self.params, self.flat, self.work = params, flat, work
+
+    def apply(self) -> int:
+        """Replace each rank's gradients by the mean over every rank's lists; returns the number of lists
+        of the step on all ranks (0: nobody had one, no step)."""
+        self.work.wait()
+        lists = round(self.flat[-1].item())
+        if lists == 0:
+            return 0
+        flat = self.flat[:-1] / lists
+        offset = 0
+        for p in self.params:
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        return lists
+
+
+def _sum_gradients(params: list[nn.Parameter], n: int) -> _Reduction:
+    """Start summing every rank's gradients (each of its mean loss over ``n`` lists) times its lists."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads] + [torch.ones(1)]) * n  # (P + 1,) last: n
-    dist.all_reduce(flat)
-    lists = round(flat[-1].item())
-    if lists == 0:
-        return 0
-    flat = flat[:-1] / lists
-    offset = 0
-    for p in params:
-        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
-    return lists
+    return _Reduction(params, flat, dist.all_reduce(flat, async_op=True))
 
 
 def _average_batch_norm(net: nn.Module) -> None:
