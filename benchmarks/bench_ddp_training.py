@@ -61,7 +61,8 @@ def world_lists(world: Path, days: int) -> tuple[ListwiseData, ListwiseData]:
 
 
 def candidate_lists(world: Path) -> tuple[ListwiseData, ListwiseData]:
-    """(train, valid) as `smartblock train ranker` builds them on ``world`` under the default settings."""
+    """(train, valid) as `smartblock train ranker` builds them on ``world`` under the settings (their
+    defaults, SMARTBLOCK_* variables and SMARTBLOCK_CONFIG)."""
     from search.jobs.training import world_source
     from search.settings import load_settings
 

@@ -57,6 +57,12 @@ class EngineSettings(BaseModel):
         """Worker processes a local cluster gets: ``workers``, or every core this process may use."""
         return self.workers or all_cores()
 
+    def local_cluster_pays(self, size: int, threshold: int) -> bool:
+        """Whether a local cluster is worth starting for a job of ``size`` units (passages, impressions):
+        2 or more workers, and ``size`` at least ``threshold``, below which its start outweighs the work the
+        second worker would take."""
+        return self.local_workers() > 1 and size >= threshold
+
     def describe(self) -> str:
         """Where the jobs run, for reports: ``dask local 2 workers`` or ``dask tcp://...``."""
         return f"dask local {self.local_workers()} workers" if self.is_local else f"dask {self.address}"

@@ -151,7 +151,7 @@ class _LuceneRetriever(BaseRetriever):
     def load(self, passages: Sequence[Passage] | None = None) -> _LuceneRetriever:
         """Open the index; with ``passages``, refuse it unless it was built from exactly them."""
         expected = self.expected_fingerprint(passages) if passages is not None else None
-        self.fingerprint_ = fingerprint.check(self.index_dir, expected, what=self.name)
+        checked = fingerprint.check(self.index_dir, expected, what=self.name)
         with JAVA_CALLS:
             # A reload opens the new index before it lets the old one go: when the new one cannot be read (a
             # truncated segment, a folder being rebuilt), the error reaches the caller and the searcher in
@@ -159,6 +159,7 @@ class _LuceneRetriever(BaseRetriever):
             previous, self._searcher = self._searcher, self._open()
             if previous is not None:
                 self._close(previous)
+        self.fingerprint_ = checked  # after the swap: a failed reload reports the index still searched
         return self
 
 

@@ -142,7 +142,7 @@ def _engine_is_faster(engine: EngineSettings, settings: RetrievalSettings, passa
     """A running cluster: always. A local one: with 2+ workers, once the passages outweigh its start."""
     if not engine.is_local:
         return True
-    return engine.local_workers() > 1 and passages >= settings.engine_min_passages
+    return engine.local_cluster_pays(passages, settings.engine_min_passages)
 
 
 def load_world_retrievers(

@@ -54,9 +54,12 @@ class WorldGenSettings(BaseModel):
         """Processes generating ``scale`` when --workers is not given: a local cluster only past the size
         where its start is repaid (a running cluster at engine.address is used whatever this says)."""
         preset = SCALES[scale]
-        if preset.days * preset.impressions_per_day < self.engine_min_impressions:
+        impressions = preset.days * preset.impressions_per_day
+        if not engine.local_cluster_pays(impressions, self.engine_min_impressions):
             return 1
-        return engine.local_workers()
+        # A task per day, the catalogue's text and the truth tables: a worker beyond those would only hold a
+        # copy of the world (every worker gets one).
+        return min(engine.local_workers(), preset.days + 2)
 
 
 class Settings(BaseSettings):

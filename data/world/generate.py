@@ -120,8 +120,9 @@ def generate_world(
 ) -> dict:
     """Generate a world into ``out`` and return its manifest. Same scale and seed, same bytes.
 
-    The days run on the engine: the cluster at ``engine.address`` when set, else (``workers`` > 1) a local
-    cluster of ``workers`` processes (``engine``'s other settings kept); ``workers`` 1: in this process.
+    The catalogue's text, the truth tables and the days run on the engine: the cluster at ``engine.address``
+    when set, else (``workers`` > 1) a local cluster of ``workers`` processes (``engine``'s other settings
+    kept); ``workers`` 1: in this process.
     """
     if isinstance(scale, str):
         if scale not in SCALES:
@@ -200,7 +201,7 @@ def _generate(
 
 
 def _engine_settings(engine: EngineSettings | None, workers: int) -> EngineSettings | None:
-    """Where the days run: a running cluster, a local one of ``workers`` processes, or None (here)."""
+    """Where the world is written: a running cluster, a local one of ``workers`` processes, or None (here)."""
     if engine is not None and engine.address is not None:
         return engine
     if workers <= 1:
@@ -229,18 +230,33 @@ def _on_engine(
     catalogue = client.submit(_catalogue_task, shared, seed, out, pure=False, priority=1)
     truth = client.submit(_truth_task, shared, out, pure=False)
     futures = [client.submit(_day_task, shared, seed, out, day, pure=False) for day in days]
-    totals.update(catalogue.result())
-    report("catalogue", 1, 1)
-    for done, future in enumerate(futures, start=1):
-        _, counts = future.result()
-        future.release()
-        _add(totals, counts)
-        report("days", done, len(days))
-    truth.result()
-    if not (layout.root / "docs.parquet").is_file():
+    try:
+        totals.update(catalogue.result())
+        _must_see(layout.root / "docs.parquet", layout)  # a folder not shared fails now, not after the days
+        report("catalogue", 1, 1)
+        for done, future in enumerate(futures, start=1):
+            _, counts = future.result()
+            future.release()
+            _add(totals, counts)
+            report("days", done, len(days))
+        truth.result()
+    except BaseException:
+        # On a running cluster the tasks would outlive this job and go on writing into `out`.
+        client.cancel([catalogue, truth, *futures])
+        raise
+    when = date.fromisoformat(world.scale.start_date)
+    for path in [layout.truth / "world_model.json"] + [
+        layout.day_dir("impressions", when + timedelta(days=day)) / "part-0.parquet" for day in days
+    ]:
+        _must_see(path, layout)
+
+
+def _must_see(path: Path, layout: DataLayout) -> None:
+    """A file the engine's workers wrote must be where this process reads the world."""
+    if not path.is_file():
         raise ConfigError(
-            f"the engine's workers wrote the world where this process cannot see it: {layout.root} must be "
-            "a folder the cluster's workers share at the same path"
+            f"the engine's workers wrote {path.relative_to(layout.root)} where this process cannot see it: "
+            f"{layout.root} must be a folder the cluster's workers share at the same path"
         )
 
 

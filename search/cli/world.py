@@ -52,7 +52,8 @@ def generate(
     scale = scale or settings.world.scale
     seed = settings.world.seed if seed is None else seed
     out = out or settings.data_dir / scale
-    workers = workers or settings.world.workers_for(scale, settings.engine)
+    if workers is None:
+        workers = settings.world.workers_for(scale, settings.engine)
     started = time.perf_counter()
     with progress_bar(not as_json) as report:
         manifest = generate_world(

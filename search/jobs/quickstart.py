@@ -319,7 +319,8 @@ def quickstart(
 
     report = on_step or (lambda step: None)
     world = world or settings.data_dir / scale
-    workers = workers or settings.world.workers_for(scale, settings.engine)
+    if workers is None:
+        workers = settings.world.workers_for(scale, settings.engine)
     ready = prepare_world(settings, world, scale, workers, progress)
     report(ready)
     stats = describe_world(world)

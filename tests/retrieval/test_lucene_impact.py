@@ -157,3 +157,5 @@ def test_a_reload_that_cannot_read_the_index_keeps_the_searcher_in_use(
     with pytest.raises(JavaException):
         retriever.load()
     assert retriever.search("jeju travel food", 50) == before
+    with JAVA_CALLS:
+        retriever._close(retriever._searcher)  # type: ignore[attr-defined]

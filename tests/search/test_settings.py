@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from data.engine import EngineSettings
 from data.errors import ConfigError
 from ranking.config import RankingSettings
-from search.settings import load_settings
+from search.settings import WorldGenSettings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -73,13 +74,12 @@ def test_one_nested_file_value_keeps_its_siblings_defaults(tmp_path: Path) -> No
     assert load_settings(path).ranking.dasalc == expected
 
 
-def test_a_world_is_generated_on_a_local_cluster_only_past_the_size_that_repays_its_start(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    settings = load_settings()
-    assert settings.world.workers_for("tiny", settings.engine) == 1
-    assert settings.world.workers_for("small", settings.engine) == 1  # 112,000 impressions: in this process
-    two = settings.engine.model_copy(update={"workers": 2})
-    assert settings.world.workers_for("large", two) == 2  # 5.2M impressions: every worker of the cluster
-    monkeypatch.setenv("SMARTBLOCK_WORLD__ENGINE_MIN_IMPRESSIONS", "0")
-    assert load_settings().world.workers_for("tiny", two) == 2
+def test_a_world_is_generated_on_a_local_cluster_only_past_the_size_that_repays_its_start() -> None:
+    rule, two = WorldGenSettings(), EngineSettings(workers=2)
+    assert rule.workers_for("tiny", two) == 1
+    assert rule.workers_for("small", two) == 1  # 112,000 impressions: in this process
+    assert rule.workers_for("large", two) == 2  # 5.2M impressions: every worker of the cluster
+    assert rule.workers_for("large", EngineSettings(workers=1)) == 1
+    # 28 days, the catalogue's text and the truth tables: 30 tasks, so no more than 30 workers get the world.
+    assert rule.workers_for("large", EngineSettings(workers=64)) == 30
+    assert WorldGenSettings(engine_min_impressions=0).workers_for("tiny", two) == 2
