@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +42,31 @@ def test_two_worker_processes_write_the_same_world_as_one(tiny_world: Path, tmp_
     assert all(days[w] for w in pids), days  # both workers wrote days: no single-process fallback
     assert sorted(d for ds in days.values() for d in ds) == list(range(SCALES["tiny"].days))
     assert _digest(out) == _digest(tiny_world)  # tiny_world: generated with workers=1, in this process
+
+
+@pytest.mark.slow
+def test_a_worker_killed_as_the_world_is_sent_out_loses_nothing(tiny_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "engine"
+    killed: list[int] = []
+    with engine_client(EngineSettings(workers=2)) as client:
+        victim = min(client.run(os.getpid).values())
+
+        def kill_once(stage: str, done: int, total: int) -> None:
+            # Reported right after the world was scattered to both workers, before any task is sent.
+            if stage == "catalogue" and done == 0 and not killed:
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        generate_world(
+            out,
+            scale="tiny",
+            seed=7,
+            engine=EngineSettings(address=client.scheduler.address),
+            progress=kill_once,
+        )
+        survivors = client.run(os.getpid)
+    assert killed == [victim] and victim not in survivors.values()
+    assert _digest(out) == _digest(tiny_world)  # every file, as one process writes them
 
 
 def test_where_the_days_run() -> None:
