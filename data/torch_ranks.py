@@ -74,6 +74,23 @@ def all_sum(values: list[float] | tuple[float, ...]) -> list[float]:
     return t.tolist()
 
 
+def flat_gradients(params: list[Any], last: float) -> Any:
+    """Every parameter's gradient (zeros where it has none) in one flat float tensor, then ``last``: what a
+    rank sums over the ranks in a single ``all_reduce``."""
+    import torch
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    return torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([float(last)])])
+
+
+def set_gradients(params: list[Any], flat: Any) -> None:
+    """``flat_gradients``' layout (without its last value) back into each parameter's gradient."""
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
 def state_digest(state: dict[str, Any]) -> str:
     """sha256 of a state dict's tensors, by name: equal on every rank when the replicas stayed identical."""
     h = hashlib.sha256()

@@ -33,9 +33,11 @@ from data.torch_ranks import (
     RanksFailed,
     agreed_weights,
     all_sum,
+    flat_gradients,
     load_numpy_state,
     replica,
     run_ranks,
+    set_gradients,
     to_worker,
 )
 from features.embeddings.config import EmbeddingSettings
@@ -138,14 +140,10 @@ class _GradientSum:
 
     def __call__(self, model: Encoder) -> None:
         began = time.perf_counter()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.dense]
-        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([float(self.out_of_time)])])
+        flat = flat_gradients(self.dense, float(self.out_of_time))
         dist.all_reduce(flat)
         self.stop = bool(flat[-1] > 0)
-        offset = 0
-        for p in self.dense:
-            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        set_gradients(self.dense, flat[:-1])
         if self.sparse is not None:
             self.sparse.grad = _gathered_sum(self.sparse)
         self.seconds += time.perf_counter() - began

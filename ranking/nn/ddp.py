@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from data.torch_ranks import all_sum
+from data.torch_ranks import all_sum, flat_gradients, set_gradients
 from ranking.config import TorchTrainSettings
 from ranking.nn.nets import ScoringNet
 from ranking.nn.train import (
@@ -145,18 +145,13 @@ class _Reduction:
         lists = round(self.flat[-1].item())
         if lists == 0:
             return 0
-        flat = self.flat[:-1] / lists
-        offset = 0
-        for p in self.params:
-            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        set_gradients(self.params, self.flat[:-1] / lists)
         return lists
 
 
 def _sum_gradients(params: list[nn.Parameter], n: int) -> _Reduction:
     """Start summing every rank's gradients (each of its mean loss over ``n`` lists) times its lists."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.ones(1)]) * n  # (P + 1,) last: n
+    flat = flat_gradients(params, 1.0) * n  # (P + 1,) last: n
     return _Reduction(params, flat, dist.all_reduce(flat, async_op=True))
 
 
