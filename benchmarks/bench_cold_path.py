@@ -3,15 +3,19 @@
 Retrieval results and query encodings are cached per query text, so a warm head hides the path most of a
 portal's distinct (rare) queries take. This starts ``smartblock serve`` (one worker by default) once per
 variant, sends every query of a set of distinct logged queries once (cold: the server process has never seen
-it), then the same queries again (warm), one request at a time (c=1; ``--concurrency N``: N at a time), with
-``explain=true`` so each answer carries the server's own stage timings (retrieval, features, ranking, log,
-total). Variants run side by side, query by query (A B A B ...; N queries each at a time), so background load
-falls on them alike; each variant's server is cold for its own process.
+it), then the same queries again (warm), one request at a time (c=1; ``--concurrency N``: N at a time). The
+server's own stage timings (retrieval, features, ranking, log, total) come from each answer's
+``Server-Timing`` header. A variant sets the server's environment (``KEY=VALUE``) and may add request
+parameters (``?NAME=VALUE``: ``?explain=true`` asks for every block's features in the body, as this benchmark
+did for the timings before the header existed). Variants run side by side, query by query (A B A B
+...; N queries each at a time), so background load falls on them alike; each variant's server is cold for
+its own process.
 
     python benchmarks/bench_cold_path.py --world worlds/small --queries 300
     B=SMARTBLOCK_RETRIEVAL; python benchmarks/bench_cold_path.py --world worlds/small \\
         --variant torch:${B}__SPLADE__BACKEND=torch,${B}__DENSE__BACKEND=torch \\
         --variant onnx:${B}__SPLADE__BACKEND=onnx,${B}__DENSE__BACKEND=onnx
+    python benchmarks/bench_cold_path.py --world worlds/small --variant lean: --variant full:?explain=true
 
 Prints per variant and pass p50 / p90 / p99 of the client-side latency and of each server stage, req/s, and
 the ratios of every variant against the first. The per-retriever breakdown (each encoder, each index
@@ -49,15 +53,19 @@ def distinct_queries(world: Path, n: int, seed: int) -> tuple[list[str], list[st
     return queries[:n], users
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+def parse_variant(text: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """``NAME:KEY=VALUE,?PARAM=VALUE,...`` -> (name, server environment, request parameters)."""
     name, _, assignments = text.partition(":")
-    env = {}
+    env, params = {}, {}
     for item in filter(None, assignments.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--variant {text!r}: {item!r} is not KEY=VALUE")
-        env[key] = value
-    return name, env
+            raise SystemExit(f"--variant {text!r}: {item!r} is not KEY=VALUE or ?PARAM=VALUE")
+        if key.startswith("?"):
+            params[key[1:]] = value
+        else:
+            env[key] = value
+    return name, env, params
 
 
 def summary(values: list[float]) -> dict[str, float | None]:
@@ -67,16 +75,35 @@ def summary(values: list[float]) -> dict[str, float | None]:
     return {p: round(float(np.percentile(a, q)), 2) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))}
 
 
-def measure(urls: dict[str, str], queries: list[str], users: list[str], concurrency: int = 1) -> dict:
+def stage_times(res: httpx.Response) -> dict[str, float]:
+    """``{"retrieval": 8.01, ...}`` from a ``Server-Timing: retrieval;dur=8.01, ...`` header (a server from
+    before the header: from an ``explain=true`` body's ``latency_ms``)."""
+    if "server-timing" not in res.headers:
+        return {k: float(v) for k, v in (res.json().get("latency_ms") or {}).items()}
+    out = {}
+    for part in res.headers.get("server-timing", "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name and duration:
+            out[name] = float(duration)
+    return out
+
+
+def measure(
+    urls: dict[str, str],
+    queries: list[str],
+    users: list[str],
+    concurrency: int = 1,
+    params: dict[str, dict[str, str]] | None = None,
+) -> dict:
     """Each query once per variant and pass, ``concurrency`` at a time: the variants take turns a batch of
-    ``concurrency`` queries each (A B A B ...)."""
+    ``concurrency`` queries each (A B A B ...). ``params``: extra request parameters per variant."""
     out: dict = {}
     clients = {name: httpx.Client(base_url=url, timeout=30) for name, url in urls.items()}
 
-    def send(client: httpx.Client, i: int, q: str) -> tuple[float, httpx.Response]:
-        params = {"q": q, "user_id": users[i % len(users)], "k": 10, "explain": "true"}
+    def send(client: httpx.Client, extra: dict[str, str], i: int, q: str) -> tuple[float, httpx.Response]:
+        request = {"q": q, "user_id": users[i % len(users)], "k": 10, **extra}
         started = time.perf_counter()
-        res = client.get("/search", params=params)
+        res = client.get("/search", params=request)
         return time.perf_counter() - started, res
 
     try:
@@ -91,14 +118,15 @@ def measure(urls: dict[str, str], queries: list[str], users: list[str], concurre
                     batch = numbered[first : first + concurrency]
                     for name, client in clients.items():
                         began = time.perf_counter()
-                        answers = list(senders.map(lambda iq, c=client: send(c, *iq), batch))
+                        extra = (params or {}).get(name, {})
+                        answers = list(senders.map(lambda iq, c=client, e=extra: send(c, e, *iq), batch))
                         walls[name] += time.perf_counter() - began
                         for elapsed, res in answers:
                             if res.status_code != 200:
                                 errors[name][str(res.status_code)] += 1
                                 continue
                             client_ms[name].append(elapsed * 1000)
-                            for stage, ms in (res.json().get("latency_ms") or {}).items():
+                            for stage, ms in stage_times(res).items():
                                 if stage in stage_ms[name]:
                                     stage_ms[name][stage].append(float(ms))
                 for name in urls:
@@ -133,20 +161,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
-    variants = [parse_variant(v) for v in args.variant] or [("default", {})]
+    variants = [parse_variant(v) for v in args.variant] or [("default", {}, {})]
     queries, users = distinct_queries(args.world, args.queries, args.seed)
     load_before = [round(x, 2) for x in os.getloadavg()]
     servers = {}
     saved = dict(os.environ)
     try:
-        for name, env in variants:
+        for name, env, _ in variants:
             os.environ.clear()
             os.environ.update({**saved, **env})
             servers[name] = start_server(args.world, args.workers)
             wait_ready(*servers[name])
         os.environ.clear()
         os.environ.update(saved)
-        result = measure({n: url for n, (_, url) in servers.items()}, queries, users, args.concurrency)
+        urls = {n: url for n, (_, url) in servers.items()}
+        result = measure(urls, queries, users, args.concurrency, {n: p for n, _, p in variants})
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -162,7 +191,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        "variants": {name: {"env": env, **result[name]} for name, env in variants},
+        "variants": {name: {"env": env, "params": params, **result[name]} for name, env, params in variants},
     }
     if args.json:
         print(json.dumps(report, indent=2))

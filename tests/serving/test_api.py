@@ -66,6 +66,25 @@ def test_get_search_and_explain(client: TestClient, user: str) -> None:
     assert {"retrieval", "features", "ranking", "log", "total"} <= set(body["latency_ms"])
 
 
+def test_every_search_answer_carries_its_stage_times_in_server_timing(client: TestClient, user: str) -> None:
+    """Without explain too: the body stays lean and the header (W3C Server-Timing) still says where the time
+    went, stage by stage, as the pipeline measured it."""
+    res = client.get("/search", params={"q": QUERY, "user_id": user, "k": 3})
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"] == "application/json"
+    stages = {}
+    for part in res.headers["server-timing"].split(", "):
+        name, _, duration = part.partition(";dur=")
+        stages[name] = float(duration)
+    assert {"retrieval", "features", "ranking", "log", "total"} <= set(stages)
+    assert 0 < stages["total"] >= max(v for k, v in stages.items() if k != "total")
+    assert "latency_ms" not in res.json()
+
+    explained = client.post("/search", json={"query": QUERY, "user_id": user, "k": 3, "explain": True})
+    timing = explained.headers["server-timing"]
+    assert [p.partition(";")[0] for p in timing.split(", ")] == list(explained.json()["latency_ms"])
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
