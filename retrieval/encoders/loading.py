@@ -71,8 +71,11 @@ def load_tokenizer(name_or_path: str) -> Any:
         raise ModelLoadError(f"cannot load a tokenizer from {name_or_path}: {exc}") from exc
 
 
-def load_pretrained(name_or_path: str, loader: str, threads: int) -> tuple[Any, Any]:
-    """(tokenizer, model in eval mode) from transformers, with torch limited to ``threads`` threads."""
+def load_pretrained(
+    name_or_path: str, loader: str, threads: int, *, attention: str | None = None
+) -> tuple[Any, Any]:
+    """(tokenizer, model in eval mode) from transformers, with torch limited to ``threads`` threads.
+    ``attention``: transformers' ``attn_implementation`` (None: its default)."""
     import torch
     import transformers
 
@@ -80,7 +83,8 @@ def load_pretrained(name_or_path: str, loader: str, threads: int) -> tuple[Any, 
         torch.set_num_threads(threads)
     tokenizer = load_tokenizer(name_or_path)
     try:
-        model = getattr(transformers, loader).from_pretrained(name_or_path).eval()
+        options = {} if attention is None else {"attn_implementation": attention}
+        model = getattr(transformers, loader).from_pretrained(name_or_path, **options).eval()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {loader} from {name_or_path}: {exc}") from exc
     return tokenizer, model

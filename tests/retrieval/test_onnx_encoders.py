@@ -288,7 +288,7 @@ def test_index_identity_names_the_precision() -> None:
         }.items()
     }
     assert identity["torch"] == identity["fp32"] and "int8" not in identity["torch"]
-    assert identity["int8"].endswith(";int8w7]")
-    assert identity["default"].endswith(";int8w7;fp32l0]")
-    # SPLADE keeps every layer int8: its indexes built before the setting existed stay valid.
-    assert SpladeEncoder(SpladeSettings()).identity().endswith(";int8w7]")
+    assert identity["int8"].endswith(";int8w7qa]")
+    assert identity["default"].endswith(";int8w7qa;fp32l0]")
+    # SPLADE keeps every layer int8 (no fp32 layers named in its identity).
+    assert SpladeEncoder(SpladeSettings()).identity().endswith(";int8w7qa]")
