@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -218,16 +218,47 @@ def write_table(table: pa.Table, path: Path | str, contract: type[Record]) -> No
     pq.write_table(table, path, compression="zstd", write_statistics=True, use_dictionary=True)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path | str) -> None:
-    """Write ``table`` as Parquet through a hidden temporary file and a rename: a reader, or a rerun that
-    keeps what it finds, sees the whole file or none."""
+def _write_atomic(path: Path | str, write: Callable[[Path], None]) -> None:
+    """``write`` to a hidden temporary file beside ``path``, then rename it: a reader, or a rerun that keeps
+    what it finds, sees the whole file or none."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path | str) -> None:
+    """``table`` as zstd Parquet, whole or not at all (``_write_atomic``)."""
+    _write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def write_arrow_atomic(table: pa.Table, path: Path | str) -> None:
+    """``table`` as an Arrow IPC file with LZ4 buffers, whole or not at all (``_write_atomic``).
+
+    For tables this code writes and reads back itself (caches), not for exchange: the small world's training
+    set (3.3M rows, 84 columns) took 0.9-1.3 s to write and 0.3-1.8 s to read (``read_arrow``), where zstd
+    Parquet took 8.3 s and 4.8 s; it is 360 MB on disk against 214 MB.
+    """
+
+    def write(tmp: Path) -> None:
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as out:
+            out.write_table(table)
+
+    _write_atomic(path, write)
+
+
+def read_arrow(path: Path | str) -> pa.Table:
+    """A table ``write_arrow_atomic`` wrote (``pyarrow.ArrowInvalid`` when the file is not a whole one).
+
+    Memory-mapped: 0.3-0.4 s where reading the same file through a file object took 0.8-3.3 s. On Linux a mapped
+    file that is later replaced or deleted stays readable for the table that maps it.
+    """
+    with pa.memory_map(str(path), "rb") as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def write_records(records: Iterable[Record], path: Path | str, contract: type[Record]) -> None:

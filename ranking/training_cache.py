@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,10 +21,9 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from data.days import Progress, day_start_ms
-from data.io import write_parquet_atomic
+from data.io import read_arrow, write_arrow_atomic
 from data.layout import DataLayout
 from data.schemas import TIMESTAMP
 from features.config import FeatureStoreSettings
@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from features.embeddings.asof import DailyVectors
 
 CACHE_DIR = Path(".cache") / "ranking"
+#: Cached tables are Arrow IPC files (``data.io.write_arrow_atomic``): on the small world written in about
+#: 1 s and read in 0.3-1.8 s, where the zstd Parquet they replaced took 8.3 s and 4.8 s.
+CACHE_SUFFIX = ".arrow"
+
+log = logging.getLogger("smartblock.ranking")
 # Tables kept per day range (a small world's is ~100 MB): room for a default and the variants compared to it.
 CACHE_ENTRIES_PER_RANGE = 3
 # Feature-store settings that only say how to connect: they cannot change a feature's value.
@@ -127,14 +132,20 @@ def training_table(
     identity = (feature_fingerprint(settings), json.dumps(m3, sort_keys=True), data_signature(layout), replay)
     key = hashlib.sha256("|".join(identity).encode()).hexdigest()
     folder = layout.root / CACHE_DIR
-    path = folder / f"training_{start}_{end}_{key[:16]}.parquet"
+    path = folder / f"training_{start}_{end}_{key[:16]}{CACHE_SUFFIX}"
     if cache and path.is_file():
         with contextlib.suppress(OSError):  # a read-only world folder: used, but not marked
             os.utime(path)  # marks it used: eviction keeps the most recently used entries of a range
         try:
-            return pq.read_table(path), True
+            return read_arrow(path), True
         except FileNotFoundError:
             pass  # evicted by another process since: build it again
+        except (pa.ArrowInvalid, OSError) as exc:
+            # Cut short or changed on disk (a full disk, a copy interrupted): written atomically, so it was
+            # whole once. Built again and rewritten below.
+            log.warning("training-set cache %s is unreadable (%s): building it again", path, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
     catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     vectors = None
     if embeddings.as_of:
@@ -180,7 +191,7 @@ def training_table(
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _evict(folder, start, end, keep=CACHE_ENTRIES_PER_RANGE - 1)
-            write_parquet_atomic(table, path)  # readers never see a half-written file
+            write_arrow_atomic(table, path)  # readers never see a half-written file
         except OSError:
             pass  # a read-only world folder: no cache, same result
         if parts_dir is not None:  # the parts are kept until the whole table is: a failure above resumes
@@ -195,8 +206,10 @@ def _evict(folder: Path, start: date, end: date, keep: int) -> None:
     range (24 candidates and 48, say) are both live: compared side by side, each build used to delete the
     other's, and every switch cost a full rebuild.
     """
+    for old in folder.glob(f"training_{start}_{end}_*.parquet"):  # the format before CACHE_SUFFIX
+        old.unlink(missing_ok=True)
     used: list[tuple[float, Path]] = []
-    for entry in folder.glob(f"training_{start}_{end}_*.parquet"):
+    for entry in folder.glob(f"training_{start}_{end}_*{CACHE_SUFFIX}"):
         with contextlib.suppress(FileNotFoundError):  # another process evicted it meanwhile
             used.append((entry.stat().st_mtime, entry))
     for _, stale in sorted(used, reverse=True)[keep:]:

@@ -20,6 +20,7 @@ from ranking.eval_slices import UNSEEN, Slicer
 from ranking.training_cache import (
     CACHE_DIR,
     CACHE_ENTRIES_PER_RANGE,
+    CACHE_SUFFIX,
     data_signature,
     feature_fingerprint,
     rows_between,
@@ -156,7 +157,7 @@ def test_cache_keeps_the_most_recently_used_entries_of_a_range(tmp_path: Path, t
         return training_table(layout, day, day, settings)[1]
 
     def entries() -> set[Path]:
-        return set(folder.glob("training_*.parquet"))
+        return set(folder.glob(f"training_*{CACHE_SUFFIX}"))
 
     files: list[Path] = []
     for i, settings in enumerate(variants[:CACHE_ENTRIES_PER_RANGE]):
@@ -168,6 +169,23 @@ def test_cache_keeps_the_most_recently_used_entries_of_a_range(tmp_path: Path, t
     assert not build(variants[CACHE_ENTRIES_PER_RANGE])
     assert files[1] not in entries() and len(entries()) == CACHE_ENTRIES_PER_RANGE
     assert build(variants[0]) and build(variants[2])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_an_unreadable_cache_entry_is_built_again(tmp_path: Path, tiny_world: Path, damage: str) -> None:
+    """A cached table cut short (a full disk, an interrupted copy) or overwritten is rebuilt, not raised."""
+    world = tmp_path / "w"
+    shutil.copytree(tiny_world, world, ignore=shutil.ignore_patterns(".cache", "truth"))
+    layout = DataLayout(world)
+    day = layout.days("impressions")[1]
+    built, from_cache = training_table(layout, day, day, FeatureStoreSettings())
+    assert not from_cache
+    (entry,) = (world / CACHE_DIR).glob(f"training_*{CACHE_SUFFIX}")
+    data = entry.read_bytes()
+    entry.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * len(data))
+    again, from_cache = training_table(layout, day, day, FeatureStoreSettings())
+    assert not from_cache and again.equals(built)
+    assert training_table(layout, day, day, FeatureStoreSettings())[1]  # rewritten whole: reused again
 
 
 def test_data_signature_changes_with_the_logs(tmp_path: Path, tiny_world: Path) -> None:
