@@ -76,8 +76,8 @@ def summary(values: list[float]) -> dict[str, float | None]:
 
 
 def stage_times(res: httpx.Response) -> dict[str, float]:
-    """``{"retrieval": 8.01, ...}`` from a ``Server-Timing: retrieval;dur=8.01, ...`` header (a server from
-    before the header: from an ``explain=true`` body's ``latency_ms``)."""
+    """``{"retrieval": 8.01, ...}`` from a ``Server-Timing: retrieval;dur=8.01, ...`` header. A server from
+    before the header gives them only in an ``explain=true`` body (``?explain=true`` in its variant)."""
     if "server-timing" not in res.headers:
         return {k: float(v) for k, v in (res.json().get("latency_ms") or {}).items()}
     out = {}
@@ -150,7 +150,10 @@ def main() -> None:
         "--queries", type=int, default=300, help="Distinct logged queries, each sent once cold."
     )
     parser.add_argument(
-        "--variant", action="append", default=[], help="NAME:KEY=VALUE,... (server environment)"
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:KEY=VALUE,?PARAM=VALUE,... (server environment; ?: request parameters)",
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
@@ -226,6 +229,9 @@ def print_report(report: dict) -> None:
                 a = base[phase]["client_ms" if what == "client" else "stages_ms"]
                 b = variants[name][phase]["client_ms" if what == "client" else "stages_ms"]
                 a, b = (a if what == "client" else a[what]), (b if what == "client" else b[what])
+                if None in (a["p50"], b["p50"]):  # a server without Server-Timing, asked without explain
+                    print(f"{name} vs {names[0]} {phase} {what}: no stage times on one side")
+                    continue
                 print(
                     f"{name} vs {names[0]} {phase} {what}: p50 x{b['p50'] / a['p50']:.2f}, "
                     f"p99 x{b['p99'] / a['p99']:.2f}"

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from data.errors import ModelFormatError
+from data.io import write_atomic
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -253,12 +254,8 @@ class ArtifactStore:
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     """Write ``path`` through a temporary file and a rename: a reader sees the old or the new file, never
     half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # Internals ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Point-in-time training sets of a world's days, cached as Parquet under ``<world>/.cache/ranking/``.
+"""Point-in-time training sets of a world's days, cached as Arrow IPC files under ``<world>/.cache/ranking/``.
 
 ``features.dataset.build_training_set`` gives one row per shown (impression, block) with its features as of
 the request's time. Building it takes about a minute for the small world, so it is cached, keyed by the day
@@ -42,7 +42,7 @@ CACHE_DIR = Path(".cache") / "ranking"
 CACHE_SUFFIX = ".arrow"
 
 log = logging.getLogger("smartblock.ranking")
-# Tables kept per day range (a small world's is ~100 MB): room for a default and the variants compared to it.
+# Tables kept per day range (the small world's with candidates: 360 MB): a default and the variants beside it.
 CACHE_ENTRIES_PER_RANGE = 3
 # Feature-store settings that only say how to connect: they cannot change a feature's value.
 _CONNECTION_FIELDS = {
@@ -137,15 +137,20 @@ def training_table(
         with contextlib.suppress(OSError):  # a read-only world folder: used, but not marked
             os.utime(path)  # marks it used: eviction keeps the most recently used entries of a range
         try:
+            seen = path.stat()
             return read_arrow(path), True
         except FileNotFoundError:
             pass  # evicted by another process since: build it again
-        except (pa.ArrowInvalid, OSError) as exc:
+        except pa.ArrowException as exc:
             # Cut short or changed on disk (a full disk, a copy interrupted): written atomically, so it was
-            # whole once. Built again and rewritten below.
+            # whole once. Removed unless another process has replaced it meanwhile; built and written again.
             log.warning("training-set cache %s is unreadable (%s): building it again", path, exc)
             with contextlib.suppress(OSError):
-                path.unlink()
+                now = path.stat()
+                if (now.st_ino, now.st_mtime_ns) == (seen.st_ino, seen.st_mtime_ns):
+                    path.unlink()
+        except OSError as exc:  # not readable here (permissions, no memory map): build, keep the file
+            log.warning("training-set cache %s cannot be read (%s): building the table", path, exc)
     catalog = BlockAttributes.from_tables(layout.read_blocks(), layout.read_docs())
     vectors = None
     if embeddings.as_of:
@@ -207,7 +212,8 @@ def _evict(folder: Path, start: date, end: date, keep: int) -> None:
     other's, and every switch cost a full rebuild.
     """
     for old in folder.glob(f"training_{start}_{end}_*.parquet"):  # the format before CACHE_SUFFIX
-        old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            old.unlink()
     used: list[tuple[float, Path]] = []
     for entry in folder.glob(f"training_{start}_{end}_*{CACHE_SUFFIX}"):
         with contextlib.suppress(FileNotFoundError):  # another process evicted it meanwhile

@@ -23,8 +23,8 @@ from retrieval.base import Passage
 from retrieval.config import DenseSettings, SpladeSettings
 from retrieval.encoders.batching import length_batches
 from retrieval.encoders.dense import DenseEncoder
-from retrieval.encoders.loading import default_splade_path, load_tokenizer
-from retrieval.encoders.onnx_export import quantisation
+from retrieval.encoders.loading import default_dense_path, default_splade_path, load_tokenizer
+from retrieval.encoders.onnx_export import build, quantisation
 from retrieval.encoders.onnx_model import MODEL_FILE, cache_fingerprint, cache_folder, damage
 from retrieval.encoders.splade import SpladeEncoder
 from retrieval.errors import ModelLoadError
@@ -275,6 +275,23 @@ def test_layers_kept_fp32_bring_int8_closer_to_fp32(dense_reference: np.ndarray,
         gap[layers] = 1.0 - float((vectors * dense_reference).sum(axis=1).mean())
     # On CISI passages the gap fell from 0.0064 to 0.0048 (docs/retrieval.md): a quarter.
     assert gap[(0,)] < 0.9 * gap[()], gap
+
+
+@pytest.mark.parametrize(
+    ("pooling", "fp32_layers", "expected"),
+    [("mean", (0,), {"QAttention": 5, "Attention": 1}), ("splade", (), {"QAttention": 2})],
+)
+def test_int8_graphs_run_a_fused_attention_per_layer(
+    tmp_path: Path, pooling: str, fp32_layers: tuple[int, ...], expected: dict[str, int]
+) -> None:
+    """Both shipped encoders fuse every layer's attention; the layers kept fp32 keep theirs unquantised."""
+    import onnx
+
+    path = default_dense_path() if pooling == "mean" else default_splade_path()
+    model = build(str(path), pooling, quantisation(True, fp32_layers), tmp_path)  # type: ignore[arg-type]
+    ops = [n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node]
+    assert {op: ops.count(op) for op in ("QAttention", "Attention")} == {"Attention": 0, **expected}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MODEL_FILE]  # scratch files removed
 
 
 def test_index_identity_names_the_precision() -> None:
