@@ -81,7 +81,7 @@ def stage_times(res: httpx.Response) -> dict[str, float]:
     if "server-timing" not in res.headers:
         return {k: float(v) for k, v in (res.json().get("latency_ms") or {}).items()}
     out = {}
-    for part in res.headers.get("server-timing", "").split(","):
+    for part in res.headers["server-timing"].split(","):
         name, _, duration = part.strip().partition(";dur=")
         if name and duration:
             out[name] = float(duration)

@@ -200,18 +200,16 @@ def optimise(source: Path, out: Path) -> None:
 def build(name_or_path: str, pooling: Pooling, quantised: dict | None, folder: Path) -> Path:
     """Export (and fuse and quantise, as ``quantisation()`` says) then optimise into ``folder``; returns the
     final model path. Scratch files go."""
-    raw = folder / "export.onnx"
-    config = export(name_or_path, pooling, raw, attention=None if quantised is None else "eager")
-    source = scratch = raw
+    steps = [folder / "export.onnx"]  # each stage's graph, the last one feeding ``optimise``
+    config = export(name_or_path, pooling, steps[0], attention=None if quantised is None else "eager")
     if quantised is not None:
-        fused = folder / "fused.onnx"
-        if fuse(raw, fused, config):
-            source = fused
-        scratch, source = source, folder / "int8.onnx"
-        quantise(scratch, source, quantised["fp32_layers"])
+        if fuse(steps[0], folder / "fused.onnx", config):
+            steps.append(folder / "fused.onnx")
+        steps.append(folder / "int8.onnx")
+        quantise(steps[-2], steps[-1], quantised["fp32_layers"])
     final = folder / "model.onnx"
-    optimise(source, final)
-    for path in {raw, scratch, source} - {final}:
+    optimise(steps[-1], final)
+    for path in steps:
         path.unlink(missing_ok=True)
     log.info(
         "exported %s (%s pooling, %s) to %s", name_or_path, pooling, "int8" if quantised else "fp32", final
