@@ -118,20 +118,39 @@ def engine_client(settings: EngineSettings) -> Iterator[Client]:
         return
     import dask
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
-        cluster = LocalCluster(
-            n_workers=settings.local_workers(),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            # No dashboard; the scheduler's small HTTP server (health, metrics) on a free loopback port, not
-            # 8787 on every interface: two jobs at once must not collide or warn.
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.ERROR,
-        )
+    with _quiet_distributed():
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+            cluster = LocalCluster(
+                n_workers=settings.local_workers(),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                # No dashboard; the scheduler's small HTTP server (health, metrics) on a free loopback port,
+                # not 8787 on every interface: two jobs at once must not collide or warn.
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.ERROR,
+            )
+        try:
+            with Client(cluster) as client:
+                client.wait_for_workers(settings.local_workers())  # every worker takes work from the start
+                yield client
+        finally:
+            cluster.close()
+
+
+@contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Only errors from the ``distributed`` loggers of this process while a local cluster lives in it.
+
+    The scheduler and the nannies run in this process. ``silence_logs`` quiets only the stream handlers
+    ``distributed`` installed itself; once anything has configured the root logger (a bare
+    ``logging.warning`` in any library does), their INFO records reach it. A successful quickstart printed
+    about a hundred of them, and a shutdown race between scheduler and workers as a ``CommClosedError``
+    traceback."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        with Client(cluster) as client:
-            client.wait_for_workers(settings.local_workers())  # every worker can take work from the start
-            yield client
+        yield
     finally:
-        cluster.close()
+        logger.setLevel(level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -47,3 +48,15 @@ def test_a_cluster_without_workers_is_a_config_error_not_a_hang() -> None:
         settings = EngineSettings(address=cluster.scheduler_address, connect_timeout_s=1.0)
         with pytest.raises(ConfigError, match="has no workers"), engine_client(settings):
             pass
+
+
+def test_a_local_cluster_passes_on_only_errors_of_its_scheduler(caplog: pytest.LogCaptureFixture) -> None:
+    # A root logger at INFO, as any library's bare logging call leaves one: the scheduler and nannies that
+    # live in this process must not print their connection and shutdown chatter through it.
+    caplog.set_level(logging.INFO)
+    before = logging.getLogger("distributed").level
+    with engine_client(EngineSettings(workers=1)) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+    chatter = [r.getMessage() for r in caplog.records if r.name.startswith("distributed")]
+    assert chatter == []
+    assert logging.getLogger("distributed").level == before
