@@ -10,6 +10,9 @@ Four pitfalls are handled here and nowhere else (the first two are in NOTES.md):
 3. The JVM handles SIGTERM and SIGINT itself unless started with ``-Xrs``, which took them from the server.
 4. pyjnius is not safe for Java objects of one class used from several Python threads: see ``JAVA_CALLS``.
 
+The JVM's own notices that a user cannot act on (Lucene's use of ``sun.misc.Unsafe`` on Java >= 24, its
+advice to update Lucene on Java >= 22, SLF4J's provider line) are turned off; errors still print.
+
 Importing ``pyserini.pyclass`` starts the JVM, so nothing here runs at import time of this module.
 """
 
@@ -28,6 +31,13 @@ MIN_JAVA = 21
 _VECTOR_OPTION = "--add-modules=jdk.incubator.vector"
 # -Xrs leaves SIGQUIT to Python too, and jcmd / jstack reach a JVM through it: start their listener up front.
 _KEEP_SIGNALS = ("-Xrs", "-XX:+StartAttachListener")
+# Each JVM the project started wrote four lines of "WARNING: A terminally deprecated method in sun.misc.Unsafe
+# has been called" (Lucene 9's memory-mapped inputs, inside Anserini's jar) and one SLF4J provider line to
+# stderr: several times over in a quickstart, once per process. The option exists from Java 23 on; older JVMs
+# refuse to start with it, and do not warn.
+_UNSAFE_QUIET = "--sun-misc-unsafe-memory-access=allow"
+_UNSAFE_QUIET_FROM = 23
+_SLF4J_QUIET = "-Dslf4j.internal.verbosity=WARN"
 _lock = threading.Lock()
 # pyjnius keeps one method object per Java class and, on each lookup, stores in it the instance it was looked
 # up on; the call then runs on whatever instance that is by then (kivy/pyjnius issues 287, 563, 588, open).
@@ -109,7 +119,7 @@ def start_jvm() -> Any:
             # shutdown: a server stopped by SIGTERM then left its graceful shutdown undone, and one stopped
             # while a request was inside a Java call hung for good, still listening, every request timing out.
             # The cost: Ctrl-C in a CLI command waits for the Java call in progress (an index build) to end.
-            jnius_config.add_options(*_KEEP_SIGNALS)
+            jnius_config.add_options(*_KEEP_SIGNALS, *_quiet_options(java_major_version(home)))
             try:
                 import pyserini.pyclass  # noqa: F401  puts Anserini's jar on the classpath, starts the JVM
             except Exception as exc:  # jnius raises plain Exceptions/SystemError on JVM start failure
@@ -135,12 +145,26 @@ def release_heap() -> None:
     system.gc()  # static: no stored instance
 
 
+def _quiet_options(major: int | None) -> tuple[str, ...]:
+    if major is not None and major >= _UNSAFE_QUIET_FROM:
+        return (_SLF4J_QUIET, _UNSAFE_QUIET)
+    return (_SLF4J_QUIET,)
+
+
+# java.util.logging holds loggers weakly: a level set on one nobody references is forgotten at the next GC.
+_quieted_loggers: list[Any] = []
+
+
 def _quiet_logging() -> None:
     # Anserini logs every index setting at INFO on stdout, which would corrupt `--json` output.
     from jnius import autoclass
 
     level = autoclass("org.apache.logging.log4j.Level")
     autoclass("org.apache.logging.log4j.core.config.Configurator").setRootLevel(level.WARN)
+    # Lucene warns on every Java >= 22 that Lucene should be updated: a jar pyserini ships.
+    lucene = autoclass("java.util.logging.Logger").getLogger("org.apache.lucene.store.MMapDirectory")
+    lucene.setLevel(autoclass("java.util.logging.Level").SEVERE)
+    _quieted_loggers.append(lucene)
 
 
 def index_collection(*args: str) -> None:

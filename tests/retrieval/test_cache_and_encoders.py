@@ -80,3 +80,16 @@ def test_unloaded_and_missing_models_fail_clearly(tmp_path) -> None:
         SpladeEncoder(SpladeSettings(model=str(tmp_path))).load()
     with pytest.raises(ModelLoadError, match="does not exist"):
         DenseEncoder(DenseSettings(model="./no/such/model")).load()
+
+
+def test_loading_a_checkpoint_draws_no_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    import transformers
+
+    from retrieval.encoders.loading import default_splade_path, load_pretrained
+
+    bars = transformers.utils.logging
+    bars.enable_progress_bar()
+    _, model = load_pretrained(str(default_splade_path()), "AutoModelForMaskedLM", 1)
+    assert model is not None
+    assert "Loading weights" not in capfd.readouterr().err
+    assert bars.is_progress_bar_enabled()  # the caller's setting is left as it was
