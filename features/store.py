@@ -215,8 +215,7 @@ class RedisFeatureStore(FeatureStore):
     # -- writes ---------------------------------------------------------------------------------------
     def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
         ttl = str(self.settings.dedup_ttl_hours * 3600)
-        pipes: dict[str, Any] = {}
-        n = 0
+        calls: list[tuple[list[str], list[str]]] = []
         for event_id, ops in events:
             for tag, group in _by_tag(self.keys, ops).items():
                 keys = list(dict.fromkeys(op[1] for op in group))
@@ -226,22 +225,56 @@ class RedisFeatureStore(FeatureStore):
                     args += [op[0], str(index[op[1]]), *(_arg(v) for v in op[2:])]
                     if op[0] in ("t", "v"):
                         args.append("|")  # ends a variable-length argument list
-                pipe = self._script_pipeline(pipes, keys[0])
-                self._apply(keys=[self.keys.applied_marker(tag, event_id), *keys], args=args, client=pipe)
-                n += 1
-        return int(sum(sum(p.execute()) for p in pipes.values())) if n else 0
+                calls.append(([self.keys.applied_marker(tag, event_id), *keys], args))
+        return self._run_apply(calls)
 
-    def _script_pipeline(self, pipes: dict[str, Any], key: str) -> Any:
-        """A pipeline that may run scripts: one per node on a cluster (redis-py's cluster pipeline refuses
-        EVALSHA), so each script still runs where its hash tag lives."""
+    def _run_apply(self, calls: list[tuple[list[str], list[str]]]) -> int:
+        """Each (keys, args) as one EVALSHA of the apply script, pipelined: the number applied (not seen).
+
+        EVALSHA by hand, not through redis-py's ``Script``: a pipeline holding a ``Script`` asks SCRIPT
+        EXISTS before every execute, one more round trip per batch, which was one in six of the stream
+        consumer's Redis calls per event. A server without the script (restarted, or SCRIPT FLUSH) answers
+        NOSCRIPT: it is loaded there and those calls run again; the others ran, and their markers keep a
+        second run of any call from counting twice."""
+        applied = 0
+        for attempt in (1, 2):
+            pipes: dict[str, Any] = {}
+            placed = []  # the pipeline each call went to
+            for keys, args in calls:
+                name = self._script_pipeline(pipes, keys[0])
+                pipes[name].evalsha(self._apply.sha, len(keys), *keys, *args)
+                placed.append(name)
+            results = {name: iter(pipe.execute(raise_on_error=False)) for name, pipe in pipes.items()}
+            again, unloaded = [], set()
+            for call, name in zip(calls, placed, strict=True):
+                result = next(results[name])
+                if isinstance(result, redis.exceptions.NoScriptError) and attempt == 1:
+                    again.append(call)
+                    unloaded.add(name)
+                elif isinstance(result, Exception):
+                    raise result
+                else:
+                    applied += int(result)
+            if not again:
+                break
+            for name in unloaded:  # an executed pipeline is empty and can be used again
+                pipes[name].script_load(_APPLY_LUA)
+                pipes[name].execute()
+            calls = again
+        return applied
+
+    def _script_pipeline(self, pipes: dict[str, Any], key: str) -> str:
+        """The name of a pipeline in ``pipes`` (made when missing) that may run scripts: one per node on a
+        cluster (redis-py's cluster pipeline refuses EVALSHA), so each script still runs where its hash tag
+        lives."""
         if not isinstance(self.client, RedisCluster):
             if "" not in pipes:
                 pipes[""] = self.client.pipeline(transaction=False)
-            return pipes[""]
+            return ""
         node = self.client.get_node_from_key(key)
         if node.name not in pipes:
             pipes[node.name] = self.client.get_redis_connection(node).pipeline(transaction=False)
-        return pipes[node.name]
+        return node.name
 
     def write_hashes(
         self,

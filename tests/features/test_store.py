@@ -140,3 +140,30 @@ def test_user_hash_stays_compact_with_every_field_full(store: RedisFeatureStore)
     assert store.client.object("encoding", key) in (b"listpack", b"ziplist")
     user_vec, _, _ = read_vectors(store, "u-full", [])
     assert user_vec is not None and np.allclose(user_vec, vec, atol=1e-3)
+
+
+def test_a_server_that_lost_the_apply_script_gets_it_again_and_counts_nothing_twice(
+    embedded_redis: Path, tiny_world: Path
+) -> None:
+    # A Redis restarted or told SCRIPT FLUSH answers NOSCRIPT to the store's EVALSHA: the script is loaded
+    # again and the batch applied; a redelivered batch after the next flush still counts nothing twice. The
+    # server is this test's own (the flush would reach every test on a shared one).
+    settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace="noscript", socket_timeout_s=5.0)
+    store = RedisFeatureStore.connect(settings)
+    replay = Replayer(settings, store.keys)
+    batch = []
+    for ev in first_events(tiny_world, 300):
+        if hasattr(ev, "shown"):
+            batch.append((ev.event_id, replay.ops.impression(ev)))
+        else:
+            batch.append(
+                (ev.event_id, replay.ops.interaction(ev, replay.state.context(ev.request_id, store.keys)))
+            )
+        replay.apply(ev)
+    store.client.script_flush()
+    assert store.apply(batch) > len(batch)
+    assert store.client.script_exists(store._apply.sha) == [True]
+    assert_same_state(replay.state, store)
+    store.client.script_flush()
+    assert store.apply(batch) == 0
+    assert_same_state(replay.state, store)
