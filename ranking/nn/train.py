@@ -83,10 +83,11 @@ def listwise_softmax_loss(scores: Tensor, labels: Tensor, weights: Tensor, mask:
     return per_list[has_signal].sum() / has_signal.sum().clamp_min(1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(net: ScoringNet, data: TensorLists, lists_per_batch: int = 512) -> np.ndarray:
     """(N,) scores of every row, in eval mode (no noise, no dropout, running batch-norm statistics)."""
-    net.eval()
+    if net.training:  # eval() walks every module: a tenth of a served request's ranking time when repeated
+        net.eval()
     out = np.zeros(data.data.n_rows, np.float64)
     for start in range(0, data.data.n_lists, lists_per_batch):
         b = data.batch(np.arange(start, min(start + lists_per_batch, data.data.n_lists)))
