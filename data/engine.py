@@ -140,16 +140,17 @@ def engine_client(settings: EngineSettings) -> Iterator[Client]:
 
 @contextmanager
 def _quiet_distributed() -> Iterator[None]:
-    """Only errors from the ``distributed`` loggers of this process while a local cluster lives in it.
+    """Warnings and errors only from the ``distributed`` loggers of this process while a local cluster
+    lives in it.
 
     The scheduler and the nannies run in this process. ``silence_logs`` quiets only the stream handlers
-    ``distributed`` installed itself; once anything has configured the root logger (a bare
-    ``logging.warning`` in any library does), their INFO records reach it. A successful quickstart printed
-    about a hundred of them, and a shutdown race between scheduler and workers as a ``CommClosedError``
-    traceback."""
+    ``distributed`` installed itself; when the root logger was configured first (a bare ``logging.warning``
+    in any library does it), their INFO records reach it. A successful quickstart printed about a hundred of
+    them, and a shutdown race between scheduler and workers as an INFO record with a ``CommClosedError``
+    traceback. Warnings stay: a worker restarted for exceeding its memory is one a user can act on."""
     logger = logging.getLogger("distributed")
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.WARNING)
     try:
         yield
     finally:

@@ -173,33 +173,47 @@ class StreamConsumer:
     def step(self, *, block_ms: int = 0) -> int:
         """Process one batch: reclaimed, then own pending, then new events. Returns entries handled.
 
-        A step that finds new events asks only for what can be there besides: a dead consumer's entries
-        once per half claim interval (none is claimable before ``stream_claim_idle_ms`` anyway), and this
-        consumer's own pending entries only after a restart, a failed batch or an interaction left waiting.
-        Asking all three every step, with SCRIPT EXISTS before the apply, made six Redis round trips per
-        live event where three do. A step that finds nothing new asks for both: that costs no event any
-        time, ``run(until_idle=True)`` still stops only when every source is empty, and the non-blocking
-        read keeps this consumer's idle time in XINFO CONSUMERS fresh (readiness reads it; on Redis 7.0 a
-        blocking read that times out does not)."""
+        A step that finds new events asks only for what can be there besides, every half claim interval
+        (nothing is claimable before ``stream_claim_idle_ms`` anyway): a dead consumer's entries, and this
+        consumer's own pending ones, which it also reads after a restart, after a failed step and while an
+        interaction is left waiting. The periodic own read covers a read whose reply was lost but whose
+        entries were delivered (redis-py may retry a timed-out read by itself). Asking all of them every
+        step, with SCRIPT EXISTS before the apply, made six Redis round trips per live impression where
+        three do (an interaction adds the read of its context). A step that finds nothing new asks every
+        source: that costs no event any time, ``run(until_idle=True)`` still stops only when all are empty,
+        and the non-blocking read keeps this consumer's idle time in XINFO CONSUMERS fresh (readiness reads
+        it; on Redis 7.0 a blocking read that times out does not)."""
+        try:
+            return self._step(block_ms)
+        except BaseException:
+            # Entries may have been delivered and not acknowledged (a reply lost to a timeout, a failed
+            # apply): the next step reads this consumer's own pending entries first.
+            self._own_pending = True
+            raise
+
+    def _step(self, block_ms: int) -> int:
         batch = self.settings.stream_batch
         entries: list = []
         claimed = own = False
-        if time.monotonic() >= self._next_claim:
+        due = time.monotonic() >= self._next_claim
+        if due:
             entries, claimed = self._claim(batch), True
-        if not entries and self._own_pending:
-            entries, own = self._own(batch), True
+        unread = self._own_pending or due  # own pending entries may exist and were not read this step
+        if not entries and unread:
+            entries, own, unread = self._own(batch), True, False
         if not entries:
             entries = self._read(">", batch, block_ms or None)
             if not entries and not own:
-                entries, own = self._own(batch), True
+                entries, own, unread = self._own(batch), True, False
             if not entries and not claimed:
                 entries = self._claim(batch)
         if entries:
-            # Until they are acknowledged, a failure mid-batch leaves them pending for this consumer.
-            self._own_pending, waiting = True, self.stats.waiting
+            waiting = self.stats.waiting
+            self._own_pending = True  # until acknowledged (see step)
             self._process(entries)
-            # Pending still: interactions left waiting for their impression, or more of a full own batch.
-            self._own_pending = self.stats.waiting > waiting or (own and len(entries) == batch)
+            # Pending still: own entries not read yet, interactions left waiting for their impression, or
+            # more of a full own batch.
+            self._own_pending = unread or self.stats.waiting > waiting or (own and len(entries) == batch)
         return len(entries)
 
     def _own(self, batch: int) -> list:
@@ -219,11 +233,17 @@ class StreamConsumer:
             count=batch,
         )
         claimed = reply[1]  # Redis 7 adds a third element (deleted ids), 6.2 does not
-        self.stats.reclaimed += len(claimed)
         # A full batch may leave more to claim: look again next step; else after half the idle time.
         wait_s = 0.0 if len(claimed) == batch else self.settings.stream_claim_idle_ms / 2000
         self._next_claim = time.monotonic() + wait_s
-        return list(claimed)
+        # Redis 6.2 hands back entries trimmed from the stream as empty ones, still pending: acknowledged
+        # here, as there is nothing left to apply (Redis 7 drops them from the pending list itself).
+        gone = [i for i, f in claimed if not f]
+        if gone:
+            self.client.xack(self.stream, GROUP, *gone)
+        kept = [(i, f) for i, f in claimed if f]
+        self.stats.reclaimed += len(kept)
+        return kept
 
     def run(
         self,
@@ -241,9 +261,7 @@ class StreamConsumer:
                 handled = self.step(block_ms=0 if until_idle else block_ms)
             except (redis.TimeoutError, redis.ConnectionError):
                 # A slow or restarting Redis: unacknowledged entries stay pending and are read again, so
-                # waiting and retrying loses nothing; dying would stop the live features instead. A read
-                # that timed out may have been delivered all the same: look at our own pending first.
-                self._own_pending = True
+                # waiting and retrying loses nothing; dying would stop the live features instead.
                 self.stats.retries += 1
                 time.sleep(0.2)
                 continue

@@ -84,15 +84,16 @@ def load_pretrained(
     tokenizer = load_tokenizer(name_or_path)
     progress = transformers.utils.logging
     # transformers 5 draws a "Loading weights" bar per load: two lines of terminal noise per command for a
-    # local checkpoint that loads in milliseconds.
-    shown = progress.is_progress_bar_enabled()
-    progress.disable_progress_bar()
+    # local checkpoint that loads in milliseconds. A hub download keeps its bars.
+    hidden = progress.is_progress_bar_enabled() and Path(name_or_path).is_dir()
+    if hidden:
+        progress.disable_progress_bar()
     try:
         options = {} if attention is None else {"attn_implementation": attention}
         model = getattr(transformers, loader).from_pretrained(name_or_path, **options).eval()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {loader} from {name_or_path}: {exc}") from exc
     finally:
-        if shown:
+        if hidden:
             progress.enable_progress_bar()
     return tokenizer, model
