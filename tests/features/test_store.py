@@ -30,11 +30,11 @@ def first_events(world: Path, n: int) -> list:
     return list(in_time_order(imps, acts))[:n]
 
 
-def test_redis_applies_the_replay_operations_exactly_once(store: RedisFeatureStore, tiny_world: Path) -> None:
-    events = first_events(tiny_world, 1500)
+def replayed_batch(store: RedisFeatureStore, world: Path, n: int) -> tuple[Replayer, list]:
+    """The first ``n`` events of ``world`` replayed in memory, and the same events as the store's batch."""
     replay = Replayer(store.settings, store.keys)
     batch = []
-    for ev in events:
+    for ev in first_events(world, n):
         if hasattr(ev, "shown"):
             batch.append((ev.event_id, replay.ops.impression(ev)))
         else:
@@ -42,8 +42,13 @@ def test_redis_applies_the_replay_operations_exactly_once(store: RedisFeatureSto
                 (ev.event_id, replay.ops.interaction(ev, replay.state.context(ev.request_id, store.keys)))
             )
         replay.apply(ev)
+    return replay, batch
+
+
+def test_redis_applies_the_replay_operations_exactly_once(store: RedisFeatureStore, tiny_world: Path) -> None:
+    replay, batch = replayed_batch(store, tiny_world, 1500)
     changed = store.apply(batch)
-    assert changed > len(events)  # several hash tags per event
+    assert changed > len(batch)  # several hash tags per event
     assert_same_state(replay.state, store)
     # Redelivery of everything changes nothing.
     assert store.apply(batch) == 0
@@ -150,16 +155,7 @@ def test_a_server_that_lost_the_apply_script_gets_it_again_and_counts_nothing_tw
     # server is this test's own (the flush would reach every test on a shared one).
     settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace="noscript", socket_timeout_s=5.0)
     store = RedisFeatureStore.connect(settings)
-    replay = Replayer(settings, store.keys)
-    batch = []
-    for ev in first_events(tiny_world, 300):
-        if hasattr(ev, "shown"):
-            batch.append((ev.event_id, replay.ops.impression(ev)))
-        else:
-            batch.append(
-                (ev.event_id, replay.ops.interaction(ev, replay.state.context(ev.request_id, store.keys)))
-            )
-        replay.apply(ev)
+    replay, batch = replayed_batch(store, tiny_world, 300)
     store.client.script_flush()
     assert store.apply(batch) > len(batch)
     assert store.client.script_exists(store._apply.sha) == [True]
