@@ -175,14 +175,15 @@ class StreamConsumer:
 
         A step that finds new events asks only for what can be there besides, every half claim interval
         (nothing is claimable before ``stream_claim_idle_ms`` anyway): a dead consumer's entries, and this
-        consumer's own pending ones, which it also reads after a restart, after a failed step and while an
-        interaction is left waiting. The periodic own read covers a read whose reply was lost but whose
-        entries were delivered (redis-py may retry a timed-out read by itself). Asking all of them every
-        step, with SCRIPT EXISTS before the apply, made six Redis round trips per live impression where
-        three do (an interaction adds the read of its context). A step that finds nothing new asks every
-        source: that costs no event any time, ``run(until_idle=True)`` still stops only when all are empty,
-        and the non-blocking read keeps this consumer's idle time in XINFO CONSUMERS fresh (readiness reads
-        it; on Redis 7.0 a blocking read that times out does not)."""
+        consumer's own pending ones, which it also reads after a restart and after a failed step. An
+        interaction left waiting for its impression is read again then, or on an idle step. The periodic
+        own read also covers a read whose reply was lost but whose entries were delivered (redis-py may
+        retry a timed-out read by itself). Asking all of them every step, with SCRIPT EXISTS before the
+        apply, made six Redis round trips per live impression where three do (an interaction adds the read
+        of its context). A step that finds nothing new asks every source: that costs no event any time,
+        ``run(until_idle=True)`` still stops only when all are empty, and the non-blocking read keeps this
+        consumer's idle time in XINFO CONSUMERS fresh (readiness reads it; on Redis 7.0 a blocking read that
+        times out does not)."""
         try:
             return self._step(block_ms)
         except BaseException:
@@ -211,9 +212,13 @@ class StreamConsumer:
             waiting = self.stats.waiting
             self._own_pending = True  # until acknowledged (see step)
             self._process(entries)
-            # Pending still: own entries not read yet, interactions left waiting for their impression, or
-            # more of a full own batch.
-            self._own_pending = unread or self.stats.waiting > waiting or (own and len(entries) == batch)
+            # Pending still: own entries not read yet, or more of a full own batch. An interaction left
+            # waiting for its impression is not read again at once: every read counts as a delivery, and
+            # re-reading it each step sent it to the dead letters within milliseconds. It comes back with
+            # the next idle step or the periodic own read, while new events (its impression among them)
+            # are applied.
+            more = own and len(entries) == batch and self.stats.waiting == waiting
+            self._own_pending = unread or more
         return len(entries)
 
     def _own(self, batch: int) -> list:

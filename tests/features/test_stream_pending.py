@@ -66,3 +66,29 @@ def test_entries_delivered_behind_the_consumers_back_are_applied_while_events_ke
             break
     assert _pending_of(store, "busy") == 0
     assert me.stats.reclaimed == 0  # read as its own, within half the claim interval, not claimed back
+
+
+def test_a_click_ahead_of_its_impression_waits_for_it_instead_of_dying_at_once(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    # Every read of a pending entry counts as a delivery: re-read at every step, a click whose impression was
+    # later on the stream reached stream_max_deliveries (5) and the dead letters within milliseconds.
+    records, _, _ = world_records(tiny_world, days=1)
+    click = next(r for r in records if not hasattr(r, "shown"))
+    impression = next(r for r in records if hasattr(r, "shown") and r.request_id == click.request_id)
+    others = [r for r in records if hasattr(r, "shown") and r.request_id != click.request_id][:30]
+    # Own pending entries are read again every second under traffic (half the claim interval).
+    settings = store.settings.model_copy(update={"stream_claim_idle_ms": 2_000})
+    me = StreamConsumer(store, settings, consumer="patient")
+    me.ensure_group()
+    store.publish([click])
+    for record in others[:20]:  # steady traffic for about a second before the impression comes
+        store.publish([record])
+        me.step()
+        time.sleep(0.05)
+    assert me.stats.dead == 0 and me.stats.waiting >= 1
+    store.publish([impression, *others[20:]])
+    while me.step():  # until a step finds nothing: the idle step reads the waiting click again
+        pass
+    assert me.stats.dead == 0, me.stats.dead_reasons
+    assert _pending_of(store, "patient") == 0
