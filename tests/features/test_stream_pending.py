@@ -23,14 +23,24 @@ def _pending_of(store: RedisFeatureStore, consumer: str) -> int:
     return len(store.client.xpending_range(store.keys.events_stream, GROUP, "-", "+", 10_000, consumer))
 
 
+def _consumer(store: RedisFeatureStore, name: str, claim_idle_ms: int) -> StreamConsumer:
+    """A consumer of the group, with its own pending entries read every ``claim_idle_ms / 2`` under load."""
+    settings = store.settings.model_copy(update={"stream_claim_idle_ms": claim_idle_ms})
+    consumer = StreamConsumer(store, settings, consumer=name)
+    consumer.ensure_group()
+    return consumer
+
+
+def _impressions(world: Path) -> list:
+    records, _, _ = world_records(world, days=1)
+    return [r for r in records if hasattr(r, "shown")]
+
+
 def test_a_restarted_consumer_finishes_its_own_entries_first_even_when_it_claims_others(
     tiny_world: Path, store: RedisFeatureStore
 ) -> None:
-    records, _, _ = world_records(tiny_world, days=1)
-    impressions = [r for r in records if hasattr(r, "shown")][:6]
-    settings = store.settings.model_copy(update={"stream_claim_idle_ms": 1_500})
-    me = StreamConsumer(store, settings, consumer="restarted")
-    me.ensure_group()
+    impressions = _impressions(tiny_world)[:6]
+    me = _consumer(store, "restarted", 1_500)
     store.publish(impressions[:2])
     _deliver(store, "dead", 2)  # a dead consumer's, claimable after 1.5 s
     time.sleep(1.6)
@@ -48,11 +58,8 @@ def test_entries_delivered_behind_the_consumers_back_are_applied_while_events_ke
 ) -> None:
     # redis-py may retry a read that timed out: the first delivery is then pending for this consumer, and
     # no exception says so. Under steady traffic no step is idle; the periodic own read finds them.
-    records, _, _ = world_records(tiny_world, days=1)
-    impressions = [r for r in records if hasattr(r, "shown")][:40]
-    settings = store.settings.model_copy(update={"stream_claim_idle_ms": 600})
-    me = StreamConsumer(store, settings, consumer="busy")
-    me.ensure_group()
+    impressions = _impressions(tiny_world)[:40]
+    me = _consumer(store, "busy", 600)
     me.step()  # the start-up reads: nothing yet
     store.publish(impressions[:2])
     lost = _deliver(store, "busy", 2)
@@ -77,10 +84,7 @@ def test_a_click_ahead_of_its_impression_waits_for_it_instead_of_dying_at_once(
     click = next(r for r in records if not hasattr(r, "shown"))
     impression = next(r for r in records if hasattr(r, "shown") and r.request_id == click.request_id)
     others = [r for r in records if hasattr(r, "shown") and r.request_id != click.request_id][:30]
-    # Own pending entries are read again every second under traffic (half the claim interval).
-    settings = store.settings.model_copy(update={"stream_claim_idle_ms": 2_000})
-    me = StreamConsumer(store, settings, consumer="patient")
-    me.ensure_group()
+    me = _consumer(store, "patient", 2_000)  # own pending entries read again every second under traffic
     store.publish([click])
     for record in others[:20]:  # steady traffic for about a second before the impression comes
         store.publish([record])
