@@ -20,6 +20,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from data.contracts import Interaction, SearchImpression, ServedFeatures
+from data.errors import SmartblockError
 from features.batch import Snapshot
 from features.block_attributes import BlockAttributes, BlockVectors
 from features.config import FeatureStoreSettings
@@ -59,87 +60,146 @@ STREAM_KINDS: dict[type, str] = {
 }
 SERVER_KINDS = frozenset({IMPRESSION, SERVED})
 
-# Applies one event's operations on one hash tag exactly once: the marker (same tag) is set first, and a
-# redelivered event finds it and changes nothing. KEYS[1] marker, KEYS[2..] data keys; ARGV[1] marker TTL,
-# then ops as (code, key index, ...).
+# Applies one event's operations on one hash tag exactly once. KEYS[1] is the marker (same tag), KEYS[2..] the
+# data keys; ARGV[1] the marker's TTL, then ops as (code, key index, ...). Redis does not undo a script's
+# writes when it fails midway, so the script reads, checks and computes everything first and writes only
+# then: a redelivered event (marker present), a key of another type, a damaged stored value or an op it
+# cannot carry out returns before the first write, the last three as an error starting with BADEVENT. The
+# writes cannot fail after that, but the first one (the marker) may be refused when Redis is out of memory,
+# and then none is made.
 _APPLY_LUA = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local i = 2
-while i <= #ARGV do
-  local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
-  if op == 'v' then
-    -- Mirror of features.packing.add_to_vector: add to slots of a packed float64 vector.
-    local f, w = ARGV[i + 2], tonumber(ARGV[i + 3])
-    local blob = redis.call('HGET', k, f)
-    local vals = {}
-    for j = 1, w do
-      if blob then vals[j] = struct.unpack('<d', blob, 1 + (j - 1) * 8) else vals[j] = 0 end
-    end
-    local q = i + 4
-    while ARGV[q] ~= '|' do
-      local slot = tonumber(ARGV[q]) + 1
-      vals[slot] = vals[slot] + tonumber(ARGV[q + 1]); q = q + 2
-    end
-    local parts = {}
-    for j = 1, w do parts[j] = struct.pack('<d', vals[j]) end
-    redis.call('HSET', k, f, table.concat(parts)); i = q + 1
-  elseif op == 's' then
-    redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
-  elseif op == 'x' then
-    redis.call('EXPIRE', k, ARGV[i + 2]); i = i + 4
-  elseif op == 't' then
-    -- Mirror of features.packing.add_to_recent (then pack_recent) on a blob kept in 64-byte chunks
-    -- (split_blob / join_blob).
-    local f = ARGV[i + 2]
-    local t, tau, cap = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-    local chunks = {f, f .. '1', f .. '2', f .. '3'}
-    local got = redis.call('HMGET', k, unpack(chunks))
-    local blob = nil
-    if got[1] then
-      blob = ''
-      for c = 1, #chunks do if got[c] then blob = blob .. got[c] end end
-    end
-    local last, ids, vals, index = t, {}, {}, {}
-    if blob then
-      last = struct.unpack('<d', blob)
-      local pos = 9
-      while pos + 7 <= #blob do
-        local id, v = struct.unpack('<If', blob, pos)
-        ids[#ids + 1] = id; vals[#vals + 1] = v; pos = pos + 8
-      end
-    end
-    local scale, add = 1, 1
-    if t >= last then scale = math.exp(-(t - last) / tau); last = t else add = math.exp(-(last - t) / tau) end
-    for j = 1, #ids do vals[j] = vals[j] * scale; index[ids[j]] = j end
-    local q = i + 6
-    while ARGV[q] ~= '|' do
-      local id = tonumber(ARGV[q])
-      local j = index[id]
-      if j then vals[j] = vals[j] + add else ids[#ids + 1] = id; vals[#vals + 1] = add; index[id] = #ids end
-      q = q + 1
-    end
-    local order, r32 = {}, {}
-    for j = 1, #ids do order[j] = j; r32[j] = struct.unpack('<f', struct.pack('<f', vals[j])) end
-    table.sort(order, function(a, b)
-      if r32[a] ~= r32[b] then return r32[a] > r32[b] end
-      return ids[a] < ids[b]
-    end)
-    local parts = {struct.pack('<d', last)}
-    for m = 1, math.min(cap, #order) do
-      parts[#parts + 1] = struct.pack('<If', ids[order[m]], vals[order[m]])
-    end
-    local out = table.concat(parts)
-    redis.call('HDEL', k, unpack(chunks))
-    for c = 0, math.ceil(#out / 64) - 1 do
-      redis.call('HSET', k, chunks[c + 1], string.sub(out, c * 64 + 1, c * 64 + 64))
-    end
-    i = q + 1
-  else
-    return redis.error_reply('unknown op ' .. op)
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for j = 2, #KEYS do
+  local kind = redis.call('TYPE', KEYS[j]).ok
+  if kind ~= 'hash' and kind ~= 'none' then
+    return redis.error_reply('BADEVENT ' .. KEYS[j] .. ' holds a ' .. kind .. ', not a hash')
   end
 end
+-- new[k][f]: the value to write, or false to delete; written keys and their fields in first-write order.
+local new, written, fields, expiries = {}, {}, {}, {}
+local function put(k, f, v)
+  if new[k] == nil then new[k] = {}; fields[k] = {}; written[#written + 1] = k end
+  if new[k][f] == nil then fields[k][#fields[k] + 1] = f end
+  new[k][f] = v
+end
+local function get(k, f)
+  local v = new[k] and new[k][f]
+  if v == nil then return redis.call('HGET', k, f) end
+  return v
+end
+local function compute()
+  local i = 2
+  while i <= #ARGV do
+    local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+    if k == nil then error('no key ' .. tostring(ARGV[i + 1]) .. ' for op ' .. op, 0) end
+    if op == 'v' then
+      -- Mirror of features.packing.add_to_vector: add to slots of a packed float64 vector.
+      local f, w = ARGV[i + 2], tonumber(ARGV[i + 3])
+      local blob = get(k, f)
+      local vals = {}
+      for j = 1, w do
+        if blob then vals[j] = struct.unpack('<d', blob, 1 + (j - 1) * 8) else vals[j] = 0 end
+      end
+      local q = i + 4
+      while ARGV[q] ~= '|' do
+        local slot = tonumber(ARGV[q]) + 1
+        vals[slot] = vals[slot] + tonumber(ARGV[q + 1]); q = q + 2
+      end
+      local parts = {}
+      for j = 1, w do parts[j] = struct.pack('<d', vals[j]) end
+      put(k, f, table.concat(parts)); i = q + 1
+    elseif op == 's' then
+      put(k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+    elseif op == 'x' then
+      expiries[#expiries + 1] = {k, string.format('%d', tonumber(ARGV[i + 2]))}; i = i + 4
+    elseif op == 't' then
+      -- Mirror of features.packing.add_to_recent (then pack_recent) on a blob kept in 64-byte chunks
+      -- (split_blob / join_blob).
+      local f = ARGV[i + 2]
+      local t, tau, cap = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+      local chunks = {f, f .. '1', f .. '2', f .. '3'}
+      local got
+      if new[k] == nil then got = redis.call('HMGET', k, unpack(chunks)) else
+        got = {}
+        for c = 1, #chunks do got[c] = get(k, chunks[c]) end
+      end
+      local blob = nil
+      if got[1] then
+        blob = ''
+        for c = 1, #chunks do if got[c] then blob = blob .. got[c] end end
+      end
+      local last, ids, vals, index = t, {}, {}, {}
+      if blob then
+        last = struct.unpack('<d', blob)
+        local pos = 9
+        while pos + 7 <= #blob do
+          local id, v = struct.unpack('<If', blob, pos)
+          ids[#ids + 1] = id; vals[#vals + 1] = v; pos = pos + 8
+        end
+      end
+      local scale, add = 1, 1
+      if t >= last then scale = math.exp(-(t - last) / tau); last = t
+      else add = math.exp(-(last - t) / tau) end
+      for j = 1, #ids do vals[j] = vals[j] * scale; index[ids[j]] = j end
+      local q = i + 6
+      while ARGV[q] ~= '|' do
+        local id = tonumber(ARGV[q])
+        local j = index[id]
+        if j then vals[j] = vals[j] + add else ids[#ids + 1] = id; vals[#vals + 1] = add; index[id] = #ids end
+        q = q + 1
+      end
+      local order, r32 = {}, {}
+      for j = 1, #ids do order[j] = j; r32[j] = struct.unpack('<f', struct.pack('<f', vals[j])) end
+      table.sort(order, function(a, b)
+        if r32[a] ~= r32[b] then return r32[a] > r32[b] end
+        return ids[a] < ids[b]
+      end)
+      local parts = {struct.pack('<d', last)}
+      for m = 1, math.min(cap, #order) do
+        parts[#parts + 1] = struct.pack('<If', ids[order[m]], vals[order[m]])
+      end
+      local out = table.concat(parts)
+      for c = 1, #chunks do
+        local piece = string.sub(out, (c - 1) * 64 + 1, c * 64)
+        if piece == '' then piece = false end
+        put(k, chunks[c], piece)
+      end
+      i = q + 1
+    else
+      error('unknown op ' .. op, 0)
+    end
+  end
+end
+local ok, err = pcall(compute)
+if not ok then
+  if type(err) == 'table' then err = err.err end
+  return redis.error_reply('BADEVENT ' .. tostring(err))
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+for _, k in ipairs(written) do
+  local set, gone = {}, {}
+  for _, f in ipairs(fields[k]) do
+    if new[k][f] then set[#set + 1] = f; set[#set + 1] = new[k][f] else gone[#gone + 1] = f end
+  end
+  -- Sets before deletes: a hash never empties on the way (Redis would drop it, and its TTL with it).
+  if #set > 0 then redis.call('HSET', k, unpack(set)) end
+  if #gone > 0 then redis.call('HDEL', k, unpack(gone)) end
+end
+for _, e in ipairs(expiries) do redis.call('EXPIRE', e[1], e[2]) end
 return 1
 """
+
+
+class ApplyError(SmartblockError):
+    """Some events' ops could not be applied on a hash tag, and wrote nothing there: a key of another type
+    in the way, a damaged stored value, an op the store cannot carry out. The rest of the batch was applied.
+
+    ``failed`` maps each such event id to Redis' reason; ``applied`` counts the groups that changed state."""
+
+    def __init__(self, failed: dict[str, str], applied: int) -> None:
+        self.failed, self.applied = failed, applied
+        first = next(iter(failed.items()))
+        super().__init__(f"{len(failed)} event(s) not applied, first {first[0]!r}: {first[1]}")
 
 
 class FeatureStore(ABC):
@@ -153,7 +213,10 @@ class FeatureStore(ABC):
 
     @abstractmethod
     def apply(self, events: Iterable[tuple[str, list[Op]]]) -> int:
-        """Apply each (event id, ops) exactly once; return how many event-tag groups changed state."""
+        """Apply each (event id, ops) exactly once; return how many event-tag groups changed state.
+
+        Each event's ops on one hash tag apply whole or not at all. Raises ``ApplyError`` after applying
+        the rest when some of them could not be applied (their reasons inside)."""
 
     @abstractmethod
     def fetch(self, items: list[tuple[str, list[str] | None]]) -> list[dict]:
@@ -217,7 +280,7 @@ class RedisFeatureStore(FeatureStore):
         # Every key and argument as bytes: redis-py encodes each str argument on its own, and that was a
         # fifth of the consumer's CPU per event.
         ttl = str(self.settings.dedup_ttl_hours * 3600).encode()
-        calls: list[tuple[list[bytes], list[bytes]]] = []
+        calls: list[tuple[str, list[bytes], list[bytes]]] = []
         for event_id, ops in events:
             for tag, group in _by_tag(self.keys, ops).items():
                 keys = list(dict.fromkeys(op[1] for op in group))
@@ -228,11 +291,13 @@ class RedisFeatureStore(FeatureStore):
                     if op[0] in ("t", "v"):
                         args.append(b"|")  # ends a variable-length argument list
                 marker = self.keys.applied_marker(tag, event_id)
-                calls.append(([marker.encode(), *(k.encode() for k in keys)], args))
+                calls.append((event_id, [marker.encode(), *(k.encode() for k in keys)], args))
         return self._run_apply(calls)
 
-    def _run_apply(self, calls: list[tuple[list[bytes], list[bytes]]]) -> int:
-        """Each (keys, args) as one EVALSHA of the apply script, pipelined: the number applied (not seen).
+    def _run_apply(self, calls: list[tuple[str, list[bytes], list[bytes]]]) -> int:
+        """Each (event id, keys, args) as one EVALSHA of the apply script, pipelined: the number applied
+        (not seen). Raises ``ApplyError`` when the script refused some (BADEVENT), after the rest ran, and
+        any other error Redis answered (out of memory, read-only replica...) as it is.
 
         EVALSHA by hand, not through redis-py's ``Script``: a pipeline holding a ``Script`` asks SCRIPT
         EXISTS before every execute, one more round trip per batch, which was one in six of the stream
@@ -240,10 +305,11 @@ class RedisFeatureStore(FeatureStore):
         NOSCRIPT: it is loaded there and those calls run again; the others ran, and their markers keep a
         second run of any call from counting twice."""
         applied = 0
+        failed: dict[str, str] = {}
         for attempt in (1, 2):
             pipes: dict[str, Any] = {}
             placed = []  # the pipeline each call went to
-            for keys, args in calls:
+            for _, keys, args in calls:
                 name = self._script_pipeline(pipes, keys[0])
                 pipes[name].evalsha(self._apply.sha, len(keys), *keys, *args)
                 placed.append(name)
@@ -254,6 +320,8 @@ class RedisFeatureStore(FeatureStore):
                 if isinstance(result, redis.exceptions.NoScriptError) and attempt == 1:
                     again.append(call)
                     unloaded.add(name)
+                elif isinstance(result, redis.ResponseError) and str(result).startswith("BADEVENT"):
+                    failed.setdefault(call[0], str(result))
                 elif isinstance(result, Exception):
                     raise result
                 else:
@@ -264,6 +332,8 @@ class RedisFeatureStore(FeatureStore):
                 pipes[name].script_load(_APPLY_LUA)
                 pipes[name].execute()
             calls = again
+        if failed:
+            raise ApplyError(failed, applied)
         return applied
 
     def _script_pipeline(self, pipes: dict[str, Any], key: bytes) -> str:

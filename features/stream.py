@@ -16,6 +16,7 @@ event it had already applied count once), rather than dying and leaving clicks u
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -28,9 +29,10 @@ from data.contracts import Interaction, SearchImpression
 from features.config import FeatureStoreSettings
 from features.connection import block_ms_within_timeout
 from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestContext, Shown
-from features.store import IMPRESSION, INTERACTION, SERVED, RedisFeatureStore
+from features.store import IMPRESSION, INTERACTION, SERVED, ApplyError, RedisFeatureStore
 
 GROUP = "features"
+log = logging.getLogger("smartblock.features")
 _DEAD_MAXLEN = 100_000  # dead letters kept (newest); each names its reason, for a look, not for replay
 
 
@@ -84,13 +86,30 @@ class ConsumerStats:
     waiting: int = 0  # interactions whose impression has not arrived yet
     dead: int = 0
     reclaimed: int = 0
-    retries: int = 0  # reads retried after a Redis timeout or lost connection
+    retries: int = 0  # steps retried after a Redis timeout, lost connection or refusal (out of memory...)
     groups_created: int = 0  # the group was missing (NOGROUP) and was created again
     dead_reasons: list[str] = field(default_factory=list)
 
 
 def is_nogroup(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("NOGROUP")
+
+
+# Errors the server gives every command alike, whatever the event; redis-py names some by class and leaves
+# the others as a plain ResponseError with the code first.
+_REFUSALS = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
+_REFUSAL_CODES = ("BUSY ", "MASTERDOWN ", "NOREPLICAS ")
+
+
+def refused_by_server(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused for a state of its own that passes (out of memory, a replica or a cluster
+    failing over, a script running long), not for anything in the event."""
+    return isinstance(exc, _REFUSALS) or str(exc).startswith(_REFUSAL_CODES)
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -159,6 +178,7 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM; the first step asks
         self._own_pending = True  # entries delivered to this consumer and not acknowledged may exist
+        self._refusal = ""  # the last refusal logged, so that a full Redis is named once, not per step
 
     def ensure_group(self) -> None:
         ensure_group(self.client, self.stream, GROUP)
@@ -258,11 +278,14 @@ class StreamConsumer:
         max_seconds: float | None = None,
         stop: threading.Event | None = None,
     ) -> ConsumerStats:
-        self.ensure_group()
         started = time.monotonic()
         block_ms = block_ms_within_timeout(self.client, block_ms)
+        grouped = False  # inside the loop: a Redis out of memory refuses XGROUP CREATE too, for a while
         while stop is None or not stop.is_set():
             try:
+                if not grouped:
+                    self.ensure_group()
+                    grouped = True
                 handled = self.step(block_ms=0 if until_idle else block_ms)
             except (redis.TimeoutError, redis.ConnectionError):
                 # A slow or restarting Redis: unacknowledged entries stay pending and are read again, so
@@ -271,8 +294,18 @@ class StreamConsumer:
                 time.sleep(0.2)
                 continue
             except redis.ResponseError as exc:
+                if refused_by_server(exc):
+                    # Out of memory, a replica, a busy script: entries stay pending and the apply wrote
+                    # nothing, so waiting for room loses nothing; dying or dead-lettering would.
+                    if str(exc) != self._refusal:
+                        log.warning("Redis refused the consumer's step, retrying: %r", exc)
+                    self._refusal = str(exc)
+                    self.stats.retries += 1
+                    time.sleep(0.2)
+                    continue
                 self.recreate_group_if_missing(exc)
                 continue
+            self._refusal = ""
             if until_idle and handled == 0:
                 return self.stats
             if max_seconds is not None and time.monotonic() - started > max_seconds:
@@ -320,8 +353,22 @@ class StreamConsumer:
             done.append(entry_id)
         # Small chunks: a crash between chunks leaves some applied and unacknowledged, which redelivery
         # and the per-tag markers make harmless.
+        failed: dict[str, str] = {}
         for i in range(0, len(ready), 32):
-            self.stats.applied += self.store.apply(ready[i : i + 32])
+            try:
+                self.stats.applied += self.store.apply(ready[i : i + 32])
+            except ApplyError as exc:
+                self.stats.applied += exc.applied
+                failed.update(exc.failed)
+        if failed:
+            # Refused by the data in Redis, not by Redis: the same again on every delivery. The tags that
+            # failed hold no marker, so the dead letter's payload, published again once the key is mended,
+            # applies there and nowhere twice.
+            payloads = dict(entries)
+            refused = {e: failed[ev.event_id] for e, ev in parsed if ev.event_id in failed and e in done}
+            for entry_id, reason in refused.items():
+                self._dead(entry_id, payloads[entry_id], f"not applied: {reason}")
+            done = [e for e in done if e not in refused]
         if done:
             self.stats.acked += self.client.xack(self.stream, GROUP, *done)
 

@@ -1,0 +1,153 @@
+"""An event whose apply fails in Redis writes nothing on that hash tag and goes to the dead letters with its
+reason and payload; a Redis that refuses writes (out of memory) stops nobody and loses nothing.
+
+Redis does not undo a script's writes when the script fails midway, and the apply script marks an event as
+applied on a tag before it writes: these tests put a key of the wrong type, and a damaged stored counter, in
+an event's way, and fill the server's memory, for real."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from data.contracts import SearchImpression
+from features.config import FeatureStoreSettings
+from features.replay import Replayer
+from features.store import ApplyError, RedisFeatureStore
+from features.stream import StreamConsumer
+
+from .helpers import assert_same_state, world_records
+
+
+def _impressions(world: Path, n: int) -> list[SearchImpression]:
+    records, _, _ = world_records(world, days=1)
+    return [r for r in records if isinstance(r, SearchImpression)][:n]
+
+
+def _replayed(store: RedisFeatureStore, records: list[SearchImpression]) -> Replayer:
+    """What applying every record once leaves, in memory."""
+    from features.stream import to_event
+
+    replay = Replayer(store.settings, store.keys)
+    for rec in records:
+        event = to_event("impression", rec.model_dump_json())
+        assert event is not None
+        replay.apply(event)
+    return replay
+
+
+def _dead_letters(store: RedisFeatureStore) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in store.client.xrange(store.keys.dead_letters)
+    ]
+
+
+def test_a_key_of_another_type_stops_the_events_on_its_tag_and_no_other(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    records = _impressions(tiny_world, 8)
+    victim = records[0].user_id
+    user_key = store.keys.user(victim)
+    store.client.set(user_key, "overwritten by someone else")
+    store.publish(records)
+
+    consumer = StreamConsumer(store, store.settings, consumer="wrongtype")
+    stats = consumer.run(until_idle=True)  # before: WRONGTYPE raised out of run(), and the consumer died
+
+    hit = [r for r in records if r.user_id == victim]
+    assert stats.dead == len(hit) and stats.acked == len(records) - len(hit)
+    letters = _dead_letters(store)
+    assert len(letters) == len(hit)
+    for letter, rec in zip(letters, hit, strict=True):
+        assert user_key in letter["reason"] and "string" in letter["reason"], letter["reason"]
+        assert json.loads(letter["fields"])["data"] == rec.model_dump_json()  # the event, to publish again
+        # The failed tag holds no marker: published again after the key is mended, the event applies there.
+        marker = store.keys.applied_marker(store.keys.user_tag(victim), rec.request_id)
+        assert not store.client.exists(marker)
+    assert store.client.get(user_key) == b"overwritten by someone else"
+    assert not store.client.xpending(store.keys.events_stream, "features")["pending"]
+
+    # Every other key holds exactly what the replay of all events writes: the victim's other tags applied.
+    expected = _replayed(store, records).state
+    expected.hashes.pop(user_key)
+    assert_same_state(expected, store)
+
+
+def test_a_damaged_counter_stops_its_event_before_it_writes_and_the_event_applies_once_mended(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    records = _impressions(tiny_world, 8)
+    first = records[0]
+    query_key = store.keys.query_blocks(first.query)
+    # The last of the event's counters on this hash: the script has written the others when it gets here.
+    damaged = first.shown[-1].block_id
+    store.client.hset(query_key, damaged, b"bad")
+    store.publish(records)
+
+    stats = StreamConsumer(store, store.settings, consumer="damaged").run(until_idle=True)
+
+    assert stats.dead >= 1
+    letters = _dead_letters(store)
+    assert all("BADEVENT" in letter["reason"] for letter in letters), letters
+    assert store.client.hgetall(query_key) == {damaged.encode(): b"bad"}  # nothing else written there
+
+    # Mended, and the dead events published again as they were: every tag applied exactly once.
+    store.client.hdel(query_key, damaged)
+    for letter in letters:
+        store.client.xadd(store.keys.events_stream, json.loads(letter["fields"]))
+    again = StreamConsumer(store, store.settings, consumer="damaged").run(until_idle=True)
+    assert again.dead == 0 and again.acked == len(letters)
+    assert_same_state(_replayed(store, records).state, store)
+
+
+def test_a_redis_out_of_memory_holds_the_events_until_it_has_room(
+    tiny_world: Path, embedded_redis: Path
+) -> None:
+    settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace="oom", socket_timeout_s=5.0)
+    store = RedisFeatureStore.connect(settings)
+    records = _impressions(tiny_world, 8)
+    store.publish(records)
+    store.client.config_set("maxmemory", 1)  # every write that can grow memory is refused
+    consumer = StreamConsumer(store, settings, consumer="oom")
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            consumer.run(block_ms=100, stop=stop)
+        except BaseException as exc:  # before: OOM raised out of run(), and the consumer died
+            failure.append(exc)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while consumer.stats.retries < 3 and not failure and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not failure, failure
+        assert consumer.stats.retries >= 3 and consumer.stats.applied == 0 and consumer.stats.dead == 0
+    finally:
+        store.client.config_set("maxmemory", 0)
+    deadline = time.monotonic() + 10
+    while consumer.stats.acked < len(records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=5)
+    assert not failure, failure
+    assert consumer.stats.acked == len(records) and consumer.stats.dead == 0
+    assert_same_state(_replayed(store, records).state, store)
+
+
+def test_the_apply_script_validates_before_it_marks(store: RedisFeatureStore) -> None:
+    """An op the script cannot carry out (an unknown code) is refused: nothing written, marker included."""
+    key = store.keys.user("u-bad-op")
+    ops = [("s", key, "a", "1"), ("?", key, "b", "2"), ("x", key, 3600, 0.0)]
+    with pytest.raises(ApplyError, match="BADEVENT unknown op"):
+        store.apply([("bad-op", ops)])
+    assert not store.client.exists(key)
+    assert not store.client.exists(store.keys.applied_marker(store.keys.user_tag("u-bad-op"), "bad-op"))
