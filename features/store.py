@@ -62,29 +62,38 @@ SERVER_KINDS = frozenset({IMPRESSION, SERVED})
 
 # Applies one event's operations on one hash tag exactly once. KEYS[1] is the marker (same tag), KEYS[2..] the
 # data keys; ARGV[1] the marker's TTL, then ops as (code, key index, ...). Redis does not undo a script's
-# writes when it fails midway, so the script reads, checks and computes everything first and writes only
-# then: a redelivered event (marker present), a key of another type, a damaged stored value or an op it
-# cannot carry out returns before the first write, the last three as an error starting with BADEVENT. The
-# writes cannot fail after that, but the first one (the marker) may be refused when Redis is out of memory,
-# and then none is made.
+# writes when it fails midway, so after the marker (which a redelivered event finds) the script reads,
+# checks and computes everything before it writes anything else. A key of another type, a damaged stored
+# value or an op it cannot carry out takes the marker back and returns an error starting with BADEVENT, with
+# nothing written. The writes after that cannot fail. The marker, the first write, may be refused when Redis
+# is out of memory, and then none is made (Redis checks memory at a script's first write only).
 _APPLY_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for j = 2, #KEYS do
-  local kind = redis.call('TYPE', KEYS[j]).ok
-  if kind ~= 'hash' and kind ~= 'none' then
-    return redis.error_reply('BADEVENT ' .. KEYS[j] .. ' holds a ' .. kind .. ', not a hash')
-  end
-end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 -- new[k][f]: the value to write, or false to delete; written keys and their fields in first-write order.
-local new, written, fields, expiries = {}, {}, {}, {}
+-- hashes[k]: k is known to be a hash or absent (read without error, or its type checked).
+local new, written, fields, expiries, hashes = {}, {}, {}, {}, {}
+local function not_a_hash(k)
+  error(k .. ' holds a ' .. redis.call('TYPE', k).ok .. ', not a hash', 0)
+end
+local function read(k, cmd, ...)
+  local got = redis.pcall(cmd, k, ...)
+  if type(got) == 'table' and got.err then not_a_hash(k) end
+  hashes[k] = true
+  return got
+end
 local function put(k, f, v)
+  if not hashes[k] then
+    local kind = redis.call('TYPE', k).ok
+    if kind ~= 'hash' and kind ~= 'none' then not_a_hash(k) end
+    hashes[k] = true
+  end
   if new[k] == nil then new[k] = {}; fields[k] = {}; written[#written + 1] = k end
   if new[k][f] == nil then fields[k][#fields[k] + 1] = f end
   new[k][f] = v
 end
 local function get(k, f)
   local v = new[k] and new[k][f]
-  if v == nil then return redis.call('HGET', k, f) end
+  if v == nil then return read(k, 'HGET', f) end
   return v
 end
 local function compute()
@@ -119,7 +128,7 @@ local function compute()
       local t, tau, cap = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
       local chunks = {f, f .. '1', f .. '2', f .. '3'}
       local got
-      if new[k] == nil then got = redis.call('HMGET', k, unpack(chunks)) else
+      if new[k] == nil then got = read(k, 'HMGET', unpack(chunks)) else
         got = {}
         for c = 1, #chunks do got[c] = get(k, chunks[c]) end
       end
@@ -172,10 +181,10 @@ local function compute()
 end
 local ok, err = pcall(compute)
 if not ok then
+  redis.call('DEL', KEYS[1])
   if type(err) == 'table' then err = err.err end
   return redis.error_reply('BADEVENT ' .. tostring(err))
 end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 for _, k in ipairs(written) do
   local set, gone = {}, {}
   for _, f in ipairs(fields[k]) do
