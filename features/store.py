@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,9 @@ from features.packing import chunk_fields, join_blob
 # and new model while user vectors move over after a retraining).
 _VECTOR_RETRY_S = 60.0
 _VECTOR_VERSIONS_KEPT = 2
+# Attempts of one apply call: a NOSCRIPT or a cluster's MOVED sends it again; more than a few in a row
+# means a cluster still resharding, which the caller waits out.
+_APPLY_ATTEMPTS = 4
 # The event stream keeps about this many newest entries (XADD MAXLEN ~): consumers and the archive read it
 # long before, and a stopped consumer cannot make it grow without bound.
 _EVENTS_MAXLEN = 1_000_000
@@ -60,143 +64,8 @@ STREAM_KINDS: dict[type, str] = {
 }
 SERVER_KINDS = frozenset({IMPRESSION, SERVED})
 
-# Applies one event's operations on one hash tag exactly once. KEYS[1] is the marker (same tag), KEYS[2..] the
-# data keys; ARGV[1] the marker's TTL, then ops as (code, key index, ...). Redis does not undo a script's
-# writes when it fails midway, so after the marker (which a redelivered event finds) the script reads,
-# checks and computes everything before it writes anything else. A key of another type, a damaged stored
-# value or an op it cannot carry out takes the marker back and returns an error starting with BADEVENT, with
-# nothing written. The writes after that cannot fail. The marker, the first write, may be refused when Redis
-# is out of memory, and then none is made (Redis checks memory at a script's first write only).
-_APPLY_LUA = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
--- new[k][f]: the value to write, or false to delete; written keys and their fields in first-write order.
--- hashes[k]: k is known to be a hash or absent (read without error, or its type checked).
-local new, written, fields, expiries, hashes = {}, {}, {}, {}, {}
-local function not_a_hash(k)
-  error(k .. ' holds a ' .. redis.call('TYPE', k).ok .. ', not a hash', 0)
-end
-local function read(k, cmd, ...)
-  local got = redis.pcall(cmd, k, ...)
-  if type(got) == 'table' and got.err then not_a_hash(k) end
-  hashes[k] = true
-  return got
-end
-local function put(k, f, v)
-  if not hashes[k] then
-    local kind = redis.call('TYPE', k).ok
-    if kind ~= 'hash' and kind ~= 'none' then not_a_hash(k) end
-    hashes[k] = true
-  end
-  if new[k] == nil then new[k] = {}; fields[k] = {}; written[#written + 1] = k end
-  if new[k][f] == nil then fields[k][#fields[k] + 1] = f end
-  new[k][f] = v
-end
-local function get(k, f)
-  local v = new[k] and new[k][f]
-  if v == nil then return read(k, 'HGET', f) end
-  return v
-end
-local function compute()
-  local i = 2
-  while i <= #ARGV do
-    local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
-    if k == nil then error('no key ' .. tostring(ARGV[i + 1]) .. ' for op ' .. op, 0) end
-    if op == 'v' then
-      -- Mirror of features.packing.add_to_vector: add to slots of a packed float64 vector.
-      local f, w = ARGV[i + 2], tonumber(ARGV[i + 3])
-      local blob = get(k, f)
-      local vals = {}
-      for j = 1, w do
-        if blob then vals[j] = struct.unpack('<d', blob, 1 + (j - 1) * 8) else vals[j] = 0 end
-      end
-      local q = i + 4
-      while ARGV[q] ~= '|' do
-        local slot = tonumber(ARGV[q]) + 1
-        vals[slot] = vals[slot] + tonumber(ARGV[q + 1]); q = q + 2
-      end
-      local parts = {}
-      for j = 1, w do parts[j] = struct.pack('<d', vals[j]) end
-      put(k, f, table.concat(parts)); i = q + 1
-    elseif op == 's' then
-      put(k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
-    elseif op == 'x' then
-      expiries[#expiries + 1] = {k, string.format('%d', tonumber(ARGV[i + 2]))}; i = i + 4
-    elseif op == 't' then
-      -- Mirror of features.packing.add_to_recent (then pack_recent) on a blob kept in 64-byte chunks
-      -- (split_blob / join_blob).
-      local f = ARGV[i + 2]
-      local t, tau, cap = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-      local chunks = {f, f .. '1', f .. '2', f .. '3'}
-      local got
-      if new[k] == nil then got = read(k, 'HMGET', unpack(chunks)) else
-        got = {}
-        for c = 1, #chunks do got[c] = get(k, chunks[c]) end
-      end
-      local blob = nil
-      if got[1] then
-        blob = ''
-        for c = 1, #chunks do if got[c] then blob = blob .. got[c] end end
-      end
-      local last, ids, vals, index = t, {}, {}, {}
-      if blob then
-        last = struct.unpack('<d', blob)
-        local pos = 9
-        while pos + 7 <= #blob do
-          local id, v = struct.unpack('<If', blob, pos)
-          ids[#ids + 1] = id; vals[#vals + 1] = v; pos = pos + 8
-        end
-      end
-      local scale, add = 1, 1
-      if t >= last then scale = math.exp(-(t - last) / tau); last = t
-      else add = math.exp(-(last - t) / tau) end
-      for j = 1, #ids do vals[j] = vals[j] * scale; index[ids[j]] = j end
-      local q = i + 6
-      while ARGV[q] ~= '|' do
-        local id = tonumber(ARGV[q])
-        local j = index[id]
-        if j then vals[j] = vals[j] + add else ids[#ids + 1] = id; vals[#vals + 1] = add; index[id] = #ids end
-        q = q + 1
-      end
-      local order, r32 = {}, {}
-      for j = 1, #ids do order[j] = j; r32[j] = struct.unpack('<f', struct.pack('<f', vals[j])) end
-      table.sort(order, function(a, b)
-        if r32[a] ~= r32[b] then return r32[a] > r32[b] end
-        return ids[a] < ids[b]
-      end)
-      local parts = {struct.pack('<d', last)}
-      for m = 1, math.min(cap, #order) do
-        parts[#parts + 1] = struct.pack('<If', ids[order[m]], vals[order[m]])
-      end
-      local out = table.concat(parts)
-      for c = 1, #chunks do
-        local piece = string.sub(out, (c - 1) * 64 + 1, c * 64)
-        if piece == '' then piece = false end
-        put(k, chunks[c], piece)
-      end
-      i = q + 1
-    else
-      error('unknown op ' .. op, 0)
-    end
-  end
-end
-local ok, err = pcall(compute)
-if not ok then
-  redis.call('DEL', KEYS[1])
-  if type(err) == 'table' then err = err.err end
-  return redis.error_reply('BADEVENT ' .. tostring(err))
-end
-for _, k in ipairs(written) do
-  local set, gone = {}, {}
-  for _, f in ipairs(fields[k]) do
-    if new[k][f] then set[#set + 1] = f; set[#set + 1] = new[k][f] else gone[#gone + 1] = f end
-  end
-  -- Sets before deletes: a hash never empties on the way (Redis would drop it, and its TTL with it).
-  if #set > 0 then redis.call('HSET', k, unpack(set)) end
-  if #gone > 0 then redis.call('HDEL', k, unpack(gone)) end
-end
-for _, e in ipairs(expiries) do redis.call('EXPIRE', e[1], e[2]) end
-return 1
-"""
+# Applies one event's operations on one hash tag exactly once, checking before it writes: see apply.lua.
+_APPLY_LUA = resources.files("features").joinpath("apply.lua").read_text()
 
 
 class ApplyError(SmartblockError):
@@ -306,16 +175,19 @@ class RedisFeatureStore(FeatureStore):
     def _run_apply(self, calls: list[tuple[str, list[bytes], list[bytes]]]) -> int:
         """Each (event id, keys, args) as one EVALSHA of the apply script, pipelined: the number applied
         (not seen). Raises ``ApplyError`` when the script refused some (BADEVENT), after the rest ran, and
-        any other error Redis answered (out of memory, read-only replica...) as it is.
+        any other error Redis answered (out of memory, a cluster slot half-way through a move...) as it is.
 
         EVALSHA by hand, not through redis-py's ``Script``: a pipeline holding a ``Script`` asks SCRIPT
         EXISTS before every execute, one more round trip per batch, which was one in six of the stream
-        consumer's Redis calls per event. A server without the script (restarted, or SCRIPT FLUSH) answers
-        NOSCRIPT: it is loaded there and those calls run again; the others ran, and their markers keep a
-        second run of any call from counting twice."""
+        consumer's Redis calls per event. These per-node pipelines also bypass redis-py's handling of a
+        cluster's redirections. Calls are sent again, only those, when the answer says where: NOSCRIPT (a
+        server restarted, or SCRIPT FLUSH: the script is loaded there first) and, on a cluster, MOVED (a
+        resharded slot: the client's slot map is mended). A slot half-way through a move answers ASK or
+        TRYAGAIN: its new node cannot run a script whose marker is not there yet, so that is raised, for
+        the caller to wait out. The markers keep a call that ran twice from counting twice."""
         applied = 0
         failed: dict[str, str] = {}
-        for attempt in (1, 2):
+        for _ in range(_APPLY_ATTEMPTS):
             pipes: dict[str, Any] = {}
             placed = []  # the pipeline each call went to
             for _, keys, args in calls:
@@ -324,26 +196,42 @@ class RedisFeatureStore(FeatureStore):
                 placed.append(name)
             results = {name: iter(pipe.execute(raise_on_error=False)) for name, pipe in pipes.items()}
             again, unloaded = [], set()
+            resend: Exception | None = None
             for call, name in zip(calls, placed, strict=True):
                 result = next(results[name])
-                if isinstance(result, redis.exceptions.NoScriptError) and attempt == 1:
-                    again.append(call)
+                if isinstance(result, redis.exceptions.NoScriptError):
                     unloaded.add(name)
+                elif isinstance(result, redis.exceptions.MovedError):
+                    self._moved(result, name)
                 elif isinstance(result, redis.ResponseError) and str(result).startswith("BADEVENT"):
                     failed.setdefault(call[0], str(result))
+                    continue
                 elif isinstance(result, Exception):
                     raise result
                 else:
                     applied += int(result)
+                    continue
+                again.append(call)
+                resend = result
             if not again:
                 break
             for name in unloaded:  # an executed pipeline is empty and can be used again
                 pipes[name].script_load(_APPLY_LUA)
                 pipes[name].execute()
             calls = again
+        else:
+            assert resend is not None
+            raise resend  # sent elsewhere at every attempt: a cluster still resharding, for a while
         if failed:
             raise ApplyError(failed, applied)
         return applied
+
+    def _moved(self, answer: redis.exceptions.MovedError, name: str) -> None:
+        """Mend the cluster client's slot map after node ``name`` answered MOVED, for the next attempt."""
+        assert isinstance(self.client, RedisCluster)
+        if not answer.host:  # a node that announces no address: the one that answered
+            answer.host = self.client.get_node(node_name=name).host
+        self.client.nodes_manager.move_slot(answer)
 
     def _script_pipeline(self, pipes: dict[str, Any], key: bytes) -> str:
         """The name of a pipeline in ``pipes`` (made when missing) that may run scripts: one per node on a

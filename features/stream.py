@@ -98,6 +98,7 @@ def is_nogroup(exc: redis.ResponseError) -> bool:
 # Errors the server gives every command alike, whatever the event; redis-py names some by class and leaves
 # the others as a plain ResponseError with the code first.
 _REFUSALS = (
+    redis.exceptions.AskError,  # and MovedError: a slot moving again and again while a cluster reshards
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.ClusterDownError,
@@ -108,7 +109,7 @@ _REFUSAL_CODES = ("BUSY ", "MASTERDOWN ", "NOREPLICAS ")
 
 def refused_by_server(exc: redis.ResponseError) -> bool:
     """Whether Redis refused for a state of its own that passes (out of memory, a replica or a cluster
-    failing over, a script running long), not for anything in the event."""
+    failing over or resharding, a script running long), not for anything in the event."""
     return isinstance(exc, _REFUSALS) or str(exc).startswith(_REFUSAL_CODES)
 
 

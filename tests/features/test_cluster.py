@@ -6,13 +6,16 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from data.contracts import SearchImpression
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import Request, compute, plan
@@ -143,3 +146,76 @@ def test_store_and_stream_work_unchanged_on_a_cluster(
         req, [replay.state.fetch(k, f) for k, f in plan(store.keys, req)], tiny_catalog, settings
     )
     assert (abs(rows - memory_rows) < 1e-9).all()
+
+
+def _node_ids(clients: list[redis.Redis]) -> list[str]:
+    return [c.execute_command("CLUSTER", "MYID").decode() for c in clients]
+
+
+def _migrate_keys(source: redis.Redis, target_port: int, slot: int) -> None:
+    while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000):
+        source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+
+
+def test_the_consumer_waits_out_a_slot_moving_under_it_and_follows_it(
+    cluster: list[int], tiny_world: Path
+) -> None:
+    """A user's hash slot moves to another master while the consumer runs. Half-way, no script can run
+    there (the old master answers ASK, the new one TRYAGAIN: the event's marker is on neither), so the
+    consumer waits; once the move is done the old master answers MOVED, which the apply script's own
+    per-node pipelines follow. Every event applies once."""
+    settings = FeatureStoreSettings(
+        redis_url=f"redis://127.0.0.1:{cluster[0]}", cluster=True, namespace="reshard", socket_timeout_s=5
+    )
+    store = RedisFeatureStore.connect(settings)
+    records, imps, acts = world_records(tiny_world, days=1)
+    busiest = Counter(r.user_id for r in records if isinstance(r, SearchImpression)).most_common(1)[0][0]
+    theirs = [i for i, r in enumerate(records) if r.user_id == busiest and isinstance(r, SearchImpression)]
+    assert len(theirs) >= 2
+    cut = theirs[len(theirs) // 2]  # their searches on both sides of the move
+    consumer = StreamConsumer(store, settings, consumer="resharded")
+    store.publish(records[:cut])
+    assert consumer.run(until_idle=True).acked == cut
+
+    key = store.keys.user(busiest)
+    slot = store.client.keyslot(key)
+    clients = [redis.Redis(port=p) for p in cluster]
+    ids = _node_ids(clients)
+    owner = cluster.index(store.client.get_node_from_key(key).port)
+    other = (owner + 1) % len(clients)
+    source, target = clients[owner], clients[other]
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[other])
+    _migrate_keys(source, cluster[other], slot)
+
+    store.publish(records[cut:])
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            consumer.run(block_ms=50, stop=stop)
+        except BaseException as exc:  # before: ASK, TRYAGAIN or MOVED raised out of run()
+            failure.append(exc)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: consumer.stats.retries >= 3 or failure)
+        assert not failure, failure
+        assert consumer.stats.acked == cut  # nothing acknowledged while the slot is half-way
+        _migrate_keys(source, cluster[other], slot)
+        for c in clients:
+            c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[other])
+        _wait(lambda: consumer.stats.acked == len(records) or failure)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not failure, failure
+    assert consumer.stats.acked == len(records) and consumer.stats.dead == 0
+    in_slot = [c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) for c in (source, target)]
+    assert in_slot[0] == 0 and in_slot[1] > 0
+    replay = Replayer(settings, store.keys)
+    for event in in_time_order(imps, acts):
+        replay.apply(event)
+    assert_same_state(replay.state, store)
