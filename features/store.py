@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -64,7 +65,7 @@ STREAM_KINDS: dict[type, str] = {
 }
 SERVER_KINDS = frozenset({IMPRESSION, SERVED})
 
-# Applies one event's operations on one hash tag exactly once, checking before it writes: see apply.lua.
+# Applies a batch's events on one hash tag, each exactly once, checking before it writes: see apply.lua.
 _APPLY_LUA = resources.files("features").joinpath("apply.lua").read_text()
 
 
@@ -158,24 +159,19 @@ class RedisFeatureStore(FeatureStore):
         # Every key and argument as bytes: redis-py encodes each str argument on its own, and that was a
         # fifth of the consumer's CPU per event.
         ttl = str(self.settings.dedup_ttl_hours * 3600).encode()
-        calls: list[tuple[str, list[bytes], list[bytes]]] = []
+        calls: dict[str, _TagCall] = {}  # one script call per hash tag, its events in order
         for event_id, ops in events:
             for tag, group in _by_tag(self.keys, ops).items():
-                keys = list(dict.fromkeys(op[1] for op in group))
-                index = {k: str(i + 2).encode() for i, k in enumerate(keys)}  # Lua KEYS: 1-based, [1] marker
-                args = [ttl]
-                for op in group:
-                    args += [op[0].encode(), index[op[1]], *(_arg(v) for v in op[2:])]
-                    if op[0] in ("t", "v"):
-                        args.append(b"|")  # ends a variable-length argument list
-                marker = self.keys.applied_marker(tag, event_id)
-                calls.append((event_id, [marker.encode(), *(k.encode() for k in keys)], args))
-        return self._run_apply(calls)
+                if tag not in calls:
+                    calls[tag] = _TagCall([], {}, [ttl], [])
+                calls[tag].add(event_id, self.keys.applied_marker(tag, event_id), group)
+        return self._run_apply(list(calls.values()))
 
-    def _run_apply(self, calls: list[tuple[str, list[bytes], list[bytes]]]) -> int:
-        """Each (event id, keys, args) as one EVALSHA of the apply script, pipelined: the number applied
-        (not seen). Raises ``ApplyError`` when the script refused some (BADEVENT), after the rest ran, and
-        any other error Redis answered (out of memory, a cluster slot half-way through a move...) as it is.
+    def _run_apply(self, calls: list[_TagCall]) -> int:
+        """Each call as one EVALSHA of the apply script, pipelined: the number of events applied on a tag
+        (not seen before). Raises ``ApplyError`` when the script refused some events (BADEVENT), after the
+        rest ran, and any other error Redis answered (out of memory, a cluster slot half-way through a
+        move...) as it is.
 
         EVALSHA by hand, not through redis-py's ``Script``: a pipeline holding a ``Script`` asks SCRIPT
         EXISTS before every execute, one more round trip per batch, which was one in six of the stream
@@ -184,15 +180,15 @@ class RedisFeatureStore(FeatureStore):
         server restarted, or SCRIPT FLUSH: the script is loaded there first) and, on a cluster, MOVED (a
         resharded slot: the client's slot map is mended). A slot half-way through a move answers ASK or
         TRYAGAIN: its new node cannot run a script whose marker is not there yet, so that is raised, for
-        the caller to wait out. The markers keep a call that ran twice from counting twice."""
+        the caller to wait out. The markers keep an event sent twice from counting twice."""
         applied = 0
         failed: dict[str, str] = {}
         for _ in range(_APPLY_ATTEMPTS):
             pipes: dict[str, Any] = {}
             placed = []  # the pipeline each call went to
-            for _, keys, args in calls:
-                name = self._script_pipeline(pipes, keys[0])
-                pipes[name].evalsha(self._apply.sha, len(keys), *keys, *args)
+            for call in calls:
+                name = self._script_pipeline(pipes, call.keys[0])
+                pipes[name].evalsha(self._apply.sha, len(call.keys), *call.keys, *call.args)
                 placed.append(name)
             results = {name: iter(pipe.execute(raise_on_error=False)) for name, pipe in pipes.items()}
             again, unloaded = [], set()
@@ -203,13 +199,14 @@ class RedisFeatureStore(FeatureStore):
                     unloaded.add(name)
                 elif isinstance(result, redis.exceptions.MovedError):
                     self._moved(result, name)
-                elif isinstance(result, redis.ResponseError) and str(result).startswith("BADEVENT"):
-                    failed.setdefault(call[0], str(result))
-                    continue
                 elif isinstance(result, Exception):
                     raise result
                 else:
-                    applied += int(result)
+                    for event_id, answer in zip(call.events, result, strict=True):
+                        if isinstance(answer, bytes):  # BADEVENT: nothing of it written on this tag
+                            failed.setdefault(event_id, answer.decode(errors="replace"))
+                        else:
+                            applied += answer
                     continue
                 again.append(call)
                 resend = result
@@ -407,6 +404,31 @@ class RedisFeatureStore(FeatureStore):
             for key in batch:
                 removed += self.client.delete(key)
         return removed
+
+
+@dataclass
+class _TagCall:
+    """One call of the apply script: the events of a batch on one hash tag, in order (see apply.lua)."""
+
+    keys: list[bytes]  # the events' markers and data keys, each once
+    index: dict[str, bytes]  # key -> its 1-based position in ``keys``, as Lua reads it
+    args: list[bytes]  # the markers' TTL, then per event: marker index, argument count, arguments
+    events: list[str]  # event ids, in the order of the script's answers
+
+    def add(self, event_id: str, marker: str, ops: list[Op]) -> None:
+        event: list[bytes] = []
+        for op in ops:
+            event += [op[0].encode(), self._key(op[1]), *(_arg(v) for v in op[2:])]
+            if op[0] in ("t", "v"):
+                event.append(b"|")  # ends a variable-length argument list
+        self.args += [self._key(marker), str(len(event)).encode(), *event]
+        self.events.append(event_id)
+
+    def _key(self, key: str) -> bytes:
+        if key not in self.index:
+            self.keys.append(key.encode())
+            self.index[key] = str(len(self.keys)).encode()
+        return self.index[key]
 
 
 def _by_tag(keys: Keys, ops: list[Op]) -> dict[str, list[Op]]:

@@ -151,3 +151,24 @@ def test_the_apply_script_validates_before_it_marks(store: RedisFeatureStore) ->
         store.apply([("bad-op", ops)])
     assert not store.client.exists(key)
     assert not store.client.exists(store.keys.applied_marker(store.keys.user_tag("u-bad-op"), "bad-op"))
+
+
+def test_one_call_applies_the_events_around_one_it_refuses_in_their_order(store: RedisFeatureStore) -> None:
+    """Events on one hash tag go to Redis in one script call; one refused in the middle stops only itself."""
+    key = store.keys.user("u-three")
+    batch = [
+        ("e1", [("s", key, "a", "1"), ("x", key, 3600, 0.0)]),
+        ("e2", [("s", key, "b", "2"), ("?", key, "c", "3")]),
+        ("e3", [("s", key, "a", "4"), ("s", key, "d", "5")]),
+    ]
+    with pytest.raises(ApplyError) as caught:
+        store.apply(batch)
+    assert caught.value.applied == 2 and list(caught.value.failed) == ["e2"]
+    assert store.client.hgetall(key) == {b"a": b"4", b"d": b"5"}  # e1, then e3 over it; nothing of e2
+    assert store.client.ttl(key) > 0
+    tag = store.keys.user_tag("u-three")
+    seen = [store.client.exists(store.keys.applied_marker(tag, e)) for e in ("e1", "e2", "e3")]
+    assert seen == [1, 0, 1]
+    with pytest.raises(ApplyError) as again:  # redelivered: e1 and e3 count once, e2 is refused again
+        store.apply(batch)
+    assert again.value.applied == 0 and list(again.value.failed) == ["e2"]
