@@ -274,14 +274,18 @@ class RedisFeatureStore(FeatureStore):
             pipe.execute()
 
     def publish(self, records: Iterable[Published]) -> list[str]:
+        return self._append(
+            {"kind": STREAM_KINDS[type(rec)], "data": rec.model_dump_json()} for rec in records
+        )
+
+    def republish(self, payloads: Iterable[Mapping[str, str]]) -> list[str]:
+        """Append entries as the stream held them (``kind``, ``data``): a dead letter's event, sent back."""
+        return self._append(payloads)
+
+    def _append(self, entries: Iterable[Mapping[str, str]]) -> list[str]:
         pipe = self.client.pipeline(transaction=False)
-        for rec in records:
-            pipe.xadd(
-                self.keys.events_stream,
-                {"kind": STREAM_KINDS[type(rec)], "data": rec.model_dump_json()},
-                maxlen=_EVENTS_MAXLEN,
-                approximate=True,
-            )
+        for fields in entries:
+            pipe.xadd(self.keys.events_stream, dict(fields), maxlen=_EVENTS_MAXLEN, approximate=True)
         return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
 
     def write_snapshot(self, snapshot: Snapshot) -> None:

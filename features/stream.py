@@ -320,6 +320,7 @@ class StreamConsumer:
     def _process(self, entries: list) -> None:
         parsed: list[tuple[bytes, ImpressionEvent | InteractionEvent]] = []
         done: list[bytes] = []
+        payloads = dict(entries)  # each dead letter keeps its event, to publish again (features.dead_letters)
         for entry_id, fields in entries:
             try:
                 event = to_event(fields[b"kind"].decode(), fields[b"data"].decode())
@@ -341,13 +342,13 @@ class StreamConsumer:
             else:
                 ctx = contexts.get(event.request_id)
                 if ctx is None:
-                    self._wait_or_dead(entry_id, event)
+                    self._wait_or_dead(entry_id, event, payloads[entry_id])
                     continue
                 refused = ctx.refusal(event)
                 if refused is not None:
                     # /events checks this when the context is already stored; an event that came before
                     # its impression was applied is checked here, before it can write anything.
-                    self._dead(entry_id, None, f"{refused[0]}: {refused[1]}")
+                    self._dead(entry_id, payloads[entry_id], f"{refused[0]}: {refused[1]}")
                     continue
                 ready.append((event.event_id, self.ops.interaction(event, ctx)))
                 ctx.note(event)
@@ -365,7 +366,6 @@ class StreamConsumer:
             # Refused by the data in Redis, not by Redis: the same again on every delivery. The tags that
             # failed hold no marker, so the dead letter's payload, published again once the key is mended,
             # applies there and nowhere twice.
-            payloads = dict(entries)
             refused = {e: failed[ev.event_id] for e, ev in parsed if ev.event_id in failed and e in done}
             for entry_id, reason in refused.items():
                 self._dead(entry_id, payloads[entry_id], f"not applied: {reason}")
@@ -373,13 +373,12 @@ class StreamConsumer:
         if done:
             self.stats.acked += self.client.xack(self.stream, GROUP, *done)
 
-    def _wait_or_dead(self, entry_id: bytes, event: InteractionEvent) -> None:
+    def _wait_or_dead(self, entry_id: bytes, event: InteractionEvent, fields: dict) -> None:
         info = self.client.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1)
         deliveries = info[0]["times_delivered"] if info else 1
         if deliveries >= self.settings.stream_max_deliveries:
-            self._dead(
-                entry_id, None, f"no impression for request {event.request_id!r} after {deliveries} tries"
-            )
+            reason = f"no impression: request {event.request_id!r} not seen in {deliveries} reads"
+            self._dead(entry_id, fields, reason)
         else:
             self.stats.waiting += 1
 

@@ -154,3 +154,34 @@ def stream(
     worker = StreamConsumer(store, store.settings, consumer=consumer)
     stats = worker.run(until_idle=until_idle, max_seconds=max_seconds)
     console.print(stats)
+
+
+@app.command("dead-letters")
+def dead_letters(
+    requeue: Annotated[
+        str | None,
+        typer.Option(
+            "--requeue",
+            metavar="KIND",
+            help="Publish again the events whose reason is of this kind (the text before its colon, as "
+            "listed: 'not applied', 'no impression'...), once the cause is mended; their letters go.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """The events the stream consumer could not apply, counted by kind of reason; each letter keeps the
+    event, so `--requeue KIND` can send one kind back (an event counts once on every hash tag)."""
+    from features import dead_letters as letters
+
+    store = _store()
+    requeued = letters.requeue(store, requeue) if requeue else 0
+    counts = letters.summary(store)
+    if as_json:
+        print_json({"dead_letters": counts, "requeued": requeued})
+        return
+    if requeue:
+        console.print(f"requeued {requeued} event(s) of kind {requeue!r}")
+    for kind, n in counts.items():
+        console.print(f"{n:>8,}  {kind}")
+    if not counts:
+        console.print("no dead letters")

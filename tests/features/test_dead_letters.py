@@ -1,0 +1,90 @@
+"""`smartblock features dead-letters` counts what the consumer could not apply and, once the cause is
+mended, sends it back: nothing the stream acknowledged is lost to a dead letter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from data.contracts import Interaction, SearchImpression
+from features.replay import Replayer
+from features.store import RedisFeatureStore
+from features.stream import StreamConsumer, to_event
+
+from .helpers import assert_same_state, world_records
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(store: RedisFeatureStore, *args: str) -> dict:
+    """``smartblock features dead-letters ... --json`` in its own process, on the test's Redis namespace."""
+    where = store.settings
+    env = {**os.environ, "SMARTBLOCK_FEATURES__NAMESPACE": where.namespace}
+    if where.redis_url:
+        env["SMARTBLOCK_FEATURES__REDIS_URL"] = where.redis_url
+    else:
+        env["SMARTBLOCK_FEATURES__EMBEDDED_DIR"] = str(where.embedded_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "search.cli", "features", "dead-letters", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _replayed(store: RedisFeatureStore, records: list) -> Replayer:
+    replay = Replayer(store.settings, store.keys)
+    for rec in records:
+        kind = "impression" if isinstance(rec, SearchImpression) else "interaction"
+        event = to_event(kind, rec.model_dump_json())
+        assert event is not None
+        replay.apply(event)
+    return replay
+
+
+def test_events_refused_by_a_key_in_their_way_are_sent_back_once_it_is_mended(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    records, _, _ = world_records(tiny_world, days=1)
+    impressions = [r for r in records if isinstance(r, SearchImpression)][:8]
+    user_key = store.keys.user(impressions[0].user_id)
+    store.client.set(user_key, "in the way")
+    store.publish(impressions)
+    stats = StreamConsumer(store, store.settings, consumer="c").run(until_idle=True)
+    assert stats.dead >= 1
+
+    assert _cli(store) == {"dead_letters": {"not applied": stats.dead}, "requeued": 0}
+    store.client.delete(user_key)
+    assert _cli(store, "--requeue", "not applied") == {"dead_letters": {}, "requeued": stats.dead}
+
+    again = StreamConsumer(store, store.settings, consumer="c").run(until_idle=True)
+    assert again.dead == 0 and again.acked == stats.dead
+    assert_same_state(_replayed(store, impressions).state, store)
+
+
+def test_a_click_dead_for_want_of_its_impression_is_applied_when_sent_back_after_it(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    records, _, _ = world_records(tiny_world, days=1)
+    click = next(r for r in records if isinstance(r, Interaction))
+    impression = next(
+        r for r in records if isinstance(r, SearchImpression) and r.request_id == click.request_id
+    )
+    settings = store.settings.model_copy(update={"stream_max_deliveries": 2})
+    store.publish([click])  # its impression lost on the way, for now
+    stats = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
+    assert stats.dead == 1
+    assert _cli(store) == {"dead_letters": {"no impression": 1}, "requeued": 0}
+
+    store.publish([impression])  # it turns up
+    assert _cli(store, "--requeue", "no impression")["requeued"] == 1
+    again = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
+    assert again.dead == 0 and again.acked == 2
+    assert_same_state(_replayed(store, [impression, click]).state, store)
