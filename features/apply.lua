@@ -67,13 +67,19 @@ local function compute(i, last)
       local q = i + 4
       while ARGV[q] ~= '|' do
         local slot = tonumber(ARGV[q]) + 1
+        if slot < 1 or slot > w then error('slot ' .. (slot - 1) .. ' of a vector of ' .. w, 0) end
         vals[slot] = vals[slot] + tonumber(ARGV[q + 1]); q = q + 2
       end
       put(k, f, struct.pack(doubles, unpack(vals, 1, w))); i = q + 1
     elseif op == 's' then
       put(k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
     elseif op == 'x' then
-      expiries[#expiries + 1] = {k, string.format('%d', tonumber(ARGV[i + 2]))}; i = i + 4
+      local seconds = tonumber(ARGV[i + 2])
+      -- EXPIRE takes whole seconds, and more than this overflows it: refused here, not at the end.
+      if seconds == nil or seconds < 1 or seconds > 2 ^ 40 then
+        error('expiry of ' .. tostring(ARGV[i + 2]) .. ' s', 0)
+      end
+      expiries[#expiries + 1] = {k, string.format('%d', seconds)}; i = i + 4
     elseif op == 't' then
       -- Mirror of features.packing.add_to_recent (then pack_recent) on a blob kept in 64-byte chunks
       -- (split_blob / join_blob).
@@ -118,6 +124,9 @@ local function compute(i, last)
       local kept, values = math.min(cap, #order), {last}
       for m = 1, kept do values[2 * m] = ids[order[m]]; values[2 * m + 1] = vals[order[m]] end
       local out = struct.pack(format('<d', 'If', kept), unpack(values, 1, 2 * kept + 1))
+      if #out > 64 * #chunks then
+        error('a tally of ' .. kept .. ' entries does not fit ' .. #chunks .. ' chunks', 0)
+      end
       for c = 1, #chunks do
         local piece = string.sub(out, (c - 1) * 64 + 1, c * 64)
         if piece == '' then piece = false end
@@ -147,8 +156,9 @@ local function write()
       if v then set[#set + 1] = f; set[#set + 1] = v else gone[#gone + 1] = f end
     end
     -- Sets before deletes: a hash never empties on the way (Redis would drop it, and its TTL with it).
-    if #set > 0 then redis.call('HSET', k, unpack(set)) end
-    if #gone > 0 then redis.call('HDEL', k, unpack(gone)) end
+    -- In slices: unpack has a stack of about 8,000 values, and an error here would come after writes.
+    for lo = 1, #set, 1000 do redis.call('HSET', k, unpack(set, lo, math.min(lo + 999, #set))) end
+    for lo = 1, #gone, 500 do redis.call('HDEL', k, unpack(gone, lo, math.min(lo + 499, #gone))) end
   end
   local last = {}  -- the last expiry asked of each key is the one that holds
   for _, e in ipairs(held.expiries) do last[e[1]] = e[2] end

@@ -68,7 +68,8 @@ class FeatureStoreSettings(BaseModel):
         description="Intent lifts are shrunk towards the user's overall lift (or 1 for a query) by this many "
         "expected clicks.",
     )
-    recent_keywords: int = Field(default=16, ge=1, le=255, description="Recent query keywords kept per user.")
+    # Bounded so a recent-keyword or recent-click tally (8 + 8 bytes per entry) fits its four 64-byte chunks.
+    recent_keywords: int = Field(default=16, ge=1, le=31, description="Recent query keywords kept per user.")
     # Bounded so a session's shown-block tally (8 + 8 bytes per block) fits its four 64-byte chunks.
     session_shown_blocks: int = Field(
         default=24, ge=1, le=31, description="Blocks a session was shown, kept (decayed) per session."

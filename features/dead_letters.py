@@ -1,9 +1,12 @@
 """The dead letters: stream entries the consumer could not apply, each with its reason and its payload.
 
 In: the store's dead-letter stream (written by ``features.stream.StreamConsumer``). Out: a count by kind of
-reason (``summary``), and ``requeue``, which publishes the payloads of one kind again on the event stream
-once the cause is mended (a key of another type removed, an impression that came late) and removes those
-letters. A requeued event counts once on every hash tag: the tags it was applied on hold its marker.
+reason (``summary``), and ``requeue``, which sends the letters of one kind back once the cause is mended (a
+key of another type removed, an impression that came late) and removes them. An event nothing was applied
+of (no impression, refused, malformed) is published again on the event stream. One the store could not
+apply on some hash tags ("not applied") was applied on the others, which moved on (its request context
+noted the click), so its letter keeps the ops of the failed tags as computed then, and those are applied
+directly. Either way an event counts once on every tag: the markers.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-from features.store import RedisFeatureStore
+from features.ops import Op
+from features.store import ApplyError, RedisFeatureStore
 
 _PAGE = 1000
 
@@ -23,6 +27,7 @@ class DeadLetter:
     event_entry: str  # the event's id on the event stream
     reason: str
     payload: dict[str, str] | None  # the event entry's fields (kind, data), to publish again
+    ops: tuple[str, list[Op]] | None = None  # "not applied": (event id, the ops of the tags that failed)
 
     @property
     def kind(self) -> str:
@@ -47,19 +52,30 @@ def summary(store: RedisFeatureStore) -> dict[str, int]:
 
 
 def requeue(store: RedisFeatureStore, kind: str) -> int:
-    """Publish again the payload of every dead letter of ``kind`` and remove those letters; the number
-    published. Letters without a payload (written before they kept one) stay."""
-    chosen = [letter for letter in read(store) if letter.kind == kind and letter.payload]
+    """Send back every dead letter of ``kind`` (its ops applied, or its event published again) and remove
+    those letters; the number sent. Letters with nothing to send (written before they kept their event)
+    stay, and so do those whose ops the store refuses again (the cause is not mended yet)."""
+    chosen = [letter for letter in read(store) if letter.kind == kind and (letter.ops or letter.payload)]
+    sent = 0
     for lo in range(0, len(chosen), _PAGE):
         page = chosen[lo : lo + _PAGE]
-        # Published before removed: a crash between the two leaves a letter whose event is on the stream
-        # again, and requeueing it twice counts it once (the markers).
-        store.republish([letter.payload for letter in page if letter.payload])
-        store.client.xdel(store.keys.dead_letters, *(letter.entry for letter in page))
-    return len(chosen)
+        refused: set[str] = set()
+        try:
+            store.apply([letter.ops for letter in page if letter.ops])
+        except ApplyError as exc:
+            refused = set(exc.failed)
+        store.republish([letter.payload for letter in page if not letter.ops and letter.payload])
+        # Sent before removed: a crash between the two leaves a letter whose event was sent, and sending
+        # it twice counts it once (the markers).
+        done = [letter.entry for letter in page if not (letter.ops and letter.ops[0] in refused)]
+        if done:
+            store.client.xdel(store.keys.dead_letters, *done)
+        sent += len(done)
+    return sent
 
 
 def _letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
     text = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
     payload = json.loads(text["fields"]) if "fields" in text else None
-    return DeadLetter(entry_id.decode(), text.get("entry", ""), text.get("reason", ""), payload)
+    ops = (text["event"], [tuple(op) for op in json.loads(text["ops"])]) if "ops" in text else None
+    return DeadLetter(entry_id.decode(), text.get("entry", ""), text.get("reason", ""), payload, ops)

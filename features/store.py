@@ -73,12 +73,13 @@ class ApplyError(SmartblockError):
     """Some events' ops could not be applied on a hash tag, and wrote nothing there: a key of another type
     in the way, a damaged stored value, an op the store cannot carry out. The rest of the batch was applied.
 
-    ``failed`` maps each such event id to Redis' reason; ``applied`` counts the groups that changed state."""
+    ``failed`` maps each such event id to the tags it failed on, each with Redis' reason; ``applied`` counts
+    the groups that changed state."""
 
-    def __init__(self, failed: dict[str, str], applied: int) -> None:
+    def __init__(self, failed: dict[str, dict[str, str]], applied: int) -> None:
         self.failed, self.applied = failed, applied
-        first = next(iter(failed.items()))
-        super().__init__(f"{len(failed)} event(s) not applied, first {first[0]!r}: {first[1]}")
+        event, tags = next(iter(failed.items()))
+        super().__init__(f"{len(failed)} event(s) not applied, first {event!r}: {next(iter(tags.values()))}")
 
 
 class FeatureStore(ABC):
@@ -163,7 +164,7 @@ class RedisFeatureStore(FeatureStore):
         for event_id, ops in events:
             for tag, group in _by_tag(self.keys, ops).items():
                 if tag not in calls:
-                    calls[tag] = _TagCall([], {}, [ttl], [])
+                    calls[tag] = _TagCall(tag, [], {}, [ttl], [])
                 calls[tag].add(event_id, self.keys.applied_marker(tag, event_id), group)
         return self._run_apply(list(calls.values()))
 
@@ -182,7 +183,7 @@ class RedisFeatureStore(FeatureStore):
         TRYAGAIN: its new node cannot run a script whose marker is not there yet, so that is raised, for
         the caller to wait out. The markers keep an event sent twice from counting twice."""
         applied = 0
-        failed: dict[str, str] = {}
+        failed: dict[str, dict[str, str]] = {}
         for _ in range(_APPLY_ATTEMPTS):
             pipes: dict[str, Any] = {}
             placed = []  # the pipeline each call went to
@@ -204,7 +205,7 @@ class RedisFeatureStore(FeatureStore):
                 else:
                     for event_id, answer in zip(call.events, result, strict=True):
                         if isinstance(answer, bytes):  # BADEVENT: nothing of it written on this tag
-                            failed.setdefault(event_id, answer.decode(errors="replace"))
+                            failed.setdefault(event_id, {})[call.tag] = answer.decode(errors="replace")
                         else:
                             applied += answer
                     continue
@@ -225,7 +226,8 @@ class RedisFeatureStore(FeatureStore):
 
     def _moved(self, answer: redis.exceptions.MovedError, name: str) -> None:
         """Mend the cluster client's slot map after node ``name`` answered MOVED, for the next attempt."""
-        assert isinstance(self.client, RedisCluster)
+        if not isinstance(self.client, RedisCluster):
+            raise answer  # a cluster's node reached without a cluster client (features.cluster is off)
         if not answer.host:  # a node that announces no address: the one that answered
             answer.host = self.client.get_node(node_name=name).host
         self.client.nodes_manager.move_slot(answer)
@@ -414,6 +416,7 @@ class RedisFeatureStore(FeatureStore):
 class _TagCall:
     """One call of the apply script: the events of a batch on one hash tag, in order (see apply.lua)."""
 
+    tag: str
     keys: list[bytes]  # the events' markers and data keys, each once
     index: dict[str, bytes]  # key -> its 1-based position in ``keys``, as Lua reads it
     args: list[bytes]  # the markers' TTL, then per event: marker index, argument count, arguments

@@ -4,7 +4,9 @@ features by a consumer group.
 Delivery is at least once; application is idempotent (``RedisFeatureStore.apply`` marks each event per
 hash tag), so a redelivered event counts once. A consumer keeps its name across restarts and first finishes
 its own pending events; events a dead consumer left pending are reclaimed with XAUTOCLAIM once idle for
-``stream_claim_idle_ms``. An event that keeps failing goes to a dead-letter stream with its reason.
+``stream_claim_idle_ms``. An event that cannot be applied (malformed, refused, its impression never seen,
+refused by the data in Redis) goes to a dead-letter stream with its reason and payload, to be sent back
+once mended (``features.dead_letters``); a refusal by Redis itself is waited out.
 Entries of kind "served" (the feature rows a request was ranked on, logged beside its impression for the
 archive) change no feature state: they are acknowledged without being parsed.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -33,7 +36,9 @@ from features.store import IMPRESSION, INTERACTION, SERVED, ApplyError, RedisFea
 
 GROUP = "features"
 log = logging.getLogger("smartblock.features")
-_DEAD_MAXLEN = 100_000  # dead letters kept (newest); each names its reason, for a look, not for replay
+# Dead letters kept (newest): each names its reason and keeps its event, to look at and to send back with
+# ``smartblock features dead-letters --requeue``; bounded, as a flood of refused clicks must not fill Redis.
+_DEAD_MAXLEN = 100_000
 
 
 def default_consumer_name(group: str = GROUP) -> str:
@@ -95,8 +100,9 @@ def is_nogroup(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("NOGROUP")
 
 
-# Errors the server gives every command alike, whatever the event; redis-py names some by class and leaves
-# the others as a plain ResponseError with the code first.
+# Errors the server gives every command alike, whatever the event. redis-py names some by class; the others
+# stay a plain ResponseError with the code first, and Redis 6.2 wraps one raised inside a script in its own
+# text ("Error running script ...: -OOM command not allowed ...").
 _REFUSALS = (
     redis.exceptions.AskError,  # and MovedError: a slot moving again and again while a cluster reshards
     redis.exceptions.OutOfMemoryError,
@@ -104,13 +110,13 @@ _REFUSALS = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
 )
-_REFUSAL_CODES = ("BUSY ", "MASTERDOWN ", "NOREPLICAS ")
+_REFUSAL_CODES = re.compile(r"(?:^|-)(?:OOM|READONLY|BUSY|MASTERDOWN|NOREPLICAS|CLUSTERDOWN|TRYAGAIN) ")
 
 
 def refused_by_server(exc: redis.ResponseError) -> bool:
     """Whether Redis refused for a state of its own that passes (out of memory, a replica or a cluster
     failing over or resharding, a script running long), not for anything in the event."""
-    return isinstance(exc, _REFUSALS) or str(exc).startswith(_REFUSAL_CODES)
+    return isinstance(exc, _REFUSALS) or _REFUSAL_CODES.search(str(exc)) is not None
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -283,6 +289,9 @@ class StreamConsumer:
         block_ms = block_ms_within_timeout(self.client, block_ms)
         grouped = False  # inside the loop: a Redis out of memory refuses XGROUP CREATE too, for a while
         while stop is None or not stop.is_set():
+            # Checked first: a Redis that keeps refusing or timing out does not hold a bounded run past it.
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                return self.stats
             try:
                 if not grouped:
                     self.ensure_group()
@@ -308,8 +317,6 @@ class StreamConsumer:
                 continue
             self._refusal = ""
             if until_idle and handled == 0:
-                return self.stats
-            if max_seconds is not None and time.monotonic() - started > max_seconds:
                 return self.stats
         return self.stats
 
@@ -355,7 +362,7 @@ class StreamConsumer:
             done.append(entry_id)
         # Small chunks: a crash between chunks leaves some applied and unacknowledged, which redelivery
         # and the per-tag markers make harmless.
-        failed: dict[str, str] = {}
+        failed: dict[str, dict[str, str]] = {}
         for i in range(0, len(ready), 32):
             try:
                 self.stats.applied += self.store.apply(ready[i : i + 32])
@@ -363,13 +370,19 @@ class StreamConsumer:
                 self.stats.applied += exc.applied
                 failed.update(exc.failed)
         if failed:
-            # Refused by the data in Redis, not by Redis: the same again on every delivery. The tags that
-            # failed hold no marker, so the dead letter's payload, published again once the key is mended,
-            # applies there and nowhere twice.
-            refused = {e: failed[ev.event_id] for e, ev in parsed if ev.event_id in failed and e in done}
-            for entry_id, reason in refused.items():
-                self._dead(entry_id, payloads[entry_id], f"not applied: {reason}")
-            done = [e for e in done if e not in refused]
+            # Refused by the data in Redis, not by Redis: the same again on every delivery. The event's
+            # other tags were applied and their context has moved on (a click noted on its request), so
+            # the letter keeps the ops of the tags that failed, as computed now, for ``features
+            # dead-letters --requeue`` to apply once the key is mended (the markers keep them once).
+            ops = dict(ready)
+            for entry_id, event in parsed:
+                tags = failed.get(event.event_id)
+                if tags is None or entry_id not in done:
+                    continue
+                kept = [op for op in ops[event.event_id] if self.store.keys.tag_of(op[1]) in tags]
+                reason = "not applied: " + "; ".join(tags.values())
+                self._dead(entry_id, payloads[entry_id], reason, (event.event_id, kept))
+                done.remove(entry_id)
         if done:
             self.stats.acked += self.client.xack(self.stream, GROUP, *done)
 
@@ -382,11 +395,15 @@ class StreamConsumer:
         else:
             self.stats.waiting += 1
 
-    def _dead(self, entry_id: bytes, fields: dict | None, reason: str) -> None:
+    def _dead(
+        self, entry_id: bytes, fields: dict | None, reason: str, ops: tuple[str, list] | None = None
+    ) -> None:
         payload = {
             "entry": entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
             "reason": reason,
         }
+        if ops is not None:  # (event id, the ops of the tags it failed on): what a requeue applies
+            payload["event"], payload["ops"] = ops[0], json.dumps(ops[1])
         if fields:
             payload["fields"] = json.dumps(
                 {k.decode(): v.decode(errors="replace") for k, v in fields.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from fnmatch import fnmatch
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("search", "retrieval", "features", "ranking", "serving", "data")
@@ -15,6 +15,12 @@ NOT_DATA = {".py", ".pyc", ".pyi"}
 def _declared() -> dict[str, list[str]]:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     return pyproject["tool"]["setuptools"]["package-data"]
+
+
+def _matches(inside: str, glob: str) -> bool:
+    """As setuptools' glob matches: part for part, so ``*`` never crosses a ``/``."""
+    path, pattern = PurePosixPath(inside).parts, PurePosixPath(glob).parts
+    return len(path) == len(pattern) and all(fnmatch(p, g) for p, g in zip(path, pattern, strict=True))
 
 
 def test_every_non_python_file_in_the_packages_is_package_data() -> None:
@@ -30,6 +36,6 @@ def test_every_non_python_file_in_the_packages_is_package_data() -> None:
                 folder = folder.parent
             package = ".".join(folder.relative_to(ROOT).parts)
             inside = path.relative_to(folder).as_posix()
-            if not any(fnmatch(inside, glob) for glob in declared.get(package, [])):
+            if not any(_matches(inside, glob) for glob in declared.get(package, [])):
                 missing.append(f"{path.relative_to(ROOT)} (package {package})")
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"

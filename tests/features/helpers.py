@@ -11,7 +11,9 @@ from data.contracts import Interaction, SearchImpression
 from data.io import iter_records
 from data.layout import DataLayout
 from features.ops import MemoryState
+from features.replay import Replayer
 from features.store import RedisFeatureStore
+from features.stream import to_event
 
 
 def world_records(world: Path, days: int) -> tuple[list, pa.Table, pa.Table]:
@@ -49,3 +51,14 @@ def assert_same_state(memory: MemoryState, store: RedisFeatureStore) -> None:
                 assert got[key][f] == v, (key, f)  # packed values: bit for bit
             else:
                 assert got[key][f].decode() == v, (key, f)
+
+
+def replayed(store: RedisFeatureStore, records: list) -> MemoryState:
+    """What applying each record (impression or interaction) once, in order, leaves: in memory."""
+    replay = Replayer(store.settings, store.keys)
+    for rec in records:
+        kind = "impression" if isinstance(rec, SearchImpression) else "interaction"
+        event = to_event(kind, rec.model_dump_json())
+        assert event is not None
+        replay.apply(event)
+    return replay.state

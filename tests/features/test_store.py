@@ -3,6 +3,8 @@ features in one round trip with declared defaults and missing indicators."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.connection import StoreUnavailable, connect
 from features.definitions import DEFAULTS, FEATURES, INDEX, Request
+from features.embedded import server_pid
 from features.keys import BLOCK_SHARDS
 from features.ops import MemoryState
 from features.packing import pack_recent, split_blob
@@ -117,10 +120,15 @@ def test_replace_swaps_a_hash_whole(store: RedisFeatureStore) -> None:
 def test_embedded_server_needs_no_install(tmp_path: Path) -> None:
     settings = FeatureStoreSettings(embedded_dir=tmp_path / "redis", namespace="emb")
     client = connect(settings)
-    s = RedisFeatureStore(client, settings)
-    s.write_hashes({s.keys.query_batch("jeju"): {"ent": 3.0}}, replace=False)
-    assert s.fetch([(s.keys.query_batch("jeju"), ["ent"])]) == [{"ent": b"3.0"}]
-    assert client.connection_pool.connection_class is UnixDomainSocketConnection
+    try:
+        s = RedisFeatureStore(client, settings)
+        s.write_hashes({s.keys.query_batch("jeju"): {"ent": 3.0}}, replace=False)
+        assert s.fetch([(s.keys.query_batch("jeju"), ["ent"])]) == [{"ent": b"3.0"}]
+        assert client.connection_pool.connection_class is UnixDomainSocketConnection
+    finally:
+        pid = server_pid(tmp_path / "redis")  # a server outlives its client: this test's own, stopped
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
