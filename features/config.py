@@ -81,6 +81,14 @@ class FeatureStoreSettings(BaseModel):
     stream_max_deliveries: int = Field(
         default=5, ge=1, description="Then an event goes to the dead-letter stream."
     )
+    # Reads alone are no clock: a consumer retrying through a Redis refusal reads its pending entries
+    # every 0.2 s, and a click ahead of its impression reached its read limit within a second.
+    stream_impression_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="A click waits this long after it was published (and stream_max_deliveries reads) "
+        "for its impression before the dead-letter stream.",
+    )
 
     @model_validator(mode="after")
     def _dedup_covers_requests(self) -> FeatureStoreSettings:

@@ -389,8 +389,15 @@ class StreamConsumer:
     def _wait_or_dead(self, entry_id: bytes, event: InteractionEvent, fields: dict) -> None:
         info = self.client.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1)
         deliveries = info[0]["times_delivered"] if info else 1
-        if deliveries >= self.settings.stream_max_deliveries:
-            reason = f"no impression: request {event.request_id!r} not seen in {deliveries} reads"
+        waited_s = time.time() - int(_text(entry_id).split("-")[0]) / 1000  # ids begin with the ms added
+        if (
+            deliveries >= self.settings.stream_max_deliveries
+            and waited_s >= self.settings.stream_impression_wait_s
+        ):
+            reason = (
+                f"no impression: request {event.request_id!r} not seen in {deliveries} reads over "
+                f"{waited_s:.1f} s"
+            )
             self._dead(entry_id, fields, reason)
         else:
             self.stats.waiting += 1

@@ -54,6 +54,7 @@ _CONNECTION_FIELDS = {
     "stream_batch",
     "stream_claim_idle_ms",
     "stream_max_deliveries",
+    "stream_impression_wait_s",
 }
 
 # Embedding settings that cannot change a point-in-time M3 vector.

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from data.contracts import Interaction, SearchImpression
@@ -68,7 +69,7 @@ def test_a_click_dead_for_want_of_its_impression_is_applied_when_sent_back_after
     impression = next(
         r for r in records if isinstance(r, SearchImpression) and r.request_id == click.request_id
     )
-    settings = store.settings.model_copy(update={"stream_max_deliveries": 2})
+    settings = store.settings.model_copy(update={"stream_max_deliveries": 2, "stream_impression_wait_s": 0})
     store.publish([click])  # its impression lost on the way, for now
     stats = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
     assert stats.dead == 1
@@ -79,3 +80,25 @@ def test_a_click_dead_for_want_of_its_impression_is_applied_when_sent_back_after
     again = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
     assert again.dead == 0 and again.acked == 2
     assert_same_state(replayed(store, [impression, click]), store)
+
+
+def test_a_click_waits_for_its_impression_by_the_clock_not_by_how_often_it_is_read(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    """A consumer retrying through a Redis refusal reads its pending entries every 0.2 s; counted in reads
+    alone, a click ahead of its impression reached the dead letters within a second of them."""
+    records, _, _ = world_records(tiny_world, days=1)
+    click = next(r for r in records if isinstance(r, Interaction))
+    settings = store.settings.model_copy(update={"stream_max_deliveries": 2, "stream_impression_wait_s": 1.5})
+    store.publish([click])
+    consumer = StreamConsumer(store, settings, consumer="c")
+    consumer.ensure_group()
+    published = time.monotonic()
+    reads = 0
+    while time.monotonic() - published < 1.0:
+        reads += consumer.step()  # an idle step reads the waiting click again, as each retry does
+    assert reads >= 5 and consumer.stats.dead == 0
+    while consumer.stats.dead == 0 and time.monotonic() - published < 5.0:
+        consumer.step()
+        time.sleep(0.05)
+    assert consumer.stats.dead == 1 and time.monotonic() - published >= 1.5
