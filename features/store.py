@@ -7,6 +7,7 @@ within one hash tag (see ``features.keys``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -191,7 +192,11 @@ class RedisFeatureStore(FeatureStore):
                 name = self._script_pipeline(pipes, call.keys[0])
                 pipes[name].evalsha(self._apply.sha, len(call.keys), *call.keys, *call.args)
                 placed.append(name)
-            results = {name: iter(pipe.execute(raise_on_error=False)) for name, pipe in pipes.items()}
+            try:
+                results = {name: iter(pipe.execute(raise_on_error=False)) for name, pipe in pipes.items()}
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._node_lost()
+                raise
             again, unloaded = [], set()
             resend: Exception | None = None
             for call, name in zip(calls, placed, strict=True):
@@ -223,6 +228,14 @@ class RedisFeatureStore(FeatureStore):
         if failed:
             raise ApplyError(failed, applied)
         return applied
+
+    def _node_lost(self) -> None:
+        """After a node did not answer: on a cluster, learn its map again, for the caller's next try (a
+        failed-over primary's replica owns its slots now). redis-py does so for its own commands only, and
+        nothing else the consumer sends may touch that node: its pipelines kept aiming at the dead one."""
+        if isinstance(self.client, RedisCluster):
+            with contextlib.suppress(redis.RedisError, redis.exceptions.RedisClusterException):
+                self.client.nodes_manager.initialize()
 
     def _moved(self, answer: redis.exceptions.MovedError, name: str) -> None:
         """Mend the cluster client's slot map after node ``name`` answered MOVED, for the next attempt."""

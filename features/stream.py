@@ -297,9 +297,10 @@ class StreamConsumer:
                     self.ensure_group()
                     grouped = True
                 handled = self.step(block_ms=0 if until_idle else block_ms)
-            except (redis.TimeoutError, redis.ConnectionError):
-                # A slow or restarting Redis: unacknowledged entries stay pending and are read again, so
-                # waiting and retrying loses nothing; dying would stop the live features instead.
+            except (redis.TimeoutError, redis.ConnectionError, redis.exceptions.RedisClusterException):
+                # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while):
+                # unacknowledged entries stay pending and are read again, so waiting and retrying loses
+                # nothing; dying would stop the live features instead.
                 self.stats.retries += 1
                 time.sleep(0.2)
                 continue

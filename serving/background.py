@@ -82,7 +82,7 @@ class Background:
                 if self.consumer.step() == 0:
                     # Polling (not a blocking read): the serving client's socket timeout is tens of ms.
                     self._stop.wait(0.1)
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
                 # Any error may mean a restarted Redis that lost the group (NOGROUP): check it next time
                 # (XGROUP CREATE of an existing group is a cheap BUSYGROUP), never loop on NOGROUP forever.
                 ready = False

