@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -165,7 +165,7 @@ class RedisFeatureStore(FeatureStore):
         for event_id, ops in events:
             for tag, group in _by_tag(self.keys, ops).items():
                 if tag not in calls:
-                    calls[tag] = _TagCall(tag, [], {}, [ttl], [])
+                    calls[tag] = _TagCall(tag, args=[ttl])
                 calls[tag].add(event_id, self.keys.applied_marker(tag, event_id), group)
         return self._run_apply(list(calls.values()))
 
@@ -430,10 +430,10 @@ class _TagCall:
     """One call of the apply script: the events of a batch on one hash tag, in order (see apply.lua)."""
 
     tag: str
-    keys: list[bytes]  # the events' markers and data keys, each once
-    index: dict[str, bytes]  # key -> its 1-based position in ``keys``, as Lua reads it
     args: list[bytes]  # the markers' TTL, then per event: marker index, argument count, arguments
-    events: list[str]  # event ids, in the order of the script's answers
+    keys: list[bytes] = field(default_factory=list)  # the events' markers and data keys, each once
+    index: dict[str, bytes] = field(default_factory=dict)  # key -> its 1-based position in ``keys``
+    events: list[str] = field(default_factory=list)  # event ids, in the order of the script's answers
 
     def add(self, event_id: str, marker: str, ops: list[Op]) -> None:
         event: list[bytes] = []

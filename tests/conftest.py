@@ -115,6 +115,18 @@ def store(redis_base_settings: FeatureStoreSettings) -> Iterator[RedisFeatureSto
     s.clear()
 
 
+@pytest.fixture
+def store_env(store: RedisFeatureStore) -> dict[str, str]:
+    """The environment of a ``smartblock`` process that works on ``store`` (its Redis and namespace)."""
+    settings = store.settings
+    env = {**os.environ, "SMARTBLOCK_FEATURES__NAMESPACE": settings.namespace}
+    if settings.redis_url:
+        env["SMARTBLOCK_FEATURES__REDIS_URL"] = settings.redis_url
+    else:
+        env["SMARTBLOCK_FEATURES__EMBEDDED_DIR"] = str(settings.embedded_dir)
+    return env
+
+
 @pytest.fixture(scope="session")
 def redis_features(redis_base_settings: FeatureStoreSettings) -> FeatureStoreSettings:
     """The serving tests' Redis, with a namespace of their own."""

@@ -163,7 +163,7 @@ def dead_letters(
         typer.Option(
             "--requeue",
             metavar="KIND",
-            help="Publish again the events whose reason is of this kind (the text before its colon, as "
+            help="Send back the events whose reason is of this kind (the text before its colon, as "
             "listed: 'not applied', 'no impression'...), once the cause is mended; their letters go.",
         ),
     ] = None,

@@ -9,7 +9,6 @@ every test has its own key namespace and deletes it afterwards.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -191,19 +190,17 @@ def test_cli_export(
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_following_export_stops_cleanly_on_a_signal(
-    store: RedisFeatureStore, world_events: dict, tmp_path: Path, sig: signal.Signals
+    store: RedisFeatureStore,
+    store_env: dict[str, str],
+    world_events: dict,
+    tmp_path: Path,
+    sig: signal.Signals,
 ) -> None:
     """Ctrl-C or a service manager's SIGTERM: the exporter writes what it read and exits 0, losing nothing."""
     records = world_events[sorted(world_events)[0]][:60]
-    settings = store.settings
-    env = {**os.environ, "SMARTBLOCK_FEATURES__NAMESPACE": settings.namespace}
-    if settings.redis_url:
-        env["SMARTBLOCK_FEATURES__REDIS_URL"] = settings.redis_url
-    else:
-        env["SMARTBLOCK_FEATURES__EMBEDDED_DIR"] = str(settings.embedded_dir)
     out = tmp_path / "events"
     cmd = [sys.executable, "-m", "search.cli", "events", "export", "--out", str(out), "--follow", "--json"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=store_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         store.publish(records)
         deadline = time.monotonic() + 60

@@ -4,7 +4,6 @@ mended, sends it back: nothing the stream acknowledged is lost to a dead letter.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,14 +18,8 @@ from .helpers import assert_same_state, replayed, world_records
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli(store: RedisFeatureStore, *args: str) -> dict:
+def _cli(env: dict[str, str], *args: str) -> dict:
     """``smartblock features dead-letters ... --json`` in its own process, on the test's Redis namespace."""
-    where = store.settings
-    env = {**os.environ, "SMARTBLOCK_FEATURES__NAMESPACE": where.namespace}
-    if where.redis_url:
-        env["SMARTBLOCK_FEATURES__REDIS_URL"] = where.redis_url
-    else:
-        env["SMARTBLOCK_FEATURES__EMBEDDED_DIR"] = str(where.embedded_dir)
     done = subprocess.run(
         [sys.executable, "-m", "search.cli", "features", "dead-letters", *args, "--json"],
         capture_output=True,
@@ -40,7 +33,7 @@ def _cli(store: RedisFeatureStore, *args: str) -> dict:
 
 
 def test_events_refused_by_a_key_in_their_way_are_sent_back_once_it_is_mended(
-    tiny_world: Path, store: RedisFeatureStore
+    tiny_world: Path, store: RedisFeatureStore, store_env: dict[str, str]
 ) -> None:
     records, _, _ = world_records(tiny_world, days=1)
     impressions = [r for r in records if isinstance(r, SearchImpression)][:8]
@@ -50,19 +43,19 @@ def test_events_refused_by_a_key_in_their_way_are_sent_back_once_it_is_mended(
     stats = StreamConsumer(store, store.settings, consumer="c").run(until_idle=True)
     assert stats.dead >= 1
 
-    assert _cli(store) == {"dead_letters": {"not applied": stats.dead}, "requeued": 0}
-    assert _cli(store, "--requeue", "not applied") == {  # not mended yet: refused again, letters kept
+    assert _cli(store_env) == {"dead_letters": {"not applied": stats.dead}, "requeued": 0}
+    assert _cli(store_env, "--requeue", "not applied") == {  # not mended yet: refused again, letters kept
         "dead_letters": {"not applied": stats.dead},
         "requeued": 0,
     }
     store.client.delete(user_key)
     # Applied straight from the letters (the ops of the tag that failed), not through the stream.
-    assert _cli(store, "--requeue", "not applied") == {"dead_letters": {}, "requeued": stats.dead}
+    assert _cli(store_env, "--requeue", "not applied") == {"dead_letters": {}, "requeued": stats.dead}
     assert_same_state(replayed(store, impressions), store)
 
 
 def test_a_click_dead_for_want_of_its_impression_is_applied_when_sent_back_after_it(
-    tiny_world: Path, store: RedisFeatureStore
+    tiny_world: Path, store: RedisFeatureStore, store_env: dict[str, str]
 ) -> None:
     records, _, _ = world_records(tiny_world, days=1)
     click = next(r for r in records if isinstance(r, Interaction))
@@ -73,10 +66,10 @@ def test_a_click_dead_for_want_of_its_impression_is_applied_when_sent_back_after
     store.publish([click])  # its impression lost on the way, for now
     stats = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
     assert stats.dead == 1
-    assert _cli(store) == {"dead_letters": {"no impression": 1}, "requeued": 0}
+    assert _cli(store_env) == {"dead_letters": {"no impression": 1}, "requeued": 0}
 
     store.publish([impression])  # it turns up
-    assert _cli(store, "--requeue", "no impression")["requeued"] == 1
+    assert _cli(store_env, "--requeue", "no impression")["requeued"] == 1
     again = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
     assert again.dead == 0 and again.acked == 2
     assert_same_state(replayed(store, [impression, click]), store)
