@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from bench_encoders import LAYER0_FP32, PLAIN_INT8
 
 from retrieval.config import RetrievalSettings
 from retrieval.evaluate import beir_per_query, evaluate_beir, evaluate_world
@@ -35,7 +36,8 @@ BACKENDS = {
     "torch": {"backend": "torch", "int8": False},
     "onnx-fp32": {"backend": "onnx", "int8": False},
     "onnx-int8": {"backend": "onnx", "int8": True},
-    "onnx-int8-all": {"backend": "onnx", "int8": True, "fp32_layers": ()},
+    "onnx-int8-all": PLAIN_INT8,
+    "onnx-int8-layer0": LAYER0_FP32,
 }
 BOOTSTRAP = 4000
 ENCODERS = ("splade", "dense")

@@ -37,6 +37,16 @@ from retrieval.encoders.splade import SpladeEncoder
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 Encode = Callable[[Sequence[str]], object]
+# Every matrix product int8 and nothing smoothed; and that with the first layer fp32 (the dense default
+# until the smoothing). bench_encoder_quality.py compares the same variants.
+PLAIN_INT8 = {
+    "backend": "onnx",
+    "int8": True,
+    "fp32_layers": (),
+    "fp32_feed_forward_out": (),
+    "smoothing": 0.0,
+}
+LAYER0_FP32 = {**PLAIN_INT8, "fp32_layers": (0,)}
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -60,7 +70,9 @@ def our_encoders(
 ) -> dict[str, SpladeEncoder | DenseEncoder]:
     """torch, onnx-fp32, onnx-int8 of one encoder; queries on one thread, batches on ``threads``.
 
-    When the settings keep some layers fp32 under int8, ``onnx-int8-all`` quantises every layer, for the cost.
+    When the settings refine int8 (fp32 parts, smoothing), ``onnx-int8-all`` quantises every product
+    unsmoothed and ``onnx-int8-layer0`` keeps the first layer fp32 (the dense default before the smoothing),
+    for the cost and the fidelity.
     """
     make = SpladeEncoder if name == "splade" else DenseEncoder
     base = settings.splade if name == "splade" else settings.dense
@@ -69,8 +81,9 @@ def our_encoders(
         "onnx-fp32": {"backend": "onnx", "int8": False},
         "onnx-int8": {"backend": "onnx", "int8": True},
     }
-    if base.fp32_layers:
-        variants["onnx-int8-all"] = {"backend": "onnx", "int8": True, "fp32_layers": ()}
+    if any(base.model_dump()[k] != v for k, v in PLAIN_INT8.items()):
+        variants["onnx-int8-all"] = PLAIN_INT8
+        variants["onnx-int8-layer0"] = LAYER0_FP32
     return {
         label: make(base.model_copy(update=v), threads=1, index_threads=threads, onnx_cache_dir=cache)  # type: ignore[arg-type]
         for label, v in variants.items()

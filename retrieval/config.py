@@ -24,10 +24,12 @@ class _TransformerConfig(_Config):
 
     ``torch`` is the reference (eager PyTorch fp32). ``onnx`` runs the same weights, exported once with the
     pooling inside the graph and cached on disk (``RetrievalSettings.onnx_cache_dir``), on ONNX Runtime;
-    ``int8`` quantises its matrix weights, except those of ``fp32_layers``. Default: ONNX int8 for both
-    encoders, the dense one with its first layer fp32: faster, and within 0.01 of torch fp32 on CISI's
-    test split (nDCG@10, recall@100) and the tiny world's recall@100, though at 42 queries that bound sits
-    inside the metric's noise (docs/retrieval.md, "int8 quality, per query", has the intervals). int8
+    ``int8`` quantises its matrix weights, except those of ``fp32_layers`` and the feed-forward output
+    products of ``fp32_feed_forward_out``; ``smoothing`` first moves part of the feed-forward inputs' outlier
+    channels into the weights. Default: ONNX int8 for both encoders, the dense one smoothed and with its
+    first feed-forward output product fp32: faster, and within 0.01 of torch fp32 on CISI's test split
+    (nDCG@10, recall@100) and the tiny world's recall@100, though at 42 queries that bound sits inside the
+    metric's noise (docs/retrieval.md, "int8 quality, per query", has the intervals). int8
     weights change the vectors, so they are part of the index fingerprint (``identity()``);
     torch and ONNX fp32 compute the same vectors and share indexes.
     """
@@ -44,7 +46,20 @@ class _TransformerConfig(_Config):
         description="int8 only: transformer layers (0 = the first) whose matrix products stay fp32.",
     )
 
-    @field_validator("fp32_layers")
+    fp32_feed_forward_out: tuple[NonNegativeInt, ...] = Field(
+        default=(),
+        description="int8 only: transformer layers whose feed-forward output product (the one after GELU) "
+        "stays fp32.",
+    )
+    smoothing: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="int8 only: how much of the feed-forward inputs' per-channel range moves into the "
+        "weights before quantising (SmoothQuant's alpha; 0: none). The same function in fp32.",
+    )
+
+    @field_validator("fp32_layers", "fp32_feed_forward_out")
     @classmethod
     def _layer_set(cls, layers: tuple[int, ...]) -> tuple[int, ...]:
         # One spelling per set of layers: the export cache, the index identity and the workers' keys agree.
@@ -87,11 +102,17 @@ class DenseSettings(_TransformerConfig):
     flat_max_vectors: int = Field(
         default=100_000, ge=1, description="Exact (Flat) search up to this many blocks, HNSW above."
     )
-    fp32_layers: tuple[NonNegativeInt, ...] = Field(
+    fp32_feed_forward_out: tuple[NonNegativeInt, ...] = Field(
         default=(0,),
-        description="int8 only: transformer layers whose matrix products stay fp32. The first layer in fp32 "
-        "took the int8 vectors' mean cosine gap to fp32 from 0.0064 to 0.0048 at 81-89% of the speed: the "
-        "most fidelity per unit of speed of the variants measured (docs/retrieval.md).",
+        description="int8 only: layers whose feed-forward output product stays fp32. The first layer's, "
+        "with smoothing 0.5, took the int8 vectors' mean cosine gap to fp32 below that of the whole first "
+        "layer in fp32, at about the speed of all-int8 (docs/retrieval.md, thirteenth session).",
+    )
+    smoothing: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="int8 only: SmoothQuant's alpha for the feed-forward input products (0: none).",
     )
     hnsw_m: int = Field(default=32, ge=4, le=128)
     hnsw_ef_construction: int = Field(default=80, ge=8)

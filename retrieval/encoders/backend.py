@@ -70,7 +70,12 @@ class TransformerEncoder:
 
     def precision(self) -> str:
         """What an index fingerprint records of the precision: '' for fp32 (torch and ONNX agree)."""
-        return precision_identity(self.quantised, self.settings.fp32_layers)
+        return precision_identity(self.quantisation())
+
+    def quantisation(self) -> dict | None:
+        """How the ONNX graph is quantised (None: fp32), from the settings."""
+        s = self.settings
+        return quantisation(self.quantised, s.fp32_layers, s.fp32_feed_forward_out, s.smoothing)
 
     @property
     def is_loaded(self) -> bool:
@@ -85,7 +90,7 @@ class TransformerEncoder:
             self._onnx = OnnxEncoderModel.load(
                 self.name_or_path,
                 self.pooling,
-                quantisation(self.settings.int8, self.settings.fp32_layers),
+                self.quantisation(),
                 self.onnx_cache_dir or default_cache_dir(),
                 threads=self.threads,
             )

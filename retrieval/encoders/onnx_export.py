@@ -7,14 +7,15 @@ ONNX Runtime hands back the vectors themselves: no torch at query time, and no (
 the runtime. torch is imported only here, when a model is missing from the cache.
 
 Before int8 quantisation, a BERT-family graph goes through ONNX Runtime's transformer optimizer, which fuses
-each layer's self-attention into one ``Attention`` op (and the embeddings, residual layer norms and GELUs
-into theirs). The quantiser then turns the fused op into ``QAttention``: the query, key and value
-projections become one int8 product, where the exported graph ran three, plus a dozen reshapes, transposes
-and masking ops per layer around the attention itself. An int8 export uses transformers' eager attention,
-the pattern the optimizer recognises (its SDPA path traces to other ops); fp32 exports keep the default. The
-fused op reads ``attention_mask`` as each row's length, which holds for the right padding ``batching`` makes
-(int8 runs one passage at a time: no padding at all). Measured on 2 AVX2 cores (docs/retrieval.md, "Tenth
-session"): one query on one thread, dense 2.44 -> 2.07 ms and SPLADE 1.39 -> 0.96 ms.
+each layer's self-attention into one ``Attention`` op (and the embeddings and GELUs into theirs; the
+residual layer norms stay unfused, ``UNFUSED``). The quantiser then turns the fused op into ``QAttention``:
+the query, key and value projections become one int8 product, where the exported graph ran three, plus a
+dozen reshapes, transposes and masking ops per layer around the attention itself. An int8 export uses
+transformers' eager attention, the pattern the optimizer recognises (its SDPA path traces to other ops); fp32
+exports keep the default. The fused op reads ``attention_mask`` as each row's length, which holds for the
+right padding ``batching`` makes (int8 runs one passage at a time: no padding at all). Measured on 2 AVX2
+cores (docs/retrieval.md, "Tenth session"): one query on one thread, dense 2.44 -> 2.07 ms and SPLADE 1.39
+-> 0.96 ms.
 """
 
 from __future__ import annotations
@@ -42,24 +43,54 @@ QUANTISATION = {
     "per_channel": True,
     "reduce_range": True,
 }
-# What an index fingerprint records of int8 encoders: indexes built on the earlier 8-bit weights, or on the
-# unfused int8 graph (its vectors differ from the fused one's in the last digits), are rebuilt.
-INT8_IDENTITY = ";int8w7qa"
+# ORT's fusions left out. A residual add and its layer norm stay two ops: ONNX Runtime 1.32's CPU kernel of
+# the fused SkipLayerNormalization took 18% of an int8 dense encoding (one passage, one thread), where the
+# LayerNormalization kernel and the Add take 4.5% together (docs/retrieval.md, thirteenth session).
+UNFUSED = ("SkipLayerNormFusion",)
+# What an index fingerprint records of int8 encoders: indexes built on the earlier 8-bit weights, on the
+# unfused int8 graph, or with the residual layer norms fused (vectors that differ in the last digits, which
+# can move a rounded SPLADE impact), are rebuilt.
+INT8_IDENTITY = ";int8w7qa;ln"
 # Architectures whose graphs the transformer optimizer fuses as "bert" (both shipped encoders are BERTs).
 FUSED_MODEL_TYPES = frozenset({"bert"})
 
 
-def quantisation(int8: bool, fp32_layers: Sequence[int] = ()) -> dict | None:
-    """How a graph is quantised (None: fp32): QUANTISATION, and the transformer layers kept in fp32."""
-    return {**QUANTISATION, "fp32_layers": sorted(set(fp32_layers))} if int8 else None
-
-
-def precision_identity(int8: bool, fp32_layers: Sequence[int] = ()) -> str:
-    """The part of an index fingerprint that names the encoder's precision ('' for fp32: torch's vectors)."""
+def quantisation(
+    int8: bool,
+    fp32_layers: Sequence[int] = (),
+    fp32_feed_forward_out: Sequence[int] = (),
+    smoothing: float = 0.0,
+) -> dict | None:
+    """How a graph is quantised (None: fp32): QUANTISATION; the transformer layers kept in fp32, whole or
+    only their feed-forward output product; the feed-forward inputs' smoothing strength (0: none)."""
     if not int8:
+        return None
+    return {
+        **QUANTISATION,
+        "fp32_layers": sorted(set(fp32_layers)),
+        "fp32_feed_forward_out": sorted(set(fp32_feed_forward_out)),
+        "smoothing": smoothing,
+    }
+
+
+def precision_identity(quantised: dict | None) -> str:
+    """The part of an index fingerprint that names the encoder's precision ('' for fp32: torch's vectors)."""
+    if quantised is None:
         return ""
-    layers = sorted(set(fp32_layers))
-    return INT8_IDENTITY + (";fp32l" + "-".join(map(str, layers)) if layers else "")
+    parts = [INT8_IDENTITY]
+    if quantised["fp32_layers"]:
+        parts.append(";fp32l" + "-".join(map(str, quantised["fp32_layers"])))
+    if quantised["fp32_feed_forward_out"]:
+        parts.append(";fp32ffo" + "-".join(map(str, quantised["fp32_feed_forward_out"])))
+    if quantised["smoothing"]:
+        parts.append(f";sq{quantised['smoothing']:g}")
+    return "".join(parts)
+
+
+def feed_forward_out_matmuls(graph: Any, layers: Sequence[int]) -> list[str]:
+    """The feed-forward output products (BERT's ``/layer.<k>/output/dense/MatMul``) of the given layers."""
+    wanted = tuple(f"/layer.{k}/output/dense/" for k in layers)
+    return [n.name for n in graph.node if n.op_type == "MatMul" and any(w in n.name for w in wanted)]
 
 
 def layer_matmuls(graph: Any, layers: Sequence[int]) -> list[str]:
@@ -91,12 +122,19 @@ def graph_module(name_or_path: str, pooling: Pooling, attention: str | None = No
     return wrapped.eval(), tokenizer
 
 
-def export(name_or_path: str, pooling: Pooling, out: Path, attention: str | None = None) -> Any:
+def export(
+    name_or_path: str, pooling: Pooling, out: Path, attention: str | None = None, smoothing: float = 0.0
+) -> Any:
     """Trace the pooled model on a sample batch and write it to ``out`` (fp32, dynamic batch and length);
-    returns the checkpoint's transformers config."""
+    returns the checkpoint's transformers config. ``smoothing`` > 0: the feed-forward inputs are smoothed
+    first (``retrieval.encoders.smoothing``; the same function in fp32, easier on int8)."""
     import torch
 
     module, tokenizer = graph_module(name_or_path, pooling, attention)
+    if smoothing:
+        from retrieval.encoders.smoothing import smooth_feed_forward
+
+        smooth_feed_forward(module, tokenizer, smoothing)
     sample = tokenizer(
         ["a sample passage to trace the graph with", "short"], return_tensors="pt", padding=True
     )
@@ -128,14 +166,18 @@ def fuse(source: Path, out: Path, config: Any) -> bool:
     """
     if getattr(config, "model_type", None) not in FUSED_MODEL_TYPES:
         return False
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False  # see UNFUSED
     fused = optimize_model(
         str(source),
         model_type="bert",
         num_heads=config.num_attention_heads,
         hidden_size=config.hidden_size,
         opt_level=0,  # fusions only: the session's own optimisation runs later (``optimise``)
+        optimization_options=options,
     )
     attentions = fused.get_fused_operator_statistics().get("Attention", 0)
     if attentions != config.num_hidden_layers:
@@ -147,12 +189,15 @@ def fuse(source: Path, out: Path, config: Any) -> bool:
     return True
 
 
-def quantise(source: Path, out: Path, fp32_layers: Sequence[int] = ()) -> None:
+def quantise(
+    source: Path, out: Path, fp32_layers: Sequence[int] = (), fp32_feed_forward_out: Sequence[int] = ()
+) -> None:
     """int8 dynamic quantisation (weights int8 ahead of time, activations per batch at run time).
 
-    The matrix products (MatMul and fused Attention) of ``fp32_layers`` stay fp32: all-MiniLM-L6-v2's first
-    layer takes the full-range token embeddings, and keeping it fp32 brought the vectors closest to fp32 per
-    unit of speed lost.
+    The matrix products (MatMul and fused Attention) of ``fp32_layers`` stay fp32, and so do the
+    feed-forward output products of ``fp32_feed_forward_out``: in all-MiniLM-L6-v2 the first layer's takes
+    the widest-ranging activations of the model (after GELU), and keeping that one product fp32 brought
+    most of the fidelity of a whole fp32 layer at a third of its cost (docs/retrieval.md).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -161,7 +206,13 @@ def quantise(source: Path, out: Path, fp32_layers: Sequence[int] = ()) -> None:
     missing = [k for k in fp32_layers if not layer_matmuls(graph, [k])]
     if missing:
         raise ValueError(f"fp32_layers {missing} match no MatMul of {source} (names with /layer.<k>/)")
-    keep = layer_matmuls(graph, fp32_layers)
+    missing = [k for k in fp32_feed_forward_out if not feed_forward_out_matmuls(graph, [k])]
+    if missing:
+        raise ValueError(
+            f"fp32_feed_forward_out {missing} match no MatMul of {source} "
+            "(names with /layer.<k>/output/dense/)"
+        )
+    keep = layer_matmuls(graph, fp32_layers) + feed_forward_out_matmuls(graph, fp32_feed_forward_out)
 
     root = logging.getLogger()
     level = root.level
@@ -194,19 +245,23 @@ def optimise(source: Path, out: Path) -> None:
     # ORT warns that a model saved at this level may hold hardware-specific ops: the cache key records the
     # machine, so the file is only reused where it was made.
     options.log_severity_level = 3
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(
+        str(source), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(UNFUSED)
+    )
 
 
 def build(name_or_path: str, pooling: Pooling, quantised: dict | None, folder: Path) -> Path:
     """Export (and fuse and quantise, as ``quantisation()`` says) then optimise into ``folder``; returns the
     final model path. Scratch files go."""
     steps = [folder / "export.onnx"]  # each stage's graph, the last one feeding ``optimise``
-    config = export(name_or_path, pooling, steps[0], attention=None if quantised is None else "eager")
-    if quantised is not None:
+    if quantised is None:
+        config = export(name_or_path, pooling, steps[0])
+    else:
+        config = export(name_or_path, pooling, steps[0], attention="eager", smoothing=quantised["smoothing"])
         if fuse(steps[0], folder / "fused.onnx", config):
             steps.append(folder / "fused.onnx")
         steps.append(folder / "int8.onnx")
-        quantise(steps[-2], steps[-1], quantised["fp32_layers"])
+        quantise(steps[-2], steps[-1], quantised["fp32_layers"], quantised["fp32_feed_forward_out"])
     final = folder / "model.onnx"
     optimise(steps[-1], final)
     for path in steps:

@@ -58,9 +58,10 @@ def _version(package: str) -> str:
 
 
 def export_code() -> str:
-    """A digest of the code that writes the graph (pooling heads, export steps): changing it re-exports."""
+    """A digest of the code that writes the graph (pooling heads, export steps, the smoothing and its
+    calibration texts): changing any of it re-exports."""
     digest = hashlib.sha256()
-    for module in ("pooling.py", "onnx_export.py"):
+    for module in ("pooling.py", "onnx_export.py", "smoothing.py", "calibration.txt"):
         digest.update((Path(__file__).parent / module).read_bytes())
     return digest.hexdigest()[:16]
 
