@@ -1,5 +1,6 @@
 """An event whose apply fails in Redis writes nothing on that hash tag and goes to the dead letters with its
-reason and payload; a Redis that refuses writes (out of memory) stops nobody and loses nothing.
+reason and payload; a Redis that refuses commands (out of memory, demoted to a replica, busy with a script)
+stops nobody and loses nothing.
 
 Redis does not undo a script's writes when the script fails midway, and the apply script marks an event as
 applied on a tag before it writes: these tests put a key of the wrong type, and a damaged stored counter, in
@@ -7,9 +8,12 @@ an event's way, and fill the server's memory, for real."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,16 +104,64 @@ def test_a_damaged_counter_stops_its_events_before_they_write_and_they_apply_onc
     assert_same_state(replayed(store, records), store)
 
 
-def test_a_redis_out_of_memory_holds_the_events_until_it_has_room(
-    tiny_world: Path, embedded_redis: Path
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _refusing(client: redis.Redis, refusal: str, socket_path: str) -> Iterator[None]:
+    """The server refuses the consumer's commands while inside, for a state of its own, caused for real:
+    - ``oom``: no memory left for any write (``maxmemory 1``);
+    - ``readonly``: demoted to a replica (of a primary it cannot reach, so it keeps its data), as a
+      failover leaves an old primary that a consumer still points at;
+    - ``busy``: a script runs past ``lua-time-limit`` on another connection, until ``SCRIPT KILL``.
+    """
+    if refusal == "oom":
+        client.config_set("maxmemory", 1)
+        try:
+            yield
+        finally:
+            client.config_set("maxmemory", 0)
+    elif refusal == "readonly":
+        client.execute_command("REPLICAOF", "127.0.0.1", _closed_port())
+        try:
+            yield
+        finally:
+            client.execute_command("REPLICAOF", "NO", "ONE")
+    else:
+        client.config_set("lua-time-limit", 10)
+        looping = redis.Redis(unix_socket_path=socket_path)
+        runner = threading.Thread(
+            target=_quietly, args=(lambda: looping.eval("while true do end", 0),), daemon=True
+        )
+        runner.start()
+        time.sleep(0.2)  # past the 10 ms: every other command is answered BUSY
+        try:
+            yield
+        finally:
+            redis.Redis(unix_socket_path=socket_path).script_kill()
+            runner.join(timeout=5)
+            looping.close()
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    with contextlib.suppress(redis.ResponseError):  # the killed script's own error
+        call()
+
+
+@pytest.mark.parametrize("refusal", ["oom", "readonly", "busy"])
+def test_a_redis_that_refuses_holds_the_events_until_it_accepts_them(
+    tiny_world: Path, embedded_redis: Path, refusal: str
 ) -> None:
-    settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace="oom", socket_timeout_s=5.0)
+    settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace=refusal, socket_timeout_s=5.0)
     store = RedisFeatureStore.connect(settings)
     records = _impressions(tiny_world, 8)
     store.publish(records)
-    consumer = StreamConsumer(store, settings, consumer="oom")
+    consumer = StreamConsumer(store, settings, consumer=refusal)
     consumer.ensure_group()  # the group stands; its reads and the applies meet the refusal
-    store.client.config_set("maxmemory", 1)  # every write that can grow memory is refused
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -119,18 +171,22 @@ def test_a_redis_out_of_memory_holds_the_events_until_it_has_room(
         except BaseException as exc:  # before: OOM raised out of run(), and the consumer died
             failure.append(exc)
 
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    try:
+    socket_path = store.client.connection_pool.connection_kwargs["path"]
+    with _refusing(store.client, refusal, socket_path):
+        thread = threading.Thread(target=consume, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while consumer.stats.retries < 3 and not failure and time.monotonic() < deadline:
+            time.sleep(0.05)
         try:
-            deadline = time.monotonic() + 10
-            while consumer.stats.retries < 3 and not failure and time.monotonic() < deadline:
-                time.sleep(0.05)
             assert not failure, failure
             assert consumer.stats.retries >= 3 and consumer.stats.applied == 0 and consumer.stats.dead == 0
-            assert not store.client.keys(f"{settings.namespace}:*:seen:*")  # not even a marker
-        finally:
-            store.client.config_set("maxmemory", 0)
+            if refusal != "busy":  # a busy server answers this test's reads BUSY too
+                assert not store.client.keys(f"{settings.namespace}:*:seen:*")  # not even a marker
+        except BaseException:
+            stop.set()
+            raise
+    try:
         deadline = time.monotonic() + 10
         while consumer.stats.acked < len(records) and time.monotonic() < deadline:
             time.sleep(0.05)
