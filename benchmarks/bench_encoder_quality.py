@@ -1,7 +1,7 @@
 """Retrieval quality of each encoder backend against the torch fp32 reference. A script, not a test:
 
     python benchmarks/bench_encoder_quality.py --world worlds/tiny [--beir ../shared/data/ir/cisi]
-                                               [--backends torch,onnx-fp32,onnx-int8[,onnx-int8-all]]
+                                               [--backends torch,onnx-fp32,onnx-int8[,...]]
                                                [--paired] [--work DIR] [--json]
 
 For each backend (both encoders switched together) the SPLADE and dense indexes are built from scratch in a
@@ -12,7 +12,8 @@ split (``evaluate_beir``). Prints each value and its difference from torch; the 
 ``--paired`` (with ``--beir``) also scores every judged query of the collection and prints each backend's
 difference from torch with a 95% paired-bootstrap interval, over all judged queries and over the test split:
 how far a mean over a few dozen queries can move without any real change. ``onnx-int8-all`` quantises every
-layer (the default keeps the dense encoder's first layer fp32). ``--json`` prints
+product unsmoothed; ``onnx-int8-layer0`` keeps the first layer fp32, the dense default before the smoothing
+(SPLADE's default was every product int8). ``--json`` prints
 ``{"backends": {label: metrics}, "paired": {label: differences}}``.
 """
 

@@ -74,12 +74,14 @@ def feature_fingerprint(settings: FeatureStoreSettings) -> str:
 
 
 def package_digest(module_file: str) -> str:
-    """A hash of every Python file of the package holding ``module_file``: its code decides the values a
-    cached training set holds (the features package's, the retrieval package's for the ``rel_*`` columns)."""
+    """A hash of every file of the package holding ``module_file``, its data included (the encoders'
+    calibration texts): its code decides the values a cached training set holds (the features package's,
+    the retrieval package's for the ``rel_*`` columns)."""
     h = hashlib.sha256()
-    for path in sorted(Path(module_file).parent.rglob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    for path in sorted(Path(module_file).parent.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -83,7 +83,11 @@ def precision_identity(quantised: dict | None) -> str:
     if quantised["fp32_feed_forward_out"]:
         parts.append(";fp32ffo" + "-".join(map(str, quantised["fp32_feed_forward_out"])))
     if quantised["smoothing"]:
-        parts.append(f";sq{quantised['smoothing']:g}")
+        from retrieval.encoders.smoothing import calibration_digest
+
+        # The digest: other calibration texts or another smoothing rule give other vectors, from the same
+        # settings. Bumping INT8_IDENTITY by hand would be easy to forget for a data file.
+        parts.append(f";sq{quantised['smoothing']!r}c{calibration_digest()}")
     return "".join(parts)
 
 
@@ -209,8 +213,8 @@ def quantise(
     missing = [k for k in fp32_feed_forward_out if not feed_forward_out_matmuls(graph, [k])]
     if missing:
         raise ValueError(
-            f"fp32_feed_forward_out {missing} match no MatMul of {source} "
-            "(names with /layer.<k>/output/dense/)"
+            f"fp32_feed_forward_out {missing} match no MatMul of {source} (names with "
+            "/layer.<k>/output/dense/, as in BERT; set the encoder's fp32_feed_forward_out: [])"
         )
     keep = layer_matmuls(graph, fp32_layers) + feed_forward_out_matmuls(graph, fp32_feed_forward_out)
 
@@ -227,7 +231,7 @@ def quantise(
             per_channel=QUANTISATION["per_channel"],
             reduce_range=QUANTISATION["reduce_range"],
             nodes_to_exclude=keep,
-            # The fused graph's contrib ops (Attention, SkipLayerNormalization) have no ONNX shape inference,
+            # The fused graph's contrib ops (Attention, BiasGelu) have no ONNX shape inference,
             # so the tensors after them have no recorded type: every float tensor here is fp32.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )

@@ -7,10 +7,13 @@ Out: the same module, each layer's feed-forward input product (``intermediate.de
 Why: the input of that product is a layer norm's output, and in all-MiniLM-L6-v2 a few of its 384 channels
 run 13-15x the median channel's range (the same channels in every layer). int8 runs quantise an activation
 with one scale per tensor, chosen at run time, so those few channels spend the steps the others need; the
-weights are quantised per output channel ahead of time and absorb a wider input range cheaply. The scale
-``s_j = max|x_j|^alpha / max|W_j|^(1 - alpha)`` (Xiao et al., 2022) splits each channel's range between the
-two. The ranges are measured on ``calibration.txt``, general text shipped beside this module, so an export
-depends on the checkpoint and this package only (the cache fingerprint covers the file).
+weights are quantised per output channel ahead of time. Scaling an input channel's weights up widens every
+output channel's range a little; the scale ``s_j = max|x_j|^alpha / max|W_j|^(1 - alpha)`` (Xiao et al.,
+2022) splits each channel's range between the two. Each scale is rounded to a power of two, so ``x / s`` and
+``s * W`` are exact in fp32: the smoothed function is the checkpoint's to the bit, and a last-bit difference
+in the measured ranges (another CPU's kernels) rarely moves a scale. The ranges are measured on
+``calibration.txt``, general text shipped beside this module, so an export depends on the checkpoint and
+this package only (the export cache and the index identity carry ``calibration_digest``).
 
 Only the feed-forward input is smoothed. The attention's input ranges are 3-5x the median, and smoothing the
 feed-forward output product (after GELU) cost fidelity here; docs/retrieval.md has the measurements.
@@ -18,6 +21,7 @@ feed-forward output product (after GELU) cost fidelity here; docs/retrieval.md h
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,13 @@ class ScaledInput(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x * self.inverse)
+
+
+def calibration_digest() -> str:
+    """Eight hex digits of this module and the calibration texts: what the smoothing depends on."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(CALIBRATION.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def calibration_texts(path: Path = CALIBRATION) -> list[str]:
@@ -95,14 +106,15 @@ def smooth_feed_forward(module: torch.nn.Module, tokenizer: Any, alpha: float) -
     linears = feed_forward_inputs(module)
     if not linears:
         raise ValueError(
-            f"no feed-forward product named '*{FEED_FORWARD_IN}' to smooth in this checkpoint "
-            "(set the encoder's smoothing: 0)"
+            f"no feed-forward product named '*{FEED_FORWARD_IN}' to smooth in this checkpoint: the int8 "
+            "refinements name BERT's products; set the encoder's smoothing: 0 and fp32_feed_forward_out: []"
         )
     ranges = input_ranges(module, tokenizer, linears, calibration_texts())
     for name, linear in linears.items():
         weights = linear.weight.detach().abs().amax(dim=0)  # (in,): torch keeps (out, in)
         # Clamped: a channel no calibration text reached (or a zero weight column) keeps a finite scale.
         scale = ranges[name].clamp(min=1e-5) ** alpha / weights.clamp(min=1e-5) ** (1.0 - alpha)
+        scale = torch.exp2(torch.round(torch.log2(scale)))
         parent, _, attribute = name.rpartition(".")
         setattr(module.get_submodule(parent), attribute, ScaledInput(linear, scale))
     return len(linears)

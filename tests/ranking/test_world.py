@@ -23,6 +23,7 @@ from ranking.training_cache import (
     CACHE_SUFFIX,
     data_signature,
     feature_fingerprint,
+    package_digest,
     rows_between,
     training_table,
 )
@@ -140,6 +141,22 @@ def test_cache_is_reused_and_keyed(source: WorldSource, tiny_world: Path) -> Non
     assert feature_fingerprint(base) != feature_fingerprint(
         base.model_copy(update={"interest_half_life_hours": 3.0})
     )
+
+
+def test_a_package_digest_covers_its_data_files_and_not_its_bytecode(tmp_path: Path) -> None:
+    """The retrieval package's digest keys cached training sets: its calibration texts change the dense
+    vectors (and so the rel_* columns) as much as its code does."""
+    package = tmp_path / "pkg" / "encoders"
+    package.mkdir(parents=True)
+    (tmp_path / "pkg" / "asof.py").write_text("x = 1\n")
+    (package / "calibration.txt").write_text("one text\n")
+    module = str(tmp_path / "pkg" / "asof.py")
+    before = package_digest(module)
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "smoothing.cpython-311.pyc").write_bytes(b"compiled")
+    assert package_digest(module) == before
+    (package / "calibration.txt").write_text("another text\n")
+    assert package_digest(module) != before
 
 
 def test_cache_keeps_the_most_recently_used_entries_of_a_range(tmp_path: Path, tiny_world: Path) -> None:

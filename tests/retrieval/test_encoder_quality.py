@@ -9,9 +9,10 @@ query's top 10 of 48 tiny-world blocks, int8 against torch.
 - Tiny world: recall@100 of SPLADE and dense, each built and scored as ``evaluate_world`` does. The default
   backend (ONNX int8) shares the session's index folder with the conformance tests (same fingerprint).
 - CISI (``../shared/data``, skipped when absent): nDCG@10 and recall@100 on the test split against the torch
-  values in cisi_expected.yaml. Measured on a Zen 4 EPYC (benchmarks/bench_encoder_quality.py): ONNX fp32
-  equal to torch to 4 decimals; int8 nDCG@10 +0.0024 (SPLADE) and -0.0004 (dense, layer 0 fp32), recall@100
-  -0.0074 and +0.0017. On 42 queries a recall@100 difference has a 95% interval about 0.025 wide
+  values in cisi_expected.yaml. Measured on a Zen 4 EPYC (benchmarks/bench_encoder_quality.py, the fifth
+  session, when the dense default kept layer 0 fp32): ONNX fp32 equal to torch to 4 decimals; int8 nDCG@10
+  +0.0024 (SPLADE) and -0.0004 (dense), recall@100 -0.0074 and +0.0017. On 42 queries a recall@100
+  difference has a 95% interval about 0.025 wide
   (``--paired``): a failure by a few thousandths on another CPU may be noise; docs/retrieval.md has them.
 """
 
