@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_encoders import LAYER0_FP32, PLAIN_INT8
+from bench_encoders import LAYER0_FP32
 
-from retrieval.config import RetrievalSettings
+from retrieval.config import PLAIN_INT8, RetrievalSettings
 from retrieval.evaluate import beir_per_query, evaluate_beir, evaluate_world
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

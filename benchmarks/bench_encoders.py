@@ -29,7 +29,7 @@ import numpy as np
 
 from data.layout import DataLayout
 from data.threads import all_cores
-from retrieval.config import RetrievalSettings
+from retrieval.config import PLAIN_INT8, RetrievalSettings
 from retrieval.corpus import block_passages
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.encoders.splade import SpladeEncoder
@@ -37,15 +37,7 @@ from retrieval.encoders.splade import SpladeEncoder
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 Encode = Callable[[Sequence[str]], object]
-# Every matrix product int8 and nothing smoothed; and that with the first layer fp32 (the dense default
-# until the smoothing). bench_encoder_quality.py compares the same variants.
-PLAIN_INT8 = {
-    "backend": "onnx",
-    "int8": True,
-    "fp32_layers": (),
-    "fp32_feed_forward_out": (),
-    "smoothing": 0.0,
-}
+# The dense default until the smoothing (bench_encoder_quality.py compares the same variants).
 LAYER0_FP32 = {**PLAIN_INT8, "fp32_layers": (0,)}
 
 

@@ -66,6 +66,17 @@ class _TransformerConfig(_Config):
         return tuple(sorted(set(layers)))
 
 
+# The int8 export with none of its refinements (every matrix product int8, nothing smoothed): the variant the
+# encoder benchmarks and tests hold the defaults against.
+PLAIN_INT8: dict[str, object] = {
+    "backend": "onnx",
+    "int8": True,
+    "fp32_layers": (),
+    "fp32_feed_forward_out": (),
+    "smoothing": 0.0,
+}
+
+
 class SpladeSettings(_TransformerConfig):
     type: Literal["splade"] = "splade"
     model: str | None = Field(

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from data.layout import DataLayout
 from retrieval.base import Passage
-from retrieval.config import DenseSettings, SpladeSettings
+from retrieval.config import PLAIN_INT8, DenseSettings, SpladeSettings
 from retrieval.encoders.batching import length_batches
 from retrieval.encoders.dense import DenseEncoder
 from retrieval.encoders.loading import default_dense_path, default_splade_path, load_tokenizer
@@ -273,15 +273,6 @@ def test_fp32_parts_that_match_no_matmul_fail_clearly(tmp_path: Path) -> None:
         DenseSettings(smoothing=1.5)
     assert DenseSettings(fp32_layers=(1, 0, 1)).fp32_layers == (0, 1)  # one spelling per set
     assert DenseSettings(fp32_feed_forward_out=(2, 0, 2)).fp32_feed_forward_out == (0, 2)
-
-
-PLAIN_INT8 = {
-    "backend": "onnx",
-    "int8": True,
-    "fp32_layers": (),
-    "fp32_feed_forward_out": (),
-    "smoothing": 0.0,
-}
 
 
 def test_the_dense_default_brings_int8_closer_to_fp32(dense_reference: np.ndarray, texts: list[str]) -> None:
