@@ -20,6 +20,7 @@ cores (docs/retrieval.md, "Tenth session"): one query on one thread, dense 2.44 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -51,6 +52,8 @@ UNFUSED = ("SkipLayerNormFusion",)
 # unfused int8 graph, or with the residual layer norms fused (vectors that differ in the last digits, which
 # can move a rounded SPLADE impact), are rebuilt.
 INT8_IDENTITY = ";int8w7qa;ln"
+# What the smoothing's vectors depend on besides the settings (retrieval.encoders.smoothing).
+SMOOTHING_FILES = ("smoothing.py", "calibration.txt")
 # Architectures whose graphs the transformer optimizer fuses as "bert" (both shipped encoders are BERTs).
 FUSED_MODEL_TYPES = frozenset({"bert"})
 
@@ -83,12 +86,19 @@ def precision_identity(quantised: dict | None) -> str:
     if quantised["fp32_feed_forward_out"]:
         parts.append(";fp32ffo" + "-".join(map(str, quantised["fp32_feed_forward_out"])))
     if quantised["smoothing"]:
-        from retrieval.encoders.smoothing import calibration_digest
-
         # The digest: other calibration texts or another smoothing rule give other vectors, from the same
         # settings. Bumping INT8_IDENTITY by hand would be easy to forget for a data file.
-        parts.append(f";sq{quantised['smoothing']!r}c{calibration_digest()}")
+        parts.append(f";sq{quantised['smoothing']!r}c{files_digest(*SMOOTHING_FILES)[:8]}")
     return "".join(parts)
+
+
+def files_digest(*names: str) -> str:
+    """sha256 (hex) over files of this folder, code or data, in the order given; imports nothing (no torch
+    to name an index or find a cached export)."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()
 
 
 def feed_forward_out_matmuls(graph: Any, layers: Sequence[int]) -> list[str]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from retrieval import fingerprint
 from retrieval.encoders.loading import model_identity
-from retrieval.encoders.onnx_export import INPUTS, OPSET, OUTPUT, Pooling
+from retrieval.encoders.onnx_export import INPUTS, OPSET, OUTPUT, SMOOTHING_FILES, Pooling, files_digest
 from retrieval.errors import ModelLoadError
 
 FORMAT_VERSION = 1
@@ -60,10 +60,7 @@ def _version(package: str) -> str:
 def export_code() -> str:
     """A digest of the code that writes the graph (pooling heads, export steps, the smoothing and its
     calibration texts): changing any of it re-exports."""
-    digest = hashlib.sha256()
-    for module in ("pooling.py", "onnx_export.py", "smoothing.py", "calibration.txt"):
-        digest.update((Path(__file__).parent / module).read_bytes())
-    return digest.hexdigest()[:16]
+    return files_digest("pooling.py", "onnx_export.py", *SMOOTHING_FILES)[:16]
 
 
 # The CPU extensions ONNX Runtime's x86 kernels choose between (Linux's /proc/cpuinfo names).

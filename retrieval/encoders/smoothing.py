@@ -11,9 +11,9 @@ weights are quantised per output channel ahead of time. Scaling an input channel
 output channel's range a little; the scale ``s_j = max|x_j|^alpha / max|W_j|^(1 - alpha)`` (Xiao et al.,
 2022) splits each channel's range between the two. (Scales rounded to powers of two, exact in fp32, cost
 CISI's dense recall@100 0.023 against torch, outside the quality tests' 0.01: not kept; docs/retrieval.md.)
-The ranges are measured on
-``calibration.txt``, general text shipped beside this module, so an export depends on the checkpoint and
-this package only (the export cache and the index identity carry ``calibration_digest``).
+The ranges are measured on ``calibration.txt``, general text shipped beside this module, so an export
+depends on the checkpoint and this package only (the export cache and the index identity carry a digest of
+both files: ``onnx_export.SMOOTHING_FILES``).
 
 Only the feed-forward input is smoothed. The attention's input ranges are 3-5x the median, and smoothing the
 feed-forward output product (after GELU) cost fidelity here; docs/retrieval.md has the measurements.
@@ -21,7 +21,6 @@ feed-forward output product (after GELU) cost fidelity here; docs/retrieval.md h
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +43,6 @@ class ScaledInput(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x * self.inverse)
-
-
-def calibration_digest() -> str:
-    """Eight hex digits of this module and the calibration texts: what the smoothing depends on."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(CALIBRATION.read_bytes())
-    return digest.hexdigest()[:8]
 
 
 def calibration_texts(path: Path = CALIBRATION) -> list[str]:
