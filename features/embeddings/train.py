@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from data.days import Progress
+from data.torch_optim import adam
 from data.torch_ranks import all_sum
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.encode import model_inputs, user_vectors
@@ -84,7 +85,7 @@ def optimisers_for(model: Encoder, settings: EmbeddingSettings) -> list[torch.op
     dense = [p for p in model.parameters() if not (model.items.sparse and p is table)]
     out: list[torch.optim.Optimizer] = []
     if dense:
-        out.append(torch.optim.Adam(dense, lr=settings.lr, weight_decay=settings.weight_decay))
+        out.append(adam(dense, lr=settings.lr, weight_decay=settings.weight_decay))
     if model.items.sparse:
         out.append(torch.optim.SparseAdam([table], lr=settings.lr))
     return out

@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from data.torch_optim import adam
 from data.torch_ranks import all_sum, flat_gradients, set_gradients
 from ranking.config import TorchTrainSettings
 from ranking.nn.nets import ScoringNet
@@ -65,7 +66,7 @@ def train_rank(
     rank = dist.get_rank()
     torch.manual_seed(seed + rank)  # dropout and noise: other draws on each rank, as on other lists
     rng = np.random.default_rng([seed, rank])
-    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimiser = adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
     lists = np.flatnonzero(sums > 0)
     sizes = train.data.list_sizes

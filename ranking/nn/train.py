@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
+from data.torch_optim import adam
 from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
 from ranking.evaluate import per_list_metrics, weighted_dcg
@@ -163,7 +164,7 @@ def train_net(
     """Fit ``net`` in place; returns what happened (epochs, best epoch and metric, seconds, lists/s)."""
     torch.manual_seed(seed)  # dropout, noise and initial weights of lazily built layers
     rng = np.random.default_rng(seed)
-    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimiser = adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sums = np.add.reduceat(train.data.labels, train.data.offsets[:-1])
     lists = np.flatnonzero(sums > 0)
     metric = stop_metric(cfg)
