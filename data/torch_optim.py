@@ -1,4 +1,4 @@
-"""The optimiser every torch trainer here steps with: rankers and M3, in one process or as a data-parallel rank.
+"""The optimiser every torch trainer steps with: rankers and M3, in one process or as a data-parallel rank.
 
 In: parameters and their settings. Out: a ``torch.optim.Adam``.
 """
