@@ -13,6 +13,7 @@ features as retrieval scored the block then.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -93,9 +94,14 @@ def build_training_set(
     retrieval: RetrievalReplay | None = None,
     candidates: int = 0,
     labels_through: date | None = None,
+    sample: float = 1.0,
 ) -> pa.Table:
     """One row per shown (impression, block) for impressions on days [start, end], plus, with
     ``retrieval`` and ``candidates`` > 0, one per unshown block among the query's top ``candidates``.
+
+    ``sample`` < 1 keeps the rows of that share of the requests (``sampled_requests``: by request id, so
+    every build keeps the same ones); the replay still applies every event, so a kept row is the row the
+    whole build gives.
 
     Labels join the interactions logged through ``labels_through`` (default ``end``): a part of a longer
     range (``features.dataset_parts``) labels its rows as the whole range's build would.
@@ -120,6 +126,10 @@ def build_training_set(
     blocks_for = _shown_blocks
     if retrieval is not None and candidates > 0:
         blocks_for = _CandidateLists(retrieval, candidates, catalog)
+    only = None
+    if sample < 1.0:
+        ids = imps["request_id"].to_pylist()
+        only = {r for r, kept in zip(ids, sampled_requests(ids, sample), strict=True) if kept}
     for event, blocks, features in point_in_time_rows(
         imps,
         acts,
@@ -131,12 +141,28 @@ def build_training_set(
         vectors=vectors,
         progress=progress,
         retrieval=retrieval,
+        only=only,
     ):
         # float32 as kept: the table's feature columns are float32 (categoricals small integers, exact), and
         # 3.3 million float64 rows held twice (list, then concatenated) were 5 GB of the small world's peak.
         rows.append(features.astype(np.float32))
         meta.append((event, blocks))
     return _assemble(rows, meta, imps, labels)
+
+
+def sampled_requests(request_ids: Sequence[str], share: float) -> np.ndarray:
+    """Which requests a training set sampled down to ``share`` keeps (a bool per id): those whose id hashes
+    (blake2b, 8 bytes) below ``share`` of the range. A pure function of the id, so the in-process build, the
+    engine's parts and a rebuild keep the same requests, whatever the order or split they see them in."""
+    bound = int(share * 2**64)
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(r.encode("utf-8"), digest_size=8).digest(), "little") < bound
+            for r in request_ids
+        ),
+        dtype=bool,
+        count=len(request_ids),
+    )
 
 
 def _shown_blocks(event: ImpressionEvent) -> tuple[str, ...]:
@@ -171,12 +197,14 @@ def point_in_time_rows(
     vectors: DailyVectors | None = None,
     progress: Progress | None = None,
     retrieval: RetrievalReplay | None = None,
+    only: set[str] | None = None,
 ) -> Iterator[tuple[ImpressionEvent, tuple[str, ...], np.ndarray]]:
     """The replay behind every point-in-time table: each impression on days [start, end] for which
     ``blocks_for`` names blocks (None: skipped), with those blocks' feature rows (``FEATURES`` order) as of
     the request's time. Training sets take the shown blocks; offline estimates take the blocks another
     policy would have shown. With ``retrieval``, each request also carries what retrieval scored its
-    blocks as of the request (the ``rel_*`` features).
+    blocks as of the request (the ``rel_*`` features). ``only``: the request ids to give rows for (None:
+    every one); the others are replayed all the same.
     """
     report = progress or (lambda stage, done, total: None)
     if vectors is not None:  # a copy: the caller's catalogue keeps its own vectors
@@ -187,11 +215,17 @@ def point_in_time_rows(
     if retrieval is not None:  # the queries of days [start, end], batched: not those of the whole history
         ts = pc.cast(imps["ts"], pa.int64())
         days = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+        if only is not None:
+            days = pc.and_(days, pc.is_in(imps["request_id"], value_set=pa.array(list(only), pa.string())))
         retrieval.warm(pc.unique(imps.filter(days)["query"]).to_pylist())
     total = imps.num_rows + acts.num_rows
     pending: list[tuple[ImpressionEvent, Request, list[dict]]] = []
     for i, event in enumerate(in_time_order(imps, acts)):
-        if isinstance(event, ImpressionEvent) and lo <= event.ts_ms < hi:
+        if (
+            isinstance(event, ImpressionEvent)
+            and lo <= event.ts_ms < hi
+            and (only is None or event.request_id in only)
+        ):
             blocks = blocks_for(event)
             if blocks is not None:
                 day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()

@@ -30,7 +30,7 @@ from data.io import write_parquet_atomic
 from data.layout import DataLayout, EventKind
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
-from features.dataset import RetrievalReplay, build_training_set, empty_training_table
+from features.dataset import RetrievalReplay, build_training_set, empty_training_table, sampled_requests
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -113,10 +113,12 @@ def build_training_set_on_engine(
     candidates: int = 0,
     progress: Progress | None = None,
     max_parts: int | None = None,
+    sample: float = 1.0,
 ) -> pa.Table:
     """``build_training_set`` over [start, end], one task per part on ``client``'s workers (at most
     ``max_parts`` parts); the parts' files stay in ``folder`` for a rerun (the caller removes it once the
-    whole table is kept)."""
+    whole table is kept). ``sample``: the share of the requests whose rows are kept, as in
+    ``build_training_set``."""
     from distributed import as_completed
 
     report = progress or (lambda stage, done, total: None)
@@ -134,7 +136,7 @@ def build_training_set_on_engine(
     before = events[0] - imps.get(days[0], 0) - acts.get(days[0], 0)
     workers = max(1, len(client.scheduler_info()["workers"]))
     ranges = plan_parts(
-        [imps.get(d, 0) for d in days], events, min(workers, max_parts or workers), before=before
+        [imps.get(d, 0) * sample for d in days], events, min(workers, max_parts or workers), before=before
     )
     folder = folder.resolve()  # a remote worker resolves a relative path against its own directory
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,7 +145,7 @@ def build_training_set_on_engine(
     if retrieval is not None and len(ranges) > 1:
         # Parts share many queries: their text runs are computed once, split over the workers, and every
         # part reads them from files (it then loads no index or encoder of its own).
-        runs = _shared_text_runs(client, layout, days[0], days[-1], retrieval, folder, workers)
+        runs = _shared_text_runs(client, layout, days[0], days[-1], retrieval, folder, workers, sample)
         report("training-set text runs", len(runs), len(runs))
     # Sent once, not pickled into every task: the catalogue and every day's M3 vectors are large.
     shared = client.scatter([catalog, vectors], broadcast=True, hash=False)
@@ -159,6 +161,7 @@ def build_training_set_on_engine(
             retrieval,
             runs,
             candidates,
+            sample,
             str(folder / f"part_{days[first]}_{days[last]}.parquet"),
             pure=False,
         )
@@ -188,11 +191,15 @@ def _shared_text_runs(
     retrieval: RetrievalReplay,
     folder: Path,
     shards: int,
+    sample: float,
 ) -> list[str]:
-    """The text runs of the range's queries, one file per worker's share (a file a rerun finds is kept)."""
+    """The text runs of the range's (sampled) requests' queries, one file per worker's share (a file a rerun
+    finds is kept)."""
     from distributed import wait
 
     imps = layout.read_events("impressions", start=start, end=end, validate_rows=False)
+    if sample < 1.0:
+        imps = imps.filter(sampled_requests(imps["request_id"].to_pylist(), sample))
     queries = sorted(pc.unique(imps["query"]).to_pylist())
     shards = max(1, min(shards, len(queries)))
     paths = [str(folder / f"text-runs-{i}-of-{shards}.parquet") for i in range(shards)]
@@ -230,6 +237,7 @@ def _build_part(
     retrieval: RetrievalReplay | None,
     runs: list[str],
     candidates: int,
+    sample: float,
     path: str,
 ) -> str:
     """One part's rows written to ``path`` (kept when a rerun finds it: parts are pure functions of the
@@ -248,6 +256,7 @@ def _build_part(
         retrieval=retrieval,
         candidates=candidates,
         labels_through=labels_through,
+        sample=sample,
     )
     write_parquet_atomic(table, path)  # a part is whole or absent
     return path

@@ -110,6 +110,7 @@ def training_table(
     retrieval: RetrievalReplay | None = None,
     candidates: int = 0,
     engine: EngineSettings | None = None,
+    max_requests: int | None = None,
 ) -> tuple[pa.Table, bool]:
     """The point-in-time training set of days [start, end] and whether it came from the cache.
 
@@ -125,6 +126,10 @@ def training_table(
 
     ``engine``: the days are built in parts on the engine (``features.dataset_parts``) when it has more than
     one worker and the range more than one day; the table is the same row for row.
+
+    ``max_requests``: when the range logged more impressions, the rows of a share of them
+    (``request_sample``), drawn by request id; the share enters the key and the schema metadata
+    (``request_sample``).
     """
     from features.block_attributes import BlockAttributes
     from features.dataset import build_training_set
@@ -132,6 +137,9 @@ def training_table(
     embeddings = embeddings or EmbeddingSettings()
     m3 = {k: v for k, v in embeddings.model_dump(mode="json").items() if k not in _EMBEDDING_IRRELEVANT}
     replay = f"{retrieval.key}|{candidates}" if retrieval is not None else "none"
+    sample = request_sample(layout, start, end, max_requests)
+    if sample < 1.0:  # the key of an unsampled table stays what it was before sampling existed
+        replay += f"|sample {sample!r}"
     identity = (feature_fingerprint(settings), json.dumps(m3, sort_keys=True), data_signature(layout), replay)
     key = hashlib.sha256("|".join(identity).encode()).hexdigest()
     folder = layout.root / CACHE_DIR
@@ -177,6 +185,7 @@ def training_table(
                 vectors=vectors,
                 retrieval=retrieval,
                 candidates=candidates,
+                sample=sample,
             )
         finally:
             if not cache:  # a scratch folder: nothing to resume from
@@ -192,9 +201,12 @@ def training_table(
             vectors=vectors,
             retrieval=retrieval,
             candidates=candidates,
+            sample=sample,
         )
     models = json.dumps(vectors.models if vectors else []).encode()
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"m3_models": models})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"m3_models": models, b"request_sample": repr(sample).encode()}
+    )
     if cache:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -205,6 +217,15 @@ def training_table(
         if parts_dir is not None:  # the parts are kept until the whole table is: a failure above resumes
             shutil.rmtree(parts_dir, ignore_errors=True)
     return table, False
+
+
+def request_sample(layout: DataLayout, start: date, end: date, max_requests: int | None) -> float:
+    """The share of the impressions logged on days [start, end] a training set keeps rows for: all of them
+    (1.0) up to ``max_requests`` (None: no bound), else ``max_requests`` over their number."""
+    if max_requests is None:
+        return 1.0
+    logged = sum(layout.day_rows("impressions", d) for d in layout.days("impressions") if start <= d <= end)
+    return 1.0 if logged <= max_requests else max_requests / logged
 
 
 def _evict(folder: Path, start: date, end: date, keep: int) -> None:
@@ -272,6 +293,7 @@ def _on_engine(
     vectors: DailyVectors | None,
     retrieval: RetrievalReplay | None,
     candidates: int,
+    sample: float,
 ) -> pa.Table:
     """``build_training_set`` in at most ``max_parts`` parts on the engine, into ``parts`` (named by the
     cache key, so a rerun after a failure builds only the missing parts)."""
@@ -295,4 +317,5 @@ def _on_engine(
             retrieval=retrieval,
             candidates=candidates,
             max_parts=max_parts,
+            sample=sample,
         )

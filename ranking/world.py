@@ -233,6 +233,7 @@ class WorldSource:
                 retrieval=self.retrieval,
                 candidates=self.world.candidates if self.candidate_lists else 0,
                 engine=self.engine,
+                max_requests=self.world.max_requests,
             )
         return self._table
 

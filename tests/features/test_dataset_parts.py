@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from data.engine import EngineSettings, engine_client
 from data.errors import ConfigError
 from data.layout import DataLayout
 from features.config import FeatureStoreSettings
-from features.dataset import build_training_set
+from features.dataset import build_training_set, sampled_requests
 from features.dataset_parts import build_training_set_on_engine, plan_parts
 from search.jobs.training import LazyReplay
 from search.settings import Settings
@@ -72,7 +73,7 @@ class Build:
     features: FeatureStoreSettings
     replay: LazyReplay
 
-    def on(self, client: Client, folder: Path) -> pa.Table:
+    def on(self, client: Client, folder: Path, sample: float = 1.0) -> pa.Table:
         return build_training_set_on_engine(
             client,
             self.layout,
@@ -82,6 +83,7 @@ class Build:
             folder,
             retrieval=self.replay,
             candidates=6,
+            sample=sample,
         )
 
 
@@ -100,6 +102,23 @@ def single(build: Build) -> pa.Table:
     )
     assert table.num_rows > 0 and (table["position"].to_numpy() == 0).any()
     return table
+
+
+def requests_of(table: pa.Table, share: float) -> pa.Table:
+    """``table``'s rows of the requests a sample of ``share`` keeps."""
+    ids = sorted(set(table["request_id"].to_pylist()))
+    kept = [r for r, keep in zip(ids, sampled_requests(ids, share), strict=True) if keep]
+    assert 0.3 * len(ids) < len(kept) < 0.7 * len(ids)
+    return table.filter(pc.is_in(table["request_id"], value_set=pa.array(kept, pa.string())))
+
+
+def test_a_sample_of_requests_keeps_the_whole_builds_rows_of_them(build: Build, single: pa.Table) -> None:
+    """Sampled requests are replayed with every event: their rows (features, candidates, labels) are those
+    of the whole build, and only theirs."""
+    sampled = build_training_set(
+        build.layout, build.start, build.end, build.features, retrieval=build.replay, candidates=6, sample=0.5
+    )
+    assert sampled.equals(requests_of(single, 0.5))
 
 
 def test_rows_computed_many_requests_at_once_equal_rows_computed_alone(
@@ -162,6 +181,9 @@ def test_two_workers_build_the_single_process_table(build: Build, single: pa.Tab
         again = build.on(client, folder)
         assert again.equals(single)
         assert kept.stat().st_mtime_ns == stamp and lost.is_file()
+
+        # A sample of the requests, in parts: the parts' text runs and rows cover the kept requests only.
+        assert build.on(client, tmp_path / "sampled", sample=0.5).equals(requests_of(single, 0.5))
 
 
 def test_a_worker_killed_mid_part_is_retried(build: Build, single: pa.Table, tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from data.layout import DataLayout
 from data.logstats import click_counts, query_click_entropy
 from features.config import FeatureStoreSettings
+from features.dataset import sampled_requests
 from features.definitions import FEATURES
 from ranking.config import WorldTrainingSettings
 from ranking.errors import WorldDataError
@@ -203,6 +206,27 @@ def test_an_unreadable_cache_entry_is_built_again(tmp_path: Path, tiny_world: Pa
     again, from_cache = training_table(layout, day, day, FeatureStoreSettings())
     assert not from_cache and again.equals(built)
     assert training_table(layout, day, day, FeatureStoreSettings())[1]  # rewritten whole: reused again
+
+
+def test_a_range_over_max_requests_keeps_a_sample_of_its_requests(tmp_path: Path, tiny_world: Path) -> None:
+    world = tmp_path / "w"
+    shutil.copytree(tiny_world, world, ignore=shutil.ignore_patterns(".cache", "truth"))
+    layout = DataLayout(world)
+    day = layout.days("impressions")[1]
+    logged = layout.day_rows("impressions", day)
+    whole, from_cache = training_table(layout, day, day, FeatureStoreSettings())
+    assert not from_cache and whole.schema.metadata[b"request_sample"] == b"1.0"
+    # A bound the range does not pass samples nothing: the same table, from the same cache entry.
+    assert training_table(layout, day, day, FeatureStoreSettings(), max_requests=logged)[1]
+    half, from_cache = training_table(layout, day, day, FeatureStoreSettings(), max_requests=logged // 2)
+    assert not from_cache  # another key
+    share = (logged // 2) / logged
+    assert float(half.schema.metadata[b"request_sample"]) == share
+    ids = sorted(set(whole["request_id"].to_pylist()))
+    kept = [r for r, keep in zip(ids, sampled_requests(ids, share), strict=True) if keep]
+    assert 0 < len(kept) < len(ids) and sorted(set(half["request_id"].to_pylist())) == kept
+    assert half.equals(whole.filter(pc.is_in(whole["request_id"], value_set=pa.array(kept, pa.string()))))
+    assert training_table(layout, day, day, FeatureStoreSettings(), max_requests=logged // 2)[1]
 
 
 def test_data_signature_changes_with_the_logs(tmp_path: Path, tiny_world: Path) -> None:
