@@ -184,6 +184,8 @@ def train_world_ranker(
             "valid": f"{split.valid[0]}..{split.valid[1]}",
             "train_lists": train.data.n_lists,
             "train_rows": train.data.n_rows,
+            # The share of the range's requests the training set kept (ranking.world.max_requests).
+            "request_sample": float((source.table().schema.metadata or {}).get(b"request_sample", b"1.0")),
         },
         "features": {
             "personalized": personalized,

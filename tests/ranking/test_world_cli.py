@@ -74,6 +74,17 @@ def test_train_validate_and_warm_start(world: Path, tmp_path: Path) -> None:
     meta = manifest["metadata"]
     assert meta["data_range"]["train"] == f"{train_day}..{train_day}"
     assert meta["features"]["personalized"] is True and "ndcg@10" in meta["metrics"]["valid"]
+    assert meta["data_range"]["request_sample"] == 1.0
+    # A range over ranking.world.max_requests trains on a share of its requests, and the model says so.
+    few = tmp_path / "few"
+    sampled = run(
+        "train", "ranker", "--model", "linear", "--world", str(world), registry=few,
+        extra={"SMARTBLOCK_RANKING__WORLD__MAX_REQUESTS": "2000"},
+    )  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr
+    kept = json.loads((few / "ranker" / "versions" / "v0001" / "manifest.json").read_text())["metadata"]
+    assert 0.2 < kept["data_range"]["request_sample"] < 0.8
+    assert 0 < kept["data_range"]["train_lists"] < meta["data_range"]["train_lists"]
     checked = run("models", "validate", "ranker", "v0001", "--world", str(world), "--json", registry=reg)
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["passed"] is True
