@@ -1,7 +1,7 @@
 """Point-in-time training sets (what `train ranker` and quickstart build) in this process and in day parts on
 the engine (a local Dask cluster of 1 and of N workers):
 
-    python benchmarks/bench_training_set.py --world worlds/small [--days 0] [--workers 2] [--json]
+    python benchmarks/bench_training_set.py --world worlds/small [--days 0] [--workers 2] [--sample S]
 
 The range is the world's training range as quickstart plans it (the days after warmup; ``--days N``: the last
 N of them), with the settings' retrieval replay and candidates (``ranking.world``), as `train ranker` builds
@@ -10,7 +10,8 @@ second, the ratio to the in-process run and to the 1-worker engine run (both in 
 other), the peak resident memory of this process and its children (sampled every 0.2 s), and, for engine
 runs, the parts and when the first (earliest days) was done: near the total when ``plan_parts`` balanced
 them. Every run's table is checked equal to the in-process one. A batch job has no request latency: its
-p50/p99 are the parts'.
+p50/p99 are the parts'. ``--sample S`` keeps the rows of that share of the requests (what
+``ranking.world.max_requests`` does to a longer range): the replay is then a larger share of the work.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--world", type=Path, required=True)
     parser.add_argument("--days", type=int, default=0, help="The last N days of the training range; 0: all.")
     parser.add_argument("--workers", type=int, default=0, help="Workers of the larger cluster; 0: all cores.")
+    parser.add_argument("--sample", type=float, default=1.0, help="Share of requests kept.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,6 +95,8 @@ def main() -> None:
     start, end = days[0], days[-1]
     workers = args.workers or all_cores()
     build = {"features": settings.features, "candidates": world.candidates if world.relevance else 0}
+    if not 0 < args.sample <= 1:
+        raise SystemExit(f"--sample must be in (0, 1], got {args.sample}")
 
     def replay() -> LazyReplay | None:  # a fresh one per run: each run loads and warms its own
         return LazyReplay(settings, args.world) if world.relevance else None
@@ -100,7 +104,13 @@ def main() -> None:
     runs: dict[str, dict] = {}
     reference, seconds, peak = timed(
         lambda: build_training_set(
-            layout, start, end, build["features"], retrieval=replay(), candidates=build["candidates"]
+            layout,
+            start,
+            end,
+            build["features"],
+            retrieval=replay(),
+            candidates=build["candidates"],
+            sample=args.sample,
         )
     )
     runs["in-process"] = {"seconds": seconds, "peak_rss_gb": peak / 1e9}
@@ -120,6 +130,7 @@ def main() -> None:
                         retrieval=replay(),
                         candidates=build["candidates"],
                         progress=lambda stage, done, total: parts.append(time.perf_counter()),
+                        sample=args.sample,
                     )
                 return table
 
@@ -151,6 +162,7 @@ def main() -> None:
         "impressions": impressions,
         "rows": reference.num_rows,
         "candidates": build["candidates"],
+        "sample": args.sample,
         "cores": all_cores(),
         "runs": report,
     }
