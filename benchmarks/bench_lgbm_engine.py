@@ -5,11 +5,12 @@
 
 The lists are those of bench_ddp_training.py (the world's logged pages of its days after the first, the last
 day validating). Runs, alternated ``--rounds`` times: one process on 1 thread, one process on every core,
-and the engine with ``--workers`` workers of 1 thread each (the cluster is started once and kept warm; its
-start is reported apart). Every fit trains exactly ``--trees`` trees (no early stopping: the same work each
-time). Printed per run: p50 and p99 wall seconds of a fit (the engine's include shipping the lists to the
-workers), rows/s through training, validation NDCG@10, the ratio to the 1-thread process, and LightGBM's own
-count of machines in its network (a single-process fallback has none).
+the engine with 1 worker and the engine with ``--workers`` workers, of 1 thread each (issue 16 compares the
+engine's 2 workers with its 1; each cluster is started once and kept warm; their start is reported apart).
+Every fit trains exactly ``--trees`` trees (no early stopping: the same work each time). Printed per run: p50
+and p99 wall seconds of a fit (the engine's include shipping the lists to the workers), rows/s through
+training, validation NDCG@10, the ratios to the 1-thread process and to the 1-worker engine, and LightGBM's
+own count of machines in its network (a single-process fallback has none).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def summarise(runs: list[dict], rows: int, reference: float | None) -> dict:
     }
 
 
+def with_ratio_to(report: dict[str, dict], base: str) -> None:
+    """Adds each run's speed against the ``base`` run (its p50)."""
+    for row in report.values():
+        row["speed_vs_engine_1_worker"] = round(report[base]["seconds_p50"] / row["seconds_p50"], 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,17 +77,22 @@ def main() -> None:
     load_before = os.getloadavg()
     train, valid, build_s = lists_for(args)
     cores = all_cores()
-    engine = f"engine, {args.workers} workers x 1 thread"
-    names = ["1 process, 1 thread", f"1 process, {cores} threads", engine]
+    one, many = "engine, 1 worker x 1 thread", f"engine, {args.workers} workers x 1 thread"
+    names = ["1 process, 1 thread", f"1 process, {cores} threads", one, many]
     runs: dict[str, list[dict]] = {name: [] for name in names}
     started = time.perf_counter()
-    with engine_client(EngineSettings(workers=args.workers)) as client:
+    with (
+        engine_client(EngineSettings(workers=1)) as single,
+        engine_client(EngineSettings(workers=args.workers)) as client,
+    ):
         cluster_s = time.perf_counter() - started
-        fit(train, valid, 2, 1, client)  # warm-up: the workers import LightGBM and the ranking code once
+        for warm in (single, client):  # the workers import LightGBM and the ranking code once
+            fit(train, valid, 2, 1, warm)
         for _ in range(args.rounds):
             runs[names[0]].append(fit(train, valid, args.trees, 1))
             runs[names[1]].append(fit(train, valid, args.trees, cores))
-            runs[names[2]].append(fit(train, valid, args.trees, 1, client))
+            runs[names[2]].append(fit(train, valid, args.trees, 1, single))
+            runs[names[3]].append(fit(train, valid, args.trees, 1, client))
     reference = statistics.median(r["seconds"] for r in runs[names[0]])
     report = {
         "world": str(args.world or f"generated {args.scale}"),
@@ -95,6 +107,7 @@ def main() -> None:
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "runs": {name: summarise(rs, train.n_rows, reference) for name, rs in runs.items()},
     }
+    with_ratio_to(report["runs"], one)
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -103,11 +116,15 @@ def main() -> None:
         f"validation lists; {args.trees} trees x {args.rounds} rounds; cluster start {cluster_s:.1f} s; "
         f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    print(f"{'run':32s} {'p50 s':>8s} {'p99 s':>8s} {'rows/s':>10s} {'ratio':>6s} {'machines':>8s}  NDCG@10")
+    print(
+        f"{'run':32s} {'p50 s':>8s} {'p99 s':>8s} {'rows/s':>10s} {'ratio':>6s} {'vs 1w':>6s} "
+        f"{'machines':>8s}  NDCG@10"
+    )
     for name, row in report["runs"].items():
         print(
             f"{name:32s} {row['seconds_p50']:8.2f} {row['seconds_p99']:8.2f} {row['rows_per_s']:10.0f} "
-            f"{row['speed_vs_1_thread']:6.2f} {row['machines']!s:>8s}  {row['valid_ndcg@10']}"
+            f"{row['speed_vs_1_thread']:6.2f} {row['speed_vs_engine_1_worker']:6.2f} "
+            f"{row['machines']!s:>8s}  {row['valid_ndcg@10']}"
         )
 
 
