@@ -2,6 +2,7 @@
 the engine (a local Dask cluster of 1 and of N workers):
 
     python benchmarks/bench_training_set.py --world worlds/small [--days 0] [--workers 2] [--sample S]
+        [--json]
 
 The range is the world's training range as quickstart plans it (the days after warmup; ``--days N``: the last
 N of them), with the settings' retrieval replay and candidates (``ranking.world``), as `train ranker` builds

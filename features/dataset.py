@@ -13,7 +13,6 @@ features as retrieval scored the block then.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -32,6 +31,7 @@ from features.batch import Snapshot, batch_snapshot
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import CATEGORICAL, FEATURES, INDEX, Request, compute_many, plan
+from features.keys import hash64
 from features.ops import ImpressionEvent
 from features.relevance import RetrievalScores, ScoredCandidate
 from features.replay import Replayer, in_time_order
@@ -126,9 +126,13 @@ def build_training_set(
     blocks_for = _shown_blocks
     if retrieval is not None and candidates > 0:
         blocks_for = _CandidateLists(retrieval, candidates, catalog)
+    if not 0 < sample <= 1:
+        raise ConfigError(f"a training set keeps a share of requests in (0, 1], not {sample}")
     only = None
-    if sample < 1.0:
-        ids = imps["request_id"].to_pylist()
+    if sample < 1.0:  # the range's requests only: the history before it has no rows to keep
+        ts = pc.cast(imps["ts"], pa.int64())
+        ranged = pc.and_(pc.greater_equal(ts, day_start_ms(start)), pc.less(ts, day_start_ms(end) + DAY_MS))
+        ids = imps.filter(ranged)["request_id"].to_pylist()
         only = {r for r, kept in zip(ids, sampled_requests(ids, sample), strict=True) if kept}
     for event, blocks, features in point_in_time_rows(
         imps,
@@ -151,17 +155,13 @@ def build_training_set(
 
 
 def sampled_requests(request_ids: Sequence[str], share: float) -> np.ndarray:
-    """Which requests a training set sampled down to ``share`` keeps (a bool per id): those whose id hashes
-    (blake2b, 8 bytes) below ``share`` of the range. A pure function of the id, so the in-process build, the
-    engine's parts and a rebuild keep the same requests, whatever the order or split they see them in."""
+    """Which requests a training set sampled down to ``share`` keeps (a bool per id): those whose salted id
+    hashes below ``share`` of the range. A pure function of the id, so the in-process build, the engine's
+    parts and a rebuild keep the same requests, whatever the order or split they see them in. (Salted: the
+    unsampled id seeds the draw of the request's candidates, ``sample_unshown``.)"""
     bound = int(share * 2**64)
     return np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(r.encode("utf-8"), digest_size=8).digest(), "little") < bound
-            for r in request_ids
-        ),
-        dtype=bool,
-        count=len(request_ids),
+        (hash64(f"request-sample|{r}") < bound for r in request_ids), dtype=bool, count=len(request_ids)
     )
 
 

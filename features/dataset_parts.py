@@ -162,7 +162,7 @@ def build_training_set_on_engine(
             runs,
             candidates,
             sample,
-            str(folder / f"part_{days[first]}_{days[last]}.parquet"),
+            str(folder / f"part_{days[first]}_{days[last]}{_sampled(sample)}.parquet"),
             pure=False,
         )
         for first, last in ranges
@@ -202,7 +202,7 @@ def _shared_text_runs(
         imps = imps.filter(sampled_requests(imps["request_id"].to_pylist(), sample))
     queries = sorted(pc.unique(imps["query"]).to_pylist())
     shards = max(1, min(shards, len(queries)))
-    paths = [str(folder / f"text-runs-{i}-of-{shards}.parquet") for i in range(shards)]
+    paths = [str(folder / f"text-runs-{i}-of-{shards}{_sampled(sample)}.parquet") for i in range(shards)]
     futures = [
         client.submit(_write_text_runs, retrieval, queries[i::shards], path, pure=False)
         for i, path in enumerate(paths)
@@ -220,6 +220,11 @@ def _write_text_runs(retrieval: RetrievalReplay, queries: list[str], path: str) 
     if not os.path.isfile(path):
         retrieval.write_text_runs(queries, Path(path))
     return path
+
+
+def _sampled(sample: float) -> str:
+    """A file name's mark of a sampled build: a rerun in the same folder with another share keeps none."""
+    return "" if sample == 1.0 else f"_sample{sample!r}"
 
 
 def _daily_counts(layout: DataLayout, kind: EventKind, end: date) -> dict[date, int]:

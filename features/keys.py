@@ -16,9 +16,14 @@ SCHEMA_VERSION = "v1"
 BLOCK_SHARDS = 16
 
 
+def hash64(text: str) -> int:
+    """blake2b of ``text`` in 8 bytes, as an integer (``digest`` is its hex)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
 @lru_cache(maxsize=1 << 20)
 def digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+    return f"{hash64(text):016x}"
 
 
 @lru_cache(maxsize=1 << 20)

@@ -166,13 +166,15 @@ class WorldTrainingSettings(BaseModel):
         "whole candidate list (0: the page only). They are label 0; clicks are weighted policy-aware "
         "(ranking.feedback).",
     )
-    # The small world logs about 100,000 requests over its training range and keeps all of them; the large
-    # world's 5 million, at 34 rows each, would be 170 million rows (docs/scale.md).
+    # The small world logs about 100,000 requests over its range and keeps all of them; the large world's 5
+    # million, at 34 rows each (the page and 24 candidates), would be about 170 million rows (docs/scale.md).
+    # The share applies to every day of the range: training, validation (early stopping) and test (`evaluate
+    # --world`, `models validate`) lists are all uniform samples of their days' requests.
     max_requests: int | None = Field(
         default=250_000,
         ge=1,
-        description="Most requests the training set keeps rows for: above it, a share of the range's "
-        "requests drawn by request id (the replay still reads every event); null keeps every request.",
+        description="About how many of the range's requests the training set keeps rows for: above it, a "
+        "share of them drawn by request id (the replay still reads every event); null keeps every request.",
     )
     # Click logs hold tens of thousands of lists: bigger batches and steps than the LTR defaults, few epochs.
     # Patience 2: on the small world, DCN-V2 seeds 0-2 kept the same best epoch (3, 3, 2) and the same

@@ -3,7 +3,8 @@
 ``features.dataset.build_training_set`` gives one row per shown (impression, block) with its features as of
 the request's time. Building it takes about a minute for the small world, so it is cached, keyed by the day
 range, a fingerprint of the feature definitions, the feature settings and the features package's code, the
-embedding settings, and the world's files (names, sizes, modification times).
+embedding settings, the world's files (names, sizes, modification times), the retrieval replay and
+candidates, and the share of requests kept (``ranking.world.max_requests``).
 """
 
 from __future__ import annotations

@@ -202,7 +202,8 @@ class WorldSource:
     ) -> None:
         """``retrieval`` (an as-of replay, ``retrieval.asof.AsOfRetrieval``) gives the rows their ``rel_*``
         features and, with ``world.candidates`` > 0, the lists their unshown candidates. ``engine``: the
-        training set is built in day parts on it (``features.dataset_parts``); None: in this process."""
+        training set is built in day parts on it (``features.dataset_parts``); None: in this process. Over
+        ``world.max_requests``, every day's lists (training, validation, test) sample its requests."""
         self.layout = DataLayout(Path(root))
         self.retrieval = retrieval
         self.engine = engine

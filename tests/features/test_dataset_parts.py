@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from data.engine import EngineSettings, engine_client
@@ -23,6 +24,7 @@ from data.layout import DataLayout
 from features.config import FeatureStoreSettings
 from features.dataset import build_training_set, sampled_requests
 from features.dataset_parts import build_training_set_on_engine, plan_parts
+from retrieval.query import normalise
 from search.jobs.training import LazyReplay
 from search.settings import Settings
 
@@ -182,8 +184,13 @@ def test_two_workers_build_the_single_process_table(build: Build, single: pa.Tab
         assert again.equals(single)
         assert kept.stat().st_mtime_ns == stamp and lost.is_file()
 
-        # A sample of the requests, in parts: the parts' text runs and rows cover the kept requests only.
-        assert build.on(client, tmp_path / "sampled", sample=0.5).equals(requests_of(single, 0.5))
+        # A sample of the requests, in two parts: their rows, and the text runs of their queries only.
+        sampled = tmp_path / "sampled"
+        wanted = requests_of(single, 0.5)
+        assert build.on(client, sampled, sample=0.5).equals(wanted)
+        assert len(list(sampled.glob("part_*_sample0.5.parquet"))) == 2
+        runs = pa.concat_tables([pq.read_table(p) for p in sampled.glob("text-runs-*_sample0.5.parquet")])
+        assert set(runs["query"].to_pylist()) == {normalise(q) for q in wanted["query"].to_pylist()}
 
 
 def test_a_worker_killed_mid_part_is_retried(build: Build, single: pa.Table, tmp_path: Path) -> None:

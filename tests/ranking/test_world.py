@@ -226,7 +226,8 @@ def test_a_range_over_max_requests_keeps_a_sample_of_its_requests(tmp_path: Path
     kept = [r for r, keep in zip(ids, sampled_requests(ids, share), strict=True) if keep]
     assert 0 < len(kept) < len(ids) and sorted(set(half["request_id"].to_pylist())) == kept
     assert half.equals(whole.filter(pc.is_in(whole["request_id"], value_set=pa.array(kept, pa.string()))))
-    assert training_table(layout, day, day, FeatureStoreSettings(), max_requests=logged // 2)[1]
+    cached, from_cache = training_table(layout, day, day, FeatureStoreSettings(), max_requests=logged // 2)
+    assert from_cache and cached.equals(half) and float(cached.schema.metadata[b"request_sample"]) == share
 
 
 def test_data_signature_changes_with_the_logs(tmp_path: Path, tiny_world: Path) -> None:
