@@ -16,14 +16,20 @@ SCHEMA_VERSION = "v1"
 BLOCK_SHARDS = 16
 
 
+def _blake8(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+
+
 def hash64(text: str) -> int:
-    """blake2b of ``text`` in 8 bytes, as an integer (``digest`` is its hex)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    """``digest``'s hash as an integer."""
+    return int.from_bytes(_blake8(text), "big")
 
 
 @lru_cache(maxsize=1 << 20)
 def digest(text: str) -> str:
-    return f"{hash64(text):016x}"
+    # Hex straight from the bytes: ids the stream and /search see once (events, requests) miss the cache, and
+    # formatting through an integer doubled this call's cost.
+    return _blake8(text).hex()
 
 
 @lru_cache(maxsize=1 << 20)
