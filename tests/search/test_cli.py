@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+
+from search.cli.common import ProgressLines
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -49,6 +52,33 @@ def test_generate_then_stats_as_json(tmp_path: Path) -> None:
     assert set(result["oracle_by_entropy"]) == {"low", "mid", "high"}
     human = run("world", "stats", str(out))
     assert human.returncode == 0 and "CTR by position" in human.stderr
+
+
+def test_progress_goes_to_a_log_as_lines(tmp_path: Path) -> None:
+    # stderr is a pipe here, as under nohup or CI: rich would draw nothing until the end.
+    gen = run("world", "generate", "--scale", "tiny", "--seed", "3", "--out", str(tmp_path / "w"))
+    assert gen.returncode == 0, gen.stderr
+    lines = [
+        line for line in gen.stderr.splitlines() if re.match(r"^[\w -]+: [\d,]+/[\d,]+ \(\d+%\) in ", line)
+    ]
+    assert any("(100%)" in line for line in lines), gen.stderr
+
+
+def test_progress_lines_are_throttled_per_stage() -> None:
+    now = [0.0]
+    written: list[str] = []
+    report = ProgressLines(written.append, every=10.0, clock=lambda: now[0])
+    for done in range(0, 101, 5):  # 1 s apart: one line at the start, one at 10 s, 20 s, and the end
+        now[0] = done / 5
+        report("encode", done, 100)
+    report("encode", 100, 100)  # said once
+    assert written == [
+        "encode: 0/100 (0%) in 0.0 s",
+        "encode: 50/100 (50%) in 10.0 s, 5.0/s",
+        "encode: 100/100 (100%) in 20.0 s, 5.0/s",
+    ]
+    report("encode", 0, 40)  # a second run under the same name starts afresh
+    assert written[-1] == "encode: 0/40 (0%) in 0.0 s"
 
 
 def test_settings_come_from_env_and_config_file(tmp_path: Path) -> None:
