@@ -93,6 +93,16 @@ def dataset(
             "instead of the point-in-time replay: the values that were served, labelled with the clicks.",
         ),
     ] = False,
+    sample: Annotated[
+        float,
+        typer.Option(
+            "--sample",
+            min=0.0,
+            max=1.0,
+            help="Keep the rows of this share of the requests, drawn by request id (every build keeps the "
+            "same ones); the replay still applies every event. For ranges too long to hold in full.",
+        ),
+    ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Write a training set: features of each logged impression as of its request time (point-in-time
@@ -108,6 +118,8 @@ def dataset(
     except ValueError as exc:
         raise ConfigError(f"--from/--to must be YYYY-MM-DD: {exc}") from None
     summary: dict[str, object] = {}
+    if served and sample < 1.0:
+        raise ConfigError("--sample applies to the point-in-time replay, not to --served logs")
     if served:
         from features.served_dataset import build_served_training_set
 
@@ -121,8 +133,12 @@ def dataset(
             raise ConfigError("--from and --to are required without --served")
         with progress_bar(not as_json) as report:
             table = build_training_set(
-                DataLayout(world), first, last, state.settings().features, progress=report
+                DataLayout(world), first, last, state.settings().features, progress=report, sample=sample
             )
+        # As the ranker's cached tables record it: a reader can tell a sample from the whole range.
+        metadata = {**(table.schema.metadata or {}), b"request_sample": repr(sample).encode()}
+        table = table.replace_schema_metadata(metadata)
+        summary["request_sample"] = sample
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out, compression="zstd")
     summary = {

@@ -10,8 +10,13 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
+from data.layout import DataLayout
+from features.dataset import sampled_requests
 from search.cli.common import ProgressLines
 
 
@@ -79,6 +84,28 @@ def test_progress_lines_are_throttled_per_stage() -> None:
     ]
     report("encode", 0, 40)  # a second run under the same name starts afresh
     assert written[-1] == "encode: 0/40 (0%) in 0.0 s"
+
+
+def test_features_dataset_keeps_a_sample_of_requests(tiny_world: Path, tmp_path: Path) -> None:
+    days = DataLayout(tiny_world).days("impressions")
+    span = ["features", "dataset", "--world", str(tiny_world), "--from", str(days[1]), "--to", str(days[-1])]
+    whole = run(*span, "--out", str(tmp_path / "whole.parquet"), "--json")
+    half = run(*span, "--out", str(tmp_path / "half.parquet"), "--sample", "0.5", "--json")
+    assert whole.returncode == 0 and half.returncode == 0, whole.stderr + half.stderr
+    full, sampled = pq.read_table(tmp_path / "whole.parquet"), pq.read_table(tmp_path / "half.parquet")
+    ids = sorted(set(full["request_id"].to_pylist()))
+    kept = [r for r, keep in zip(ids, sampled_requests(ids, 0.5), strict=True) if keep]
+    assert 0.3 * len(ids) < len(kept) < 0.7 * len(ids)
+    assert sampled.equals(full.filter(pc.is_in(full["request_id"], value_set=pa.array(kept, pa.string()))))
+    assert sampled.schema.metadata[b"request_sample"] == b"0.5"
+    assert json.loads(half.stdout)["requests"] == len(kept)
+    for bad, reason in (
+        (["--sample", "0"], "share of requests"),
+        (["--sample", "0.5", "--served"], "--served"),
+    ):
+        refused = run(*span, "--out", str(tmp_path / "bad.parquet"), *bad)
+        assert refused.returncode != 0 and reason in refused.stderr and "Traceback" not in refused.stderr
+        assert not (tmp_path / "bad.parquet").exists()
 
 
 def test_settings_come_from_env_and_config_file(tmp_path: Path) -> None:
