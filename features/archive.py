@@ -46,7 +46,7 @@ from data.io import write_records
 from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
 from features.store import IMPRESSION, INTERACTION, SERVED
-from features.stream import default_consumer_name
+from features.stream import TRANSIENT, default_consumer_name, ensure_group
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
@@ -115,14 +115,8 @@ class StreamArchiver:
         self._claim_cursor: str | None = "0-0"  # None: no reclaim scan running (see ``_next``)
 
     def ensure_group(self) -> None:
-        import redis
-
         # From the start of the stream: the first export archives everything the stream still holds.
-        try:
-            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        ensure_group(self.client, self.stream, self.group)
 
     def run(
         self,
@@ -139,8 +133,6 @@ class StreamArchiver:
         Following, a flush happens every ``flush_seconds`` or ``flush_rows`` entries, whichever first, so
         files stay few and large enough while the archive lags the stream by seconds only.
         """
-        import redis
-
         from features.connection import block_ms_within_timeout
 
         self.ensure_group()
@@ -156,8 +148,9 @@ class StreamArchiver:
             while not stop.is_set():
                 try:
                     entries = self._next(block_ms if follow else None)
-                except (redis.TimeoutError, redis.ConnectionError):
-                    # A slow or restarting Redis: unacknowledged entries stay pending and are read again.
+                except TRANSIENT:
+                    # A slow, restarting or failing-over Redis: unacknowledged entries stay pending and are
+                    # read again.
                     time.sleep(0.2)
                     continue
                 for entry_id, fields in entries:

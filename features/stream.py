@@ -35,6 +35,16 @@ from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestCo
 from features.store import IMPRESSION, INTERACTION, SERVED, ApplyError, RedisFeatureStore
 
 GROUP = "features"
+
+# What a consumer waits out and retries (``StreamConsumer.attempt``): a slow, restarting or failing-over
+# Redis.
+TRANSIENT = (
+    redis.TimeoutError,
+    redis.ConnectionError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 log = logging.getLogger("smartblock.features")
 # Dead letters kept (newest): each names its reason and keeps its event, to look at and to send back with
 # ``smartblock features dead-letters --requeue``; bounded, as a flood of refused clicks must not fill Redis.
@@ -92,7 +102,7 @@ class ConsumerStats:
     dead: int = 0
     reclaimed: int = 0
     retries: int = 0  # steps retried after a Redis timeout, lost connection or refusal (out of memory...)
-    groups_created: int = 0  # the group was missing (NOGROUP) and was created again
+    groups_created: int = 0  # the group was found missing (NOGROUP), to be created again
     dead_reasons: list[str] = field(default_factory=list)
 
 
@@ -186,16 +196,10 @@ class StreamConsumer:
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM; the first step asks
         self._own_pending = True  # entries delivered to this consumer and not acknowledged may exist
         self._refusal = ""  # the last refusal logged, so that a full Redis is named once, not per step
+        self._grouped = False  # the group is known to exist (created, or found, since the last error)
 
     def ensure_group(self) -> None:
         ensure_group(self.client, self.stream, GROUP)
-
-    def recreate_group_if_missing(self, exc: redis.ResponseError) -> None:
-        """After NOGROUP, create the group again (from the stream's start); re-raise any other error."""
-        if not is_nogroup(exc):
-            raise exc
-        self.ensure_group()
-        self.stats.groups_created += 1
 
     def step(self, *, block_ms: int = 0) -> int:
         """Process one batch: reclaimed, then own pending, then new events. Returns entries handled.
@@ -287,39 +291,50 @@ class StreamConsumer:
     ) -> ConsumerStats:
         started = time.monotonic()
         block_ms = block_ms_within_timeout(self.client, block_ms)
-        grouped = False  # inside the loop: a Redis out of memory refuses XGROUP CREATE too, for a while
         while stop is None or not stop.is_set():
             # Checked first: a Redis that keeps refusing or timing out does not hold a bounded run past it.
             if max_seconds is not None and time.monotonic() - started > max_seconds:
                 return self.stats
-            try:
-                if not grouped:
-                    self.ensure_group()
-                    grouped = True
-                handled = self.step(block_ms=0 if until_idle else block_ms)
-            except (redis.TimeoutError, redis.ConnectionError, redis.exceptions.RedisClusterException):
-                # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while):
-                # unacknowledged entries stay pending and are read again, so waiting and retrying loses
-                # nothing; dying would stop the live features instead.
-                self.stats.retries += 1
+            handled = self.attempt(block_ms=0 if until_idle else block_ms)
+            if handled is None:
                 time.sleep(0.2)
-                continue
-            except redis.ResponseError as exc:
-                if refused_by_server(exc):
-                    # Out of memory, a replica, a busy script: entries stay pending and the apply wrote
-                    # nothing, so waiting for room loses nothing; dying or dead-lettering would.
-                    if str(exc) != self._refusal:
-                        log.warning("Redis refused the consumer's step, retrying: %r", exc)
-                    self._refusal = str(exc)
-                    self.stats.retries += 1
-                    time.sleep(0.2)
-                    continue
-                self.recreate_group_if_missing(exc)
-                continue
-            self._refusal = ""
-            if until_idle and handled == 0:
+            elif until_idle and handled == 0:
                 return self.stats
         return self.stats
+
+    def attempt(self, *, block_ms: int = 0) -> int | None:
+        """``step`` (the group created first where it is not known to exist), or None when Redis could not
+        take it now: the caller waits and tries again. Unacknowledged entries stay pending and are read
+        again, so a retry loses nothing, where dying would stop the live features. Errors that waiting does
+        not mend (a bug, a wrong type) are raised."""
+        try:
+            if not self._grouped:
+                self.ensure_group()  # here: a Redis out of memory refuses XGROUP CREATE too, for a while
+                self._grouped = True
+            handled = self.step(block_ms=block_ms)
+        except TRANSIENT:
+            # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while, or
+            # redis-py's ClusterError once its redirections run out). A restarted Redis may have lost the
+            # group: XGROUP CREATE of an existing one is a cheap BUSYGROUP.
+            self._grouped = False
+            self.stats.retries += 1
+            return None
+        except redis.ResponseError as exc:
+            if is_nogroup(exc):  # the stream or its group was deleted: create it again, from the start
+                self._grouped = False
+                self.stats.groups_created += 1
+                return None
+            if not refused_by_server(exc):
+                raise
+            # Out of memory, a replica, a busy script: the apply wrote nothing, so waiting for room loses
+            # nothing; dying or dead-lettering would.
+            if str(exc) != self._refusal:
+                log.warning("Redis refused the consumer's step, retrying: %r", exc)
+            self._refusal = str(exc)
+            self.stats.retries += 1
+            return None
+        self._refusal = ""
+        return handled
 
     def _read(self, start: str, count: int, block: int | None) -> list:
         got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)

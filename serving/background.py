@@ -13,8 +13,6 @@ import logging
 import os
 import threading
 
-import redis
-
 from data.errors import ConfigError, ModelFormatError
 from features.stream import StreamConsumer, default_consumer_name
 from ranking.errors import RankingError
@@ -73,18 +71,18 @@ class Background:
         self.consumer = StreamConsumer(
             store, store.settings, consumer=f"{default_consumer_name()}-{os.getpid()}"
         )
-        ready = False
+        failure = ""
         while not self._stop.is_set():
             try:
-                if not ready:
-                    self.consumer.ensure_group()
-                    ready = True
-                if self.consumer.step() == 0:
-                    # Polling (not a blocking read): the serving client's socket timeout is tens of ms.
-                    self._stop.wait(0.1)
-            except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
-                # Any error may mean a restarted Redis that lost the group (NOGROUP): check it next time
-                # (XGROUP CREATE of an existing group is a cheap BUSYGROUP), never loop on NOGROUP forever.
-                ready = False
-                log.debug("stream consumer waiting for Redis: %s", exc)
+                # Polling (not a blocking read): the serving client's socket timeout is tens of ms.
+                handled = self.consumer.attempt(block_ms=0)
+            except Exception as exc:  # the thread must outlive any one bad step: its entries stay pending
+                if repr(exc) != failure:  # named once, not every half second
+                    log.exception("stream consumer step failed, retrying")
+                failure, handled = repr(exc), None
+            if handled is None:  # Redis could not take it now (StreamConsumer.attempt) or the step failed
                 self._stop.wait(0.5)
+            else:
+                failure = ""
+                if handled == 0:
+                    self._stop.wait(0.1)

@@ -274,3 +274,42 @@ def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
         assert_same_state(replayed(store, records), store)
     finally:
         _stop([p for p in procs if p.poll() is None])
+
+
+def test_the_consumer_keeps_stepping_while_a_failover_is_under_way(tmp_path: Path, tiny_world: Path) -> None:
+    """The primary holding a busy user's slot is killed (SIGKILL) and the consumer runs on at once, through
+    the seconds in which the slot has no node. Its steps fail to connect meanwhile; it waits each out and
+    creates its group again (through the cluster client, which then learns the new map) before the next
+    step. Before, its reads kept failing for as long as it ran (300 retries in 60 s). Once the replica has
+    taken over, every event is applied once, nothing lost."""
+    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3, node_timeout_ms=2_000)
+    try:
+        settings = FeatureStoreSettings(
+            redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="midway", socket_timeout_s=2
+        )
+        store = RedisFeatureStore.connect(settings)
+        records, _, _ = world_records(tiny_world, days=1)
+        records = [r for r in records if isinstance(r, SearchImpression)]
+        stream_port = store.client.get_node_from_key(store.keys.events_stream).port
+        by_user = Counter(r.user_id for r in records)
+        user = next(
+            u
+            for u, _ in by_user.most_common()
+            if store.client.get_node_from_key(store.keys.user(u)).port != stream_port
+        )
+        cut = len(records) // 2
+        consumer = StreamConsumer(store, settings, consumer="midway")
+        store.publish(records[:cut])
+        assert consumer.run(until_idle=True).acked == cut
+        store.publish(records[cut:])  # the stream's own primary stays up
+
+        victim = ports.index(store.client.get_node_from_key(store.keys.user(user)).port)
+        assert redis.Redis(port=ports[victim]).execute_command("WAIT", 1, 5000) == 1
+        procs[victim].kill()
+        procs[victim].wait(timeout=10)
+        stats = consumer.run(until_idle=True, max_seconds=60)
+        assert stats.retries >= 1  # it met the failover, not a cluster already mended
+        assert stats.acked == len(records) and stats.dead == 0
+        assert_same_state(replayed(store, records), store)
+    finally:
+        _stop([p for p in procs if p.poll() is None])
