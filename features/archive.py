@@ -24,6 +24,7 @@ the group. Only a few Redis calls are used (XGROUP CREATE, XAUTOCLAIM, XREADGROU
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -71,6 +72,7 @@ class ExportStats:
     trimmed: int = 0  # pending entries the stream's cap removed before they were archived (lost)
     acked: int = 0
     reclaimed: int = 0
+    retries: int = 0  # reads Redis could not take (slow, restarting, failing over): tried again
     days: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
@@ -133,6 +135,8 @@ class StreamArchiver:
         Following, a flush happens every ``flush_seconds`` or ``flush_rows`` entries, whichever first, so
         files stay few and large enough while the archive lags the stream by seconds only.
         """
+        import redis
+
         from features.connection import block_ms_within_timeout
 
         self.ensure_group()
@@ -145,12 +149,19 @@ class StreamArchiver:
         # connection to the retry below.
         restore = _stop_on_signals(stop) if follow else {}
         try:
+            regroup = False
             while not stop.is_set():
                 try:
+                    if regroup:  # as the stream consumer does: a cluster client learns the map again
+                        with contextlib.suppress(redis.ResponseError):  # refused (OOM): the group stands
+                            self.ensure_group()
+                        regroup = False
                     entries = self._next(block_ms if follow else None)
                 except TRANSIENT:
                     # A slow, restarting or failing-over Redis: unacknowledged entries stay pending and are
                     # read again.
+                    self.stats.retries += 1
+                    regroup = True
                     time.sleep(0.2)
                     continue
                 for entry_id, fields in entries:

@@ -102,7 +102,7 @@ class ConsumerStats:
     dead: int = 0
     reclaimed: int = 0
     retries: int = 0  # steps retried after a Redis timeout, lost connection or refusal (out of memory...)
-    groups_created: int = 0  # the group was found missing (NOGROUP), to be created again
+    groups_created: int = 0  # the group was missing (NOGROUP) and was created again
     dead_reasons: list[str] = field(default_factory=list)
 
 
@@ -195,8 +195,11 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM; the first step asks
         self._own_pending = True  # entries delivered to this consumer and not acknowledged may exist
-        self._refusal = ""  # the last refusal logged, so that a full Redis is named once, not per step
+        self._trouble = (
+            ""  # the last error waited out, so that a full or lost Redis is named once, not per try
+        )
         self._grouped = False  # the group is known to exist (created, or found, since the last error)
+        self._missing = False  # a step met NOGROUP: the next creation counts in ``groups_created``
 
     def ensure_group(self) -> None:
         ensure_group(self.client, self.stream, GROUP)
@@ -306,35 +309,41 @@ class StreamConsumer:
         """``step`` (the group created first where it is not known to exist), or None when Redis could not
         take it now: the caller waits and tries again. Unacknowledged entries stay pending and are read
         again, so a retry loses nothing, where dying would stop the live features. Errors that waiting does
-        not mend (a bug, a wrong type) are raised."""
+        not mend (a bug, a wrong type) are raised. The group is known to exist from one call to the next:
+        after its stream was deleted, a step meets NOGROUP and the next call creates it again."""
         try:
             if not self._grouped:
                 self.ensure_group()  # here: a Redis out of memory refuses XGROUP CREATE too, for a while
                 self._grouped = True
+                if self._missing:
+                    self.stats.groups_created += 1
+                    self._missing = False
             handled = self.step(block_ms=block_ms)
-        except TRANSIENT:
-            # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while, or
-            # redis-py's ClusterError once its redirections run out). A restarted Redis may have lost the
-            # group: XGROUP CREATE of an existing one is a cheap BUSYGROUP.
+        except TRANSIENT as exc:
+            # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while,
+            # CLUSTERDOWN, redis-py's ClusterError once its redirections run out). A restarted Redis may
+            # have lost the group, and on a cluster the group command, sent through the cluster client,
+            # makes it learn the map again: XGROUP CREATE of an existing group is a cheap BUSYGROUP.
             self._grouped = False
-            self.stats.retries += 1
-            return None
+            return self._wait_out(exc)
         except redis.ResponseError as exc:
             if is_nogroup(exc):  # the stream or its group was deleted: create it again, from the start
-                self._grouped = False
-                self.stats.groups_created += 1
+                self._grouped, self._missing = False, True
                 return None
             if not refused_by_server(exc):
                 raise
             # Out of memory, a replica, a busy script: the apply wrote nothing, so waiting for room loses
             # nothing; dying or dead-lettering would.
-            if str(exc) != self._refusal:
-                log.warning("Redis refused the consumer's step, retrying: %r", exc)
-            self._refusal = str(exc)
-            self.stats.retries += 1
-            return None
-        self._refusal = ""
+            return self._wait_out(exc)
+        self._trouble = ""
         return handled
+
+    def _wait_out(self, exc: Exception) -> None:
+        """Count a retry; name the trouble once, not once per try."""
+        if repr(exc) != self._trouble:
+            log.warning("Redis could not take the consumer's step, retrying: %r", exc)
+        self._trouble = repr(exc)
+        self.stats.retries += 1
 
     def _read(self, start: str, count: int, block: int | None) -> list:
         got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)

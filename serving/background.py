@@ -13,6 +13,8 @@ import logging
 import os
 import threading
 
+import redis
+
 from data.errors import ConfigError, ModelFormatError
 from features.stream import StreamConsumer, default_consumer_name
 from ranking.errors import RankingError
@@ -76,9 +78,9 @@ class Background:
             try:
                 # Polling (not a blocking read): the serving client's socket timeout is tens of ms.
                 handled = self.consumer.attempt(block_ms=0)
-            except Exception as exc:  # the thread must outlive any one bad step: its entries stay pending
-                if repr(exc) != failure:  # named once, not every half second
-                    log.exception("stream consumer step failed, retrying")
+            except redis.RedisError as exc:  # not one waiting mends (a key of another type): named once
+                if repr(exc) != failure:
+                    log.error("stream consumer step failed, retrying: %r", exc)
                 failure, handled = repr(exc), None
             if handled is None:  # Redis could not take it now (StreamConsumer.attempt) or the step failed
                 self._stop.wait(0.5)

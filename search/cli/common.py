@@ -66,7 +66,11 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
     if not console.is_terminal:
         # rich draws nothing live without a terminal: an hour of the large world's index build would
         # leave its log empty until the end.
-        yield ProgressLines(console.print)
+        lines = ProgressLines(lambda line: console.print(line, markup=False, highlight=False))
+        try:
+            yield lines
+        finally:  # a stage that stopped short of its total, or an interrupted one, says where it stopped
+            lines.flush()
         return
     with Progress(
         TextColumn("{task.description:<12}"),
@@ -88,8 +92,9 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
 
 class ProgressLines:
     """``(stage, done, total)`` as plain lines: each stage's first call, then at most one line per
-    ``every`` seconds, and its completion, each with the rate since the stage began. A stage whose count
-    goes back (a second encoder under the same name) begins again."""
+    ``every`` seconds, and its completion, each with the rate since the stage began; ``flush`` writes
+    what was not written yet. A stage whose count goes back or whose total changes, or one called again
+    after it ended (a second encoder or search under the same name), begins again."""
 
     def __init__(
         self,
@@ -103,13 +108,23 @@ class ProgressLines:
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = self.clock()
         seen = self._stages.get(stage)
-        if seen is None or done < seen.done:
-            seen = self._stages[stage] = _StageClock(began=now, first=done, done=done)
-        elif seen.ended or (now - seen.written < self.every and not (0 < total <= done)):
-            seen.done = done
+        if seen is None or seen.ended or done < seen.done or total != seen.total:
+            seen = self._stages[stage] = _StageClock(began=now, first=done, total=total)
+        elif now - seen.written_at < self.every and not 0 < total <= done:
+            seen.done, seen.at = done, now
             return
-        seen.done, seen.written, seen.ended = done, now, 0 < total <= done
-        elapsed = now - seen.began
+        seen.done, seen.at = done, now
+        self._write(stage, seen)
+
+    def flush(self) -> None:
+        for stage, seen in self._stages.items():
+            if seen.written != seen.done:
+                self._write(stage, seen)
+
+    def _write(self, stage: str, seen: _StageClock) -> None:
+        done, total = seen.done, seen.total
+        seen.written, seen.written_at, seen.ended = done, seen.at, 0 < total <= done
+        elapsed = seen.at - seen.began
         rate = f", {(done - seen.first) / elapsed:,.1f}/s" if elapsed > 0 and done > seen.first else ""
         share = f" ({100 * done / total:.0f}%)" if total > 0 else ""
         self.write(f"{stage}: {done:,}/{total:,}{share} in {elapsed:,.1f} s{rate}")
@@ -119,6 +134,9 @@ class ProgressLines:
 class _StageClock:
     began: float
     first: int
-    done: int
-    written: float = 0.0
+    total: int
+    done: int = -1
+    at: float = 0.0  # when ``done`` was reported
+    written: int = -1  # the count last written
+    written_at: float = 0.0
     ended: bool = False

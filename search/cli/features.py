@@ -97,10 +97,8 @@ def dataset(
         float,
         typer.Option(
             "--sample",
-            min=0.0,
-            max=1.0,
-            help="Keep the rows of this share of the requests, drawn by request id (every build keeps the "
-            "same ones); the replay still applies every event. For ranges too long to hold in full.",
+            help="Keep the rows of this share (0 < S <= 1) of the requests, drawn by request id (every "
+            "build keeps the same ones); the replay still applies every event. For ranges too long to hold.",
         ),
     ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -118,6 +116,8 @@ def dataset(
     except ValueError as exc:
         raise ConfigError(f"--from/--to must be YYYY-MM-DD: {exc}") from None
     summary: dict[str, object] = {}
+    if not 0 < sample <= 1:
+        raise ConfigError(f"--sample is a share of the requests in (0, 1], not {sample}")
     if served and sample < 1.0:
         raise ConfigError("--sample applies to the point-in-time replay, not to --served logs")
     if served:

@@ -304,7 +304,8 @@ def test_the_consumer_keeps_stepping_while_a_failover_is_under_way(tmp_path: Pat
         store.publish(records[cut:])  # the stream's own primary stays up
 
         victim = ports.index(store.client.get_node_from_key(store.keys.user(user)).port)
-        assert redis.Redis(port=ports[victim]).execute_command("WAIT", 1, 5000) == 1
+        with redis.Redis(port=ports[victim]) as primary:
+            assert primary.execute_command("WAIT", 1, 5000) == 1
         procs[victim].kill()
         procs[victim].wait(timeout=10)
         stats = consumer.run(until_idle=True, max_seconds=60)
