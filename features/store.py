@@ -195,7 +195,7 @@ class RedisFeatureStore(FeatureStore):
             try:
                 results = {name: iter(pipe.execute(raise_on_error=False)) for name, pipe in pipes.items()}
             except (redis.ConnectionError, redis.TimeoutError):
-                self._node_lost()
+                self.node_lost()
                 raise
             again, unloaded = [], set()
             resend: Exception | None = None
@@ -229,13 +229,29 @@ class RedisFeatureStore(FeatureStore):
             raise ApplyError(failed, applied)
         return applied
 
-    def _node_lost(self) -> None:
+    def node_lost(self) -> None:
         """After a node did not answer: on a cluster, learn its map again, for the caller's next try (a
         failed-over primary's replica owns its slots now). redis-py does so for its own commands only, and
-        nothing else the consumer sends may touch that node: its pipelines kept aiming at the dead one."""
-        if isinstance(self.client, RedisCluster):
-            with contextlib.suppress(redis.RedisError, redis.exceptions.RedisClusterException):
-                self.client.nodes_manager.initialize()
+        nothing else the consumer sends may touch that node: its pipelines kept aiming at the dead one.
+
+        The client's default node is moved off a node that does not answer: redis-py asks it where the keys
+        of XREADGROUP and other commands it cannot place itself are, so a dead default node failed every
+        stream read, whatever node held the stream."""
+        if not isinstance(self.client, RedisCluster):
+            return
+        cluster_errors = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+        with contextlib.suppress(*cluster_errors):
+            self.client.nodes_manager.initialize()
+        with contextlib.suppress(*cluster_errors):
+            node = self.client.get_default_node()
+            try:
+                answers = (
+                    node is not None and node.redis_connection is not None and node.redis_connection.ping()
+                )
+            except cluster_errors:
+                answers = False
+            if not answers:
+                self.client.replace_default_node()
 
     def _moved(self, answer: redis.exceptions.MovedError, name: str) -> None:
         """Mend the cluster client's slot map after node ``name`` answered MOVED, for the next attempt."""

@@ -195,9 +195,8 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM; the first step asks
         self._own_pending = True  # entries delivered to this consumer and not acknowledged may exist
-        self._trouble = (
-            ""  # the last error waited out, so that a full or lost Redis is named once, not per try
-        )
+        # The last error waited out, so that a full or lost Redis is named once, not once per try.
+        self._trouble = ""
         self._grouped = False  # the group is known to exist (created, or found, since the last error)
         self._missing = False  # a step met NOGROUP: the next creation counts in ``groups_created``
 
@@ -322,9 +321,10 @@ class StreamConsumer:
         except TRANSIENT as exc:
             # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while,
             # CLUSTERDOWN, redis-py's ClusterError once its redirections run out). A restarted Redis may
-            # have lost the group, and on a cluster the group command, sent through the cluster client,
-            # makes it learn the map again: XGROUP CREATE of an existing group is a cheap BUSYGROUP.
+            # have lost the group (XGROUP CREATE of an existing group is a cheap BUSYGROUP), and a cluster
+            # client learns the map again and leaves a default node that does not answer.
             self._grouped = False
+            self.store.node_lost()
             return self._wait_out(exc)
         except redis.ResponseError as exc:
             if is_nogroup(exc):  # the stream or its group was deleted: create it again, from the start

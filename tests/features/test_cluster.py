@@ -230,6 +230,24 @@ def test_the_consumer_waits_out_a_slot_moving_under_it_and_follows_it(
     assert_same_state(replay.state, store)
 
 
+def _searches_and_a_user_off_the_stream(
+    store: RedisFeatureStore, world: Path
+) -> tuple[list[SearchImpression], str]:
+    """The first day's searches (no click's context read, through the cluster client's own error handling,
+    helps a test through a failover) and the busiest user whose state lives on another primary than the
+    stream."""
+    records, _, _ = world_records(world, days=1)
+    searches = [r for r in records if isinstance(r, SearchImpression)]
+    stream_port = store.client.get_node_from_key(store.keys.events_stream).port
+    by_user = Counter(r.user_id for r in searches)
+    user = next(
+        u
+        for u, _ in by_user.most_common()
+        if store.client.get_node_from_key(store.keys.user(u)).port != stream_port
+    )
+    return searches, user
+
+
 def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
     tmp_path: Path, tiny_world: Path
 ) -> None:
@@ -243,18 +261,8 @@ def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
             redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="failover", socket_timeout_s=2
         )
         store = RedisFeatureStore.connect(settings)
-        records, _, _ = world_records(tiny_world, days=1)
-        # Searches only: no click's context read, through the cluster client's own error handling, helps.
-        records = searches = [r for r in records if isinstance(r, SearchImpression)]
-        stream_port = store.client.get_node_from_key(store.keys.events_stream).port
-        # The busiest user whose state lives on another primary than the stream.
-        by_user = Counter(r.user_id for r in searches)
-        user = next(
-            u
-            for u, _ in by_user.most_common()
-            if store.client.get_node_from_key(store.keys.user(u)).port != stream_port
-        )
-        theirs = [i for i, r in enumerate(records) if getattr(r, "user_id", None) == user and r in searches]
+        records, user = _searches_and_a_user_off_the_stream(store, tiny_world)
+        theirs = [i for i, r in enumerate(records) if r.user_id == user]
         cut = theirs[len(theirs) // 2]
         consumer = StreamConsumer(store, settings, consumer="failover")
         store.publish(records[:cut])
@@ -288,15 +296,7 @@ def test_the_consumer_keeps_stepping_while_a_failover_is_under_way(tmp_path: Pat
             redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="midway", socket_timeout_s=2
         )
         store = RedisFeatureStore.connect(settings)
-        records, _, _ = world_records(tiny_world, days=1)
-        records = [r for r in records if isinstance(r, SearchImpression)]
-        stream_port = store.client.get_node_from_key(store.keys.events_stream).port
-        by_user = Counter(r.user_id for r in records)
-        user = next(
-            u
-            for u, _ in by_user.most_common()
-            if store.client.get_node_from_key(store.keys.user(u)).port != stream_port
-        )
+        records, user = _searches_and_a_user_off_the_stream(store, tiny_world)
         cut = len(records) // 2
         consumer = StreamConsumer(store, settings, consumer="midway")
         store.publish(records[:cut])
