@@ -137,7 +137,7 @@ class StreamArchiver:
         """
         import redis
 
-        from features.connection import block_ms_within_timeout
+        from features.connection import block_ms_within_timeout, mend_cluster_map
 
         self.ensure_group()
         started = time.monotonic()
@@ -152,7 +152,8 @@ class StreamArchiver:
             regroup = False
             while not stop.is_set():
                 try:
-                    if regroup:  # as the stream consumer does: a cluster client learns the map again
+                    if regroup:  # as the stream consumer does (StreamConsumer.attempt)
+                        mend_cluster_map(self.client)
                         with contextlib.suppress(redis.ResponseError):  # refused (OOM): the group stands
                             self.ensure_group()
                         regroup = False

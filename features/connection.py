@@ -189,3 +189,23 @@ def block_ms_within_timeout(client: object, block_ms: int) -> int:
     pool = getattr(client, "connection_pool", None)
     timeout_s = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
     return max(1, min(block_ms, int(timeout_s * 1000 * 0.5))) if timeout_s else block_ms
+
+
+def mend_cluster_map(client: RedisClient) -> None:
+    """After a node did not answer, on a cluster client: learn the cluster's map again (a failed-over
+    primary's replica owns its slots now) and leave a default node that does not answer. redis-py asks its
+    default node where the keys of XREADGROUP and other commands it cannot place itself are, so a dead
+    default node failed every stream read, whatever node held the stream. Nothing for a single server."""
+    if not isinstance(client, RedisCluster):
+        return
+    errors = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+    with contextlib.suppress(*errors):
+        client.nodes_manager.initialize()
+    with contextlib.suppress(*errors):
+        node = client.get_default_node()
+        try:
+            answers = node is not None and node.redis_connection is not None and node.redis_connection.ping()
+        except errors:
+            answers = False
+        if not answers:
+            client.replace_default_node()

@@ -7,7 +7,6 @@ within one hash tag (see ``features.keys``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -27,7 +26,7 @@ from data.errors import SmartblockError
 from features.batch import Snapshot
 from features.block_attributes import BlockAttributes, BlockVectors
 from features.config import FeatureStoreSettings
-from features.connection import RedisClient, deadline_left
+from features.connection import RedisClient, deadline_left, mend_cluster_map
 from features.connection import connect as connect_client
 from features.definitions import (
     USER_SLOT,
@@ -232,26 +231,8 @@ class RedisFeatureStore(FeatureStore):
     def node_lost(self) -> None:
         """After a node did not answer: on a cluster, learn its map again, for the caller's next try (a
         failed-over primary's replica owns its slots now). redis-py does so for its own commands only, and
-        nothing else the consumer sends may touch that node: its pipelines kept aiming at the dead one.
-
-        The client's default node is moved off a node that does not answer: redis-py asks it where the keys
-        of XREADGROUP and other commands it cannot place itself are, so a dead default node failed every
-        stream read, whatever node held the stream."""
-        if not isinstance(self.client, RedisCluster):
-            return
-        cluster_errors = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
-        with contextlib.suppress(*cluster_errors):
-            self.client.nodes_manager.initialize()
-        with contextlib.suppress(*cluster_errors):
-            node = self.client.get_default_node()
-            try:
-                answers = (
-                    node is not None and node.redis_connection is not None and node.redis_connection.ping()
-                )
-            except cluster_errors:
-                answers = False
-            if not answers:
-                self.client.replace_default_node()
+        nothing else the consumer sends may touch that node: its pipelines kept aiming at the dead one."""
+        mend_cluster_map(self.client)
 
     def _moved(self, answer: redis.exceptions.MovedError, name: str) -> None:
         """Mend the cluster client's slot map after node ``name`` answered MOVED, for the next attempt."""
