@@ -153,7 +153,7 @@ class StreamArchiver:
             while not stop.is_set():
                 try:
                     if regroup:  # as the stream consumer does (StreamConsumer.attempt)
-                        mend_cluster_map(self.client)
+                        mend_cluster_map(self.client, default_node=True)
                         with contextlib.suppress(redis.ResponseError):  # refused (OOM): the group stands
                             self.ensure_group()
                         regroup = False
@@ -163,6 +163,8 @@ class StreamArchiver:
                     # read again.
                     self.stats.retries += 1
                     regroup = True
+                    if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                        break  # a bounded run ends on time through an outage too
                     time.sleep(0.2)
                     continue
                 for entry_id, fields in entries:

@@ -11,8 +11,10 @@ backoff against a frozen server.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -191,21 +193,35 @@ def block_ms_within_timeout(client: object, block_ms: int) -> int:
     return max(1, min(block_ms, int(timeout_s * 1000 * 0.5))) if timeout_s else block_ms
 
 
-def mend_cluster_map(client: RedisClient) -> None:
+# What mending a cluster client's map may meet: a node down, a cluster without a quorum, a closed socket.
+_MEND_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+# Clients whose default node was checked, and when (monotonic seconds): once a second at most per client.
+_DEFAULT_CHECKED: weakref.WeakKeyDictionary[RedisCluster, float] = weakref.WeakKeyDictionary()
+DEFAULT_NODE_CHECK_S = 1.0
+
+
+def mend_cluster_map(client: RedisClient, *, default_node: bool = False) -> None:
     """After a node did not answer, on a cluster client: learn the cluster's map again (a failed-over
-    primary's replica owns its slots now) and leave a default node that does not answer. redis-py asks its
-    default node where the keys of XREADGROUP and other commands it cannot place itself are, so a dead
-    default node failed every stream read, whatever node held the stream. Nothing for a single server."""
+    primary's replica owns its slots now); nothing for a single server.
+
+    ``default_node``: also replace the client's default node if it does not answer PING, at most once a
+    second per client. redis-py asks that node where the keys of XREADGROUP and other commands it cannot
+    place itself are, so a dead default node failed every stream read, whatever node held the stream; and
+    a new map resets it to the first primary, which may be the dead one until its replica is promoted. For
+    the stream's readers, which retry; not for request threads, which must not wait on a PING."""
     if not isinstance(client, RedisCluster):
         return
-    errors = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
-    with contextlib.suppress(*errors):
+    with contextlib.suppress(*_MEND_ERRORS):
         client.nodes_manager.initialize()
-    with contextlib.suppress(*errors):
-        node = client.get_default_node()
-        try:
-            answers = node is not None and node.redis_connection is not None and node.redis_connection.ping()
-        except errors:
-            answers = False
-        if not answers:
+    now = time.monotonic()
+    if not default_node or now - _DEFAULT_CHECKED.get(client, -math.inf) < DEFAULT_NODE_CHECK_S:
+        return
+    _DEFAULT_CHECKED[client] = now
+    node = client.get_default_node()
+    if node is None or node.redis_connection is None:  # a closed client: nothing to move
+        return
+    try:
+        node.redis_connection.ping()
+    except _MEND_ERRORS:
+        with contextlib.suppress(*_MEND_ERRORS):
             client.replace_default_node()

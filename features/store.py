@@ -194,7 +194,7 @@ class RedisFeatureStore(FeatureStore):
             try:
                 results = {name: iter(pipe.execute(raise_on_error=False)) for name, pipe in pipes.items()}
             except (redis.ConnectionError, redis.TimeoutError):
-                self.node_lost()
+                self._node_lost()
                 raise
             again, unloaded = [], set()
             resend: Exception | None = None
@@ -228,7 +228,7 @@ class RedisFeatureStore(FeatureStore):
             raise ApplyError(failed, applied)
         return applied
 
-    def node_lost(self) -> None:
+    def _node_lost(self) -> None:
         """After a node did not answer: on a cluster, learn its map again, for the caller's next try (a
         failed-over primary's replica owns its slots now). redis-py does so for its own commands only, and
         nothing else the consumer sends may touch that node: its pipelines kept aiming at the dead one."""

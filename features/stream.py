@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from data.contracts import Interaction, SearchImpression
 from features.config import FeatureStoreSettings
-from features.connection import block_ms_within_timeout
+from features.connection import block_ms_within_timeout, mend_cluster_map
 from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestContext, Shown
 from features.store import IMPRESSION, INTERACTION, SERVED, ApplyError, RedisFeatureStore
 
@@ -322,9 +322,9 @@ class StreamConsumer:
             # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while,
             # CLUSTERDOWN, redis-py's ClusterError once its redirections run out). A restarted Redis may
             # have lost the group (XGROUP CREATE of an existing group is a cheap BUSYGROUP), and a cluster
-            # client learns the map again and leaves a default node that does not answer.
+            # client learns the map again and replaces a default node that does not answer.
             self._grouped = False
-            self.store.node_lost()
+            mend_cluster_map(self.client, default_node=True)
             return self._wait_out(exc)
         except redis.ResponseError as exc:
             if is_nogroup(exc):  # the stream or its group was deleted: create it again, from the start

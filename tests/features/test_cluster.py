@@ -233,9 +233,9 @@ def test_the_consumer_waits_out_a_slot_moving_under_it_and_follows_it(
 def _searches_and_a_user_off_the_stream(
     store: RedisFeatureStore, world: Path
 ) -> tuple[list[SearchImpression], str]:
-    """The first day's searches (no click's context read, through the cluster client's own error handling,
-    helps a test through a failover) and the busiest user whose state lives on another primary than the
-    stream."""
+    """The first day's searches and the busiest user whose state lives on another primary than the stream.
+    Searches only: a click needs its request's context read, which goes through the cluster client's own
+    error handling and would help the test through a failover."""
     records, _, _ = world_records(world, days=1)
     searches = [r for r in records if isinstance(r, SearchImpression)]
     stream_port = store.client.get_node_from_key(store.keys.events_stream).port
