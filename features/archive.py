@@ -24,7 +24,6 @@ the group. Only a few Redis calls are used (XGROUP CREATE, XAUTOCLAIM, XREADGROU
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -47,7 +46,7 @@ from data.io import write_records
 from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
 from features.store import IMPRESSION, INTERACTION, SERVED
-from features.stream import TRANSIENT, default_consumer_name, ensure_group
+from features.stream import TRANSIENT, default_consumer_name, ensure_group, refused_by_server
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
@@ -139,7 +138,6 @@ class StreamArchiver:
 
         from features.connection import block_ms_within_timeout, mend_cluster_map
 
-        self.ensure_group()
         started = time.monotonic()
         buffer = _Buffer()
         block_ms = block_ms_within_timeout(self.client, block_ms)
@@ -149,20 +147,23 @@ class StreamArchiver:
         # connection to the retry below.
         restore = _stop_on_signals(stop) if follow else {}
         try:
-            regroup = False
+            grouped, mend = False, False
             while not stop.is_set():
                 try:
-                    if regroup:  # as the stream consumer does (StreamConsumer.attempt)
+                    if mend:  # as the stream consumer does (StreamConsumer.attempt)
                         mend_cluster_map(self.client, default_node=True)
-                        with contextlib.suppress(redis.ResponseError):  # refused (OOM): the group stands
-                            self.ensure_group()
-                        regroup = False
+                        mend = False
+                    if not grouped:  # inside the retry: a Redis failing over or full refuses it too
+                        self.ensure_group()
+                        grouped = True
                     entries = self._next(block_ms if follow else None)
-                except TRANSIENT:
-                    # A slow, restarting or failing-over Redis: unacknowledged entries stay pending and are
-                    # read again.
+                except (*TRANSIENT, redis.ResponseError) as exc:
+                    if isinstance(exc, redis.ResponseError) and not refused_by_server(exc):
+                        raise
+                    # A slow, restarting, failing-over or full Redis: unacknowledged entries stay pending
+                    # and are read again; a restarted one may have lost the group.
                     self.stats.retries += 1
-                    regroup = True
+                    grouped, mend = False, True
                     if max_seconds is not None and time.monotonic() - started >= max_seconds:
                         break  # a bounded run ends on time through an outage too
                     time.sleep(0.2)

@@ -16,6 +16,8 @@ import pytest
 import redis
 
 from data.contracts import SearchImpression
+from data.layout import DataLayout
+from features.archive import StreamArchiver
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.definitions import Request, compute, plan
@@ -312,5 +314,34 @@ def test_the_consumer_keeps_stepping_while_a_failover_is_under_way(tmp_path: Pat
         assert stats.retries >= 1  # it met the failover, not a cluster already mended
         assert stats.acked == len(records) and stats.dead == 0
         assert_same_state(replayed(store, records), store)
+    finally:
+        _stop([p for p in procs if p.poll() is None])
+
+
+def test_the_export_drains_the_stream_through_its_primarys_failover(tmp_path: Path, tiny_world: Path) -> None:
+    """The primary holding the event stream, which is also the client's default node, is killed (SIGKILL)
+    just before `events export` starts. Its commands fail until the replica takes over and the default node
+    is replaced (by redis-py's own retry or by the export's: which one depends on timing); then every entry
+    is archived once, nothing lost (the replica held the stream: WAIT before the kill)."""
+    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3, node_timeout_ms=2_000)
+    try:
+        settings = FeatureStoreSettings(
+            redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="export", socket_timeout_s=2
+        )
+        store = RedisFeatureStore.connect(settings)
+        records, _ = _searches_and_a_user_off_the_stream(store, tiny_world)
+        store.publish(records)
+        home = store.client.get_node_from_key(store.keys.events_stream)
+        store.client.set_default_node(home)  # the unlucky case, made sure: see mend_cluster_map
+        victim = ports.index(home.port)
+        with redis.Redis(port=ports[victim]) as primary:
+            assert primary.execute_command("WAIT", 1, 5000) == 1
+        procs[victim].kill()
+        procs[victim].wait(timeout=10)
+        archiver = StreamArchiver(store.client, store.keys.events_stream, tmp_path / "archive")
+        stats = archiver.run(max_seconds=60)
+        assert stats.impressions == len(records) and stats.rejected == 0 and stats.trimmed == 0
+        archived = DataLayout(tmp_path / "archive").read_events("impressions", validate_rows=False)
+        assert sorted(archived["request_id"].to_pylist()) == sorted(r.request_id for r in records)
     finally:
         _stop([p for p in procs if p.poll() is None])
