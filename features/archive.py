@@ -46,7 +46,7 @@ from data.io import write_records
 from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
 from features.store import IMPRESSION, INTERACTION, SERVED
-from features.stream import TRANSIENT, default_consumer_name, ensure_group, refused_by_server
+from features.stream import TRANSIENT, default_consumer_name, ensure_group, waits_out
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
@@ -158,10 +158,8 @@ class StreamArchiver:
                         grouped = True
                     entries = self._next(block_ms if follow else None)
                 except (*TRANSIENT, redis.ResponseError) as exc:
-                    if isinstance(exc, redis.ResponseError) and not refused_by_server(exc):
+                    if not waits_out(exc):
                         raise
-                    # A slow, restarting, failing-over or full Redis: unacknowledged entries stay pending
-                    # and are read again; a restarted one may have lost the group.
                     self.stats.retries += 1
                     grouped, mend = False, True
                     if max_seconds is not None and time.monotonic() - started >= max_seconds:

@@ -195,30 +195,32 @@ def block_ms_within_timeout(client: object, block_ms: int) -> int:
 
 # What mending a cluster client's map may meet: a node down, a cluster without a quorum, a closed socket.
 _MEND_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
-# Clients whose default node was checked, and when (monotonic seconds): once a second at most per client.
-_DEFAULT_CHECKED: weakref.WeakKeyDictionary[RedisCluster, float] = weakref.WeakKeyDictionary()
-DEFAULT_NODE_CHECK_S = 1.0
+# When each client was last mended for a stream reader (monotonic seconds): once a second at most.
+_MENDED: weakref.WeakKeyDictionary[RedisCluster, float] = weakref.WeakKeyDictionary()
+MEND_EVERY_S = 1.0
 
 
 def mend_cluster_map(client: RedisClient, *, default_node: bool = False) -> None:
     """After a node did not answer, on a cluster client: learn the cluster's map again (a failed-over
     primary's replica owns its slots now); nothing for a single server.
 
-    ``default_node``: also replace the client's default node if it does not answer PING, at most once a
-    second per client. redis-py asks that node where the keys of XREADGROUP and other commands it cannot
-    place itself are, so a dead default node failed every stream read, whatever node held the stream; and
-    a new map resets it to the first primary, which may be the dead one until its replica is promoted. For
-    the stream's readers, which retry; not for request threads, which must not wait on a PING."""
+    ``default_node`` (the stream's readers, which retry every fraction of a second; not request threads,
+    which must not wait on a PING): at most once a second per client, and the client's default node is
+    replaced if it does not answer PING. redis-py asks that node where the keys of XREADGROUP and other
+    commands it cannot place itself are, so a dead default node failed every stream read, whatever node
+    held the stream; and a new map resets it to the first primary, which may be the dead one until its
+    replica is promoted."""
     if not isinstance(client, RedisCluster):
         return
+    if default_node:
+        now = time.monotonic()
+        if now - _MENDED.get(client, -math.inf) < MEND_EVERY_S:
+            return
+        _MENDED[client] = now
     with contextlib.suppress(*_MEND_ERRORS):
         client.nodes_manager.initialize()
-    now = time.monotonic()
-    if not default_node or now - _DEFAULT_CHECKED.get(client, -math.inf) < DEFAULT_NODE_CHECK_S:
-        return
-    _DEFAULT_CHECKED[client] = now
-    node = client.get_default_node()
-    if node is None or node.redis_connection is None:  # a closed client: nothing to move
+    node = client.get_default_node() if default_node else None
+    if node is None or node.redis_connection is None:  # not asked for, or a closed client
         return
     try:
         node.redis_connection.ping()

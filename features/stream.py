@@ -129,6 +129,17 @@ def refused_by_server(exc: redis.ResponseError) -> bool:
     return isinstance(exc, _REFUSALS) or _REFUSAL_CODES.search(str(exc)) is not None
 
 
+def waits_out(exc: BaseException) -> bool:
+    """Whether a stream reader (``StreamConsumer.attempt``, the archive's export) waits ``exc`` out and
+    tries again, with its group created again (a restarted Redis may have lost it: XGROUP CREATE of an
+    existing group is a cheap BUSYGROUP) and a cluster client's map mended (``mend_cluster_map``):
+    a slow, restarting or failing-over Redis (CLUSTERDOWN, redis-py's ClusterError once its redirections
+    run out), or one refusing for now (out of memory, a replica, a busy script). Unacknowledged entries
+    stay pending and are read again, and a refused apply wrote nothing, so a retry loses nothing, where
+    dying would stop the live features and dead-lettering would drop events."""
+    return isinstance(exc, TRANSIENT) or (isinstance(exc, redis.ResponseError) and refused_by_server(exc))
+
+
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
     """Create ``group`` on ``stream`` (and the stream) reading from its first entry, unless it exists."""
     try:
@@ -318,22 +329,15 @@ class StreamConsumer:
                     self.stats.groups_created += 1
                     self._missing = False
             handled = self.step(block_ms=block_ms)
-        except TRANSIENT as exc:
-            # A slow or restarting Redis, or a cluster failing over (a slot without a node for a while,
-            # CLUSTERDOWN, redis-py's ClusterError once its redirections run out). A restarted Redis may
-            # have lost the group (XGROUP CREATE of an existing group is a cheap BUSYGROUP), and a cluster
-            # client learns the map again and replaces a default node that does not answer.
-            self._grouped = False
-            mend_cluster_map(self.client, default_node=True)
-            return self._wait_out(exc)
-        except redis.ResponseError as exc:
-            if is_nogroup(exc):  # the stream or its group was deleted: create it again, from the start
+        except (*TRANSIENT, redis.ResponseError) as exc:
+            if isinstance(exc, redis.ResponseError) and is_nogroup(exc):
+                # The stream or its group was deleted: create it again, from the start.
                 self._grouped, self._missing = False, True
                 return None
-            if not refused_by_server(exc):
+            if not waits_out(exc):
                 raise
-            # Out of memory, a replica, a busy script: the apply wrote nothing, so waiting for room loses
-            # nothing; dying or dead-lettering would.
+            self._grouped = False
+            mend_cluster_map(self.client, default_node=True)
             return self._wait_out(exc)
         self._trouble = ""
         return handled

@@ -108,13 +108,12 @@ class ProgressLines:
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = self.clock()
         seen = self._stages.get(stage)
-        if seen is None or seen.ended or done < seen.done or total != seen.total:
+        begins = seen is None or seen.ended or done < seen.done or total != seen.total
+        if begins:
             seen = self._stages[stage] = _StageClock(began=now, first=done, total=total)
-        elif now - seen.written_at < self.every and not 0 < total <= done:
-            seen.done, seen.at = done, now
-            return
         seen.done, seen.at = done, now
-        self._write(stage, seen)
+        if begins or now - seen.written_at >= self.every or 0 < total <= done:
+            self._write(stage, seen)
 
     def flush(self) -> None:
         for stage, seen in self._stages.items():

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,32 @@ def _searches_and_a_user_off_the_stream(
     return searches, user
 
 
+@contextmanager
+def _failover_cluster(
+    root: Path, namespace: str
+) -> Iterator[tuple[list[int], list[subprocess.Popen], FeatureStoreSettings, RedisFeatureStore]]:
+    """3 primaries with a replica each and a quick failover (2 s), and a store on it: ports, processes,
+    settings, store."""
+    ports, procs = _start_cluster(root, masters=3, replicas=3, node_timeout_ms=2_000)
+    try:
+        settings = FeatureStoreSettings(
+            redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace=namespace, socket_timeout_s=2
+        )
+        yield ports, procs, settings, RedisFeatureStore.connect(settings)
+    finally:
+        _stop([p for p in procs if p.poll() is None])
+
+
+def _kill_replicated(ports: list[int], procs: list[subprocess.Popen], port: int) -> int:
+    """SIGKILL the primary on ``port`` once its replica holds every write (WAIT); its index in ``ports``."""
+    victim = ports.index(port)
+    with redis.Redis(port=port) as primary:
+        assert primary.execute_command("WAIT", 1, 5000) == 1
+    procs[victim].kill()
+    procs[victim].wait(timeout=10)
+    return victim
+
+
 def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
     tmp_path: Path, tiny_world: Path
 ) -> None:
@@ -257,12 +284,7 @@ def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
     stream's key lives on another primary. The apply script's own per-node pipelines fail on the dead node
     until the cluster client's map names the new one; the consumer retries meanwhile, and every event is
     applied once, nothing lost (the replica held every write: WAIT before the kill)."""
-    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3, node_timeout_ms=2_000)
-    try:
-        settings = FeatureStoreSettings(
-            redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="failover", socket_timeout_s=2
-        )
-        store = RedisFeatureStore.connect(settings)
+    with _failover_cluster(tmp_path, "failover") as (ports, procs, settings, store):
         records, user = _searches_and_a_user_off_the_stream(store, tiny_world)
         theirs = [i for i, r in enumerate(records) if r.user_id == user]
         cut = theirs[len(theirs) // 2]
@@ -270,11 +292,7 @@ def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
         store.publish(records[:cut])
         assert consumer.run(until_idle=True).acked == cut
 
-        victim = ports.index(store.client.get_node_from_key(store.keys.user(user)).port)
-        primary = redis.Redis(port=ports[victim])
-        assert primary.execute_command("WAIT", 1, 5000) == 1  # its replica holds every write
-        procs[victim].kill()
-        procs[victim].wait(timeout=10)
+        victim = _kill_replicated(ports, procs, store.client.get_node_from_key(store.keys.user(user)).port)
         live = [redis.Redis(port=p) for i, p in enumerate(ports) if i != victim]
         _wait(lambda: all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in live), 30)
 
@@ -282,22 +300,15 @@ def test_the_consumer_follows_a_failover_of_the_primary_it_writes_to(
         stats = consumer.run(until_idle=True, max_seconds=30)  # before: retried the dead primary for good
         assert stats.acked == len(records) and stats.dead == 0
         assert_same_state(replayed(store, records), store)
-    finally:
-        _stop([p for p in procs if p.poll() is None])
 
 
 def test_the_consumer_keeps_stepping_while_a_failover_is_under_way(tmp_path: Path, tiny_world: Path) -> None:
     """The primary holding a busy user's slot is killed (SIGKILL) and the consumer runs on at once, through
-    the seconds in which the slot has no node. Its steps fail to connect meanwhile; it waits each out and
-    creates its group again (through the cluster client, which then learns the new map) before the next
-    step. Before, its reads kept failing for as long as it ran (300 retries in 60 s). Once the replica has
-    taken over, every event is applied once, nothing lost."""
-    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3, node_timeout_ms=2_000)
-    try:
-        settings = FeatureStoreSettings(
-            redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="midway", socket_timeout_s=2
-        )
-        store = RedisFeatureStore.connect(settings)
+    the seconds in which the slot has no node. Its steps fail meanwhile; it waits each out, has the cluster
+    client learn the map again and replace a default node that does not answer, and creates its group again
+    before the next step. Before, its reads kept failing for as long as it ran (300 retries in 60 s). Once
+    the replica has taken over, every event is applied once, nothing lost."""
+    with _failover_cluster(tmp_path, "midway") as (ports, procs, settings, store):
         records, user = _searches_and_a_user_off_the_stream(store, tiny_world)
         cut = len(records) // 2
         consumer = StreamConsumer(store, settings, consumer="midway")
@@ -305,17 +316,11 @@ def test_the_consumer_keeps_stepping_while_a_failover_is_under_way(tmp_path: Pat
         assert consumer.run(until_idle=True).acked == cut
         store.publish(records[cut:])  # the stream's own primary stays up
 
-        victim = ports.index(store.client.get_node_from_key(store.keys.user(user)).port)
-        with redis.Redis(port=ports[victim]) as primary:
-            assert primary.execute_command("WAIT", 1, 5000) == 1
-        procs[victim].kill()
-        procs[victim].wait(timeout=10)
+        _kill_replicated(ports, procs, store.client.get_node_from_key(store.keys.user(user)).port)
         stats = consumer.run(until_idle=True, max_seconds=60)
         assert stats.retries >= 1  # it met the failover, not a cluster already mended
         assert stats.acked == len(records) and stats.dead == 0
         assert_same_state(replayed(store, records), store)
-    finally:
-        _stop([p for p in procs if p.poll() is None])
 
 
 def test_the_export_drains_the_stream_through_its_primarys_failover(tmp_path: Path, tiny_world: Path) -> None:
@@ -323,25 +328,14 @@ def test_the_export_drains_the_stream_through_its_primarys_failover(tmp_path: Pa
     just before `events export` starts. Its commands fail until the replica takes over and the default node
     is replaced (by redis-py's own retry or by the export's: which one depends on timing); then every entry
     is archived once, nothing lost (the replica held the stream: WAIT before the kill)."""
-    ports, procs = _start_cluster(tmp_path, masters=3, replicas=3, node_timeout_ms=2_000)
-    try:
-        settings = FeatureStoreSettings(
-            redis_url=f"redis://127.0.0.1:{ports[0]}", cluster=True, namespace="export", socket_timeout_s=2
-        )
-        store = RedisFeatureStore.connect(settings)
+    with _failover_cluster(tmp_path, "export") as (ports, procs, _, store):
         records, _ = _searches_and_a_user_off_the_stream(store, tiny_world)
         store.publish(records)
         home = store.client.get_node_from_key(store.keys.events_stream)
         store.client.set_default_node(home)  # the unlucky case, made sure: see mend_cluster_map
-        victim = ports.index(home.port)
-        with redis.Redis(port=ports[victim]) as primary:
-            assert primary.execute_command("WAIT", 1, 5000) == 1
-        procs[victim].kill()
-        procs[victim].wait(timeout=10)
+        _kill_replicated(ports, procs, home.port)
         archiver = StreamArchiver(store.client, store.keys.events_stream, tmp_path / "archive")
         stats = archiver.run(max_seconds=60)
         assert stats.impressions == len(records) and stats.rejected == 0 and stats.trimmed == 0
         archived = DataLayout(tmp_path / "archive").read_events("impressions", validate_rows=False)
         assert sorted(archived["request_id"].to_pylist()) == sorted(r.request_id for r in records)
-    finally:
-        _stop([p for p in procs if p.poll() is None])
