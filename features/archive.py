@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
 from pathlib import Path
@@ -46,7 +46,7 @@ from data.io import write_records
 from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
 from features.store import IMPRESSION, INTERACTION, SERVED
-from features.stream import TRANSIENT, default_consumer_name, ensure_group, waits_out
+from features.stream import TRANSIENT, default_consumer_name, ensure_group, waits_out, without_trimmed
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
@@ -197,8 +197,7 @@ class StreamArchiver:
             )  # fmt: skip
             cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             self._claim_cursor = None if cursor == "0-0" else cursor
-            self._ack_trimmed([i for i, f in reply[1] if not f])  # Redis 7 drops them itself (3rd element)
-            claimed = [(i, f) for i, f in reply[1] if f]
+            claimed = self._kept(reply[1], reply[2] if len(reply) > 2 else ())  # Redis 6.2: no third element
             self.stats.reclaimed += len(claimed)
             if claimed:
                 return claimed
@@ -217,15 +216,13 @@ class StreamArchiver:
             self.group, self.consumer, {self.stream: start}, count=self.batch, block=block_ms
         )
         items = [(i, f) for _, entries in got for i, f in entries] if got else []
-        self._ack_trimmed([i for i, f in items if not f])
-        return [(i, f) for i, f in items if f], (items[-1][0] if items else None)
+        return self._kept(items), (items[-1][0] if items else None)
 
-    def _ack_trimmed(self, ids: list[bytes]) -> None:
-        # Pending entries the stream's cap trimmed before they were archived come back without fields:
-        # nothing is left to write, and unacknowledged they would stay pending for ever.
-        if ids:
-            self.client.xack(self.stream, self.group, *ids)
-            self.stats.trimmed += len(ids)
+    def _kept(self, entries: list, dropped: Sequence[bytes] = ()) -> list:
+        """``entries`` without those the stream's cap trimmed before they were archived (counted)."""
+        kept, lost = without_trimmed(self.client, self.stream, self.group, entries, dropped)
+        self.stats.trimmed += lost
+        return kept
 
     def _add(self, buffer: _Buffer, entry_id: bytes, fields: dict) -> None:
         if entry_id in buffer.seen:

@@ -23,6 +23,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -103,6 +104,7 @@ class ConsumerStats:
     reclaimed: int = 0
     retries: int = 0  # steps retried after a Redis timeout, lost connection or refusal (out of memory...)
     groups_created: int = 0  # the group was missing (NOGROUP) and was created again
+    trimmed: int = 0  # pending events the stream's cap removed before they were applied (lost to live state)
     dead_reasons: list[str] = field(default_factory=list)
 
 
@@ -138,6 +140,21 @@ def waits_out(exc: BaseException) -> bool:
     stay pending and are read again, and a refused apply wrote nothing, so a retry loses nothing, where
     dying would stop the live features and dead-lettering would drop events."""
     return isinstance(exc, TRANSIENT) or (isinstance(exc, redis.ResponseError) and refused_by_server(exc))
+
+
+def without_trimmed(
+    client: redis.Redis, stream: str, group: str, entries: list, dropped: Sequence[bytes] = ()
+) -> tuple[list, int]:
+    """The entries that still hold their fields, and how many pending entries the stream's cap removed.
+
+    A delivered entry the cap trims before it is acknowledged stays pending without its fields: read again
+    it comes back empty (acknowledged here, or it would stay pending for ever), and from Redis 7 XAUTOCLAIM
+    drops it from the pending list itself and names it apart (``dropped``, its reply's third element).
+    Either way its event is gone before this reader saw it, so the count is what the cap lost."""
+    gone = [i for i, f in entries if not f]
+    if gone:
+        client.xack(stream, group, *gone)
+    return [(i, f) for i, f in entries if f], len(gone) + len(dropped)
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -281,17 +298,21 @@ class StreamConsumer:
             start_id="0-0",
             count=batch,
         )
-        claimed = reply[1]  # Redis 7 adds a third element (deleted ids), 6.2 does not
+        claimed = reply[1]
         # A full batch may leave more to claim: look again next step; else after half the idle time.
         wait_s = 0.0 if len(claimed) == batch else self.settings.stream_claim_idle_ms / 2000
         self._next_claim = time.monotonic() + wait_s
-        # Redis 6.2 hands back entries trimmed from the stream as empty ones, still pending: acknowledged
-        # here, as there is nothing left to apply (Redis 7 drops them from the pending list itself).
-        gone = [i for i, f in claimed if not f]
-        if gone:
-            self.client.xack(self.stream, GROUP, *gone)
-        kept = [(i, f) for i, f in claimed if f]
+        kept = self._kept(claimed, reply[2] if len(reply) > 2 else ())  # Redis 6.2 has no third element
         self.stats.reclaimed += len(kept)
+        return kept
+
+    def _kept(self, entries: list, dropped: Sequence[bytes] = ()) -> list:
+        """``entries`` without those the stream's cap trimmed (``without_trimmed``), which are counted and
+        named: live features missed those events, the consumer having fallen that far behind."""
+        kept, lost = without_trimmed(self.client, self.stream, GROUP, entries, dropped)
+        if lost:
+            self.stats.trimmed += lost
+            log.warning("%d pending events were trimmed from %s by its cap, not applied", lost, self.stream)
         return kept
 
     def run(
@@ -351,7 +372,7 @@ class StreamConsumer:
 
     def _read(self, start: str, count: int, block: int | None) -> list:
         got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)
-        return [(i, f) for _, items in got for i, f in items if f] if got else []
+        return self._kept([(i, f) for _, items in got for i, f in items]) if got else []
 
     def _process(self, entries: list) -> None:
         parsed: list[tuple[bytes, ImpressionEvent | InteractionEvent]] = []

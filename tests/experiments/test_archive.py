@@ -237,3 +237,23 @@ def test_entries_trimmed_while_pending_are_acknowledged(
     # Redis 7's XAUTOCLAIM drops deleted entries from the pending list itself; on 6.2 the exporter acks them.
     assert stats.trimmed in (0, 20) and stats.impressions + stats.interactions == 0
     assert store.client.xpending(stream, GROUP)["pending"] == 0
+
+
+def test_entries_the_streams_cap_trims_before_they_are_archived_are_counted(
+    store: RedisFeatureStore, world_events: dict, tmp_path: Path
+) -> None:
+    # Delivered to an export that died, then trimmed by the stream's cap before another export claims them:
+    # from Redis 7, XAUTOCLAIM drops them from the pending list and names them apart; they are counted.
+    records = [r for day in sorted(world_events) for r in world_events[day]][:8]
+    store.publish(records)
+    stream = store.keys.events_stream
+    archiver = _archiver(store, tmp_path / "archive", consumer="next", claim_idle_ms=1)
+    archiver.ensure_group()
+    got = store.client.xreadgroup(GROUP, "died", {stream: ">"}, count=5)
+    assert sum(len(items) for _, items in got) == 5
+    assert store.client.xtrim(stream, maxlen=3, approximate=False) == 5
+    time.sleep(0.05)
+    stats = archiver.run()
+    assert stats.trimmed == 5
+    assert stats.impressions + stats.interactions + stats.served == 3 and stats.acked == 3
+    assert store.client.xpending(stream, GROUP)["pending"] == 0

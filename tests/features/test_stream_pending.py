@@ -96,3 +96,23 @@ def test_a_click_ahead_of_its_impression_waits_for_it_instead_of_dying_at_once(
         pass
     assert me.stats.dead == 0, me.stats.dead_reasons
     assert _pending_of(store, "patient") == 0
+
+
+def test_events_the_streams_cap_trims_before_they_are_applied_are_counted_and_leave_nothing_pending(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    # A consumer far enough behind loses delivered, unacknowledged entries to the stream's cap: its own come
+    # back without fields, a dead consumer's are dropped by XAUTOCLAIM (Redis 7 names them apart). Either
+    # way the loss is counted, and nothing is left pending to be read again for ever.
+    impressions = _impressions(tiny_world)[:6]
+    me = _consumer(store, "behind", 50)
+    store.publish(impressions)
+    assert len(_deliver(store, "dead", 3)) == 3
+    assert len(_deliver(store, "behind", 2)) == 2
+    stream = store.keys.events_stream
+    assert store.client.xtrim(stream, maxlen=1, approximate=False) == 5  # only the undelivered one is left
+    time.sleep(0.1)  # the dead consumer's entries are claimable
+    stats = me.run(until_idle=True, block_ms=0)
+    assert stats.trimmed == 5
+    assert stats.acked == 1 and stats.applied > 0  # the one entry still there
+    assert store.client.xpending(stream, GROUP)["pending"] == 0
