@@ -49,6 +49,9 @@ class FeatureStoreSettings(BaseModel):
     )
     coquery_neighbours: int = Field(default=20, ge=1, description="Co-queries kept per query.")
     coquery_min_sessions: int = Field(default=2, ge=1, description="Sessions a query pair needs to count.")
+    # The per-user caps below are most of a user's Redis memory, and they earn it: halving the profile, lift
+    # and session caps saved 21% of it and lost 0.015 of DCN-V2's served gain, mostly on broad and
+    # high-entropy queries (docs/scale.md, "What smaller caps cost a person").
     # Bounded so the packed profile (11 + 6 bytes per item) fits the user hash's four 64-byte chunks.
     user_keywords: int = Field(default=24, ge=1, le=32, description="Long-term keywords kept per user.")
     user_intents: int = Field(
