@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date
 from pathlib import Path
@@ -46,7 +46,15 @@ from data.io import write_records
 from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
 from features.store import IMPRESSION, INTERACTION, SERVED
-from features.stream import TRANSIENT, default_consumer_name, ensure_group, waits_out, without_trimmed
+from features.stream import (
+    TRANSIENT,
+    Entry,
+    ack_trimmed,
+    claimed_entries,
+    default_consumer_name,
+    ensure_group,
+    waits_out,
+)
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
@@ -55,9 +63,6 @@ KINDS: dict[str, tuple[EventKind, type[Record]]] = {
     SERVED: ("served", ServedFeatures),
 }
 INTERACTION_KEY = ["request_id", "block_id", "type", "ts"]
-
-
-Entry = tuple[bytes, dict]  # a stream entry: id and fields
 
 
 @dataclass
@@ -197,7 +202,10 @@ class StreamArchiver:
             )  # fmt: skip
             cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             self._claim_cursor = None if cursor == "0-0" else cursor
-            claimed = self._kept(reply[1], reply[2] if len(reply) > 2 else ())  # Redis 6.2: no third element
+            claimed, dropped, nils = claimed_entries(reply)
+            self.stats.trimmed += dropped
+            if nils:  # Redis 6.2's trimmed entries are this exporter's now: its own read acknowledges them
+                self._own_pending = "0"
             self.stats.reclaimed += len(claimed)
             if claimed:
                 return claimed
@@ -216,13 +224,9 @@ class StreamArchiver:
             self.group, self.consumer, {self.stream: start}, count=self.batch, block=block_ms
         )
         items = [(i, f) for _, entries in got for i, f in entries] if got else []
-        return self._kept(items), (items[-1][0] if items else None)
-
-    def _kept(self, entries: list, dropped: Sequence[bytes] = ()) -> list:
-        """``entries`` without those the stream's cap trimmed before they were archived (counted)."""
-        kept, lost = without_trimmed(self.client, self.stream, self.group, entries, dropped)
+        kept, lost = ack_trimmed(self.client, self.stream, self.group, items)
         self.stats.trimmed += lost
-        return kept
+        return kept, (items[-1][0] if items else None)
 
     def _add(self, buffer: _Buffer, entry_id: bytes, fields: dict) -> None:
         if entry_id in buffer.seen:

@@ -23,7 +23,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -142,19 +141,29 @@ def waits_out(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or (isinstance(exc, redis.ResponseError) and refused_by_server(exc))
 
 
-def without_trimmed(
-    client: redis.Redis, stream: str, group: str, entries: list, dropped: Sequence[bytes] = ()
-) -> tuple[list, int]:
-    """The entries that still hold their fields, and how many pending entries the stream's cap removed.
+Entry = tuple[bytes, dict]  # a stream entry: id and fields
 
-    A delivered entry the cap trims before it is acknowledged stays pending without its fields: read again
-    it comes back empty (acknowledged here, or it would stay pending for ever), and from Redis 7 XAUTOCLAIM
-    drops it from the pending list itself and names it apart (``dropped``, its reply's third element).
-    Either way its event is gone before this reader saw it, so the count is what the cap lost."""
+
+def ack_trimmed(client: redis.Redis, stream: str, group: str, entries: list) -> tuple[list[Entry], int]:
+    """A read of pending entries without those the stream's cap trimmed, and how many it trimmed.
+
+    A delivered entry the cap trims before it is acknowledged stays pending, and a read of pending entries
+    hands it back without fields: acknowledged here (or it would stay pending for ever) and counted by what
+    XACK answers, so two readers meeting the same entry count it once."""
     gone = [i for i, f in entries if not f]
-    if gone:
-        client.xack(stream, group, *gone)
-    return [(i, f) for i, f in entries if f], len(gone) + len(dropped)
+    lost = client.xack(stream, group, *gone) if gone else 0
+    return [(i, f) for i, f in entries if f], lost
+
+
+def claimed_entries(reply: list) -> tuple[list[Entry], int, bool]:
+    """XAUTOCLAIM's reply as: the claimed entries that still hold their fields; how many trimmed entries
+    Redis 7 dropped from the pending list itself (its reply's third element, counted as lost); and whether
+    Redis 6.2 handed trimmed ones back as nils instead. Those are the claimer's pending entries now, with
+    no id in the reply: its next read of its own pending entries acknowledges and counts them
+    (``ack_trimmed``)."""
+    entries = reply[1]
+    dropped = len(reply[2]) if len(reply) > 2 else 0
+    return [(i, f) for i, f in entries if f], dropped, any(i is None for i, _ in entries)
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -227,6 +236,9 @@ class StreamConsumer:
         self._trouble = ""
         self._grouped = False  # the group is known to exist (created, or found, since the last error)
         self._missing = False  # a step met NOGROUP: the next creation counts in ``groups_created``
+        self._own_full = False  # the last read of own pending entries was a full batch
+        # A claim on Redis 6.2 took trimmed entries (nils): the next own read acknowledges and counts them.
+        self._claimed_trimmed = False
 
     def ensure_group(self) -> None:
         ensure_group(self.client, self.stream, GROUP)
@@ -278,14 +290,22 @@ class StreamConsumer:
             # re-reading it each step sent it to the dead letters within milliseconds. It comes back with
             # the next idle step or the periodic own read, while new events (its impression among them)
             # are applied.
-            more = own and len(entries) == batch and self.stats.waiting == waiting
-            self._own_pending = unread or more
+            more = own and self._own_full and self.stats.waiting == waiting
+            self._own_pending = unread or more or self._claimed_trimmed
         return len(entries)
 
-    def _own(self, batch: int) -> list:
-        """This consumer's delivered, unacknowledged entries (after a restart, a failure, a wait)."""
-        entries = self._read("0", batch, None)
+    def _own(self, batch: int) -> list[Entry]:
+        """This consumer's delivered, unacknowledged entries (after a restart, a failure, a wait), past any
+        the stream's cap trimmed (acknowledged and counted)."""
+        while True:
+            got = self._read("0", batch, None)
+            entries, lost = ack_trimmed(self.client, self.stream, GROUP, got)
+            self._count_trimmed(lost)
+            self._own_full = len(got) == batch  # more may follow, trimmed ones included
+            if entries or not self._own_full:  # a whole batch trimmed: the next one is there to read
+                break
         self._own_pending = bool(entries)
+        self._claimed_trimmed = False
         return entries
 
     def _claim(self, batch: int) -> list:
@@ -298,22 +318,21 @@ class StreamConsumer:
             start_id="0-0",
             count=batch,
         )
-        claimed = reply[1]
+        claimed, dropped, nils = claimed_entries(reply)
+        self._count_trimmed(dropped)
+        if nils:
+            self._own_pending = self._claimed_trimmed = True
         # A full batch may leave more to claim: look again next step; else after half the idle time.
-        wait_s = 0.0 if len(claimed) == batch else self.settings.stream_claim_idle_ms / 2000
-        self._next_claim = time.monotonic() + wait_s
-        kept = self._kept(claimed, reply[2] if len(reply) > 2 else ())  # Redis 6.2 has no third element
-        self.stats.reclaimed += len(kept)
-        return kept
+        full = len(reply[1]) + dropped >= batch
+        self._next_claim = time.monotonic() + (0.0 if full else self.settings.stream_claim_idle_ms / 2000)
+        self.stats.reclaimed += len(claimed)
+        return claimed
 
-    def _kept(self, entries: list, dropped: Sequence[bytes] = ()) -> list:
-        """``entries`` without those the stream's cap trimmed (``without_trimmed``), which are counted and
-        named: live features missed those events, the consumer having fallen that far behind."""
-        kept, lost = without_trimmed(self.client, self.stream, GROUP, entries, dropped)
+    def _count_trimmed(self, lost: int) -> None:
+        """Live features missed these events: the consumer had fallen that far behind the stream's cap."""
         if lost:
             self.stats.trimmed += lost
             log.warning("%d pending events were trimmed from %s by its cap, not applied", lost, self.stream)
-        return kept
 
     def run(
         self,
@@ -371,8 +390,9 @@ class StreamConsumer:
         self.stats.retries += 1
 
     def _read(self, start: str, count: int, block: int | None) -> list:
+        """Entries as read: a read of pending ones ("0") may hold trimmed ones without fields (``_own``)."""
         got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)
-        return self._kept([(i, f) for _, items in got for i, f in items]) if got else []
+        return [(i, f) for _, items in got for i, f in items] if got else []
 
     def _process(self, entries: list) -> None:
         parsed: list[tuple[bytes, ImpressionEvent | InteractionEvent]] = []

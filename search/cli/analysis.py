@@ -149,10 +149,11 @@ def export(
         print_json({"out": str(out), "stream": archiver.stream, "group": archiver.group, **stats.to_json()})
         return
     days = ", ".join(sorted(stats.days)) or "none"
+    lost = f"; {stats.trimmed} trimmed by the stream's cap before they were archived" if stats.trimmed else ""
     console.print(
         f"{out}: {stats.impressions} impressions, {stats.interactions} interactions, "
         f"{stats.rejected} rejected in {stats.files} new files (days {days}); "
-        f"{stats.skipped_files} files were already there"
+        f"{stats.skipped_files} files were already there{lost}"
     )
 
 
