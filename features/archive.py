@@ -193,7 +193,8 @@ class StreamArchiver:
 
         Reclaiming scans the group's pending list once at the start and once after each flush, when nothing
         of ours is buffered: claimed entries are ours from then on, so a rescan would claim them again.
-        Own pending entries are read from id "0" once per run, paging on by the last id seen.
+        Own pending entries are read from id "0" once per run, paging on by the last id seen, and again after
+        a claim on Redis 6.2 that took trimmed entries (nils), for that read to acknowledge and count them.
         """
         if self._claim_cursor is not None:
             reply = self.client.xautoclaim(

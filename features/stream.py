@@ -159,7 +159,7 @@ def claimed_entries(reply: list) -> tuple[list[Entry], int, bool]:
     """XAUTOCLAIM's reply as: the claimed entries that still hold their fields; how many trimmed entries
     Redis 7 dropped from the pending list itself (its reply's third element, counted as lost); and whether
     Redis 6.2 handed trimmed ones back as nils instead. Those are the claimer's pending entries now, with
-    no id in the reply: its next read of its own pending entries acknowledges and counts them
+    no id in the reply: a read of its own pending entries that reaches them acknowledges and counts them
     (``ack_trimmed``)."""
     entries = reply[1]
     dropped = len(reply[2]) if len(reply) > 2 else 0

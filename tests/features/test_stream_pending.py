@@ -103,8 +103,8 @@ def test_events_the_streams_cap_trims_before_they_are_applied_are_counted_and_le
 ) -> None:
     # A consumer far enough behind loses delivered, unacknowledged entries to the stream's cap. Redis 7's
     # XAUTOCLAIM drops every trimmed pending entry it scans (its own and a dead consumer's) and names them;
-    # on 6.2 its own come back without fields and a dead consumer's are claimed as nils, then read as its
-    # own. Either way the loss is counted once, and nothing is left pending to be read again for ever.
+    # on 6.2 a claim hands those idle long enough over as nils, and its read of its own pending entries
+    # finds them all without fields. Either way the loss is counted once, and nothing is left pending.
     impressions = _impressions(tiny_world)[:6]
     me = _consumer(store, "behind", 50)
     store.publish(impressions)
