@@ -39,6 +39,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import redis
 from pydantic import ValidationError
 
 from data.contracts import Interaction, Record, SearchImpression, ServedFeatures
@@ -139,8 +140,6 @@ class StreamArchiver:
         Following, a flush happens every ``flush_seconds`` or ``flush_rows`` entries, whichever first, so
         files stay few and large enough while the archive lags the stream by seconds only.
         """
-        import redis
-
         from features.connection import block_ms_within_timeout, mend_cluster_map
 
         started = time.monotonic()

@@ -237,8 +237,6 @@ class StreamConsumer:
         self._grouped = False  # the group is known to exist (created, or found, since the last error)
         self._missing = False  # a step met NOGROUP: the next creation counts in ``groups_created``
         self._own_full = False  # the last read of own pending entries was a full batch
-        # A claim on Redis 6.2 took trimmed entries (nils): the next own read acknowledges and counts them.
-        self._claimed_trimmed = False
 
     def ensure_group(self) -> None:
         ensure_group(self.client, self.stream, GROUP)
@@ -281,6 +279,7 @@ class StreamConsumer:
                 entries, own, unread = self._own(batch), True, False
             if not entries and not claimed:
                 entries = self._claim(batch)
+                unread = self._own_pending  # own entries were read above: set again only by 6.2's nils
         if entries:
             waiting = self.stats.waiting
             self._own_pending = True  # until acknowledged (see step)
@@ -291,7 +290,7 @@ class StreamConsumer:
             # the next idle step or the periodic own read, while new events (its impression among them)
             # are applied.
             more = own and self._own_full and self.stats.waiting == waiting
-            self._own_pending = unread or more or self._claimed_trimmed
+            self._own_pending = unread or more
         return len(entries)
 
     def _own(self, batch: int) -> list[Entry]:
@@ -305,7 +304,6 @@ class StreamConsumer:
             if entries or not self._own_full:  # a whole batch trimmed: the next one is there to read
                 break
         self._own_pending = bool(entries)
-        self._claimed_trimmed = False
         return entries
 
     def _claim(self, batch: int) -> list:
@@ -320,8 +318,8 @@ class StreamConsumer:
         )
         claimed, dropped, nils = claimed_entries(reply)
         self._count_trimmed(dropped)
-        if nils:
-            self._own_pending = self._claimed_trimmed = True
+        if nils:  # Redis 6.2's trimmed entries are this consumer's now: its own read acknowledges them
+            self._own_pending = True
         # A full batch may leave more to claim: look again next step; else after half the idle time.
         full = len(reply[1]) + dropped >= batch
         self._next_claim = time.monotonic() + (0.0 if full else self.settings.stream_claim_idle_ms / 2000)
