@@ -51,9 +51,11 @@ from features.stream import (
     TRANSIENT,
     Entry,
     ack_trimmed,
+    cap_gap,
     claimed_entries,
     default_consumer_name,
     ensure_group,
+    read_entries,
     waits_out,
 )
 
@@ -74,7 +76,8 @@ class ExportStats:
     rejected: int = 0
     files: int = 0
     skipped_files: int = 0  # already on disk from an earlier delivery of the same entries
-    trimmed: int = 0  # pending entries the stream's cap removed before they were archived (lost)
+    trimmed: int = 0  # entries the stream's cap removed before they were archived (lost)
+    gaps: int = 0  # times the cap had trimmed past what the group read (Redis 6.2 cannot count their entries)
     acked: int = 0
     reclaimed: int = 0
     retries: int = 0  # reads Redis could not take (slow, restarting, failing over): tried again
@@ -120,6 +123,7 @@ class StreamArchiver:
         # Own pending entries are read from id "0" until exhausted, once per run (see ``_next``).
         self._own_pending: bytes | str | None = "0"
         self._claim_cursor: str | None = "0-0"  # None: no reclaim scan running (see ``_next``)
+        self._gap_after = ""  # the last delivered id of the last cap gap counted (``_look_for_gap``)
 
     def ensure_group(self) -> None:
         # From the start of the stream: the first export archives everything the stream still holds.
@@ -195,6 +199,8 @@ class StreamArchiver:
         Own pending entries are read from id "0" once per run, paging on by the last id seen, and again after
         a claim on Redis 6.2 that took trimmed entries (nils), for that read to acknowledge and count them.
         """
+        if self._claim_cursor == "0-0":  # a scan begins: first, what the cap trimmed before the group read it
+            self._look_for_gap()
         if self._claim_cursor is not None:
             reply = self.client.xautoclaim(
                 self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms,
@@ -218,12 +224,23 @@ class StreamArchiver:
                 return own
         return self._read(">", block_ms)[0]
 
+    def _look_for_gap(self) -> None:
+        """Entries the stream's cap trimmed before this group read them, never archived: counted (Redis 7)
+        or named (6.2 cannot count them), once per gap."""
+        gap = cap_gap(self.client, self.stream, self.group)
+        if gap is None or gap.after == self._gap_after:
+            return
+        self._gap_after = gap.after
+        self.stats.gaps += 1
+        self.stats.trimmed += gap.lost or 0
+
     def _read(self, start: bytes | str, block_ms: int | None) -> tuple[list[Entry], bytes | None]:
         """The entries read with their fields, and the last id read (None: nothing was there)."""
-        got = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: start}, count=self.batch, block=block_ms
+        items = read_entries(
+            self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: start}, count=self.batch, block=block_ms
+            )
         )
-        items = [(i, f) for _, entries in got for i, f in entries] if got else []
         kept, lost = ack_trimmed(self.client, self.stream, self.group, items)
         self.stats.trimmed += lost
         return kept, (items[-1][0] if items else None)

@@ -84,6 +84,14 @@ class FeatureStoreSettings(BaseModel):
     stream_max_deliveries: int = Field(
         default=5, ge=1, description="Then an event goes to the dead-letter stream."
     )
+    # Each letter names its reason and keeps its event, to send back with `features dead-letters --requeue`;
+    # bounded, as a flood of refused events must not fill Redis. What the cap removes is counted.
+    dead_letters_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="Dead letters kept (the newest); older ones are removed and counted as lost "
+        "(`smartblock features dead-letters`).",
+    )
     # Reads alone are no clock: a consumer retrying through a Redis refusal reads its pending entries
     # every 0.2 s, and a click ahead of its impression reached its read limit within a second.
     stream_impression_wait_s: float = Field(

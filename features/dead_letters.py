@@ -19,6 +19,13 @@ from features.ops import Op
 from features.store import ApplyError, RedisFeatureStore
 
 _PAGE = 1000
+# A letter in and, at the cap, the oldest out, in one step: how many went is known exactly (an approximate
+# MAXLEN trims whole nodes whenever it likes, and XADD does not say how many).
+_ADD = """
+local before = redis.call('XLEN', KEYS[1])
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', unpack(ARGV, 2))
+return before + 1 - redis.call('XLEN', KEYS[1])
+"""
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,23 @@ class DeadLetter:
         """The reason's kind, the text before its first colon: "not applied", "no impression",
         "malformed event", or the field a refused click got wrong ("position", "block_id", "user_id")."""
         return self.reason.split(":", 1)[0]
+
+
+def add(store: RedisFeatureStore, letter: dict[str, str], keep: int) -> int:
+    """Append ``letter`` to the dead-letter stream, keeping its newest ``keep`` (``dead_letters_max``);
+    returns how many older letters that removed. Their events are lost: counted in Redis (``trimmed``), not
+    dropped unseen."""
+    fields = [part for item in letter.items() for part in item]
+    script = store.client.register_script(_ADD)
+    removed = int(script(keys=[store.keys.dead_letters], args=[keep, *fields]))
+    if removed:
+        store.client.incrby(store.keys.dead_letters_trimmed, removed)
+    return removed
+
+
+def trimmed(store: RedisFeatureStore) -> int:
+    """How many dead letters the cap has removed (their events lost) since the namespace was built."""
+    return int(store.client.get(store.keys.dead_letters_trimmed) or 0)
 
 
 def read(store: RedisFeatureStore) -> list[DeadLetter]:

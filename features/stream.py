@@ -29,6 +29,7 @@ import redis
 from pydantic import ValidationError
 
 from data.contracts import Interaction, SearchImpression
+from features import dead_letters
 from features.config import FeatureStoreSettings
 from features.connection import block_ms_within_timeout, mend_cluster_map
 from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestContext, Shown
@@ -46,9 +47,6 @@ TRANSIENT = (
     OSError,
 )
 log = logging.getLogger("smartblock.features")
-# Dead letters kept (newest): each names its reason and keeps its event, to look at and to send back with
-# ``smartblock features dead-letters --requeue``; bounded, as a flood of refused clicks must not fill Redis.
-_DEAD_MAXLEN = 100_000
 
 
 def default_consumer_name(group: str = GROUP) -> str:
@@ -103,7 +101,9 @@ class ConsumerStats:
     reclaimed: int = 0
     retries: int = 0  # steps retried after a Redis timeout, lost connection or refusal (out of memory...)
     groups_created: int = 0  # the group was missing (NOGROUP) and was created again
-    trimmed: int = 0  # pending events the stream's cap removed before they were applied (lost to live state)
+    trimmed: int = 0  # events the stream's cap removed before they were applied (lost to live state)
+    gaps: int = 0  # times the cap had trimmed past what the group read (Redis 6.2 cannot count their events)
+    dead_trimmed: int = 0  # older dead letters the dead-letter cap removed to make room (their events lost)
     dead_reasons: list[str] = field(default_factory=list)
 
 
@@ -144,6 +144,17 @@ def waits_out(exc: BaseException) -> bool:
 Entry = tuple[bytes, dict]  # a stream entry: id and fields
 
 
+def read_entries(reply: list | dict | None) -> list[Entry]:
+    """XREADGROUP's reply as entries. RESP2 answers a list of (stream, entries); RESP3 (a Redis URL with
+    ``protocol=3``) a map of stream to a list holding the entries, which a reader taking the RESP2 shape
+    iterated as keys and failed on."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        reply = [(name, got[0] if got and isinstance(got[0], list) else got) for name, got in reply.items()]
+    return [(i, f) for _, entries in reply for i, f in entries]
+
+
 def ack_trimmed(client: redis.Redis, stream: str, group: str, entries: list) -> tuple[list[Entry], int]:
     """A read of pending entries without those the stream's cap trimmed, and how many it trimmed.
 
@@ -176,6 +187,45 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
 
 
 @dataclass(frozen=True)
+class CapGap:
+    """Entries the stream's cap trimmed before a group read them: lost to that group's readers."""
+
+    after: str  # the group's last delivered id: the gap begins after it
+    lost: int | None  # how many: Redis 7 counts them; Redis 6.2 cannot say
+
+
+def cap_gap(client: redis.Redis, stream: str, group: str, info: dict | None = None) -> CapGap | None:
+    """The gap the stream's cap left ahead of ``group``, if any: its last delivered id lies before the
+    stream's first entry. ``info``: the group's XINFO GROUPS entry, when the caller has it.
+
+    Redis 7 keeps how many entries were ever added and how many the group read; once the group is behind
+    the first entry, every entry trimmed and not read is the difference less what the stream still holds
+    (its own ``lag`` does not see trimming: it stays added less read). A group that has read nothing lost
+    every entry trimmed, whenever it was created. Redis 6.2 counts neither, and cannot tell whether a stream
+    was ever trimmed ahead of a group that has read nothing."""
+    try:
+        if info is None:
+            info = next((g for g in client.xinfo_groups(stream) if _text(g["name"]) == group), None)
+            if info is None:
+                return None
+        head = client.xinfo_stream(stream)
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc):  # the stream is gone: a reader meets NOGROUP next and starts again
+            return None
+        raise
+    after, length, added = _text(info["last-delivered-id"]), int(head["length"]), head.get("entries-added")
+    if after in ("0", "0-0"):
+        trimmed = int(added) - length if added is not None else 0
+        return CapGap(after, trimmed) if trimmed > 0 else None
+    first = head.get("first-entry")
+    if _entry_id(after) >= _entry_id(first[0] if first else head["last-generated-id"]):
+        return None
+    read = info.get("entries-read")
+    lost = max(int(added) - int(read) - length, 0) if added is not None and read is not None else None
+    return CapGap(after, lost)
+
+
+@dataclass(frozen=True)
 class GroupStatus:
     """What /readyz says about a consumer group: is someone consuming, and how far behind."""
 
@@ -185,15 +235,17 @@ class GroupStatus:
     idle_ms: int | None = None  # the most recent read by any consumer, ms ago
     pending: int = 0  # delivered, not yet acknowledged
     lag: int | None = None  # entries not yet delivered to the group (at least, when capped)
+    gap: CapGap | None = None  # the stream's cap trimmed entries the group had not read
 
 
 def group_status(
     client: redis.Redis, stream: str, group: str, *, stale_ms: int, lag_cap: int = 1000
 ) -> GroupStatus:
-    """Liveness and lag of ``group`` from XINFO GROUPS / CONSUMERS (three cheap calls).
+    """Liveness and lag of ``group`` from XINFO GROUPS / CONSUMERS / STREAM (four cheap calls).
 
     Redis 7 reports the lag itself; Redis 6.2 (the embedded server) does not, so the entries after the
-    group's last delivered id are counted, up to ``lag_cap``.
+    group's last delivered id are counted, up to ``lag_cap``. A group the cap has trimmed past (``gap``)
+    has every entry of the stream still to read.
     """
     groups = {_text(g["name"]): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
     info = groups.get(group)
@@ -201,7 +253,8 @@ def group_status(
         return GroupStatus(exists=False)
     consumers = client.xinfo_consumers(stream, group)
     idle = [int(c["idle"]) for c in consumers]
-    lag = info.get("lag")
+    gap = cap_gap(client, stream, group, info)
+    lag = client.xlen(stream) if gap is not None else info.get("lag")
     if lag is None:
         last = _text(info["last-delivered-id"])
         lag = len(client.xrange(stream, min=f"({last}", max="+", count=lag_cap))
@@ -212,11 +265,17 @@ def group_status(
         idle_ms=min(idle) if idle else None,
         pending=int(info["pending"]),
         lag=int(lag),
+        gap=gap,
     )
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)
 
 
 class StreamConsumer:
@@ -237,6 +296,7 @@ class StreamConsumer:
         self._grouped = False  # the group is known to exist (created, or found, since the last error)
         self._missing = False  # a step met NOGROUP: the next creation counts in ``groups_created``
         self._own_full = False  # the last read of own pending entries was a full batch
+        self._gap_after = ""  # the last delivered id of the last cap gap named (``_look_for_gap``)
 
     def ensure_group(self) -> None:
         ensure_group(self.client, self.stream, GROUP)
@@ -269,6 +329,7 @@ class StreamConsumer:
         claimed = own = False
         due = time.monotonic() >= self._next_claim
         if due:
+            self._look_for_gap()
             entries, claimed = self._claim(batch), True
         unread = self._own_pending or due  # own pending entries may exist and were not read this step
         if not entries and unread:
@@ -325,6 +386,24 @@ class StreamConsumer:
         self._next_claim = time.monotonic() + (0.0 if full else self.settings.stream_claim_idle_ms / 2000)
         self.stats.reclaimed += len(claimed)
         return claimed
+
+    def _look_for_gap(self) -> None:
+        """Events the stream's cap trimmed before this group read them: its last delivered id lies before
+        the stream's first entry. Looked for with each periodic claim, so also at start, before a restarted
+        consumer's first read moves past them; each gap is named once."""
+        gap = cap_gap(self.client, self.stream, GROUP)
+        if gap is None or gap.after == self._gap_after:
+            return
+        self._gap_after = gap.after
+        self.stats.gaps += 1
+        self.stats.trimmed += gap.lost or 0
+        log.warning(
+            "%s events were trimmed from %s by its cap before group %r read them (after %s), not applied",
+            "an unknown number of" if gap.lost is None else gap.lost,
+            self.stream,
+            GROUP,
+            gap.after,
+        )
 
     def _count_trimmed(self, lost: int) -> None:
         """Live features missed these events: the consumer had fallen that far behind the stream's cap."""
@@ -389,8 +468,9 @@ class StreamConsumer:
 
     def _read(self, start: str, count: int, block: int | None) -> list:
         """Entries as read: a read of pending ones ("0") may hold trimmed ones without fields (``_own``)."""
-        got = self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)
-        return [(i, f) for _, items in got for i, f in items] if got else []
+        return read_entries(
+            self.client.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block)
+        )
 
     def _process(self, entries: list) -> None:
         parsed: list[tuple[bytes, ImpressionEvent | InteractionEvent]] = []
@@ -483,8 +563,14 @@ class StreamConsumer:
             payload["fields"] = json.dumps(
                 {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
             )
-        # Bounded like the event stream: a flood of refused events must not grow Redis without end.
-        self.client.xadd(self.store.keys.dead_letters, payload, maxlen=_DEAD_MAXLEN, approximate=True)
+        removed = dead_letters.add(self.store, payload, self.settings.dead_letters_max)
+        if removed:
+            self.stats.dead_trimmed += removed
+            log.warning(
+                "the dead-letter stream is at its cap (%d): %d older letter(s) removed, their events lost",
+                self.settings.dead_letters_max,
+                removed,
+            )
         self.client.xack(self.stream, GROUP, entry_id)
         self.stats.dead += 1
         self.stats.dead_reasons.append(reason)

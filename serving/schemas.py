@@ -147,6 +147,14 @@ class ConsumerOut(BaseModel):
     idle_ms: int | None = Field(default=None, description="Since the most recent read by any consumer.")
     pending: int = Field(default=0, description="Delivered, not yet acknowledged.")
     lag: int | None = Field(default=None, description="Events not yet delivered (at least, past 1,000).")
+    behind_cap: bool = Field(
+        default=False,
+        description="The event stream's cap trimmed events before the group read them: lost to the live "
+        "features.",
+    )
+    trimmed_unread: int | None = Field(
+        default=None, description="How many events that was (Redis 7 counts them; Redis 6.2 cannot)."
+    )
 
 
 class ReadyOut(BaseModel):

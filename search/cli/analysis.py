@@ -150,6 +150,8 @@ def export(
         return
     days = ", ".join(sorted(stats.days)) or "none"
     lost = f"; {stats.trimmed} trimmed by the stream's cap before they were archived" if stats.trimmed else ""
+    if stats.gaps and not stats.trimmed:  # Redis 6.2 names a gap without counting it
+        lost = "; an unknown number trimmed by the stream's cap before they were archived"
     console.print(
         f"{out}: {stats.impressions} impressions, {stats.interactions} interactions, "
         f"{stats.rejected} rejected in {stats.files} new files (days {days}); "

@@ -186,14 +186,16 @@ def dead_letters(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """The events the stream consumer could not apply, counted by kind of reason; each letter keeps the
-    event, so `--requeue KIND` can send one kind back (an event counts once on every hash tag)."""
+    event, so `--requeue KIND` can send one kind back (an event counts once on every hash tag). Letters the
+    cap removed to make room are counted apart: their events are lost."""
     from features import dead_letters as letters
 
     store = _store()
     requeued = letters.requeue(store, requeue) if requeue else 0
     counts = letters.summary(store)
+    lost = letters.trimmed(store)
     if as_json:
-        print_json({"dead_letters": counts, "requeued": requeued})
+        print_json({"dead_letters": counts, "requeued": requeued, "trimmed": lost})
         return
     if requeue:
         console.print(f"requeued {requeued} event(s) of kind {requeue!r}")
@@ -201,3 +203,5 @@ def dead_letters(
         console.print(f"{n:>8,}  {kind}")
     if not counts:
         console.print("no dead letters")
+    if lost:
+        console.print(f"{lost:>8,}  older letters removed by the cap (dead_letters_max): events lost")

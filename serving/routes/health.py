@@ -65,9 +65,13 @@ def _consumer(runtime: Runtime, detail: dict[str, str]) -> ConsumerOut | None:
         idle_ms=status.idle_ms,
         pending=status.pending,
         lag=status.lag,
+        behind_cap=status.gap is not None,
+        trimmed_unread=status.gap.lost if status.gap else None,
     )
     if not status.exists:
         detail["consumer"] = "no consumer group 'features' on the event stream"
     elif not out.alive:
         detail["consumer"] = f"no stream consumer read in the last {runtime.serving.consumer_stale_s:g} s"
+    elif status.gap is not None:
+        detail["consumer"] = "the event stream's cap trimmed events before the consumer group read them"
     return out

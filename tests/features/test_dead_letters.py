@@ -43,14 +43,19 @@ def test_events_refused_by_a_key_in_their_way_are_sent_back_once_it_is_mended(
     stats = StreamConsumer(store, store.settings, consumer="c").run(until_idle=True)
     assert stats.dead >= 1
 
-    assert _cli(store_env) == {"dead_letters": {"not applied": stats.dead}, "requeued": 0}
+    assert _cli(store_env) == {"dead_letters": {"not applied": stats.dead}, "requeued": 0, "trimmed": 0}
     assert _cli(store_env, "--requeue", "not applied") == {  # not mended yet: refused again, letters kept
         "dead_letters": {"not applied": stats.dead},
         "requeued": 0,
+        "trimmed": 0,
     }
     store.client.delete(user_key)
     # Applied straight from the letters (the ops of the tag that failed), not through the stream.
-    assert _cli(store_env, "--requeue", "not applied") == {"dead_letters": {}, "requeued": stats.dead}
+    assert _cli(store_env, "--requeue", "not applied") == {
+        "dead_letters": {},
+        "requeued": stats.dead,
+        "trimmed": 0,
+    }
     assert_same_state(replayed(store, impressions), store)
 
 
@@ -66,7 +71,7 @@ def test_a_click_dead_for_want_of_its_impression_is_applied_when_sent_back_after
     store.publish([click])  # its impression lost on the way, for now
     stats = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
     assert stats.dead == 1
-    assert _cli(store_env) == {"dead_letters": {"no impression": 1}, "requeued": 0}
+    assert _cli(store_env) == {"dead_letters": {"no impression": 1}, "requeued": 0, "trimmed": 0}
 
     store.publish([impression])  # it turns up
     assert _cli(store_env, "--requeue", "no impression")["requeued"] == 1
@@ -95,3 +100,20 @@ def test_a_click_waits_for_its_impression_by_the_clock_not_by_how_often_it_is_re
         consumer.step()
         time.sleep(0.05)
     assert consumer.stats.dead == 1 and time.monotonic() - published >= 1.5
+
+
+def test_letters_the_dead_letter_cap_removes_are_counted_not_dropped_unseen(
+    store: RedisFeatureStore, store_env: dict[str, str]
+) -> None:
+    """A flood of refused events fills the dead-letter stream; its cap keeps the newest letters, and the
+    older ones it removes (acknowledged events, now lost) are counted where an operator looks."""
+    from features import dead_letters
+
+    settings = store.settings.model_copy(update={"dead_letters_max": 3})
+    sent = store.republish([{"kind": "impression", "data": f"not json {i}"} for i in range(5)])
+    stats = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
+    assert (stats.dead, stats.acked, stats.dead_trimmed) == (5, 0, 2)
+    assert store.client.xpending(store.keys.events_stream, "features")["pending"] == 0  # all acknowledged
+    kept = dead_letters.read(store)
+    assert [letter.event_entry for letter in kept] == sent[2:]  # the newest three
+    assert _cli(store_env) == {"dead_letters": {"malformed event": 3}, "requeued": 0, "trimmed": 2}

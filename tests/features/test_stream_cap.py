@@ -1,0 +1,84 @@
+"""Events the stream's cap trims before a group reads them are lost to that group: the live features miss
+them and the archive never holds them. Nothing acknowledges them, so nothing counted them: a consumer that
+fell a cap behind (stopped, or slower than the traffic) lost them unseen. Here a real stream is trimmed
+past a group's last read, and the consumer, the archive export and ``group_status`` (what /readyz shows)
+must each see the gap once: counted on Redis 7, named on 6.2, which keeps no count of entries added.
+
+Also here: a Redis URL with ``protocol=3`` (RESP3) answers XREADGROUP as a map, not a list; the readers
+failed on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from features.archive import GROUP as ARCHIVE
+from features.archive import StreamArchiver
+from features.connection import embedded_socket
+from features.store import RedisFeatureStore
+from features.stream import GROUP, StreamConsumer, group_status
+
+from .helpers import assert_same_state, replayed, world_records
+
+
+def _counts_added(client: redis.Redis, stream: str) -> bool:
+    """Redis 7 keeps how many entries a stream ever had added; 6.2 does not."""
+    return "entries-added" in client.xinfo_stream(stream)
+
+
+def test_events_trimmed_before_the_group_read_them_are_counted_once(
+    tiny_world: Path, store: RedisFeatureStore, tmp_path: Path
+) -> None:
+    records, _, _ = world_records(tiny_world, days=1)
+    impressions = [r for r in records if hasattr(r, "shown")][:12]
+    stream = store.keys.events_stream
+    first = StreamConsumer(store, store.settings, consumer="first")
+    first.ensure_group()
+    StreamArchiver(store.client, stream, tmp_path / "early").run()  # creates the archive's group (empty)
+    store.publish(impressions[:4])
+    assert first.run(until_idle=True, block_ms=0).acked == 4
+    assert group_status(store.client, stream, GROUP, stale_ms=5_000).gap is None
+
+    # The consumer stops; 8 more events come; the cap keeps the newest 3: 5 are gone, never read.
+    store.publish(impressions[4:])
+    assert store.client.xtrim(stream, maxlen=3, approximate=False) == 9  # 4 read, 5 not
+    status = group_status(store.client, stream, GROUP, stale_ms=5_000)
+    counted = _counts_added(store.client, stream)
+    assert status.gap is not None and status.gap.lost == (5 if counted else None)
+    assert status.lag == 3  # what is still there to read (Redis 7's own figure says 8)
+
+    restarted = StreamConsumer(store, store.settings, consumer="first")
+    stats = restarted.run(until_idle=True, block_ms=0)
+    assert stats.gaps == 1 and stats.trimmed == (5 if counted else 0)
+    assert stats.acked == 3  # the newest three, applied
+    again = restarted.run(until_idle=True, block_ms=0)  # a later look finds the gap behind it: not again
+    assert again.gaps == 1
+    assert group_status(store.client, stream, GROUP, stale_ms=5_000).gap is None
+
+    # The archive's group had read nothing yet: all 9 trimmed entries are lost to it. Redis 7 knows how
+    # many entries the stream ever had; 6.2 cannot tell that a stream was trimmed ahead of such a group.
+    export = StreamArchiver(store.client, stream, tmp_path / "archive").run()
+    assert (export.gaps, export.trimmed) == ((1, 9) if counted else (0, 0)) and export.impressions == 3
+    store.publish(impressions[:5])
+    assert store.client.xtrim(stream, maxlen=2, approximate=False) == 6
+    export = StreamArchiver(store.client, stream, tmp_path / "archive").run()
+    assert export.gaps == 1 and export.trimmed == (3 if counted else 0) and export.impressions == 2
+    assert (
+        StreamArchiver(store.client, stream, tmp_path / "archive").run().gaps == 0  # a new run: behind it now
+    )
+    assert store.client.xpending(stream, ARCHIVE)["pending"] == 0
+
+
+def test_a_resp3_connection_applies_the_same_events(tiny_world: Path, store: RedisFeatureStore) -> None:
+    settings = store.settings
+    url = settings.redis_url or f"unix://{embedded_socket(settings.embedded_dir)}"  # type: ignore[arg-type]
+    resp3 = RedisFeatureStore.connect(
+        settings.model_copy(update={"redis_url": f"{url}{'&' if '?' in url else '?'}protocol=3"})
+    )
+    assert resp3.client.connection_pool.connection_kwargs.get("protocol") in (3, "3")
+    records, _, _ = world_records(tiny_world, days=1)
+    resp3.publish(records)
+    stats = StreamConsumer(resp3, resp3.settings, consumer="resp3").run(until_idle=True, block_ms=0)
+    assert stats.acked == len(records) and stats.dead == 0, stats.dead_reasons
+    assert_same_state(replayed(store, records), store)
