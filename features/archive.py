@@ -51,11 +51,11 @@ from features.stream import (
     TRANSIENT,
     Entry,
     ack_trimmed,
-    cap_gap,
     claimed_entries,
     default_consumer_name,
     ensure_group,
     read_entries,
+    take_gap,
     waits_out,
 )
 
@@ -77,7 +77,8 @@ class ExportStats:
     files: int = 0
     skipped_files: int = 0  # already on disk from an earlier delivery of the same entries
     trimmed: int = 0  # entries the stream's cap removed before they were archived (lost)
-    gaps: int = 0  # times the cap had trimmed past what the group read (Redis 6.2 cannot count their entries)
+    gaps: int = 0  # times the cap had trimmed past what the group read
+    uncounted: int = 0  # gaps whose entries Redis 6.2 could not count: ``trimmed`` is then a floor
     acked: int = 0
     reclaimed: int = 0
     retries: int = 0  # reads Redis could not take (slow, restarting, failing over): tried again
@@ -123,7 +124,6 @@ class StreamArchiver:
         # Own pending entries are read from id "0" until exhausted, once per run (see ``_next``).
         self._own_pending: bytes | str | None = "0"
         self._claim_cursor: str | None = "0-0"  # None: no reclaim scan running (see ``_next``)
-        self._gap_after = ""  # the last delivered id of the last cap gap counted (``_look_for_gap``)
 
     def ensure_group(self) -> None:
         # From the start of the stream: the first export archives everything the stream still holds.
@@ -225,14 +225,12 @@ class StreamArchiver:
         return self._read(">", block_ms)[0]
 
     def _look_for_gap(self) -> None:
-        """Entries the stream's cap trimmed before this group read them, never archived: counted (Redis 7)
-        or named (6.2 cannot count them), once per gap."""
-        gap = cap_gap(self.client, self.stream, self.group)
-        if gap is None or gap.after == self._gap_after:
-            return
-        self._gap_after = gap.after
-        self.stats.gaps += 1
-        self.stats.trimmed += gap.lost or 0
+        """Entries the stream's cap trimmed before this group read them, never archived (``take_gap``)."""
+        gap = take_gap(self.client, self.stream, self.group)
+        if gap is not None:
+            self.stats.gaps += 1
+            self.stats.trimmed += gap.lost or 0
+            self.stats.uncounted += gap.lost is None
 
     def _read(self, start: bytes | str, block_ms: int | None) -> tuple[list[Entry], bytes | None]:
         """The entries read with their fields, and the last id read (None: nothing was there)."""

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 
 import redis
 from pydantic import ValidationError
@@ -102,7 +103,8 @@ class ConsumerStats:
     retries: int = 0  # steps retried after a Redis timeout, lost connection or refusal (out of memory...)
     groups_created: int = 0  # the group was missing (NOGROUP) and was created again
     trimmed: int = 0  # events the stream's cap removed before they were applied (lost to live state)
-    gaps: int = 0  # times the cap had trimmed past what the group read (Redis 6.2 cannot count their events)
+    gaps: int = 0  # times the cap had trimmed past what the group read
+    uncounted: int = 0  # gaps whose events Redis 6.2 could not count: ``trimmed`` is then a floor
     dead_trimmed: int = 0  # older dead letters the dead-letter cap removed to make room (their events lost)
     dead_reasons: list[str] = field(default_factory=list)
 
@@ -194,35 +196,37 @@ class CapGap:
     lost: int | None  # how many: Redis 7 counts them; Redis 6.2 cannot say
 
 
-def cap_gap(client: redis.Redis, stream: str, group: str, info: dict | None = None) -> CapGap | None:
-    """The gap the stream's cap left ahead of ``group``, if any: its last delivered id lies before the
-    stream's first entry. ``info``: the group's XINFO GROUPS entry, when the caller has it.
+_GAP_LUA = resources.files("features").joinpath("skip_gap.lua").read_text()
 
-    Redis 7 keeps how many entries were ever added and how many the group read; once the group is behind
-    the first entry, every entry trimmed and not read is the difference less what the stream still holds
-    (its own ``lag`` does not see trimming: it stays added less read). A group that has read nothing lost
-    every entry trimmed, whenever it was created. Redis 6.2 counts neither, and cannot tell whether a stream
-    was ever trimmed ahead of a group that has read nothing."""
+
+def cap_gap(client: redis.Redis, stream: str, group: str, *, take: bool = False) -> CapGap | None:
+    """The gap the stream's cap left ahead of ``group``, if any (see skip_gap.lua): its last delivered id
+    lies before the stream's first entry, or (Redis 7) it read past one before anyone looked. ``take``: move
+    the group past it, so that its readers count each gap once between them and Redis 7's lag is right
+    again; without, look only."""
     try:
-        if info is None:
-            info = next((g for g in client.xinfo_groups(stream) if _text(g["name"]) == group), None)
-            if info is None:
-                return None
-        head = client.xinfo_stream(stream)
+        got = client.register_script(_GAP_LUA)(keys=[stream], args=[group, "take" if take else "look"])
     except redis.ResponseError as exc:
         if "no such key" in str(exc):  # the stream is gone: a reader meets NOGROUP next and starts again
             return None
         raise
-    after, length, added = _text(info["last-delivered-id"]), int(head["length"]), head.get("entries-added")
-    if after in ("0", "0-0"):
-        trimmed = int(added) - length if added is not None else 0
-        return CapGap(after, trimmed) if trimmed > 0 else None
-    first = head.get("first-entry")
-    if _entry_id(after) >= _entry_id(first[0] if first else head["last-generated-id"]):
+    if not got:
         return None
-    read = info.get("entries-read")
-    lost = max(int(added) - int(read) - length, 0) if added is not None and read is not None else None
-    return CapGap(after, lost)
+    return CapGap(_text(got[0]), None if int(got[1]) < 0 else int(got[1]))
+
+
+def take_gap(client: redis.Redis, stream: str, group: str) -> CapGap | None:
+    """A reader's periodic look for a gap ahead of its group (``cap_gap`` taking it): logged when found."""
+    gap = cap_gap(client, stream, group, take=True)
+    if gap is not None:
+        log.warning(
+            "%s events were trimmed from %s by its cap before group %r read them (after %s): lost to it",
+            "an unknown number of" if gap.lost is None else gap.lost,
+            stream,
+            group,
+            gap.after,
+        )
+    return gap
 
 
 @dataclass(frozen=True)
@@ -241,11 +245,10 @@ class GroupStatus:
 def group_status(
     client: redis.Redis, stream: str, group: str, *, stale_ms: int, lag_cap: int = 1000
 ) -> GroupStatus:
-    """Liveness and lag of ``group`` from XINFO GROUPS / CONSUMERS / STREAM (four cheap calls).
+    """Liveness and lag of ``group`` from XINFO GROUPS / CONSUMERS and ``cap_gap`` (cheap calls).
 
     Redis 7 reports the lag itself; Redis 6.2 (the embedded server) does not, so the entries after the
-    group's last delivered id are counted, up to ``lag_cap``. A group the cap has trimmed past (``gap``)
-    has every entry of the stream still to read.
+    group's last delivered id are counted, up to ``lag_cap``.
     """
     groups = {_text(g["name"]): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
     info = groups.get(group)
@@ -253,8 +256,10 @@ def group_status(
         return GroupStatus(exists=False)
     consumers = client.xinfo_consumers(stream, group)
     idle = [int(c["idle"]) for c in consumers]
-    gap = cap_gap(client, stream, group, info)
-    lag = client.xlen(stream) if gap is not None else info.get("lag")
+    gap = cap_gap(client, stream, group)
+    lag = info.get("lag")
+    if lag is not None and gap is not None and gap.lost:
+        lag -= gap.lost  # Redis 7's lag is entries added less read: it counts the gap's as still to read
     if lag is None:
         last = _text(info["last-delivered-id"])
         lag = len(client.xrange(stream, min=f"({last}", max="+", count=lag_cap))
@@ -290,13 +295,13 @@ class StreamConsumer:
         self.ops = OpBuilder(store.keys, settings)
         self.stats = ConsumerStats()
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM; the first step asks
+        self._next_gap_look = 0.0  # and of the next look for a gap the stream's cap left (``take_gap``)
         self._own_pending = True  # entries delivered to this consumer and not acknowledged may exist
         # The last error waited out, so that a full or lost Redis is named once, not once per try.
         self._trouble = ""
         self._grouped = False  # the group is known to exist (created, or found, since the last error)
         self._missing = False  # a step met NOGROUP: the next creation counts in ``groups_created``
         self._own_full = False  # the last read of own pending entries was a full batch
-        self._gap_after = ""  # the last delivered id of the last cap gap named (``_look_for_gap``)
 
     def ensure_group(self) -> None:
         ensure_group(self.client, self.stream, GROUP)
@@ -327,9 +332,12 @@ class StreamConsumer:
         batch = self.settings.stream_batch
         entries: list = []
         claimed = own = False
-        due = time.monotonic() >= self._next_claim
+        now = time.monotonic()
+        due = now >= self._next_claim
         if due:
-            self._look_for_gap()
+            if now >= self._next_gap_look:  # on the timed claims, not each re-claim of a full batch
+                self._next_gap_look = now + self.settings.stream_claim_idle_ms / 2000
+                self._look_for_gap()
             entries, claimed = self._claim(batch), True
         unread = self._own_pending or due  # own pending entries may exist and were not read this step
         if not entries and unread:
@@ -388,22 +396,13 @@ class StreamConsumer:
         return claimed
 
     def _look_for_gap(self) -> None:
-        """Events the stream's cap trimmed before this group read them: its last delivered id lies before
-        the stream's first entry. Looked for with each periodic claim, so also at start, before a restarted
-        consumer's first read moves past them; each gap is named once."""
-        gap = cap_gap(self.client, self.stream, GROUP)
-        if gap is None or gap.after == self._gap_after:
-            return
-        self._gap_after = gap.after
-        self.stats.gaps += 1
-        self.stats.trimmed += gap.lost or 0
-        log.warning(
-            "%s events were trimmed from %s by its cap before group %r read them (after %s), not applied",
-            "an unknown number of" if gap.lost is None else gap.lost,
-            self.stream,
-            GROUP,
-            gap.after,
-        )
+        """Events the stream's cap trimmed before this group read them (``take_gap``): looked for before each
+        timed claim, so also at start, before a restarted consumer's first read."""
+        gap = take_gap(self.client, self.stream, GROUP)
+        if gap is not None:
+            self.stats.gaps += 1
+            self.stats.trimmed += gap.lost or 0
+            self.stats.uncounted += gap.lost is None
 
     def _count_trimmed(self, lost: int) -> None:
         """Live features missed these events: the consumer had fallen that far behind the stream's cap."""

@@ -149,9 +149,10 @@ def export(
         print_json({"out": str(out), "stream": archiver.stream, "group": archiver.group, **stats.to_json()})
         return
     days = ", ".join(sorted(stats.days)) or "none"
-    lost = f"; {stats.trimmed} trimmed by the stream's cap before they were archived" if stats.trimmed else ""
-    if stats.gaps and not stats.trimmed:  # Redis 6.2 names a gap without counting it
-        lost = "; an unknown number trimmed by the stream's cap before they were archived"
+    lost = ""
+    if stats.trimmed or stats.uncounted:
+        floor = "at least " if stats.uncounted else ""  # Redis 6.2 names a gap without counting it
+        lost = f"; {floor}{stats.trimmed} trimmed by the stream's cap before they were archived"
     console.print(
         f"{out}: {stats.impressions} impressions, {stats.interactions} interactions, "
         f"{stats.rejected} rejected in {stats.files} new files (days {days}); "
