@@ -278,11 +278,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _entry_id(value: bytes | str) -> tuple[int, int]:
-    ms, _, seq = _text(value).partition("-")
-    return int(ms), int(seq or 0)
-
-
 class StreamConsumer:
     def __init__(
         self, store: RedisFeatureStore, settings: FeatureStoreSettings, *, consumer: str | None = None
