@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from features.stream import ConsumerStats
 
 # Seconds; dense below 50 ms, where the latency goals sit.
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -28,6 +31,29 @@ class CacheCollector(Collector):
             lookups.add_metric([name], total)
         yield rate
         yield lookups
+
+
+class ConsumerCollector(Collector):
+    """What this worker's stream consumer counted since it started, read at scrape time: events applied and
+    dead-lettered, and those lost to a cap (``trimmed``: the event stream's; ``dead_trimmed``: the dead
+    letters'), which an alert can watch instead of the logs."""
+
+    def __init__(self, stats: Callable[[], ConsumerStats | None]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "smartblock_stream_consumer_events",
+            "This worker's stream consumer since it started, by outcome (ConsumerStats)",
+            labels=["outcome"],
+        )
+        stats = self.stats()
+        if stats is not None:
+            for f in fields(stats):
+                value = getattr(stats, f.name)
+                if isinstance(value, int):
+                    family.add_metric([f.name], value)
+        yield family
 
 
 class Metrics:
@@ -73,3 +99,6 @@ class Metrics:
 
     def watch_caches(self, caches: Callable[[], dict[str, object]]) -> None:
         self.registry.register(CacheCollector(caches))
+
+    def watch_consumer(self, stats: Callable[[], ConsumerStats | None]) -> None:
+        self.registry.register(ConsumerCollector(stats))

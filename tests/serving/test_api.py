@@ -209,6 +209,10 @@ def test_health_ready_users_metrics(client: TestClient, trained_versions: list[s
     assert 'smartblock_stage_seconds_bucket{le="0.005",stage="retrieval"}' in text
     assert 'smartblock_cache_hit_ratio{cache="retrieval"}' in text
     assert 'smartblock_http_requests_total{route="/search",status="200"}' in text
+    # The consumer's counts, losses to the caps among them, for an alert rather than a log line to read.
+    for outcome in ("applied", "dead", "trimmed", "dead_trimmed", "gaps"):
+        assert f'smartblock_stream_consumer_events_total{{outcome="{outcome}"}}' in text
+    assert ready.json()["consumer"]["behind_cap"] is False
 
 
 def test_admin_needs_the_key(client: TestClient) -> None:
