@@ -46,18 +46,10 @@ from data.contracts import Interaction, Record, SearchImpression, ServedFeatures
 from data.io import write_records
 from data.layout import EVENT_CONTRACTS, DataLayout, EventKind
 from data.schemas import arrow_schema
+from features import losses
+from features.losses import Entry, ack_trimmed, claimed_entries, take_gap
 from features.store import IMPRESSION, INTERACTION, SERVED
-from features.stream import (
-    TRANSIENT,
-    Entry,
-    ack_trimmed,
-    claimed_entries,
-    default_consumer_name,
-    ensure_group,
-    read_entries,
-    take_gap,
-    waits_out,
-)
+from features.stream import TRANSIENT, default_consumer_name, ensure_group, read_entries, waits_out
 
 GROUP = "archive"
 KINDS: dict[str, tuple[EventKind, type[Record]]] = {
@@ -209,7 +201,7 @@ class StreamArchiver:
             cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             self._claim_cursor = None if cursor == "0-0" else cursor
             claimed, dropped, nils = claimed_entries(reply)
-            self.stats.trimmed += dropped
+            self._lost(trimmed=dropped)
             if nils:  # Redis 6.2's trimmed entries are this exporter's now: its own read acknowledges them
                 self._own_pending = "0"
             self.stats.reclaimed += len(claimed)
@@ -228,9 +220,11 @@ class StreamArchiver:
         """Entries the stream's cap trimmed before this group read them, never archived (``take_gap``)."""
         gap = take_gap(self.client, self.stream, self.group)
         if gap is not None:
-            self.stats.gaps += 1
-            self.stats.trimmed += gap.lost or 0
-            self.stats.uncounted += gap.lost is None
+            self._lost(trimmed=gap.lost or 0, gaps=1, uncounted=int(gap.lost is None))
+
+    def _lost(self, **counts: int) -> None:
+        """Entries the stream's cap took before they were archived (``features.losses``)."""
+        losses.count(self.stats, self.client, self.stream, self.group, **counts)
 
     def _read(self, start: bytes | str, block_ms: int | None) -> tuple[list[Entry], bytes | None]:
         """The entries read with their fields, and the last id read (None: nothing was there)."""
@@ -240,7 +234,7 @@ class StreamArchiver:
             )
         )
         kept, lost = ack_trimmed(self.client, self.stream, self.group, items)
-        self.stats.trimmed += lost
+        self._lost(trimmed=lost)
         return kept, (items[-1][0] if items else None)
 
     def _add(self, buffer: _Buffer, entry_id: bytes, fields: dict) -> None:

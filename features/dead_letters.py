@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
+from features import losses
 from features.ops import Op
 from features.store import ApplyError, RedisFeatureStore
 
@@ -45,19 +46,17 @@ class DeadLetter:
 
 def add(store: RedisFeatureStore, letter: dict[str, str], keep: int) -> int:
     """Append ``letter`` to the dead-letter stream, keeping its newest ``keep`` (``dead_letters_max``);
-    returns how many older letters that removed. Their events are lost: counted in Redis (``trimmed``), not
-    dropped unseen."""
+    returns how many older letters that removed. Their events are lost: the caller counts them
+    (``features.losses``), so they are not dropped unseen."""
     fields = [part for item in letter.items() for part in item]
     script = store.client.register_script(_ADD)
-    removed = int(script(keys=[store.keys.dead_letters], args=[keep, *fields]))
-    if removed:
-        store.client.incrby(store.keys.dead_letters_trimmed, removed)
-    return removed
+    return int(script(keys=[store.keys.dead_letters], args=[keep, *fields]))
 
 
 def trimmed(store: RedisFeatureStore) -> int:
     """How many dead letters the cap has removed (their events lost) since the namespace was built."""
-    return int(store.client.get(store.keys.dead_letters_trimmed) or 0)
+    lost = losses.totals(store.client, store.keys.events_stream)
+    return sum(n for (_, what), n in lost.items() if what == "dead_letters_trimmed")
 
 
 def read(store: RedisFeatureStore) -> list[DeadLetter]:

@@ -123,10 +123,5 @@ class Keys:
     def dead_letters(self) -> str:
         return f"{self.prefix}:events:dead"
 
-    @property
-    def dead_letters_trimmed(self) -> str:
-        """A count of the dead letters the cap removed, oldest first (their events are lost)."""
-        return f"{self.prefix}:events:dead:trimmed"
-
     def tag_of(self, key: str) -> str:
         return key[key.index("{") + 1 : key.index("}")]

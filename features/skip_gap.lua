@@ -8,8 +8,10 @@
 -- one per entry delivered and would otherwise count the gap again, and overstate the group's lag, for ever.
 -- Caught up (Redis 7): the last delivered id is the stream's last, yet the read counter is short of the
 -- entries added: the group read past a gap before anyone looked. The counter is set right.
--- Returns {last delivered id, entries lost (-1: Redis 6.2 cannot count them)}, or false when there is no
--- gap. One script, so of all the group's readers one counts each gap.
+-- Returns {last delivered id, entries lost (-1: Redis 6.2 cannot count them), entries still to read}, or
+-- false when there is no gap. One script, so of all the group's readers one counts each gap. On 6.2 a gap
+-- may have lost nothing: the cap can trim the group's last read entry while keeping everything after it,
+-- and 6.2 cannot tell that from a loss.
 
 local function fields(flat)
   local t = {}
@@ -53,7 +55,7 @@ if last == newest then
     if ARGV[2] == 'take' then
       redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', added)
     end
-    return {last, added - read}
+    return {last, added - read, 0}
   end
   return false
 end
@@ -73,16 +75,19 @@ if not before(last, head) then
   return false
 end
 if added then
-  local lost = read and (added - read - length) or -1
-  if lost == 0 then
-    return false -- the cap trimmed the group's last read entry, and nothing after it
+  local lost = -1
+  if read then
+    lost = added - read - length
+    if lost <= 0 then
+      return false -- the cap trimmed the group's last read entry, and nothing after it
+    end
   end
   if ARGV[2] == 'take' then
     redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], head, 'ENTRIESREAD', added - length)
   end
-  return {last, lost}
+  return {last, lost, length}
 end
 if ARGV[2] == 'take' then
   redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], head)
 end
-return {last, -1}
+return {last, -1, length}

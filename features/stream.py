@@ -24,15 +24,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 
 import redis
 from pydantic import ValidationError
 
 from data.contracts import Interaction, SearchImpression
-from features import dead_letters
+from features import dead_letters, losses
 from features.config import FeatureStoreSettings
 from features.connection import block_ms_within_timeout, mend_cluster_map
+from features.losses import CapGap, Entry, ack_trimmed, cap_gap, claimed_entries, take_gap
 from features.ops import ImpressionEvent, InteractionEvent, OpBuilder, RequestContext, Shown
 from features.store import IMPRESSION, INTERACTION, SERVED, ApplyError, RedisFeatureStore
 
@@ -105,7 +105,7 @@ class ConsumerStats:
     trimmed: int = 0  # events the stream's cap removed before they were applied (lost to live state)
     gaps: int = 0  # times the cap had trimmed past what the group read
     uncounted: int = 0  # gaps whose events Redis 6.2 could not count: ``trimmed`` is then a floor
-    dead_trimmed: int = 0  # older dead letters the dead-letter cap removed to make room (their events lost)
+    dead_letters_trimmed: int = 0  # older dead letters the cap removed to make room (their events lost)
     dead_reasons: list[str] = field(default_factory=list)
 
 
@@ -143,9 +143,6 @@ def waits_out(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or (isinstance(exc, redis.ResponseError) and refused_by_server(exc))
 
 
-Entry = tuple[bytes, dict]  # a stream entry: id and fields
-
-
 def read_entries(reply: list | dict | None) -> list[Entry]:
     """XREADGROUP's reply as entries. RESP2 answers a list of (stream, entries); RESP3 (a Redis URL with
     ``protocol=3``) a map of stream to a list holding the entries, which a reader taking the RESP2 shape
@@ -157,28 +154,6 @@ def read_entries(reply: list | dict | None) -> list[Entry]:
     return [(i, f) for _, entries in reply for i, f in entries]
 
 
-def ack_trimmed(client: redis.Redis, stream: str, group: str, entries: list) -> tuple[list[Entry], int]:
-    """A read of pending entries without those the stream's cap trimmed, and how many it trimmed.
-
-    A delivered entry the cap trims before it is acknowledged stays pending, and a read of pending entries
-    hands it back without fields: acknowledged here (or it would stay pending for ever) and counted by what
-    XACK answers, so two readers meeting the same entry count it once."""
-    gone = [i for i, f in entries if not f]
-    lost = client.xack(stream, group, *gone) if gone else 0
-    return [(i, f) for i, f in entries if f], lost
-
-
-def claimed_entries(reply: list) -> tuple[list[Entry], int, bool]:
-    """XAUTOCLAIM's reply as: the claimed entries that still hold their fields; how many trimmed entries
-    Redis 7 dropped from the pending list itself (its reply's third element, counted as lost); and whether
-    Redis 6.2 handed trimmed ones back as nils instead. Those are the claimer's pending entries now, with
-    no id in the reply: a read of its own pending entries that reaches them acknowledges and counts them
-    (``ack_trimmed``)."""
-    entries = reply[1]
-    dropped = len(reply[2]) if len(reply) > 2 else 0
-    return [(i, f) for i, f in entries if f], dropped, any(i is None for i, _ in entries)
-
-
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
     """Create ``group`` on ``stream`` (and the stream) reading from its first entry, unless it exists."""
     try:
@@ -186,47 +161,6 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
-
-
-@dataclass(frozen=True)
-class CapGap:
-    """Entries the stream's cap trimmed before a group read them: lost to that group's readers."""
-
-    after: str  # the group's last delivered id: the gap begins after it
-    lost: int | None  # how many: Redis 7 counts them; Redis 6.2 cannot say
-
-
-_GAP_LUA = resources.files("features").joinpath("skip_gap.lua").read_text()
-
-
-def cap_gap(client: redis.Redis, stream: str, group: str, *, take: bool = False) -> CapGap | None:
-    """The gap the stream's cap left ahead of ``group``, if any (see skip_gap.lua): its last delivered id
-    lies before the stream's first entry, or (Redis 7) it read past one before anyone looked. ``take``: move
-    the group past it, so that its readers count each gap once between them and Redis 7's lag is right
-    again; without, look only."""
-    try:
-        got = client.register_script(_GAP_LUA)(keys=[stream], args=[group, "take" if take else "look"])
-    except redis.ResponseError as exc:
-        if "no such key" in str(exc):  # the stream is gone: a reader meets NOGROUP next and starts again
-            return None
-        raise
-    if not got:
-        return None
-    return CapGap(_text(got[0]), None if int(got[1]) < 0 else int(got[1]))
-
-
-def take_gap(client: redis.Redis, stream: str, group: str) -> CapGap | None:
-    """A reader's periodic look for a gap ahead of its group (``cap_gap`` taking it): logged when found."""
-    gap = cap_gap(client, stream, group, take=True)
-    if gap is not None:
-        log.warning(
-            "%s events were trimmed from %s by its cap before group %r read them (after %s): lost to it",
-            "an unknown number of" if gap.lost is None else gap.lost,
-            stream,
-            group,
-            gap.after,
-        )
-    return gap
 
 
 @dataclass(frozen=True)
@@ -257,9 +191,8 @@ def group_status(
     consumers = client.xinfo_consumers(stream, group)
     idle = [int(c["idle"]) for c in consumers]
     gap = cap_gap(client, stream, group)
-    lag = info.get("lag")
-    if lag is not None and gap is not None and gap.lost:
-        lag -= gap.lost  # Redis 7's lag is entries added less read: it counts the gap's as still to read
+    # Redis 7.0's own lag is entries added less read, the gap's included; 7.4.2 and later say the length.
+    lag = gap.unread if gap is not None else info.get("lag")
     if lag is None:
         last = _text(info["last-delivered-id"])
         lag = len(client.xrange(stream, min=f"({last}", max="+", count=lag_cap))
@@ -291,6 +224,7 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM; the first step asks
         self._next_gap_look = 0.0  # and of the next look for a gap the stream's cap left (``take_gap``)
+        self._lagging = False  # the last read of new events was a whole batch: look for a gap before each
         self._own_pending = True  # entries delivered to this consumer and not acknowledged may exist
         # The last error waited out, so that a full or lost Redis is named once, not once per try.
         self._trouble = ""
@@ -338,7 +272,10 @@ class StreamConsumer:
         if not entries and unread:
             entries, own, unread = self._own(batch), True, False
         if not entries:
+            if self._lagging:  # the last read of new events was a whole batch: the cap may be overtaking
+                self._look_for_gap()
             entries = self._read(">", batch, block_ms or None)
+            self._lagging = len(entries) >= batch
             if not entries and not own:
                 entries, own, unread = self._own(batch), True, False
             if not entries and not claimed:
@@ -395,14 +332,16 @@ class StreamConsumer:
         timed claim, so also at start, before a restarted consumer's first read."""
         gap = take_gap(self.client, self.stream, GROUP)
         if gap is not None:
-            self.stats.gaps += 1
-            self.stats.trimmed += gap.lost or 0
-            self.stats.uncounted += gap.lost is None
+            self._lost(trimmed=gap.lost or 0, gaps=1, uncounted=int(gap.lost is None))
+
+    def _lost(self, **counts: int) -> None:
+        """Events a cap took before they were applied (``features.losses``)."""
+        losses.count(self.stats, self.client, self.stream, GROUP, **counts)
 
     def _count_trimmed(self, lost: int) -> None:
         """Live features missed these events: the consumer had fallen that far behind the stream's cap."""
         if lost:
-            self.stats.trimmed += lost
+            self._lost(trimmed=lost)
             log.warning("%d pending events were trimmed from %s by its cap, not applied", lost, self.stream)
 
     def run(
@@ -559,7 +498,7 @@ class StreamConsumer:
             )
         removed = dead_letters.add(self.store, payload, self.settings.dead_letters_max)
         if removed:
-            self.stats.dead_trimmed += removed
+            self._lost(dead_letters_trimmed=removed)
             log.warning(
                 "the dead-letter stream is at its cap (%d): %d older letter(s) removed, their events lost",
                 self.settings.dead_letters_max,

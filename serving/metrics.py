@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from features.stream import ConsumerStats
 
 # Seconds; dense below 50 ms, where the latency goals sit.
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -33,27 +30,40 @@ class CacheCollector(Collector):
         yield lookups
 
 
-class ConsumerCollector(Collector):
-    """What this worker's stream consumer counted since it started, read at scrape time: events applied and
-    dead-lettered, and those lost to a cap (``trimmed``: the event stream's; ``dead_trimmed``: the dead
-    letters'), which an alert can watch instead of the logs."""
+class LossCollector(Collector):
+    """What the stream's caps cost its reader groups (``features.losses``), read from Redis at scrape time:
+    the live consumer usually runs in a process of its own (`features stream`, no /metrics), and the totals
+    outlast its restarts. Nothing when Redis cannot answer now."""
 
-    def __init__(self, stats: Callable[[], ConsumerStats | None]) -> None:
-        self.stats = stats
+    def __init__(self, totals: Callable[[], dict[tuple[str, str], int] | None]) -> None:
+        self.totals = totals
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "smartblock_stream_consumer_events",
-            "This worker's stream consumer since it started, by outcome (ConsumerStats)",
-            labels=["outcome"],
+        events = CounterMetricFamily(
+            "smartblock_stream_events_lost",
+            "Events a cap removed before a reader group used them (cap: the event stream's, or the dead "
+            "letters', whose events were acknowledged)",
+            labels=["group", "cap"],
         )
-        stats = self.stats()
-        if stats is not None:
-            for f in fields(stats):
-                value = getattr(stats, f.name)
-                if isinstance(value, int):
-                    family.add_metric([f.name], value)
-        yield family
+        gaps = CounterMetricFamily(
+            "smartblock_stream_cap_gaps",
+            "Times the event stream's cap had trimmed past a group's last read (counted: whether Redis could "
+            "count their events; Redis 6.2 cannot)",
+            labels=["group", "counted"],
+        )
+        got = self.totals() or {}
+        for (group, what), n in sorted(got.items()):
+            if what in _CAPS:
+                events.add_metric([group, _CAPS[what]], n)
+        for group in sorted({group for group, _ in got}):
+            uncounted = got.get((group, "uncounted"), 0)
+            gaps.add_metric([group, "true"], got.get((group, "gaps"), 0) - uncounted)
+            gaps.add_metric([group, "false"], uncounted)
+        yield events
+        yield gaps
+
+
+_CAPS = {"trimmed": "stream", "dead_letters_trimmed": "dead_letters"}  # features.losses' fields, by cap
 
 
 class Metrics:
@@ -100,5 +110,5 @@ class Metrics:
     def watch_caches(self, caches: Callable[[], dict[str, object]]) -> None:
         self.registry.register(CacheCollector(caches))
 
-    def watch_consumer(self, stats: Callable[[], ConsumerStats | None]) -> None:
-        self.registry.register(ConsumerCollector(stats))
+    def watch_stream_losses(self, totals: Callable[[], dict[tuple[str, str], int] | None]) -> None:
+        self.registry.register(LossCollector(totals))

@@ -89,7 +89,7 @@ class Runtime:
         pipeline.reload_model()
         metrics.watch_caches(pipeline.caches)
         background = Background(pipeline, store, consume=serving.consume_events, poll_s=serving.model_poll_s)
-        metrics.watch_consumer(lambda: background.consumer.stats if background.consumer else None)
+        metrics.watch_stream_losses(store.stream_losses)
         background.start()
         # The indexes, catalogue and model loaded above are ~400,000 long-lived objects; a full collection
         # walking them took up to 225 ms inside whichever request set it off (a first-seen query's tail).

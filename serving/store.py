@@ -19,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 import redis
 
+from features import losses
 from features.block_attributes import BlockAttributes
 from features.config import FeatureStoreSettings
 from features.connection import (
@@ -104,6 +105,14 @@ class GuardedStore(FeatureStore):
         return self._call(
             lambda: group_status(self.store.client, stream, GROUP, stale_ms=int(stale_s * 1000))
         )
+
+    def stream_losses(self) -> dict[tuple[str, str], int] | None:
+        """What the caps cost the event stream's reader groups (``features.losses``); None when Redis cannot
+        say now (a scrape of /metrics must not fail for it)."""
+        try:
+            return self._call(lambda: losses.totals(self.store.client, self.keys.events_stream))
+        except StoreUnavailable:
+            return None
 
     def ping(self) -> bool:
         try:

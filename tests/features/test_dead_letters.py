@@ -112,7 +112,7 @@ def test_letters_the_dead_letter_cap_removes_are_counted_not_dropped_unseen(
     settings = store.settings.model_copy(update={"dead_letters_max": 3})
     sent = store.republish([{"kind": "impression", "data": f"not json {i}"} for i in range(5)])
     stats = StreamConsumer(store, settings, consumer="c").run(until_idle=True)
-    assert (stats.dead, stats.acked, stats.dead_trimmed) == (5, 0, 2)
+    assert (stats.dead, stats.acked, stats.dead_letters_trimmed) == (5, 0, 2)
     assert store.client.xpending(store.keys.events_stream, "features")["pending"] == 0  # all acknowledged
     kept = dead_letters.read(store)
     assert [letter.event_entry for letter in kept] == sent[2:]  # the newest three

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis
 
+from features import losses
 from features.archive import GROUP as ARCHIVE
 from features.archive import StreamArchiver
 from features.connection import embedded_socket
@@ -73,9 +74,35 @@ def test_events_trimmed_before_the_group_read_them_are_counted_once(
     late = StreamConsumer(store, store.settings, consumer="first").run(until_idle=True)
     assert (late.gaps, late.trimmed) == ((1, 4) if counted else (0, 0))
 
+    # The totals outlast the processes: what /metrics and `features dead-letters` read.
+    assert losses.totals(store.client, stream) == (
+        {(GROUP, "trimmed"): 12, (GROUP, "gaps"): 3}
+        if counted
+        else {(GROUP, "gaps"): 2, (GROUP, "uncounted"): 2}
+    )
+
     # A group created again (after NOGROUP) has read nothing: it is not judged, whatever was trimmed before.
     store.client.xgroup_destroy(stream, GROUP)
     assert StreamConsumer(store, store.settings, consumer="first").run(until_idle=True).gaps == 0
+
+
+def test_a_consumer_reading_whole_batches_looks_for_a_gap_before_each_read(
+    tiny_world: Path, store: RedisFeatureStore
+) -> None:
+    """One that falls behind while it runs: the cap overtakes it between two of its reads, long before its
+    next timed look."""
+    records, _, _ = world_records(tiny_world, days=1)
+    impressions = [r for r in records if hasattr(r, "shown")][:8]
+    stream = store.keys.events_stream
+    consumer = StreamConsumer(store, store.settings.model_copy(update={"stream_batch": 2}), consumer="busy")
+    consumer.ensure_group()
+    store.publish(impressions)
+    assert consumer.step() == 2 and consumer.stats.gaps == 0  # a whole batch: it is behind
+    assert store.client.xtrim(stream, maxlen=1, approximate=False) == 7  # 2 read, 5 not
+    consumer.step()
+    counted = _counts_added(store.client, stream)
+    assert (consumer.stats.gaps, consumer.stats.trimmed) == (1, 5 if counted else 0)
+    assert consumer.stats.acked == 3  # the newest one, read after the gap
 
 
 def test_entries_trimmed_before_the_archive_read_them_are_counted(

@@ -209,10 +209,27 @@ def test_health_ready_users_metrics(client: TestClient, trained_versions: list[s
     assert 'smartblock_stage_seconds_bucket{le="0.005",stage="retrieval"}' in text
     assert 'smartblock_cache_hit_ratio{cache="retrieval"}' in text
     assert 'smartblock_http_requests_total{route="/search",status="200"}' in text
-    # The consumer's counts, losses to the caps among them, for an alert rather than a log line to read.
-    for outcome in ("applied", "dead", "trimmed", "dead_trimmed", "gaps"):
-        assert f'smartblock_stream_consumer_events_total{{outcome="{outcome}"}}' in text
     assert ready.json()["consumer"]["behind_cap"] is False
+
+
+def test_metrics_show_what_the_stream_caps_cost_from_redis(
+    client: TestClient, feature_store: RedisFeatureStore
+) -> None:
+    """The live consumer runs in a process of its own under `serve`: what the caps cost its readers is kept
+    in Redis (features.losses), and every API worker's /metrics reads it there, for an alert to watch."""
+    from features import losses
+
+    stream = feature_store.keys.events_stream
+    losses.record(feature_store.client, stream, "elsewhere", trimmed=3, gaps=2, uncounted=1)
+    losses.record(feature_store.client, stream, "elsewhere", dead_letters_trimmed=5)
+    try:
+        text = client.get("/metrics").text
+    finally:
+        feature_store.client.delete(losses.losses_key(stream))
+    assert 'smartblock_stream_events_lost_total{cap="stream",group="elsewhere"} 3.0' in text
+    assert 'smartblock_stream_events_lost_total{cap="dead_letters",group="elsewhere"} 5.0' in text
+    assert 'smartblock_stream_cap_gaps_total{counted="true",group="elsewhere"} 1.0' in text
+    assert 'smartblock_stream_cap_gaps_total{counted="false",group="elsewhere"} 1.0' in text
 
 
 def test_admin_needs_the_key(client: TestClient) -> None:
