@@ -31,22 +31,29 @@ def losses_key(stream: str) -> str:
 
 
 def record(client: Any, stream: str, group: str, **counts: int) -> None:
-    """Add ``counts`` (by what) to the group's lasting totals; nothing when all are zero."""
+    """Add ``counts`` (by what) to the group's lasting totals; nothing when all are zero. Best effort: the
+    loss it counts has happened (acknowledged, skipped), so a Redis that refuses the count (out of memory,
+    gone) costs the total, which the log line says, not the reader's step."""
     counts = {what: int(n) for what, n in counts.items() if n}
     if not counts:
         return
     pipe = client.pipeline(transaction=False)
     for what, n in counts.items():
         pipe.hincrby(losses_key(stream), f"{group}:{what}", n)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except (redis.RedisError, OSError) as exc:
+        log.warning("could not keep what %s's cap cost group %r (%s): %r", stream, group, counts, exc)
 
 
 def totals(client: Any, stream: str) -> dict[tuple[str, str], int]:
-    """Every total kept for ``stream``, by (group, what)."""
+    """Every total kept for ``stream``, by (group, what); a field not of that form, or not a whole number
+    (written by hand, say), is left out rather than failing a /metrics scrape."""
     out: dict[tuple[str, str], int] = {}
     for field, value in client.hgetall(losses_key(stream)).items():
-        group, _, what = _text(field).partition(":")
-        out[(group, what)] = int(value)
+        group, sep, what = _text(field).rpartition(":")
+        if sep and group and _text(value).lstrip("-").isdigit():
+            out[(group, what)] = int(value)
     return out
 
 

@@ -1,4 +1,4 @@
--- What the stream's cap trimmed before a consumer group read it (features.stream.cap_gap).
+-- What the stream's cap trimmed before a consumer group read it (features.losses.cap_gap).
 -- KEYS[1]: the stream; ARGV[1]: the consumer group; ARGV[2]: "take" to move the group past the gap (a reader
 -- counting it), anything else to look only (/readyz).
 --

@@ -108,10 +108,11 @@ class GuardedStore(FeatureStore):
 
     def stream_losses(self) -> dict[tuple[str, str], int] | None:
         """What the caps cost the event stream's reader groups (``features.losses``); None when Redis cannot
-        say now (a scrape of /metrics must not fail for it)."""
+        say now. Past the circuit breaker: a scrape of /metrics that meets a Redis error must neither fail
+        nor turn /search away from Redis for a cooldown."""
         try:
-            return self._call(lambda: losses.totals(self.store.client, self.keys.events_stream))
-        except StoreUnavailable:
+            return losses.totals(self.store.client, self.keys.events_stream)
+        except (redis.RedisError, OSError):
             return None
 
     def ping(self) -> bool:

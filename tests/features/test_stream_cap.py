@@ -9,6 +9,7 @@ failed on it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -135,3 +136,17 @@ def test_a_resp3_connection_applies_the_same_events(tiny_world: Path, store: Red
     stats = StreamConsumer(resp3, resp3.settings, consumer="resp3").run(until_idle=True, block_ms=0)
     assert stats.acked == len(records) and stats.dead == 0, stats.dead_reasons
     assert_same_state(replayed(store, records), store)
+
+
+def test_the_lasting_totals_survive_odd_fields_and_a_redis_that_refuses_them(
+    store: RedisFeatureStore, free_port: Callable[[], int]
+) -> None:
+    stream = store.keys.events_stream
+    key = losses.losses_key(stream)
+    store.client.hset(key, mapping={"no-colon": 1, "g:trimmed": "many", "g:gaps": 2, "a:b:trimmed": 3})
+    # Left out, not a failed /metrics scrape: a field not "<group>:<what>", a value not a whole number.
+    assert losses.totals(store.client, stream) == {("g", "gaps"): 2, ("a:b", "trimmed"): 3}
+    # The loss a count records has happened: a Redis that cannot take the count costs the total only.
+    gone = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=None)
+    losses.record(gone, stream, "g", trimmed=4)
+    assert losses.totals(store.client, stream)[("g", "gaps")] == 2
