@@ -32,6 +32,12 @@ def world_records(world: Path, days: int) -> tuple[list, pa.Table, pa.Table]:
     return records, imps, acts
 
 
+def first_impressions(world: Path, n: int) -> list[SearchImpression]:
+    """The first ``n`` impressions of the world's first day, in time order: events for a stream test."""
+    records, _, _ = world_records(world, days=1)
+    return [r for r in records if isinstance(r, SearchImpression)][:n]
+
+
 def redis_state(store: RedisFeatureStore, keys: list[str]) -> dict[str, dict[str, bytes]]:
     fetched = store.fetch([(k, None) for k in keys])
     return {k: h for k, h in zip(keys, fetched, strict=True) if h}

@@ -26,12 +26,7 @@ from features.ops import OpBuilder
 from features.store import ApplyError, RedisFeatureStore
 from features.stream import StreamConsumer, refused_by_server, to_event
 
-from .helpers import assert_same_state, replayed, world_records
-
-
-def _impressions(world: Path, n: int) -> list[SearchImpression]:
-    records, _, _ = world_records(world, days=1)
-    return [r for r in records if isinstance(r, SearchImpression)][:n]
+from .helpers import assert_same_state, first_impressions, replayed, world_records
 
 
 def _dead_letters(store: RedisFeatureStore) -> list[dict[str, str]]:
@@ -44,7 +39,7 @@ def _dead_letters(store: RedisFeatureStore) -> list[dict[str, str]]:
 def test_a_key_of_another_type_stops_the_events_on_its_tag_and_no_other(
     tiny_world: Path, store: RedisFeatureStore
 ) -> None:
-    records = _impressions(tiny_world, 8)
+    records = first_impressions(tiny_world, 8)
     victim = records[0].user_id
     user_key = store.keys.user(victim)
     store.client.set(user_key, "overwritten by someone else")
@@ -158,7 +153,7 @@ def test_a_redis_that_refuses_holds_the_events_until_it_accepts_them(
 ) -> None:
     settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace=refusal, socket_timeout_s=5.0)
     store = RedisFeatureStore.connect(settings)
-    records = _impressions(tiny_world, 8)
+    records = first_impressions(tiny_world, 8)
     store.publish(records)
     consumer = StreamConsumer(store, settings, consumer=refusal)
     consumer.ensure_group()  # the group stands; its reads and the applies meet the refusal
@@ -204,7 +199,7 @@ def test_the_apply_script_out_of_memory_writes_nothing(tiny_world: Path, embedde
     settings = FeatureStoreSettings(embedded_dir=embedded_redis, namespace="oom2", socket_timeout_s=5.0)
     store = RedisFeatureStore.connect(settings)
     batch = []
-    for rec in _impressions(tiny_world, 4):
+    for rec in first_impressions(tiny_world, 4):
         event = to_event("impression", rec.model_dump_json())
         assert event is not None
         batch.append((event.event_id, OpBuilder(store.keys, settings).impression(event)))

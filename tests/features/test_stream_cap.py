@@ -21,7 +21,7 @@ from features.connection import embedded_socket
 from features.store import RedisFeatureStore
 from features.stream import GROUP, StreamConsumer, group_status
 
-from .helpers import assert_same_state, replayed, world_records
+from .helpers import assert_same_state, first_impressions, replayed, world_records
 
 
 def _counts_added(client: redis.Redis, stream: str) -> bool:
@@ -32,8 +32,7 @@ def _counts_added(client: redis.Redis, stream: str) -> bool:
 def test_events_trimmed_before_the_group_read_them_are_counted_once(
     tiny_world: Path, store: RedisFeatureStore, tmp_path: Path
 ) -> None:
-    records, _, _ = world_records(tiny_world, days=1)
-    impressions = [r for r in records if hasattr(r, "shown")][:24]
+    impressions = first_impressions(tiny_world, 24)
     stream = store.keys.events_stream
     first = StreamConsumer(store, store.settings, consumer="first")
     first.ensure_group()
@@ -92,8 +91,7 @@ def test_a_consumer_reading_whole_batches_looks_for_a_gap_before_each_read(
 ) -> None:
     """One that falls behind while it runs: the cap overtakes it between two of its reads, long before its
     next timed look."""
-    records, _, _ = world_records(tiny_world, days=1)
-    impressions = [r for r in records if hasattr(r, "shown")][:8]
+    impressions = first_impressions(tiny_world, 8)
     stream = store.keys.events_stream
     consumer = StreamConsumer(store, store.settings.model_copy(update={"stream_batch": 2}), consumer="busy")
     consumer.ensure_group()
@@ -109,8 +107,7 @@ def test_a_consumer_reading_whole_batches_looks_for_a_gap_before_each_read(
 def test_entries_trimmed_before_the_archive_read_them_are_counted(
     tiny_world: Path, store: RedisFeatureStore, tmp_path: Path
 ) -> None:
-    records, _, _ = world_records(tiny_world, days=1)
-    impressions = [r for r in records if hasattr(r, "shown")][:12]
+    impressions = first_impressions(tiny_world, 12)
     stream = store.keys.events_stream
     store.publish(impressions[:3])
     export = StreamArchiver(store.client, stream, tmp_path).run()

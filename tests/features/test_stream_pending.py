@@ -10,7 +10,7 @@ from pathlib import Path
 from features.store import RedisFeatureStore
 from features.stream import GROUP, StreamConsumer
 
-from .helpers import world_records
+from .helpers import first_impressions, world_records
 
 
 def _deliver(store: RedisFeatureStore, consumer: str, n: int) -> list[bytes]:
@@ -31,15 +31,10 @@ def _consumer(store: RedisFeatureStore, name: str, claim_idle_ms: int) -> Stream
     return consumer
 
 
-def _impressions(world: Path) -> list:
-    records, _, _ = world_records(world, days=1)
-    return [r for r in records if hasattr(r, "shown")]
-
-
 def test_a_restarted_consumer_finishes_its_own_entries_first_even_when_it_claims_others(
     tiny_world: Path, store: RedisFeatureStore
 ) -> None:
-    impressions = _impressions(tiny_world)[:6]
+    impressions = first_impressions(tiny_world, 6)
     me = _consumer(store, "restarted", 1_500)
     store.publish(impressions[:2])
     _deliver(store, "dead", 2)  # a dead consumer's, claimable after 1.5 s
@@ -58,7 +53,7 @@ def test_entries_delivered_behind_the_consumers_back_are_applied_while_events_ke
 ) -> None:
     # redis-py may retry a read that timed out: the first delivery is then pending for this consumer, and
     # no exception says so. Under steady traffic no step is idle; the periodic own read finds them.
-    impressions = _impressions(tiny_world)[:40]
+    impressions = first_impressions(tiny_world, 40)
     me = _consumer(store, "busy", 600)
     me.step()  # the start-up reads: nothing yet
     store.publish(impressions[:2])
@@ -105,7 +100,7 @@ def test_events_the_streams_cap_trims_before_they_are_applied_are_counted_and_le
     # XAUTOCLAIM drops every trimmed pending entry it scans (its own and a dead consumer's) and names them;
     # on 6.2 a claim hands those idle long enough over as nils, and its read of its own pending entries
     # finds them all without fields. Either way the loss is counted once, and nothing is left pending.
-    impressions = _impressions(tiny_world)[:6]
+    impressions = first_impressions(tiny_world, 6)
     me = _consumer(store, "behind", 50)
     store.publish(impressions)
     assert len(_deliver(store, "dead", 3)) == 3
