@@ -192,7 +192,7 @@ class StreamArchiver:
         a claim on Redis 6.2 that took trimmed entries (nils), for that read to acknowledge and count them.
         """
         if self._claim_cursor == "0-0":  # a scan begins: first, what the cap trimmed before the group read it
-            self._look_for_gap()
+            take_gap(self.stats, self.client, self.stream, self.group)
         if self._claim_cursor is not None:
             reply = self.client.xautoclaim(
                 self.stream, self.group, self.consumer, min_idle_time=self.claim_idle_ms,
@@ -215,12 +215,6 @@ class StreamArchiver:
             if own:
                 return own
         return self._read(">", block_ms)[0]
-
-    def _look_for_gap(self) -> None:
-        """Entries the stream's cap trimmed before this group read them, never archived (``take_gap``)."""
-        gap = take_gap(self.client, self.stream, self.group)
-        if gap is not None:
-            self._lost(trimmed=gap.lost or 0, gaps=1, uncounted=int(gap.lost is None))
 
     def _lost(self, **counts: int) -> None:
         """Entries the stream's cap took before they were archived (``features.losses``)."""

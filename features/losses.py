@@ -115,18 +115,20 @@ def cap_gap(client: redis.Redis, stream: str, group: str, *, take: bool = False)
     return CapGap(_text(got[0]), None if int(got[1]) < 0 else int(got[1]), int(got[2]))
 
 
-def take_gap(client: redis.Redis, stream: str, group: str) -> CapGap | None:
-    """A reader's periodic look for a gap ahead of its group (``cap_gap`` taking it): logged when found."""
+def take_gap(stats: Any, client: redis.Redis, stream: str, group: str) -> None:
+    """A reader's look for a gap ahead of its group (``cap_gap`` taking it): when found, logged and counted
+    in the reader's ``stats`` and the lasting totals (``count``)."""
     gap = cap_gap(client, stream, group, take=True)
-    if gap is not None:
-        log.warning(
-            "%s events were trimmed from %s by its cap before group %r read them (after %s): lost to it",
-            "an unknown number of" if gap.lost is None else gap.lost,
-            stream,
-            group,
-            gap.after,
-        )
-    return gap
+    if gap is None:
+        return
+    log.warning(
+        "%s events were trimmed from %s by its cap before group %r read them (after %s): lost to it",
+        "an unknown number of" if gap.lost is None else gap.lost,
+        stream,
+        group,
+        gap.after,
+    )
+    count(stats, client, stream, group, trimmed=gap.lost or 0, gaps=1, uncounted=int(gap.lost is None))
 
 
 def _text(value: bytes | str) -> str:

@@ -263,17 +263,20 @@ class StreamConsumer:
         claimed = own = False
         now = time.monotonic()
         due = now >= self._next_claim
+        # A gap the stream's cap left ahead of the group: looked for on the timed claims (not each re-claim
+        # of a full batch), so also at start, and before each read of new events while they come in whole
+        # batches (the consumer is behind, and the cap may be overtaking it); once a step at most.
+        look = self._lagging or (due and now >= self._next_gap_look)
+        if due and now >= self._next_gap_look:
+            self._next_gap_look = now + self.settings.stream_claim_idle_ms / 2000
+        if look:
+            take_gap(self.stats, self.client, self.stream, GROUP)
         if due:
-            if now >= self._next_gap_look:  # on the timed claims, not each re-claim of a full batch
-                self._next_gap_look = now + self.settings.stream_claim_idle_ms / 2000
-                self._look_for_gap()
             entries, claimed = self._claim(batch), True
         unread = self._own_pending or due  # own pending entries may exist and were not read this step
         if not entries and unread:
             entries, own, unread = self._own(batch), True, False
         if not entries:
-            if self._lagging:  # the last read of new events was a whole batch: the cap may be overtaking
-                self._look_for_gap()
             entries = self._read(">", batch, block_ms or None)
             self._lagging = len(entries) >= batch
             if not entries and not own:
@@ -326,13 +329,6 @@ class StreamConsumer:
         self._next_claim = time.monotonic() + (0.0 if full else self.settings.stream_claim_idle_ms / 2000)
         self.stats.reclaimed += len(claimed)
         return claimed
-
-    def _look_for_gap(self) -> None:
-        """Events the stream's cap trimmed before this group read them (``take_gap``): looked for before each
-        timed claim, so also at start, before a restarted consumer's first read."""
-        gap = take_gap(self.client, self.stream, GROUP)
-        if gap is not None:
-            self._lost(trimmed=gap.lost or 0, gaps=1, uncounted=int(gap.lost is None))
 
     def _lost(self, **counts: int) -> None:
         """Events a cap took before they were applied (``features.losses``)."""
