@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from retrieval.config import QueryLimits
 from retrieval.errors import NotBuiltError, QueryError
@@ -24,13 +25,18 @@ class Passage:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One retrieved item. ``sources`` holds each member's raw score when the hit comes from fusion."""
+NO_SOURCES: Mapping[str, float] = MappingProxyType({})
+
+
+class Hit(NamedTuple):
+    """One retrieved item. ``sources`` holds each member's raw score when the hit comes from fusion.
+
+    A named tuple, not a frozen dataclass: a training set's replay makes millions of hits (every query's
+    runs, every fused list), and a tuple is built in half the time."""
 
     id: str
     score: float
-    sources: Mapping[str, float] = field(default_factory=dict)
+    sources: Mapping[str, float] = NO_SOURCES
 
 
 @runtime_checkable

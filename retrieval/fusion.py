@@ -69,8 +69,7 @@ def fuse(runs: Runs, settings: FusionSettings, k: int) -> list[Hit]:
         member[at] = norm
         fused += w * member
     ids = list(index)
-    # Best first, ties to the smaller id: numpy orders a unicode array as Python orders str.
-    order = np.lexsort((np.array(ids), -fused))[:k].tolist()
+    order = _best_first(fused, ids, k).tolist()
     values = fused.tolist()
     scored = {name: {h.id: h.score for h in hits} for name, hits in runs.items()}
     out = []
@@ -78,6 +77,23 @@ def fuse(runs: Runs, settings: FusionSettings, k: int) -> list[Hit]:
         doc = ids[i]
         out.append(Hit(doc, values[i], {name: s[doc] for name, s in scored.items() if doc in s}))
     return out
+
+
+def _best_first(fused: np.ndarray, ids: list[str], k: int) -> np.ndarray:
+    """Positions of the ``k`` best scores, ties to the smaller id (numpy orders a unicode array as Python
+    orders str).
+
+    Only the documents scoring at least the ``k``-th best can be among them, so only their ids are sorted as
+    text: a unicode array of every id, for one lexsort of all, cost more than the rest of the fusion."""
+    if np.isnan(fused).any():  # NaN sorts last and NaNs tie: the whole lexsort decides those
+        return np.lexsort((np.array(ids), -fused))[:k]
+    order = np.argsort(-fused, kind="stable")
+    if min(k, len(order)) == 0:
+        return order[:0]
+    descending = -fused[order]
+    head = order[: int(np.searchsorted(descending, descending[min(k, len(order)) - 1], side="right"))]
+    names = np.array([ids[i] for i in head.tolist()])
+    return head[np.lexsort((names, -fused[head]))][:k]
 
 
 class FusedRetriever(BaseRetriever):
