@@ -25,18 +25,23 @@ class Passage:
     text: str
 
 
-NO_SOURCES: Mapping[str, float] = MappingProxyType({})
+NO_SOURCES: Mapping[str, float] = MappingProxyType({})  # read-only: one shared by every unfused hit
 
 
 class Hit(NamedTuple):
     """One retrieved item. ``sources`` holds each member's raw score when the hit comes from fusion.
 
     A named tuple, not a frozen dataclass: a training set's replay makes millions of hits (every query's
-    runs, every fused list), and a tuple is built in half the time."""
+    runs, every fused list), and a tuple is built in half the time. Being a tuple, a hit equals a tuple of
+    the same three values; code reads hits by name only."""
 
     id: str
     score: float
     sources: Mapping[str, float] = NO_SOURCES
+
+    def __reduce__(self) -> tuple[type[Hit], tuple[str, float, dict[str, float]]]:
+        # A mapping proxy cannot be pickled or deep-copied: the sources travel as a plain dict.
+        return (Hit, (self.id, self.score, dict(self.sources)))
 
 
 @runtime_checkable

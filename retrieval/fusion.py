@@ -80,15 +80,14 @@ def fuse(runs: Runs, settings: FusionSettings, k: int) -> list[Hit]:
 
 
 def _best_first(fused: np.ndarray, ids: list[str], k: int) -> np.ndarray:
-    """Positions of the ``k`` best scores, ties to the smaller id (numpy orders a unicode array as Python
-    orders str).
+    """Positions of the ``k`` best scores, ties to the smaller id: ``np.lexsort`` of the ids as a unicode
+    array (as Python orders str, but for trailing NULs, which numpy drops) under the scores, cut at ``k``.
 
-    Only the documents scoring at least the ``k``-th best can be among them, so only their ids are sorted as
-    text: a unicode array of every id, for one lexsort of all, cost more than the rest of the fusion."""
-    if np.isnan(fused).any():  # NaN sorts last and NaNs tie: the whole lexsort decides those
-        return np.lexsort((np.array(ids), -fused))[:k]
+    Only documents scoring at least the ``k``-th best can be among them, so only their ids are sorted as
+    text: a unicode array of every id, for one lexsort of all, cost more than the rest of the fusion. NaN
+    sorts last in both sorts; a NaN ``k``-th score keeps every document in the lexsort."""
     order = np.argsort(-fused, kind="stable")
-    if min(k, len(order)) == 0:
+    if k <= 0 or not len(order):
         return order[:0]
     descending = -fused[order]
     head = order[: int(np.searchsorted(descending, descending[min(k, len(order)) - 1], side="right"))]

@@ -222,3 +222,34 @@ def test_warm_up_searches_made_up_queries_and_leaves_no_encodings_cached(
     encoders = [m.encoder for m in fused.members.values() if hasattr(m, "encoder")]
     assert len(encoders) == 2 and all(len(e.cache) == 0 for e in encoders)
     assert made_up_queries([], 5) == []
+
+
+def test_best_first_equals_a_lexsort_of_every_id() -> None:
+    """The top k by score, ties to the smaller id, whatever ties, infinities, signed zeros or NaNs hold:
+    sorting only the ids that can reach the top k gives the order of sorting them all."""
+    import random
+
+    from retrieval.fusion import _best_first
+
+    rng = random.Random(5)
+    values = [0.0, -0.0, 0.5, 1.0, -1.0, np.inf, -np.inf, np.nan]
+    for _ in range(400):
+        n = rng.randint(0, 40)
+        fused = np.array([rng.choice([*values, rng.random()]) for _ in range(n)], dtype=float)
+        ids = rng.sample([f"b{i:03d}" for i in range(100)] + ["é", "e", "B1", "b1"], n)
+        for k in {0, 1, max(n - 1, 1), n, n + 5}:
+            expected = np.lexsort((np.array(ids, dtype=str), -fused))[:k]
+            assert _best_first(fused, ids, k).tolist() == expected.tolist()
+
+
+def test_hits_pickle_and_copy() -> None:
+    """A member's hit shares one read-only empty ``sources``; pickling and deep copies still work."""
+    import copy
+    import pickle
+
+    plain, fused = Hit("a", 1.0), Hit("b", 0.5, {"dense": 0.2})
+    for hit in (plain, fused):
+        assert pickle.loads(pickle.dumps(hit)) == hit
+        assert copy.deepcopy(hit) == hit
+    with pytest.raises(TypeError):
+        plain.sources["x"] = 1.0  # type: ignore[index]
