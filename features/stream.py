@@ -266,10 +266,10 @@ class StreamConsumer:
         # A gap the stream's cap left ahead of the group: looked for on the timed claims (not each re-claim
         # of a full batch), so also at start, and before each read of new events while they come in whole
         # batches (the consumer is behind, and the cap may be overtaking it); once a step at most.
-        look = self._lagging or (due and now >= self._next_gap_look)
-        if due and now >= self._next_gap_look:
+        timed = due and now >= self._next_gap_look
+        if timed:
             self._next_gap_look = now + self.settings.stream_claim_idle_ms / 2000
-        if look:
+        if timed or self._lagging:
             take_gap(self.stats, self.client, self.stream, GROUP)
         if due:
             entries, claimed = self._claim(batch), True

@@ -86,13 +86,14 @@ def _best_first(fused: np.ndarray, ids: list[str], k: int) -> np.ndarray:
     Only documents scoring at least the ``k``-th best can be among them, so only their ids are sorted as
     text: a unicode array of every id, for one lexsort of all, cost more than the rest of the fusion. NaN
     sorts last in both sorts; a NaN ``k``-th score keeps every document in the lexsort."""
-    order = np.argsort(-fused, kind="stable")
+    negated = -fused
+    order = np.argsort(negated, kind="stable")
     if k <= 0 or not len(order):
         return order[:0]
-    descending = -fused[order]
-    head = order[: int(np.searchsorted(descending, descending[min(k, len(order)) - 1], side="right"))]
+    ascending = negated[order]
+    head = order[: int(np.searchsorted(ascending, ascending[min(k, len(order)) - 1], side="right"))]
     names = np.array([ids[i] for i in head.tolist()])
-    return head[np.lexsort((names, -fused[head]))][:k]
+    return head[np.lexsort((names, negated[head]))][:k]
 
 
 class FusedRetriever(BaseRetriever):
