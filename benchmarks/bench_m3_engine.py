@@ -1,13 +1,14 @@
-"""M3 training in this process against data-parallel on the engine (a local Dask cluster of N workers, one
-torch.distributed rank each), on a world's real histories, for a fixed number of epochs:
+"""M3 training in this process against data-parallel on the engine (a local Dask cluster of N workers: one
+torch.distributed rank per host on every worker's thread, the default, or one rank per worker), on a world's
+real histories, for a fixed number of epochs:
 
     python benchmarks/bench_m3_engine.py --world worlds/small [--epochs 2] [--workers 2] [--sparse] [--json]
 
-Each run prints its seconds per epoch, training examples per second and the ratio to the in-process run
-with ``embeddings.threads`` torch threads, as `train user-embeddings` runs it (all in this process, one
-after the other; the in-process run on every core too; an engine worker has one thread), the seconds the
-ranks spent summing gradients, and the validation recall@10 of the last epoch (the same recipe should land
-close). Per-epoch p50/p99 are over the epochs.
+Each run prints its seconds per epoch, training examples per second, its ratios to the in-process run with
+``embeddings.threads`` torch threads (as `train user-embeddings` runs without an engine) and to the engine's
+1-worker run, the seconds the ranks spent summing gradients, and the validation recall@10 of the last epoch
+(the same recipe should land close). All run in this process, one after the other; the in-process run on
+every core too (an engine worker has one thread). Per-epoch p50/p99 are over the epochs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from data.days import split_days
 from data.engine import EngineSettings, engine_client
 from data.layout import DataLayout
 from data.threads import all_cores, torch_threads
+from data.torch_ranks import RankPlacement
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.ddp import fit_on_engine
 from features.embeddings.evaluate import held_out_targets
@@ -72,16 +74,23 @@ def main() -> None:
         name = "in-process" if threads == settings.threads else f"in-process {threads} threads"
         runs[name] = _summary(report, time.perf_counter() - began, {})
     for n in sorted({1, args.workers or all_cores()}):
+        # One worker: both placements are the same single rank. More: one rank per host (the default) and
+        # one per worker (gloo between the workers).
+        placements: tuple[RankPlacement, ...] = ("host", "worker") if n > 1 else ("host",)
         with engine_client(EngineSettings(workers=n)) as client:
-            began = time.perf_counter()
-            _, report, run = fit_on_engine(client, train, valid, targets, settings)
-            seconds = time.perf_counter() - began
-        runs[f"engine {n} worker{'s' if n > 1 else ''}"] = _summary(
-            report, seconds, {"sum_gradients_s": run["sum_gradients_seconds"]}
-        )
-    base = runs["in-process"]["seconds"]
+            for placement in placements:
+                placed = settings.model_copy(update={"engine_ranks": placement})
+                began = time.perf_counter()
+                _, report, run = fit_on_engine(client, train, valid, targets, placed)
+                seconds = time.perf_counter() - began
+                name = f"engine {n} worker{'s' if n > 1 else ''}" + (f", per {placement}" if n > 1 else "")
+                runs[name] = _summary(
+                    report, seconds, {"ranks": run["ranks"], "sum_gradients_s": run["sum_gradients_seconds"]}
+                )
+    base, one_worker = runs["in-process"]["seconds"], runs["engine 1 worker"]["seconds"]
     for run in runs.values():
         run["ratio_to_in_process"] = round(base / run["seconds"], 2)
+        run["ratio_to_1_worker"] = round(one_worker / run["seconds"], 2)
     out = {
         "world": str(args.world),
         "blocks": train.n_items - 1,
@@ -95,8 +104,9 @@ def main() -> None:
     print(f"{args.world}: {out['blocks']:,} blocks, {out['train_examples']:,} training examples")
     for name, r in runs.items():
         print(
-            f"  {name:<16} {r['seconds']:8.1f} s  {r['p50_epoch_s']:6.1f} s/epoch  "
-            f"{r['examples_per_s']:>7,} examples/s  x{r['ratio_to_in_process']:.2f}  "
+            f"  {name:<30} {r['seconds']:8.1f} s  {r['p50_epoch_s']:6.1f} s/epoch  "
+            f"{r['examples_per_s']:>7,} examples/s  x{r['ratio_to_in_process']:.2f} of in-process  "
+            f"x{r['ratio_to_1_worker']:.2f} of 1 worker  "
             f"recall@10 {r['valid_recall@10']:.4f}  sums {r.get('sum_gradients_s', '-')}"
         )
 

@@ -1,15 +1,20 @@
-"""One ``torch.distributed`` rank per Dask worker: what every data-parallel trainer on the engine shares.
+"""``torch.distributed`` ranks on Dask workers: what every data-parallel trainer on the engine shares.
 
-In: a cluster client, a rank function and each rank's arguments. Out: every rank's return value, or one
-``RanksFailed`` that says what happened to each rank. Dask places the ranks and torch.distributed (gloo on
-CPU) does the communication; nothing here schedules work itself:
+In: a cluster client, where the ranks go (``rank_slots``), a rank function and each rank's arguments. Out:
+every rank's return value, or one ``RanksFailed`` that says what happened to each rank. Dask places the
+ranks and torch.distributed (gloo on CPU) does the communication; nothing here schedules work itself:
+
+- A rank goes to each worker (``per="worker"``, with the worker's threads), or to the first worker of each
+  host with the threads of all the host's workers (``per="host"``): one process per machine that splits its
+  matrix products over the machine's cores, and gloo only between machines. Which is faster depends on the
+  model: a rank's exchange per step against its compute (docs/scale.md).
 
 - A free TCP port is taken on the first worker's host, by a task on that worker: rank 0 serves the
   rendezvous there (``init_method tcp://host:port``).
-- One task per worker, pinned to it (``workers=[address]``, no other worker allowed, not pure: a rank is not
-  a cached value), joins the group as rank ``i`` of ``len(workers)`` with as many torch threads as the
-  worker has Dask threads (its share of the cores), runs the rank function, and leaves the group whatever
-  happens.
+- One task per rank, pinned to its worker (``workers=[address]``, no other worker allowed, not pure: a rank
+  is not a cached value), joins the group as rank ``i`` of ``len(slots)`` with its slot's torch threads,
+  runs the rank function, and leaves the group whatever happens. A host's other workers get no task while
+  its rank runs (the job is the cluster's only one): their cores are the rank's threads.
 - Large arguments go to their worker first (``to_worker``), so the task graph does not carry the arrays.
 """
 
@@ -21,7 +26,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -33,15 +38,39 @@ TIMEOUT_S = 600.0
 SETTLE_S = 30.0
 
 
+#: Where ranks go: one per Dask worker, or one per host using every core of the host's workers.
+RankPlacement = Literal["worker", "host"]
+
+
 class RanksFailed(RuntimeError):
     """A rank failed or was lost; the message names every rank's outcome."""
 
 
+class RankSlot(NamedTuple):
+    """Where one rank runs: its worker's address and its torch threads."""
+
+    worker: str
+    threads: int
+
+
+def rank_slots(client: Client, per: RankPlacement) -> list[RankSlot]:
+    """The cluster's rank slots, in worker-address order: one per worker with its own threads, or one per
+    host on its first worker with the threads of every worker of that host. Empty when it has no workers."""
+    info = client.scheduler_info()["workers"]
+    slots: dict[str, RankSlot] = {}
+    for address in sorted(info):
+        key = address if per == "worker" else _host(address)
+        first = slots.get(key, RankSlot(address, 0))
+        slots[key] = RankSlot(first.worker, first.threads + int(info[address]["nthreads"]))
+    return list(slots.values())
+
+
 def run_ranks(
-    client: Client, workers: list[str], rank_fn: Callable[..., Any], rank_args: list[tuple[Any, ...]]
+    client: Client, slots: list[RankSlot], rank_fn: Callable[..., Any], rank_args: list[tuple[Any, ...]]
 ) -> list[Any]:
-    """``rank_fn(*rank_args[i])`` as rank ``i`` on ``workers[i]``, all in one gloo group; their results in
+    """``rank_fn(*rank_args[i])`` as rank ``i`` on ``slots[i]``, all in one gloo group; their results in
     rank order."""
+    workers = [slot.worker for slot in slots]
     host = _host(workers[0])
     # Free when probed; another process could take it before rank 0 binds it (torchrun's free-port pick has
     # the same window): rank 0 then fails with the bind error, which the gather raises.
@@ -53,13 +82,14 @@ def run_ranks(
             rank,
             len(workers),
             init_method,
+            slot.threads,
             rank_fn,
             *args,
-            workers=[worker],
+            workers=[slot.worker],
             allow_other_workers=False,
             pure=False,
         )
-        for rank, (worker, args) in enumerate(zip(workers, rank_args, strict=True))
+        for rank, (slot, args) in enumerate(zip(slots, rank_args, strict=True))
     ]
     return _gather_ranks(futures, workers)
 
@@ -193,10 +223,11 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _run_rank(rank: int, world: int, init_method: str, rank_fn: Callable[..., Any], *args: Any) -> Any:
-    """One rank, run on its Dask worker: join the group, run, leave the group in any case."""
+def _run_rank(
+    rank: int, world: int, init_method: str, threads: int, rank_fn: Callable[..., Any], *args: Any
+) -> Any:
+    """One rank, run on its Dask worker: join the group, run on ``threads``, leave the group in any case."""
     import torch.distributed as dist
-    from distributed import get_worker
 
     from data.threads import torch_threads
 
@@ -204,7 +235,7 @@ def _run_rank(rank: int, world: int, init_method: str, rank_fn: Callable[..., An
         "gloo", init_method=init_method, rank=rank, world_size=world, timeout=timedelta(seconds=TIMEOUT_S)
     )
     try:
-        with torch_threads(get_worker().state.nthreads):
+        with torch_threads(threads):
             return rank_fn(*args)
     finally:
         dist.destroy_process_group()

@@ -20,10 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data.torch_ranks import RanksFailed, agreed_weights, replica, run_ranks, to_worker, worker_record
+from data.torch_ranks import (
+    RanksFailed,
+    agreed_weights,
+    rank_slots,
+    replica,
+    run_ranks,
+    to_worker,
+    worker_record,
+)
 from ranking.config import TorchTrainSettings
 from ranking.dataset import ListwiseData
-from ranking.engine_lists import engine_workers, list_partitions
+from ranking.engine_lists import list_partitions
 from ranking.errors import InputError, RankingError
 
 if TYPE_CHECKING:
@@ -45,7 +53,12 @@ def fit_on_engine(
     signal = np.flatnonzero(sums > 0)
     if signal.size == 0:
         raise InputError("no training list has a positive label: nothing to learn from")
-    workers = engine_workers(client)[: signal.size]  # never a rank without lists
+    # One rank per worker: DCN-V2 trained 1.62x faster on 2 workers than on 1, where one process on both
+    # cores gained 1.42x (docs/scale.md). Never a rank without lists.
+    slots = rank_slots(client, "worker")[: signal.size]
+    if not slots:
+        raise InputError("the Dask cluster has no workers to train on")
+    workers = [slot.worker for slot in slots]
     shards = [train.subset(signal[part]) for part in list_partitions(signal.size, len(workers))]
     valid_shards: list[ListwiseData | None] = [None] * len(workers)
     if valid is not None:
@@ -56,7 +69,7 @@ def fit_on_engine(
         for rank, worker in enumerate(workers)
     ]
     try:
-        results = run_ranks(client, workers, _train_rank, rank_args)
+        results = run_ranks(client, slots, _train_rank, rank_args)
         weights = agreed_weights(results)
     except RanksFailed as exc:
         raise RankingError(f"torch.distributed training on the engine failed; {exc}") from None

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from data.torch_ranks import RankPlacement
+
 #: Above this many blocks the item table trains sparsely by default. One step of 256 histories, one thread:
 #: dense 27 ms and sparse 31 ms on 6,048 blocks; dense 221 ms and sparse 43 ms on 241,920 (a dense step
 #: reads and writes every row). They cross near 11,000; the small world keeps the dense path it was tuned on.
@@ -56,6 +58,14 @@ class EmbeddingSettings(BaseModel):
     # One thread: on the shared 2-core machines a second torch thread made a training step 15x slower
     # (spin-waiting on a busy core), measured here under load.
     threads: int = Field(default=1, ge=1, le=64, description="torch threads.")
+    # On one 2-core machine, 2 workers trained 2 epochs of the small world 1.27x faster than 1 as two gloo
+    # ranks (summing a 6,049-row table's gradients every step took 3.1-3.5 s of 19.4), and one process on
+    # both cores 1.66x faster (docs/scale.md): gloo pays off only between machines.
+    engine_ranks: RankPlacement = Field(
+        default="host",
+        description="M3 on the engine: one data-parallel rank per host, on all its workers' cores ('host'), "
+        "or one per worker ('worker').",
+    )
     seed: int = Field(default=0, ge=0)
     # Point-in-time M3 for ranker training sets (features.embeddings.asof): models retrained on an expanding
     # window of days, each giving user vectors as of the start of the days up to the next retraining.

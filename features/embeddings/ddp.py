@@ -1,4 +1,5 @@
-"""M3 data-parallel on the engine: one ``torch.distributed`` rank (gloo on CPU) per Dask worker.
+"""M3 data-parallel on the engine: ``torch.distributed`` ranks (gloo on CPU), one per host on all of its
+workers' cores, or one per Dask worker (``EmbeddingSettings.engine_ranks``).
 
 In: the training and validation sequences, the validation targets, the settings and a cluster client. Out:
 the trained model, its report and what the engine did. Rank placement is ``data.torch_ranks``'.
@@ -16,7 +17,7 @@ Each rank then steps its own optimisers: the same gradients on the same weights 
 validation targets are split between the ranks; their hits are summed, so every rank sees the same recall
 and stops at the same epoch (running out of time is agreed the same way). What differs from one process:
 dropout draws other masks on ranks other than 0, and float sums run in another order. With one rank it is
-one process's fit.
+one process's fit on the rank's threads, with nothing summed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from data.torch_ranks import (
     all_sum,
     flat_gradients,
     load_numpy_state,
+    rank_slots,
     replica,
     run_ranks,
     set_gradients,
@@ -64,11 +66,13 @@ def fit_on_engine(
     valid_targets: np.ndarray,
     settings: EmbeddingSettings,
 ) -> tuple[Encoder, TrainReport, dict[str, Any]]:
-    """``fit`` with one rank per worker of the cluster; returns the model, its report and the engine run."""
+    """``fit`` with the cluster's ranks (``settings.engine_ranks``); returns the model, its report and the
+    engine run."""
     training_events(train)  # before a cluster is asked: no data, no ranks
-    workers = sorted(client.scheduler_info()["workers"])
-    if not workers:
+    slots = rank_slots(client, settings.engine_ranks)
+    if not slots:
         raise EmbeddingError("the Dask cluster has no workers to train on")
+    workers = [slot.worker for slot in slots]
     args = [
         (
             to_worker(client, train, worker),
@@ -79,7 +83,7 @@ def fit_on_engine(
         for rank, worker in enumerate(workers)
     ]
     try:
-        results = run_ranks(client, workers, train_rank, args)
+        results = run_ranks(client, slots, train_rank, args)
         weights = agreed_weights(results)
     except RanksFailed as exc:
         raise EmbeddingError(f"M3 data-parallel training on the engine failed; {exc}") from None
@@ -88,8 +92,10 @@ def fit_on_engine(
     model.eval()
     run = {
         "backend": "gloo",
+        "placement": settings.engine_ranks,
         "ranks": len(results),
         "workers": workers,
+        "threads": [r["threads"] for r in results],  # torch's, as each rank ran
         "pids": [r["pid"] for r in results],
         "sum_gradients_seconds": [r["sync_seconds"] for r in results],  # all_reduce and all_gathers
     }
@@ -105,7 +111,7 @@ def train_rank(
     model = build_model(train.n_items, settings)
     if rank:  # dropout: each rank draws for its own rows; rank 0 goes on with one process's stream
         torch.manual_seed(settings.seed + rank)
-    sync = _GradientSum(model)
+    sync = _GradientSum(model) if world > 1 else None  # a lone rank's sum would copy every gradient a step
     report = run_epochs(
         model,
         train,
@@ -118,9 +124,10 @@ def train_rank(
     return {
         "rank": rank,
         "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
         **replica(model.state_dict()),
         "report": report.__dict__,
-        "sync_seconds": round(sync.seconds, 2),
+        "sync_seconds": round(sync.seconds, 2) if sync is not None else 0.0,
     }
 
 

@@ -1,6 +1,8 @@
 """M3 data-parallel on the engine: a real local Dask cluster of 2 worker processes, one torch.distributed rank
 (gloo) each, learns next-block prediction on the tiny world about as well as one process does, with the
-item table dense and sparse (rows gathered between the ranks)."""
+item table dense and sparse (rows gathered between the ranks). With one rank per host (the default), the
+same cluster trains one rank on a worker with both workers' threads: one process's fit, in another
+process."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import torch
 from data.days import split_days
 from data.engine import EngineSettings, engine_client
 from data.layout import DataLayout
+from data.threads import torch_threads
+from data.torch_ranks import RankSlot, rank_slots
 from features.embeddings.config import EmbeddingSettings
 from features.embeddings.ddp import fit_on_engine
 from features.embeddings.evaluate import evaluate
@@ -52,7 +56,7 @@ def client() -> Iterator[Client]:
 def _settings(sparse: bool, **kw: object) -> EmbeddingSettings:
     base = dict(
         dim=16, mid_items=4, max_history=12, epochs=4, patience=4, batch_size=128, negatives=64,
-        eval_max_events=400, threads=1, seed=3, sparse_items=sparse,
+        eval_max_events=400, threads=1, seed=3, sparse_items=sparse, engine_ranks="worker",
     )  # fmt: skip
     return EmbeddingSettings(**{**base, **kw})
 
@@ -90,3 +94,27 @@ def test_without_dropout_two_ranks_compute_one_process_steps(data, client: Clien
     )  # fmt: skip
     for name, value in alone.state_dict().items():
         assert torch.allclose(model.state_dict()[name], value, atol=1e-5), name
+
+
+def test_rank_slots_place_one_rank_per_worker_or_per_host(client: Client) -> None:
+    workers = sorted(client.scheduler_info()["workers"])
+    assert rank_slots(client, "worker") == [RankSlot(w, 1) for w in workers]
+    assert rank_slots(client, "host") == [RankSlot(workers[0], 2)]  # one host: its first worker, 2 threads
+
+
+def test_one_rank_per_host_is_one_process_fit_on_the_hosts_threads(data, client: Client) -> None:
+    """The default placement on one machine: a single rank on a worker process (not this one) running torch
+    on both workers' threads, whose weights are those of ``fit`` here: no gradient is summed or copied, and
+    dropout draws one process's masks (two ranks draw others, test_two_ranks_learn_m3_like_one_process)."""
+    train, valid, targets = data
+    settings = _settings(False, engine_ranks="host")
+    model, report, run = fit_on_engine(client, train, valid, targets, settings)
+    assert run["ranks"] == 1 and run["threads"] == [2] and run["placement"] == "host"
+    assert os.getpid() not in run["pids"] and run["sum_gradients_seconds"] == [0.0]
+    with torch_threads(2):
+        alone, alone_report = fit(train, valid, targets, settings)
+    assert (report.epochs, report.best_epoch, report.examples_seen) == (
+        alone_report.epochs, alone_report.best_epoch, alone_report.examples_seen
+    )  # fmt: skip
+    for name, value in alone.state_dict().items():
+        assert torch.allclose(model.state_dict()[name], value, atol=1e-6), name
