@@ -23,8 +23,9 @@ from data.days import Progress
 from retrieval.cache import LruCache
 from retrieval.config import DenseSettings, SpladeSettings
 from retrieval.encoders.batching import encode_inputs, length_batches
-from retrieval.encoders.loading import load_pretrained, load_tokenizer, resolve
+from retrieval.encoders.loading import load_pretrained, resolve
 from retrieval.encoders.onnx_export import Pooling, precision_identity, quantisation
+from retrieval.encoders.tokenizer import TextTokenizer, load_tokenizer
 from retrieval.errors import NotBuiltError
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class TransformerEncoder:
         self.threads = threads  # a query: one worker's share of the machine
         self.index_threads = index_threads  # encode_documents: a batch job
         self.onnx_cache_dir = onnx_cache_dir  # None: onnx_model.default_cache_dir()
-        self._tokenizer: Any = None
+        self._tokenizer: TextTokenizer | None = None
         self._model: Any = None  # torch backend: the torch module
         self._onnx: Any = None  # onnx backend: an OnnxEncoderModel
         self.cache: LruCache[str, Any] = LruCache(cache_size)  # query text -> its encoding
@@ -95,7 +96,8 @@ class TransformerEncoder:
                 threads=self.threads,
             )
         else:
-            self._tokenizer, model = load_pretrained(self.name_or_path, self.torch_loader, self.threads)
+            _, model = load_pretrained(self.name_or_path, self.torch_loader, self.threads)
+            self._tokenizer = load_tokenizer(self.name_or_path)  # the same ids as the ONNX backend's
             self._model = self._torch_module(model)
         return self
 
@@ -105,6 +107,12 @@ class TransformerEncoder:
 
     def _torch_forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        if self._tokenizer is None:
+            raise NotBuiltError(f"{type(self).__name__} is not loaded: call load() first")
+        return self._tokenizer
 
     def _require_loaded(self) -> None:
         if not self.is_loaded:
@@ -121,7 +129,7 @@ class TransformerEncoder:
         self._require_loaded()
         if self.quantised and len(texts) > 1:
             return np.concatenate([self._encode([t]) for t in texts])
-        ids, mask = encode_inputs(self._tokenizer, texts, self.settings.max_length)
+        ids, mask = encode_inputs(self.tokenizer, texts, self.settings.max_length)
         return self._forward(ids, mask)
 
     @property
@@ -155,7 +163,7 @@ class TransformerEncoder:
         than from splitting each matrix product, and the sink (SPLADE's pruning, in Python) overlaps them.
         """
         self._require_loaded()
-        batches = length_batches(self._tokenizer, texts, self.settings.max_length, self.batch_size)
+        batches = length_batches(self.tokenizer, texts, self.settings.max_length, self.batch_size)
         done = 0
 
         def report(positions: np.ndarray, rows: np.ndarray) -> None:

@@ -12,23 +12,13 @@ catalogue never holds every passage's token ids at once.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
+from retrieval.encoders.tokenizer import TextTokenizer
+
 # Passages tokenised (and sorted) at a time: padding waste is already small at this size.
 CHUNK = 8192
-
-
-def token_ids(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Each text's token ids, special tokens included, truncated to ``max_length``."""
-    return tokenizer(
-        list(texts),
-        truncation=True,
-        max_length=max_length,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
 
 
 def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,20 +32,22 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndar
     return ids, mask
 
 
-def encode_inputs(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_inputs(
+    tokenizer: TextTokenizer, texts: Sequence[str], max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask) of ``texts`` in their order: what a query (or a small batch) needs."""
-    return pad(token_ids(tokenizer, texts, max_length), tokenizer.pad_token_id)
+    return pad(tokenizer.token_ids(texts, max_length), tokenizer.pad_token_id)
 
 
 def length_batches(
-    tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int
+    tokenizer: TextTokenizer, texts: Sequence[str], max_length: int, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(positions in ``texts``, input_ids, attention_mask) per batch, longest passages first in each chunk.
 
     Writing each batch's outputs at its positions restores the original order.
     """
     for start in range(0, len(texts), CHUNK):
-        rows = token_ids(tokenizer, texts[start : start + CHUNK], max_length)
+        rows = tokenizer.token_ids(texts[start : start + CHUNK], max_length)
         order = np.argsort([-len(r) for r in rows], kind="stable")  # longest first: the peak memory early
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]

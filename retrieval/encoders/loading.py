@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
+from retrieval.encoders.tokenizer import auto_tokenizer
 from retrieval.errors import ModelLoadError
 
 
@@ -60,28 +60,17 @@ def model_identity(name_or_path: str) -> str:
     return f"{path.name}:{digest.hexdigest()[:16]}"
 
 
-def load_tokenizer(name_or_path: str) -> Any:
-    """The checkpoint's tokenizer (what the ONNX backend needs: no torch model is loaded)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    try:
-        return transformers.AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load a tokenizer from {name_or_path}: {exc}") from exc
-
-
 def load_pretrained(
     name_or_path: str, loader: str, threads: int, *, attention: str | None = None
 ) -> tuple[Any, Any]:
-    """(tokenizer, model in eval mode) from transformers, with torch limited to ``threads`` threads.
+    """(transformers' tokenizer, model in eval mode), with torch limited to ``threads`` threads.
     ``attention``: transformers' ``attn_implementation`` (None: its default)."""
     import torch
     import transformers
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    tokenizer = load_tokenizer(name_or_path)
+    tokenizer = auto_tokenizer(name_or_path)
     progress = transformers.utils.logging
     # transformers 5 draws a "Loading weights" bar per load: two lines of terminal noise per command for a
     # local checkpoint that loads in milliseconds. A hub download keeps its bars.

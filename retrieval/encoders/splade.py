@@ -51,7 +51,7 @@ class SpladeEncoder(TransformerEncoder):
 
     def load(self) -> Self:
         super().load()
-        vocab = self._tokenizer.get_vocab()
+        vocab = self.tokenizer.get_vocab()
         terms = [""] * len(vocab)
         for term, idx in vocab.items():
             terms[idx] = term

@@ -23,10 +23,11 @@ from retrieval.base import Passage
 from retrieval.config import PLAIN_INT8, DenseSettings, SpladeSettings
 from retrieval.encoders.batching import length_batches
 from retrieval.encoders.dense import DenseEncoder
-from retrieval.encoders.loading import default_dense_path, default_splade_path, load_tokenizer
+from retrieval.encoders.loading import default_dense_path, default_splade_path
 from retrieval.encoders.onnx_export import SMOOTHING_FILES, build, files_digest, quantisation
 from retrieval.encoders.onnx_model import MODEL_FILE, cache_fingerprint, cache_folder, damage
 from retrieval.encoders.splade import SpladeEncoder
+from retrieval.encoders.tokenizer import load_tokenizer
 from retrieval.errors import ModelLoadError
 
 N_PASSAGES = 48
