@@ -20,6 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -249,10 +250,17 @@ def _evict(folder: Path, start: date, end: date, keep: int) -> None:
 
 def rows_between(table: pa.Table, start: date, end: date) -> pa.Table:
     """The rows whose request falls on days [start, end]."""
-    lo = pa.scalar(day_start_ms(start), TIMESTAMP)
-    hi = pa.scalar(day_start_ms(end + timedelta(days=1)), TIMESTAMP)
+    lo, hi = day_start_ms(start), day_start_ms(end + timedelta(days=1))
     ts = table["ts"].cast(TIMESTAMP)
-    return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+    if ts.null_count == 0:
+        # A built training set runs in time order: its days are a slice, the same rows without copying
+        # every column (a filter of the small world's training days took about 2 s).
+        ms = ts.cast(pa.int64()).to_numpy()
+        if bool((ms[1:] >= ms[:-1]).all()):
+            first, last = np.searchsorted(ms, [lo, hi], side="left")
+            return table.slice(int(first), int(last - first))
+    lo_ts, hi_ts = pa.scalar(lo, TIMESTAMP), pa.scalar(hi, TIMESTAMP)
+    return table.filter(pc.and_(pc.greater_equal(ts, lo_ts), pc.less(ts, hi_ts)))
 
 
 def engine_parts(engine: EngineSettings) -> int:

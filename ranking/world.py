@@ -96,6 +96,26 @@ def feature_columns(
     ]
 
 
+def in_list_order(table: pa.Table, order: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether the rows already run by (ts, request_id, ``order``) ascending, where a stable sort by those
+    keys (Arrow's) would leave them as they are. Nulls: False (the sort decides where they go)."""
+    n = table.num_rows
+    if n < 2:
+        return True
+    columns = [table["ts"], table["request_id"], order]
+    if any(c.null_count for c in columns):
+        return False
+    ts = table["ts"].cast(pa.int64()).to_numpy()
+    requests = table["request_id"].combine_chunks()
+    rank = np.asarray(pc.cast(order, pa.int64()).to_numpy())
+    before, after = requests.slice(0, n - 1), requests.slice(1)
+    later = ts[1:] > ts[:-1]
+    same_ts = ts[1:] == ts[:-1]
+    request_up = pc.greater(after, before).to_numpy(zero_copy_only=False)
+    same_request = pc.equal(after, before).to_numpy(zero_copy_only=False)
+    return bool((later | (same_ts & (request_up | (same_request & (rank[1:] >= rank[:-1]))))).all())
+
+
 def to_listwise(
     table: pa.Table,
     *,
@@ -129,9 +149,10 @@ def to_listwise(
         )
     # Group each impression's rows together, in the logged order; unshown candidates (position 0) last.
     shown_last = pc.if_else(pc.equal(table["position"], 0), UNSHOWN_ORDER, table["position"])
-    table = table.append_column("_order", shown_last)
-    table = table.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("_order", "ascending")])
-    table = table.drop_columns(["_order"])
+    if not in_list_order(table, shown_last):  # a built training set already is (the sort took 4.5 s)
+        table = table.append_column("_order", shown_last)
+        table = table.sort_by([("ts", "ascending"), ("request_id", "ascending"), ("_order", "ascending")])
+        table = table.drop_columns(["_order"])
     req = table["request_id"].to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, req[1:] != req[:-1]])
     offsets = np.r_[starts, len(req)]

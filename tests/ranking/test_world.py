@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from data.days import day_start_ms
 from data.layout import DataLayout
 from data.logstats import click_counts, query_click_entropy
 from features.config import FeatureStoreSettings
@@ -30,7 +32,7 @@ from ranking.training_cache import (
     rows_between,
     training_table,
 )
-from ranking.world import USER_PREFIXES, WorldSource, day_split
+from ranking.world import UNSHOWN_ORDER, USER_PREFIXES, WorldSource, day_split, in_list_order, to_listwise
 from ranking.world_eval import parse_world_models, truth_grades, world_metrics
 
 # The tiny world logs 4 days: 1 warm-up, 1 training, 1 validation, 1 test.
@@ -83,6 +85,36 @@ def test_adapter_shapes_labels_and_weights(source: WorldSource) -> None:
         pos = lists.positions[data.offsets[q] : data.offsets[q + 1]]
         assert (np.diff(pos) > 0).all()
     assert data.list_meta == {}, "training lists carry no slices"
+
+
+def _list_order(table: pa.Table) -> pa.ChunkedArray:
+    return pc.if_else(pc.equal(table["position"], 0), UNSHOWN_ORDER, table["position"])
+
+
+def test_rows_in_list_order_give_the_lists_a_shuffled_copy_gives(source: WorldSource) -> None:
+    """A built training set is in (time, request, shown position, candidates) order: the lists skip the
+    sort and its days are slices. A shuffled copy is sorted (and filtered) into the same lists; one step
+    out of order anywhere (time, request or position) is seen."""
+    table = source.table()
+    assert in_list_order(table, _list_order(table))
+    days = source.split.train
+    sliced = rows_between(table, *days)
+    ts = table["ts"].cast(pa.int64())
+    lo, hi = day_start_ms(days[0]), day_start_ms(days[1] + timedelta(days=1))
+    assert sliced.num_rows and sliced.equals(table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))))
+    shuffled = table.take(np.random.default_rng(0).permutation(table.num_rows))
+    assert not in_list_order(shuffled, _list_order(shuffled))
+    assert rows_between(shuffled, *days).num_rows == sliced.num_rows
+    fast, slow = to_listwise(sliced), to_listwise(rows_between(shuffled, *days))
+    for name in ("dense", "labels", "offsets", "weights", "categorical"):
+        np.testing.assert_array_equal(getattr(fast.data, name), getattr(slow.data, name), err_msg=name)
+    np.testing.assert_array_equal(fast.request_ids, slow.request_ids)
+    n = table.num_rows
+    for i in (1, n // 2, n - 1):  # the rows i - 1 and i swapped: out of order wherever they differ
+        swapped = table.take(np.r_[0 : i - 1, i, i - 1, i + 1 : n])
+        keys = [(table[c][i - 1].as_py(), table[c][i].as_py()) for c in ("ts", "request_id", "position")]
+        differ = any(a != b for a, b in keys)
+        assert in_list_order(swapped, _list_order(swapped)) is not differ, (i, keys)
 
 
 def test_non_personalized_drops_user_features(source: WorldSource) -> None:
