@@ -88,12 +88,8 @@ def test_without_dropout_two_ranks_compute_one_process_steps(data, client: Clien
     train, valid, targets = data
     settings = _settings(sparse, dropout=0.0, epochs=3, patience=1)
     model, report, _ = fit_on_engine(client, train, valid, targets, settings)
-    alone, alone_report = fit(train, valid, targets, settings)
-    assert (report.epochs, report.best_epoch, report.stopped) == (
-        alone_report.epochs, alone_report.best_epoch, alone_report.stopped
-    )  # fmt: skip
-    for name, value in alone.state_dict().items():
-        assert torch.allclose(model.state_dict()[name], value, atol=1e-5), name
+    alone = fit(train, valid, targets, settings)
+    _assert_trained_alike((model, report), alone, ("epochs", "best_epoch", "stopped"), 1e-5)
 
 
 def test_rank_slots_place_one_rank_per_worker_or_per_host(client: Client) -> None:
@@ -112,9 +108,13 @@ def test_one_rank_per_host_is_one_process_fit_on_the_hosts_threads(data, client:
     assert run["ranks"] == 1 and run["threads"] == [2] and run["placement"] == "host"
     assert os.getpid() not in run["pids"] and run["sum_gradients_seconds"] == [0.0]
     with torch_threads(2):
-        alone, alone_report = fit(train, valid, targets, settings)
-    assert (report.epochs, report.best_epoch, report.examples_seen) == (
-        alone_report.epochs, alone_report.best_epoch, alone_report.examples_seen
-    )  # fmt: skip
-    for name, value in alone.state_dict().items():
-        assert torch.allclose(model.state_dict()[name], value, atol=1e-6), name
+        alone = fit(train, valid, targets, settings)
+    _assert_trained_alike((model, report), alone, ("epochs", "best_epoch", "examples_seen"), 1e-6)
+
+
+def _assert_trained_alike(engine: tuple, alone: tuple, fields: tuple[str, ...], atol: float) -> None:
+    """The engine's (model, report) and one process's agree on the report's ``fields`` and on every weight."""
+    (model, report), (reference, reference_report) = engine, alone
+    assert [getattr(report, f) for f in fields] == [getattr(reference_report, f) for f in fields]
+    for name, value in reference.state_dict().items():
+        assert torch.allclose(model.state_dict()[name], value, atol=atol), name
