@@ -52,11 +52,12 @@ class FastTokenizer:
         import tokenizers
 
         path = folder / "tokenizer.json"
+        pad = _tokenizer_config(folder).get("pad_token", "[PAD]")
+        if isinstance(pad, dict):  # transformers 4 writes special tokens as serialised AddedTokens
+            pad = pad.get("content", "[PAD]")
         try:
             spec = path.read_text(encoding="utf-8")
-            pad_id = tokenizers.Tokenizer.from_str(spec).token_to_id(
-                _tokenizer_config(folder).get("pad_token", "[PAD]")
-            )
+            pad_id = tokenizers.Tokenizer.from_str(spec).token_to_id(str(pad))
         except ModelLoadError:
             raise
         except Exception as exc:  # tokenizers raises plain Exceptions on a malformed file

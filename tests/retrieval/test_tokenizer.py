@@ -95,6 +95,17 @@ def test_other_checkpoints_use_transformers_tokenizer(tmp_path: Path) -> None:
     assert load_tokenizer(str(plain)).token_ids(["Jeju island restaurants"], 32) == expected
 
 
+def test_a_padding_token_written_as_an_added_token_is_read(tmp_path: Path) -> None:
+    """transformers 4 saves special tokens as ``{"__type": "AddedToken", "content": ...}``."""
+    folder = tmp_path / "added"
+    shutil.copytree(default_splade_path(), folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["pad_token"] = {"__type": "AddedToken", "content": "[PAD]", "lstrip": False, "rstrip": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer = load_tokenizer(str(folder))
+    assert isinstance(tokenizer, FastTokenizer) and tokenizer.pad_token_id == 0
+
+
 def test_a_broken_tokenizer_file_is_named(tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     shutil.copytree(default_splade_path(), folder)
