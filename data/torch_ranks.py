@@ -13,8 +13,10 @@ ranks and torch.distributed (gloo on CPU) does the communication; nothing here s
   rendezvous there (``init_method tcp://host:port``).
 - One task per rank, pinned to its worker (``workers=[address]``, no other worker allowed, not pure: a rank
   is not a cached value), joins the group as rank ``i`` of ``len(slots)`` with its slot's torch threads,
-  runs the rank function, and leaves the group whatever happens. A host's other workers get no task while
-  its rank runs (the job is the cluster's only one): their cores are the rank's threads.
+  runs the rank function, and leaves the group whatever happens. Per host assumes the host's other workers
+  get no task while its rank runs (the job is the cluster's only one), so their cores are the rank's
+  threads (capped at the cores the rank's process may use), and that the hosts are alike (each rank takes
+  an equal share of every batch). Hosts are told apart by their workers' addresses.
 - Large arguments go to their worker first (``to_worker``), so the task graph does not carry the arrays.
 """
 
@@ -56,12 +58,14 @@ class RankSlot(NamedTuple):
 def rank_slots(client: Client, per: RankPlacement) -> list[RankSlot]:
     """The cluster's rank slots, in worker-address order: one per worker with its own threads, or one per
     host on its first worker with the threads of every worker of that host. Empty when it has no workers."""
-    info = client.scheduler_info()["workers"]
+    if per not in ("worker", "host"):
+        raise ValueError(f"ranks go per 'worker' or per 'host', not {per!r}")
+    nthreads = client.nthreads()  # every worker (scheduler_info lists only a few in some versions)
     slots: dict[str, RankSlot] = {}
-    for address in sorted(info):
+    for address in sorted(nthreads):
         key = address if per == "worker" else _host(address)
         first = slots.get(key, RankSlot(address, 0))
-        slots[key] = RankSlot(first.worker, first.threads + int(info[address]["nthreads"]))
+        slots[key] = RankSlot(first.worker, first.threads + int(nthreads[address]))
     return list(slots.values())
 
 
@@ -229,13 +233,14 @@ def _run_rank(
     """One rank, run on its Dask worker: join the group, run on ``threads``, leave the group in any case."""
     import torch.distributed as dist
 
-    from data.threads import torch_threads
+    from data.threads import all_cores, torch_threads
 
     dist.init_process_group(
         "gloo", init_method=init_method, rank=rank, world_size=world, timeout=timedelta(seconds=TIMEOUT_S)
     )
     try:
-        with torch_threads(threads):
+        # Never more threads than the process may run on: a host's workers may declare more than its cores.
+        with torch_threads(max(1, min(threads, all_cores()))):
             return rank_fn(*args)
     finally:
         dist.destroy_process_group()

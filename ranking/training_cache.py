@@ -60,7 +60,7 @@ _CONNECTION_FIELDS = {
 }
 
 # Embedding settings that cannot change a point-in-time M3 vector.
-_EMBEDDING_IRRELEVANT = {"model_dir", "threads"}
+_EMBEDDING_IRRELEVANT = {"model_dir", "threads", "engine_ranks"}  # how, not what, M3 trains
 
 
 def feature_fingerprint(settings: FeatureStoreSettings) -> str:

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from retrieval.errors import ModelLoadError
 
-#: tokenizer_config.json classes whose tokenizer.json gives transformers' ids (BERT's normaliser,
-#: pre-tokeniser and [CLS] ... [SEP] template all live in the file).
+#: tokenizer_config.json classes whose tokenizer.json can give transformers' ids, when the file agrees with
+#: the config (``_file_is_config``).
 FAST_CLASSES = frozenset({"BertTokenizer", "BertTokenizerFast"})
 
 
@@ -51,6 +51,8 @@ class FastTokenizer:
     def from_folder(cls, folder: Path) -> FastTokenizer:
         import tokenizers
 
+        # One thread per call: the tokenizers library would otherwise spread a batch over every core.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         path = folder / "tokenizer.json"
         pad = _tokenizer_config(folder).get("pad_token", "[PAD]")
         if isinstance(pad, dict):  # transformers 4 writes special tokens as serialised AddedTokens
@@ -98,6 +100,8 @@ class TransformersTokenizer:
     ``tokenizer.json``, and hub ids."""
 
     def __init__(self, tokenizer: Any) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ModelLoadError(f"the tokenizer of {tokenizer.name_or_path} has no padding token")
         self.tokenizer = tokenizer
         self.pad_token_id = int(tokenizer.pad_token_id)
 
@@ -117,13 +121,36 @@ class TransformersTokenizer:
 def load_tokenizer(name_or_path: str) -> TextTokenizer:
     """The checkpoint's tokeniser: ``FastTokenizer`` for a local BERT folder with ``tokenizer.json``,
     else transformers'."""
-    # One thread per call, as before: the tokenizers library would otherwise spread a batch over every core.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     folder = Path(name_or_path)
-    tokenizer_class = _tokenizer_config(folder).get("tokenizer_class")  # {} for a hub id
-    if tokenizer_class in FAST_CLASSES and (folder / "tokenizer.json").is_file():
+    config = _tokenizer_config(folder)  # {} for a hub id
+    if config.get("tokenizer_class") in FAST_CLASSES and _file_is_config(folder / "tokenizer.json", config):
         return FastTokenizer.from_folder(folder)
     return TransformersTokenizer(auto_tokenizer(name_or_path))
+
+
+def _file_is_config(path: Path, config: dict[str, Any]) -> bool:
+    """Whether ``tokenizer.json`` tokenises as transformers' BERT tokenizer built from ``config`` would:
+    transformers rebuilds the normaliser from the config's keys (with its defaults), so the file's must
+    agree, with BERT's pre-tokeniser and [CLS] ... [SEP] template, and truncation on the right."""
+    if not path.is_file():
+        return False
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a tokenizer from {path}: {exc}") from exc
+    normaliser = spec.get("normalizer") or {}
+    template = [
+        next(iter(part.values())).get("id") for part in (spec.get("post_processor") or {}).get("single", [])
+    ]
+    return (
+        normaliser.get("type") == "BertNormalizer"
+        and normaliser.get("lowercase") == config.get("do_lower_case", True)
+        and normaliser.get("strip_accents") == config.get("strip_accents")
+        and normaliser.get("handle_chinese_chars") == config.get("tokenize_chinese_chars", True)
+        and (spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
+        and template == ["[CLS]", "A", "[SEP]"]
+        and config.get("truncation_side", "right") == "right"
+    )
 
 
 def auto_tokenizer(name_or_path: str) -> Any:

@@ -88,8 +88,13 @@ def test_other_checkpoints_use_transformers_tokenizer(tmp_path: Path) -> None:
     config = json.loads((other / "tokenizer_config.json").read_text())
     config["tokenizer_class"] = "RobertaTokenizer"
     (other / "tokenizer_config.json").write_text(json.dumps(config))
+    cased = tmp_path / "cased"  # transformers builds the normaliser from the config, not from the file
+    shutil.copytree(source, cased)
+    config = json.loads((cased / "tokenizer_config.json").read_text())
+    config["do_lower_case"] = False
+    (cased / "tokenizer_config.json").write_text(json.dumps(config))
     expected = load_tokenizer(str(source)).token_ids(["Jeju island restaurants"], 32)
-    for folder in (plain, other):
+    for folder in (plain, other, cased):
         tokenizer = load_tokenizer(str(folder))
         assert isinstance(tokenizer, TransformersTokenizer)
     assert load_tokenizer(str(plain)).token_ids(["Jeju island restaurants"], 32) == expected
