@@ -39,8 +39,10 @@ def test_two_worker_processes_write_the_same_world_as_one(tiny_world: Path, tmp_
         pids = client.run(os.getpid)  # worker address -> pid
         days = client.run(days_written)  # worker address -> the days it wrote
     assert len(pids) == 2 and len(set(pids.values())) == 2 and os.getpid() not in pids.values()
-    assert all(days[w] for w in pids), days  # both workers wrote days: no single-process fallback
-    assert sorted(d for ds in days.values() for d in ds) == list(range(SCALES["tiny"].days))
+    # Every day was written in the cluster's worker processes, none in this one: no single-process fallback.
+    # Which worker takes which day is the scheduler's choice: one worker took all four tiny days once in CI
+    # (the catalogue and truth tables are tasks too, and the days are short).
+    assert sorted(d for ds in days.values() for d in ds) == list(range(SCALES["tiny"].days)), days
     assert _digest(out) == _digest(tiny_world)  # tiny_world: generated with workers=1, in this process
 
 
